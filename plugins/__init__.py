@@ -1,0 +1,1 @@
+"""First-party tlbench plugins: written only against tlbench's public API (``tlbench.__all__``)."""

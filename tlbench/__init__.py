@@ -1,0 +1,26 @@
+"""tlbench: benchmark pretrained backbones × transfer strategies × datasets, honestly.
+
+The public API for plugins is exactly ``__all__``; importing it does not import torch.
+"""
+
+from tlbench.api import Backbone, Component, Dataset, FitContext, Images, Network, Strategy
+from tlbench.errors import ConfigError
+from tlbench.hookspecs import hookimpl
+from tlbench.options import NoOptions, option
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backbone",
+    "Component",
+    "ConfigError",
+    "Dataset",
+    "FitContext",
+    "Images",
+    "Network",
+    "NoOptions",
+    "Strategy",
+    "__version__",
+    "hookimpl",
+    "option",
+]

@@ -1,0 +1,152 @@
+"""The three kinds of component a plugin can register, and what they exchange with the core.
+
+Nothing here imports torch: ``tlbench ls`` and ``tlbench --help`` only read class attributes.
+Plugins keep their heavy imports inside methods for the same reason.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Optional, Sequence
+
+from tlbench.options import NoOptions
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from tlbench.data import ImageSplit
+    from tlbench.grid import Settings
+
+
+class Component:
+    """Shared by backbones, strategies and datasets.
+
+    ``name`` is the one name used in grid files, ``tlbench ls``, records and leaderboards.
+    ``description`` defaults to the first line of the class docstring.
+    ``Options`` is a dataclass of the options a grid may set under ``[strategy.NAME]``
+    (or ``[backbone.NAME]``, ``[dataset.NAME]``); see :func:`tlbench.option`.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+
+    @classmethod
+    def summary(cls) -> str:
+        if cls.description:
+            return cls.description
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    @classmethod
+    def is_family(cls) -> bool:
+        """True for a backbone whose name is a pattern standing for many names."""
+        return False
+
+
+# -- backbones ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Network:
+    """A backbone ready for a cell: the model with a fresh head and what its weights expect.
+
+    ``model`` follows timm's model API (``forward_features``, ``forward_head``,
+    ``get_classifier``, ``reset_classifier``); its forward returns logits for ``num_classes``.
+    """
+
+    model: "torch.nn.Module"
+    input_size: int  # the square input size the weights were trained at
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    weights: str  # where the weights came from, e.g. "bundled:efficientnet_lite0 sha256:..."
+    interpolation: str = "bilinear"
+
+
+class Backbone(Component):
+    """A source of networks.
+
+    ``name`` is either one name or a glob pattern (``"*"``) for a family resolved on demand,
+    such as every timm model. A family lists a few names in ``featured`` for ``tlbench ls`` and
+    overrides :meth:`claims` to decide cheaply whether it knows a name.
+    """
+
+    featured: ClassVar[Sequence[str]] = ()
+
+    @classmethod
+    def is_family(cls) -> bool:
+        return any(ch in cls.name for ch in "*?[")
+
+    def claims(self, name: str) -> bool:
+        return fnmatch.fnmatchcase(name, self.name)
+
+    def create(self, name: str, *, num_classes: int, pretrained: bool, options: Any) -> Network:
+        raise NotImplementedError
+
+
+# -- datasets ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Images:
+    """A labelled image collection as a dataset plugin returns it.
+
+    ``samples[i]`` is a PIL image or a uint8 numpy array (H×W grey or H×W×C); the core converts,
+    resizes and normalises. ``test_indices`` marks an official test split to keep as is; without
+    it the core draws a stratified test split itself.
+    """
+
+    samples: Sequence[Any]
+    labels: Sequence[int]
+    classes: Sequence[str]
+    test_indices: Optional[Sequence[int]] = None
+    source: str = ""
+
+
+class Dataset(Component):
+    """A source of labelled images."""
+
+    def load(self, options: Any) -> Images:
+        raise NotImplementedError
+
+
+# -- strategies --------------------------------------------------------------------------------
+
+
+class FitContext:
+    """What the core gives a strategy besides the model and the data (see runner.py)."""
+
+    device: "torch.device"
+    settings: "Settings"
+    seed: int
+    num_classes: int
+    precision: str  # "fp32" or "bf16" (autocast on CUDA)
+    cache_dir: str
+    progress: Callable[..., Iterable]
+    log: Callable[..., None]
+
+
+class Strategy(Component):
+    """How a pretrained network is adapted to a dataset.
+
+    The core builds the network, calls :meth:`fit` (timed), then evaluates the returned model on
+    the test split itself: a strategy decides how the model is trained, never how it is scored.
+    Parameters that ``fit`` trained must be left with ``requires_grad=True`` and all others
+    ``False``: the core counts them as the strategy's trainable parameters.
+    """
+
+    #: False for controls that must start from random weights ("from scratch").
+    pretrained: ClassVar[bool] = True
+
+    def __init__(self, options: Any = None):
+        self.options = options if options is not None else self.Options()
+
+    def fit(
+        self,
+        model: "torch.nn.Module",
+        train: "ImageSplit",
+        val: "ImageSplit",
+        ctx: FitContext,
+    ) -> "torch.nn.Module":
+        raise NotImplementedError

@@ -1,0 +1,181 @@
+"""Splits and image tensors: the core, not the dataset plugin, decides who sees which image.
+
+Splits are stratified and drawn from ``split_seed`` alone, so every cell of a grid (every
+backbone, strategy and seed) is trained, selected and scored on the same images. k-shot
+subsampling of the training split uses the cell's seed, so seeds also vary the k examples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from tlbench.api import Images
+
+# Datasets whose resized uint8 pixels fit in this many bytes are decoded once and held in
+# memory; larger ones are decoded per batch by DataLoader workers.
+MATERIALIZE_BYTES = int(os.environ.get("TLBENCH_MATERIALIZE_MB", "2048")) * 2**20
+
+
+@dataclass
+class SplitIndices:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    def sizes(self) -> dict:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for part in (self.train, self.val, self.test):
+            h.update(np.sort(part).astype(np.int64).tobytes())
+            h.update(b"|")
+        return h.hexdigest()[:16]
+
+
+def _share(n: int, fraction: float) -> int:
+    """At least one example of a class goes to a held-out split once the class has three."""
+    return max(1, int(round(n * fraction))) if n >= 3 else 0
+
+
+def stratified_split(
+    labels: Sequence[int],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    test_indices: Optional[Sequence[int]] = None,
+) -> SplitIndices:
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    fixed_test = None if test_indices is None else np.asarray(test_indices, dtype=np.int64)
+    pool = np.arange(len(labels))
+    if fixed_test is not None:
+        pool = np.setdiff1d(pool, fixed_test)
+        # the remaining data is split into train and val in the same proportion as otherwise
+        val_fraction = val_fraction / (1.0 - test_fraction)
+    train, val, test = [], [], []
+    for cls in np.unique(labels[pool]):
+        members = pool[labels[pool] == cls]
+        members = members[rng.permutation(len(members))]
+        n_test = 0 if fixed_test is not None else _share(len(members), test_fraction)
+        n_val = _share(len(members) - n_test, val_fraction)
+        test.append(members[:n_test])
+        val.append(members[n_test:n_test + n_val])
+        train.append(members[n_test + n_val:])
+    join = lambda parts: np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    return SplitIndices(join(train), join(val), fixed_test if fixed_test is not None else join(test))
+
+
+def per_class_subsample(indices: np.ndarray, labels: Sequence[int], k: int, seed: int) -> np.ndarray:
+    """Keep at most ``k`` examples of each class (k-shot), chosen with ``seed``."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    kept = []
+    for cls in np.unique(labels[indices]):
+        members = indices[labels[indices] == cls]
+        kept.append(rng.choice(members, size=min(k, len(members)), replace=False))
+    return np.sort(np.concatenate(kept))
+
+
+def to_rgb_uint8(sample, size: int, interpolation: str = "bilinear") -> np.ndarray:
+    """Any sample a dataset yields -> H×W×3 uint8: shorter side to ``size``, centre crop."""
+    from PIL import Image
+
+    if isinstance(sample, Image.Image):
+        image = sample
+    else:
+        array = np.asarray(sample)
+        if array.dtype != np.uint8:
+            raise TypeError(f"dataset samples must be uint8 arrays or PIL images, got {array.dtype}")
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[:, :, 0]
+        image = Image.fromarray(array)
+    image = image.convert("RGB")
+    width, height = image.size
+    scale = size / min(width, height)
+    resized = (max(size, round(width * scale)), max(size, round(height * scale)))
+    resample = Image.BICUBIC if interpolation == "bicubic" else Image.BILINEAR
+    if resized != image.size:
+        image = image.resize(resized, resample)
+    left, top = (resized[0] - size) // 2, (resized[1] - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    return np.asarray(image, dtype=np.uint8)
+
+
+class _DecodeDataset(torch.utils.data.Dataset):
+    def __init__(self, samples, indices, size, interpolation):
+        self.samples, self.indices = samples, indices
+        self.size, self.interpolation = size, interpolation
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        pixels = to_rgb_uint8(self.samples[int(self.indices[i])], self.size, self.interpolation)
+        return torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), i
+
+
+def decode_all(samples, indices, size: int, interpolation: str) -> torch.Tensor:
+    """Decode and resize ``samples[indices]`` into one N×3×S×S uint8 tensor."""
+    out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
+    for row, index in enumerate(indices):
+        out[row] = torch.from_numpy(to_rgb_uint8(samples[int(index)], size, interpolation)).permute(2, 0, 1)
+    return out
+
+
+class ImageSplit:
+    """One split of a dataset, as strategies see it.
+
+    ``batches()`` yields normalised float images and labels on a device. Small datasets are
+    held as one uint8 tensor (decoded once); large ones are decoded by DataLoader workers.
+    """
+
+    def __init__(self, images: Images, indices: np.ndarray, size: int, mean, std,
+                 interpolation: str = "bilinear", pixels: Optional[torch.Tensor] = None):
+        self.indices = np.asarray(indices, dtype=np.int64)
+        all_labels = np.asarray(images.labels, dtype=np.int64)
+        self.labels = torch.from_numpy(all_labels[self.indices])
+        self.num_classes = len(images.classes)
+        self.size = size
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self._images, self._interpolation = images, interpolation
+        self.pixels = pixels  # N×3×S×S uint8, or None when decoded on the fly
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def normalize(self, pixels: torch.Tensor, device) -> torch.Tensor:
+        x = pixels.to(device, non_blocking=True).float().div_(255.0)
+        return x.sub_(self.mean.to(device)).div_(self.std.to(device))
+
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0,
+                device="cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = (torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+                 if shuffle else torch.arange(len(self)))
+        if self.pixels is not None:
+            for start in range(0, len(self), batch_size):
+                rows = order[start:start + batch_size]
+                yield self.normalize(self.pixels[rows], device), self.labels[rows].to(device)
+            return
+        loader = torch.utils.data.DataLoader(
+            _DecodeDataset(self._images.samples, self.indices[order.numpy()], self.size,
+                           self._interpolation),
+            batch_size=batch_size, num_workers=min(8, os.cpu_count() or 1),
+            pin_memory=torch.device(device).type == "cuda",
+        )
+        for pixels, rows in loader:
+            yield self.normalize(pixels, device), self.labels[order[rows]].to(device)
+
+    def num_batches(self, batch_size: int) -> int:
+        return (len(self) + batch_size - 1) // batch_size
+
+
+def fits_in_memory(count: int, size: int) -> bool:
+    return count * 3 * size * size <= MATERIALIZE_BYTES

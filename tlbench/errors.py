@@ -1,0 +1,31 @@
+"""Errors a user can cause and fix: the CLI prints them as one line and exits 2."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class ConfigError(Exception):
+    """A mistake in a grid file, an option or a command line.
+
+    Plugins raise it from option validation; the CLI prints the message alone (no traceback)
+    and exits with status 2.
+    """
+
+
+def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    return difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
+
+
+def unknown_name_error(kind: str, name: str, available: Iterable[str], where: str = "") -> ConfigError:
+    """`Unknown strategy 'linar_probe'. Did you mean: linear_probe? Available: ...`"""
+    available = sorted(available)
+    message = f"Unknown {kind} {name!r}{where}."
+    suggestions = closest(name, available)
+    if suggestions:
+        message += " Did you mean: " + ", ".join(suggestions) + "?"
+    if available:
+        shown = ", ".join(available[:20]) + (", ..." if len(available) > 20 else "")
+        message += f" Available: {shown}"
+    return ConfigError(message)

@@ -1,0 +1,229 @@
+"""Grid files (TOML) -> validated grid -> cells.
+
+The whole grid is validated before any cell runs: unknown keys, names and options, wrong
+types and out-of-range values are ConfigErrors that name the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+from tlbench.errors import ConfigError, closest
+from tlbench.options import build_options, option, options_as_dict
+from tlbench.plugins import Registry
+
+GRID_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+TOP_LEVEL_KEYS = ("name", "backbones", "strategies", "datasets", "seeds", "settings",
+                  "backbone", "strategy", "dataset")
+LIST_KEYS = {"backbones": "backbone", "strategies": "strategy", "datasets": "dataset"}
+PLURAL = {"backbone": "backbones", "strategy": "strategies", "dataset": "datasets"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Defaults for every cell of a grid (the ``[settings]`` table)."""
+
+    image_size: int = option(0, "square input size in pixels; 0 = the size the weights were trained at")
+    epochs: int = option(5, "passes over the training split for strategies that train")
+    batch_size: int = option(64, "mini-batch size for training and evaluation")
+    train_per_class: int = option(0, "0 = all training examples; k = k examples per class (k-shot)")
+    val_fraction: float = option(0.2, "share of each class held out for validation (model selection)")
+    test_fraction: float = option(0.2, "share of each class held out for the test score (when the dataset has no official test split)")
+    split_seed: int = option(0, "seed of the train/val/test split; fixed so every cell sees the same split")
+    pretrained: bool = option(True, "false = random initialisation for every backbone")
+    device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+
+    def __post_init__(self):
+        if self.image_size < 0 or self.image_size == 1:
+            raise ValueError("image_size must be 0 (native) or at least 2 pixels")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.train_per_class < 0:
+            raise ValueError("train_per_class must be 0 (all) or a positive number")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be between 0 and 1 (exclusive), got {getattr(self, name)}")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must leave some data for training")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (backbone, strategy, dataset, seed) combination with everything resolved."""
+
+    grid: str
+    backbone: str
+    strategy: str
+    dataset: str
+    seed: int
+    settings: Settings
+    backbone_options: Any
+    strategy_options: Any
+    dataset_options: Any
+
+    def identity(self) -> dict:
+        """Everything that changes this cell's result; hashed into ``run_id``."""
+        return {
+            "backbone": self.backbone,
+            "backbone_options": options_as_dict(self.backbone_options),
+            "strategy": self.strategy,
+            "strategy_options": options_as_dict(self.strategy_options),
+            "dataset": self.dataset,
+            "dataset_options": options_as_dict(self.dataset_options),
+            "seed": self.seed,
+            "settings": options_as_dict(self.settings),
+        }
+
+    @property
+    def run_id(self) -> str:
+        canonical = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        return f"{self.backbone} / {self.strategy} / {self.dataset} / seed {self.seed}"
+
+
+@dataclass
+class Grid:
+    name: str
+    backbones: list[str]
+    strategies: list[str]
+    datasets: list[str]
+    seeds: list[int]
+    settings: Settings
+    cells: list[Cell] = field(default_factory=list)
+    source: str = ""
+
+
+def default_grid_path() -> Path:
+    return Path(str(resources.files("tlbench") / "default_grid.toml"))
+
+
+def read_grid_file(path: Optional[str]) -> tuple[dict, str]:
+    """Parse a grid file (the built-in default when ``path`` is None) into plain data."""
+    source = default_grid_path() if path is None else Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"Grid file {str(source)!r} not found. Check the path.") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read grid file {str(source)!r}: {exc}") from None
+    try:
+        return tomllib.loads(text), str(source)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Grid file {str(source)!r} is not valid TOML: {exc}") from None
+
+
+def _string_list(data: dict, key: str, source: str) -> list[str]:
+    value = data.get(key)
+    if value is None:
+        raise ConfigError(f"Grid file {source!r} needs a {key!r} list, e.g. {key} = [\"...\"].")
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key!r} in {source!r} must be a list of names, got {value!r}.")
+    if not value:
+        raise ConfigError(f"{key!r} in {source!r} is empty; name at least one.")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{key!r} in {source!r} names {value!r}: remove the duplicate.")
+    return value
+
+
+def _seeds(data: dict, source: str) -> list[int]:
+    seeds = data.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        raise ConfigError(f"'seeds' in {source!r} must be a non-empty list of integers >= 0, got {seeds!r}.")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"'seeds' in {source!r} repeats a seed: {seeds!r}.")
+    return seeds
+
+
+def _check_keys(data: dict, source: str) -> None:
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            hint = closest(key, TOP_LEVEL_KEYS)
+            fix = f" Did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(
+                f"Unknown key {key!r} in grid file {source!r}.{fix} Valid keys: {', '.join(TOP_LEVEL_KEYS)}"
+            )
+
+
+def _option_tables(data: dict, singular: str, names: list[str], registry: Registry, source: str) -> dict:
+    """Validated options for each named component, from ``[singular.NAME]`` tables."""
+    tables = data.get(singular, {})
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{singular!r} in {source!r} must be a table of [{singular}.NAME] tables.")
+    for name, table in tables.items():
+        if name not in names:
+            raise ConfigError(
+                f"[{singular}.{name}] in {source!r} configures a {singular} the grid does not use; "
+                f"add it to {PLURAL[singular]!r} or remove the table. In use: {', '.join(names)}"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{singular}.{name}] in {source!r} must be a table of options.")
+    resolved = {}
+    for name in names:
+        component = registry.get(PLURAL[singular], name)
+        resolved[name] = build_options(component.Options, tables.get(name, {}), f"[{singular}.{name}]")
+    return resolved
+
+
+def load_grid(path: Optional[str], registry: Registry) -> Grid:
+    data, source = read_grid_file(path)
+    return build_grid(data, source, registry)
+
+
+def build_grid(data: dict, source: str, registry: Registry) -> Grid:
+    _check_keys(data, source)
+    name = data.get("name", Path(source).stem)
+    if not isinstance(name, str) or not GRID_NAME_PATTERN.match(name) or name in (".", ".."):
+        raise ConfigError(
+            f"Grid name {name!r} in {source!r} is not a safe folder name: use letters, digits, "
+            "'.', '_' and '-' (no slashes), e.g. name = \"my-grid\"."
+        )
+    lists = {key: _string_list(data, key, source) for key in LIST_KEYS}
+    for key, singular in LIST_KEYS.items():
+        for item in lists[key]:
+            registry.get(key, item)  # raises with the closest names
+    settings_data = data.get("settings", {})
+    if not isinstance(settings_data, dict):
+        raise ConfigError(f"'settings' in {source!r} must be a table: [settings].")
+    settings = build_options(Settings, settings_data, "[settings]")
+    options = {
+        singular: _option_tables(data, singular, lists[key], registry, source)
+        for key, singular in LIST_KEYS.items()
+    }
+    seeds = _seeds(data, source)
+    grid = Grid(name, lists["backbones"], lists["strategies"], lists["datasets"], seeds, settings,
+                source=source)
+    for dataset, backbone, strategy, seed in itertools.product(
+        grid.datasets, grid.backbones, grid.strategies, grid.seeds
+    ):
+        grid.cells.append(Cell(
+            grid=name, backbone=backbone, strategy=strategy, dataset=dataset, seed=seed,
+            settings=settings,
+            backbone_options=options["backbone"][backbone],
+            strategy_options=options["strategy"][strategy],
+            dataset_options=options["dataset"][dataset],
+        ))
+    return grid
+
+
+def settings_with(settings: Settings, **changes) -> Settings:
+    return dataclasses.replace(settings, **changes)

@@ -1,0 +1,25 @@
+"""The only extension surface: three hooks, each handed a ``register`` callback.
+
+Implementations may accept a subset of a spec's arguments, so specs can grow keyword
+arguments later without breaking any plugin.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("tlbench")
+hookimpl = pluggy.HookimplMarker("tlbench")
+
+
+@hookspec
+def register_backbones(register):
+    """Register backbone classes: ``register(MyBackbone)``."""
+
+
+@hookspec
+def register_strategies(register):
+    """Register transfer strategy classes: ``register(MyStrategy)``."""
+
+
+@hookspec
+def register_datasets(register):
+    """Register dataset classes: ``register(MyDataset)``."""

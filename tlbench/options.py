@@ -1,0 +1,109 @@
+"""Typed, documented options for plugins and settings, validated from plain TOML data.
+
+A component declares its options as a dataclass; each field's type annotation is what a grid
+value is checked against and its ``help`` metadata is what ``tlbench ls -v`` prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from tlbench.errors import ConfigError, closest
+
+_MISSING = dataclasses.MISSING
+
+
+def option(default: Any = _MISSING, help: str = "") -> Any:
+    """A dataclass field with a help text: ``epochs: int = option(3, "passes over the data")``.
+
+    Leave ``default`` out for a required option.
+    """
+    metadata = {"help": help}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """For components that take no options."""
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is Any:
+        return True
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        (item,) = typing.get_args(annotation)[:1] or (Any,)
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def build_options(options_cls: type, values: dict, where: str) -> Any:
+    """Check ``values`` against the dataclass ``options_cls`` and return an instance.
+
+    Unknown keys, wrong types and values the class's own ``__post_init__`` rejects all become
+    one ConfigError naming ``where`` (e.g. ``[strategy.partial_unfreeze]``).
+    """
+    fields = {f.name: f for f in dataclasses.fields(options_cls)}
+    hints = typing.get_type_hints(options_cls)
+    for key, value in values.items():
+        if key not in fields:
+            hint = closest(key, fields)
+            fix = f" Did you mean {hint[0]!r}?" if hint else ""
+            valid = ", ".join(fields) or "none"
+            raise ConfigError(f"Unknown option {key!r} in {where}.{fix} Valid options: {valid}")
+        annotation = hints[key]
+        if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+            values = {**values, key: float(value)}
+        elif not _type_ok(value, annotation):
+            raise ConfigError(
+                f"Option {key!r} in {where} must be {_type_name(annotation)}, got {value!r}."
+            )
+    missing = [
+        name for name, f in fields.items()
+        if f.default is _MISSING and f.default_factory is _MISSING and name not in values
+    ]
+    if missing:
+        raise ConfigError(f"Missing required option {missing[0]!r} in {where}.")
+    try:
+        return options_cls(**values)
+    except (ValueError, ConfigError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def describe_options(options_cls: type) -> list[tuple[str, str, str, str]]:
+    """(name, type, default, help) for each option, for ``tlbench ls -v``."""
+    hints = typing.get_type_hints(options_cls)
+    rows = []
+    for f in dataclasses.fields(options_cls):
+        if f.default is not _MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not _MISSING:
+            default = repr(f.default_factory())
+        else:
+            default = "(required)"
+        rows.append((f.name, _type_name(hints[f.name]), default, f.metadata.get("help", "")))
+    return rows
+
+
+def options_as_dict(options: Any) -> dict:
+    return dataclasses.asdict(options)

@@ -1,0 +1,193 @@
+"""Plugin discovery and the registry of backbones, strategies and datasets.
+
+Sources, all treated alike: the ``tlbench`` entry-point group (first-party plugins are
+registered there too, exactly as a third-party package would be), and ``.py`` files in a plugins
+folder (``--plugins-dir`` or ``TLBENCH_PLUGINS_DIR``). A plugin that fails to import or
+implements a hook that does not exist is reported and skipped; two plugins registering one
+name is an error naming both.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+import pluggy
+
+from tlbench import hookspecs
+from tlbench.api import Backbone, Component, Dataset, Strategy
+from tlbench.errors import ConfigError, unknown_name_error
+
+ENTRY_POINT_GROUP = "tlbench"
+PLUGINS_DIR_ENV = "TLBENCH_PLUGINS_DIR"
+
+KINDS = {
+    "backbones": ("register_backbones", Backbone, "backbone"),
+    "strategies": ("register_strategies", Strategy, "strategy"),
+    "datasets": ("register_datasets", Dataset, "dataset"),
+}
+
+
+@dataclass
+class Registration:
+    component: type
+    plugin: str  # the plugin that registered it, for error messages and `tlbench ls`
+
+
+@dataclass
+class Registry:
+    """Everything the loaded plugins registered, by kind and name."""
+
+    entries: dict[str, dict[str, Registration]] = field(
+        default_factory=lambda: {kind: {} for kind in KINDS}
+    )
+    broken: list[tuple[str, str]] = field(default_factory=list)  # (plugin, why)
+
+    def add(self, kind: str, component: type, plugin: str) -> None:
+        _, base, singular = KINDS[kind]
+        if not (isinstance(component, type) and issubclass(component, base)):
+            raise TypeError(
+                f"plugin {plugin!r} registered {component!r} as a {singular}; "
+                f"it must be a subclass of tlbench.{base.__name__}"
+            )
+        if not component.name:
+            raise TypeError(f"plugin {plugin!r} registered {component.__name__} without a name")
+        existing = self.entries[kind].get(component.name)
+        if existing is not None:
+            raise ConfigError(
+                f"Two plugins register the {singular} {component.name!r}: "
+                f"{existing.plugin!r} and {plugin!r}. Uninstall or rename one of them."
+            )
+        self.entries[kind][component.name] = Registration(component, plugin)
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.entries[kind])
+
+    def get(self, kind: str, name: str) -> type:
+        """The class registered as ``name``; for backbones, also the family that claims it."""
+        entries = self.entries[kind]
+        if name in entries:
+            return entries[name].component
+        if kind == "backbones":
+            families = [r for r in entries.values() if r.component.is_family()]
+            claimed = [r for r in families if r.component().claims(name)]
+            if len(claimed) > 1:
+                owners = " and ".join(repr(r.plugin) for r in claimed)
+                raise ConfigError(f"Backbone {name!r} is claimed by two plugins: {owners}.")
+            if claimed:
+                return claimed[0].component
+            known = [n for r in entries.values() for n in (r.component.featured or [r.component.name])]
+            raise unknown_name_error("backbone", name, [n for n in known if "*" not in n])
+        raise unknown_name_error(KINDS[kind][2], name, entries)
+
+    def listing(self, kind: str) -> Iterable[tuple[str, Registration]]:
+        """(name, registration) in the order `tlbench ls` prints them."""
+        for name in self.names(kind):
+            reg = self.entries[kind][name]
+            if kind == "backbones" and reg.component.is_family():
+                for featured in reg.component.featured:
+                    yield featured, reg
+            yield name, reg
+
+
+def _plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("tlbench")
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    """Hook implementations in ``plugin`` that match no spec (usually a misspelt hook name)."""
+    unknown = []
+    for attr in dir(plugin):
+        if pm.parse_hookimpl_opts(plugin, attr) is not None and not hasattr(hookspecs, attr):
+            unknown.append(attr)
+    return unknown
+
+
+def _register(pm: pluggy.PluginManager, registry: Registry, plugin: object, name: str) -> None:
+    unknown = _unknown_hooks(pm, plugin)
+    if unknown:
+        registry.broken.append((name, f"unknown hook {unknown[0]!r} (valid: {', '.join(KINDS_HOOKS)})"))
+        return
+    pm.register(plugin, name=name)
+
+
+KINDS_HOOKS = [hook for hook, _, _ in KINDS.values()]
+
+
+def _entry_point_plugins(pm, registry: Registry) -> None:
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if pm.has_plugin(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # a broken plugin must not take the others down
+            registry.broken.append((ep.name, f"{type(exc).__name__}: {exc}"))
+            continue
+        _register(pm, registry, plugin, ep.name)
+
+
+def _directory_plugins(pm, registry: Registry, directory: Path) -> None:
+    if not directory.is_dir():
+        raise ConfigError(f"Plugins folder {str(directory)!r} does not exist or is not a folder.")
+    for path in sorted(directory.glob("*.py")):
+        module_name = f"tlbench_dir_plugin_{path.stem}"
+        try:
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(module_name, None)
+            registry.broken.append((str(path), f"{type(exc).__name__}: {exc}"))
+            continue
+        _register(pm, registry, module, str(path))
+
+
+def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
+    for kind, (hook_name, _, _) in KINDS.items():
+        hook = getattr(pm.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            plugin_name = pm.get_name(impl.plugin)
+
+            def register(component, _kind=kind, _plugin=plugin_name):
+                registry.add(_kind, component, _plugin)
+
+            try:
+                impl.function(**{arg: register for arg in impl.argnames})
+            except ConfigError:
+                raise
+            except Exception as exc:
+                registry.broken.append((plugin_name, f"{type(exc).__name__}: {exc}"))
+
+
+def load_registry(
+    plugins_dir: Optional[str] = None,
+    extra_plugins: Iterable[object] = (),
+) -> Registry:
+    """Discover every plugin and return what they registered.
+
+    ``extra_plugins`` are objects (modules or classes with hook implementations) registered
+    directly, which is how tests add a plugin for the length of one test.
+    """
+    pm = _plugin_manager()
+    registry = Registry()
+    _entry_point_plugins(pm, registry)
+    folder = plugins_dir or os.environ.get(PLUGINS_DIR_ENV)
+    if folder:
+        _directory_plugins(pm, registry, Path(folder).expanduser())
+    for i, plugin in enumerate(extra_plugins):
+        _register(pm, registry, plugin, getattr(plugin, "__name__", f"extra-{i}"))
+    _collect(pm, registry)
+    return registry
+
+
+def component_summary(component: type[Component]) -> str:
+    return component.summary()

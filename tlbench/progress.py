@@ -1,0 +1,69 @@
+"""Progress on stderr: a bar for the grid (with ETA) and one for the steps of the running cell.
+
+Bars are drawn only on a terminal; a line per finished cell is printed either way, so logs of
+batch jobs show progress too.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Iterable, Optional
+
+
+class Progress:
+    def __init__(self, enabled: bool = True, stream=None):
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.bars = enabled and self.stream.isatty()
+        self._grid_bar = None
+        self._done = 0
+        self._total = 0
+
+    def _tqdm(self, **kwargs):
+        from tqdm.auto import tqdm
+
+        return tqdm(file=self.stream, dynamic_ncols=True, **kwargs)
+
+    def grid_start(self, total: int, already_done: int) -> None:
+        self._total, self._done = total, already_done
+        if not self.enabled:
+            return
+        if already_done:
+            self._print(f"{already_done} of {total} cells already have records; running the rest.")
+        if self.bars:
+            self._grid_bar = self._tqdm(total=total, initial=already_done, desc="grid", unit="cell",
+                                        position=0)
+
+    def cell_start(self, label: str) -> None:
+        if self._grid_bar is not None:
+            self._grid_bar.set_postfix_str(label, refresh=True)
+        elif self.enabled:
+            self._print(f"[{self._done + 1}/{self._total}] {label} ...")
+
+    def steps(self, iterable: Iterable, total: Optional[int] = None, desc: str = "") -> Iterable:
+        if not self.bars:
+            return iterable
+        return self._tqdm(iterable=iterable, total=total, desc=desc, leave=False, position=1)
+
+    def cell_done(self, label: str, record: dict) -> None:
+        self._done += 1
+        if self._grid_bar is not None:
+            self._grid_bar.update(1)
+        if not self.enabled:
+            return
+        if record["status"] == "ok":
+            summary = f"top1 {record['top1']:.3f}, fit {record['train_s']:.1f} s"
+        else:
+            summary = f"FAILED: {record['error']}"
+        self._print(f"[{self._done}/{self._total}] {label}: {summary}")
+
+    def grid_done(self) -> None:
+        if self._grid_bar is not None:
+            self._grid_bar.close()
+            self._grid_bar = None
+
+    def _print(self, line: str) -> None:
+        if self._grid_bar is not None:
+            self._grid_bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)

@@ -1,0 +1,345 @@
+"""Run cells: build the network and the splits, time the strategy's fit, score the model.
+
+The core owns the measurement. The strategy never sees the test split; whatever it returns is
+put in eval mode and scored here, the same way for every cell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import platform
+import random
+import resource
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+import torch
+
+import tlbench
+from tlbench.api import FitContext, Images
+from tlbench.data import ImageSplit, SplitIndices, decode_all, fits_in_memory, per_class_subsample, stratified_split
+from tlbench.grid import Cell, Grid
+from tlbench.options import options_as_dict
+from tlbench.plugins import Registry
+from tlbench.progress import Progress
+from tlbench.results import records_by_run_id, write_record
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return platform.processor() or platform.machine()
+    return device.type
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def package_version(name: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment(device: torch.device, precision: str) -> dict:
+    return {
+        "tlbench": tlbench.__version__,
+        "torch": torch.__version__,
+        "torchvision": package_version("torchvision"),
+        "timm": package_version("timm"),
+        "python": platform.python_version(),
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "device": device.type,
+        "device_name": device_name(device),
+        "precision": precision,
+        "platform": platform.platform(),
+    }
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak accelerator memory of the cell on CUDA; on the CPU, the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class CellContext(FitContext):
+    def __init__(self, cell: Cell, device: torch.device, num_classes: int, cache_dir: str,
+                 progress: Progress):
+        self.device = device
+        self.settings = cell.settings
+        self.seed = cell.seed
+        self.num_classes = num_classes
+        self.precision = "bf16" if device.type == "cuda" else "fp32"
+        self.cache_dir = cache_dir
+        self.info: dict = {}
+        self._progress = progress
+
+    def progress(self, iterable: Iterable, total: Optional[int] = None, desc: str = "") -> Iterable:
+        """Wrap a loop so the cell's progress bar shows it."""
+        return self._progress.steps(iterable, total=total, desc=desc)
+
+    def log(self, **info) -> None:
+        """Facts about the fit worth keeping in the record (chosen values, paths taken)."""
+        self.info.update(info)
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+class CountingSplit(ImageSplit):
+    """An ImageSplit that counts the images it serves, so throughput is measured by the core."""
+
+    served = 0
+
+    def batches(self, batch_size, shuffle=False, seed=0, device="cpu"):
+        for x, y in super().batches(batch_size, shuffle=shuffle, seed=seed, device=device):
+            self.served += len(y)
+            yield x, y
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, test: ImageSplit, ctx: CellContext) -> dict:
+    model.eval()
+    predictions, top5_hits = [], []
+    k = min(5, ctx.num_classes)
+    for x, y in test.batches(ctx.settings.batch_size, device=ctx.device):
+        with ctx.autocast():
+            logits = model(x)
+        logits = logits.float()
+        if logits.ndim != 2 or logits.shape[1] != ctx.num_classes:
+            raise ValueError(
+                f"the fitted model returned logits of shape {tuple(logits.shape)}; "
+                f"expected (batch, {ctx.num_classes})"
+            )
+        predictions.append(logits.argmax(1).cpu())
+        top5_hits.append((logits.topk(k, dim=1).indices == y[:, None]).any(1).cpu())
+    predicted = torch.cat(predictions)
+    labels = test.labels
+    correct = predicted == labels
+    per_class = [correct[labels == c].float().mean().item()
+                 for c in range(ctx.num_classes) if (labels == c).any()]
+    return {
+        "top1": correct.float().mean().item(),
+        "top5": torch.cat(top5_hits).float().mean().item(),
+        "mean_per_class_acc": float(np.mean(per_class)),
+    }
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+@dataclass
+class PreparedData:
+    images: Images
+    splits: SplitIndices
+    pixels: Optional[torch.Tensor]  # all samples decoded at the cell's size, or None
+
+
+class Runner:
+    """Runs cells in this process, reusing loaded datasets and decoded pixels between cells."""
+
+    def __init__(self, registry: Registry, results_dir: str | Path, progress: Optional[Progress] = None,
+                 cache_dir: Optional[str] = None):
+        self.registry = registry
+        self.results_dir = Path(results_dir)
+        self.progress = progress or Progress(enabled=False)
+        self.cache_dir = cache_dir or str(Path.home() / ".cache" / "tlbench")
+        self._images: dict = {}
+        self._pixels: dict = {}
+
+    # -- data ------------------------------------------------------------------------------
+
+    def _load_images(self, cell: Cell) -> Images:
+        key = (cell.dataset, repr(cell.dataset_options))
+        if key not in self._images:
+            self._images.clear()  # keep one dataset in memory at a time
+            self._pixels.clear()
+            dataset = self.registry.get("datasets", cell.dataset)(  )
+            images = dataset.load(cell.dataset_options)
+            if len(images.samples) != len(images.labels):
+                raise ValueError(f"dataset {cell.dataset!r} returned {len(images.samples)} samples "
+                                 f"but {len(images.labels)} labels")
+            self._images[key] = images
+        return self._images[key]
+
+    def _pixels_for(self, cell: Cell, images: Images, size: int, interpolation: str) -> Optional[torch.Tensor]:
+        if not fits_in_memory(len(images.samples), size):
+            return None
+        key = (cell.dataset, repr(cell.dataset_options), size, interpolation)
+        if key not in self._pixels:
+            self._pixels.clear()
+            self._pixels[key] = decode_all(images.samples, range(len(images.samples)), size, interpolation)
+        return self._pixels[key]
+
+    def prepare_splits(self, cell: Cell, images: Images) -> SplitIndices:
+        s = cell.settings
+        splits = stratified_split(images.labels, s.val_fraction, s.test_fraction, s.split_seed,
+                                  images.test_indices)
+        if s.train_per_class:
+            splits.train = per_class_subsample(splits.train, images.labels, s.train_per_class, cell.seed)
+        if len(splits.train) == 0 or len(splits.test) == 0:
+            raise ValueError(f"dataset {cell.dataset!r} is too small to split: {splits.sizes()}")
+        return splits
+
+    # -- one cell --------------------------------------------------------------------------
+
+    def run_cell(self, cell: Cell) -> dict:
+        record = self._base_record(cell)
+        try:
+            record.update(self._measure(cell, record))
+            record["status"] = "ok"
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            record["status"] = "failed"
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            record["error_kind"] = type(exc).__name__
+            record["traceback"] = traceback.format_exc()
+        record["finished_at"] = _now()
+        return record
+
+    def _base_record(self, cell: Cell) -> dict:
+        return {
+            "run_id": cell.run_id,
+            "grid": cell.grid,
+            "backbone": cell.backbone,
+            "strategy": cell.strategy,
+            "dataset": cell.dataset,
+            "seed": cell.seed,
+            "settings": options_as_dict(cell.settings),
+            "options": options_as_dict(cell.strategy_options),
+            "backbone_options": options_as_dict(cell.backbone_options),
+            "dataset_options": options_as_dict(cell.dataset_options),
+            "status": "running",
+            "error": None,
+            "started_at": _now(),
+        }
+
+    def _measure(self, cell: Cell, record: dict) -> dict:
+        seed_everything(cell.seed)
+        device = resolve_device(cell.settings.device)
+        strategy_cls = self.registry.get("strategies", cell.strategy)
+        strategy = strategy_cls(cell.strategy_options)
+        images = self._load_images(cell)
+        splits = self.prepare_splits(cell, images)
+        record["split_sizes"] = splits.sizes()
+        record["split_digest"] = splits.digest()
+        backbone = self.registry.get("backbones", cell.backbone)()
+        network = backbone.create(
+            cell.backbone, num_classes=len(images.classes),
+            pretrained=cell.settings.pretrained and strategy_cls.pretrained,
+            options=cell.backbone_options,
+        )
+        record["weights"] = network.weights
+        size = cell.settings.image_size or network.input_size
+        record["image_size"] = size
+        pixels = self._pixels_for(cell, images, size, network.interpolation)
+
+        def split(kind, indices):
+            part = None if pixels is None else pixels[torch.from_numpy(indices)]
+            return kind(images, indices, size, network.mean, network.std, network.interpolation, part)
+
+        train, val = split(CountingSplit, splits.train), split(CountingSplit, splits.val)
+        test = split(ImageSplit, splits.test)
+        ctx = CellContext(cell, device, len(images.classes), self.cache_dir, self.progress)
+        record["environment"] = environment(device, ctx.precision)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        model = network.model.to(device)
+
+        synchronize(device)
+        start = time.perf_counter()
+        fitted = strategy.fit(model, train, val, ctx)
+        synchronize(device)
+        train_s = time.perf_counter() - start
+
+        trainable, total = count_parameters(fitted)
+        start = time.perf_counter()
+        metrics = evaluate(fitted, test, ctx)
+        synchronize(device)
+        eval_s = time.perf_counter() - start
+        served = train.served + val.served
+        return {
+            **metrics,
+            "train_s": train_s,
+            "eval_s": eval_s,
+            "train_samples_per_s": served / train_s if train_s > 0 else None,
+            "peak_mem_mb": peak_memory_mb(device),
+            "trainable_params": trainable,
+            "total_params": total,
+            "num_classes": len(images.classes),
+            "strategy_info": ctx.info,
+        }
+
+    # -- a grid ----------------------------------------------------------------------------
+
+    def run_grid(self, grid: Grid, retry_failed: bool = False, force: bool = False,
+                 on_record: Optional[Callable[[dict], None]] = None) -> "GridOutcome":
+        existing = {} if force else records_by_run_id(self.results_dir, grid.name)
+        outcome = GridOutcome(grid=grid.name)
+        pending = []
+        for cell in grid.cells:
+            previous = existing.get(cell.run_id)
+            if previous and (previous["status"] == "ok" or not retry_failed):
+                outcome.skipped.append(previous)
+            else:
+                pending.append(cell)
+        self.progress.grid_start(len(grid.cells), len(outcome.skipped))
+        for cell in pending:
+            self.progress.cell_start(cell.label)
+            record = self.run_cell(cell)
+            write_record(self.results_dir, record)
+            outcome.ran.append(record)
+            self.progress.cell_done(cell.label, record)
+            if on_record:
+                on_record(record)
+        self.progress.grid_done()
+        return outcome
+
+
+@dataclass
+class GridOutcome:
+    grid: str
+    ran: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+
+    @property
+    def failed(self) -> list:
+        return [r for r in self.ran + self.skipped if r["status"] != "ok"]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
