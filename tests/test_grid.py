@@ -1,0 +1,95 @@
+"""Grid files: expansion into cells, run ids, and one clear error per mistake."""
+
+import pytest
+
+from tlbench.errors import ConfigError
+from tlbench.grid import Settings, load_grid
+
+BASE = """
+name = "g"
+backbones = ["test_efficientnet"]
+strategies = ["linear_probe", "full_finetune"]
+datasets = ["digits"]
+"""
+
+
+def test_grid_expands_to_every_combination(write_grid, registry):
+    path = write_grid("""
+        name = "combo"
+        backbones = ["test_efficientnet", "test_vit"]
+        strategies = ["linear_probe", "partial_unfreeze", "full_finetune"]
+        datasets = ["digits", "textures"]
+        seeds = [0, 1]
+        [settings]
+        epochs = 2
+        [strategy.partial_unfreeze]
+        blocks = 3
+    """)
+    grid = load_grid(str(path), registry)
+    assert len(grid.cells) == 2 * 3 * 2 * 2
+    assert len({c.run_id for c in grid.cells}) == len(grid.cells)
+    assert {(c.backbone, c.strategy, c.dataset, c.seed) for c in grid.cells} == {
+        (b, s, d, seed) for b in grid.backbones for s in grid.strategies
+        for d in grid.datasets for seed in (0, 1)}
+    unfreeze = next(c for c in grid.cells if c.strategy == "partial_unfreeze")
+    assert unfreeze.strategy_options.blocks == 3
+    assert unfreeze.settings.epochs == 2 and unfreeze.settings.batch_size == Settings().batch_size
+
+
+def test_run_id_changes_with_any_option_and_only_then(write_grid, registry):
+    def first_cell(extra=""):
+        return load_grid(str(write_grid(BASE + extra)), registry).cells[0]
+
+    plain = first_cell()
+    assert first_cell().run_id == plain.run_id
+    assert first_cell("[settings]\nepochs = 7\n").run_id != plain.run_id
+    assert first_cell("[strategy.linear_probe]\nl2 = 0.5\n").run_id != plain.run_id
+    # a default written out explicitly is the same configuration
+    assert first_cell("[settings]\nbatch_size = 64\n").run_id == plain.run_id
+
+
+def test_default_grid_is_valid_and_offline(registry):
+    grid = load_grid(None, registry)
+    assert grid.name == "offline-default"
+    assert "efficientnet_lite0" in grid.backbones
+    assert {"linear_probe", "partial_unfreeze", "full_finetune"} <= set(grid.strategies)
+    assert len(grid.datasets) >= 2
+    assert grid.settings.pretrained
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('name = "g"\nbackbones = ["test_efficientnet"]\n', "needs a 'strategies' list"),
+    (BASE + "colour = 3\n", "Unknown key 'colour'"),
+    (BASE + "[setings]\nepochs = 2\n", "Did you mean 'settings'?"),
+    (BASE + "[settings]\nepoch = 2\n", "Did you mean 'epochs'?"),
+    (BASE + "[settings]\nepochs = \"three\"\n", "'epochs' in [settings] must be int"),
+    (BASE + "[settings]\nepochs = 0\n", "epochs must be at least 1"),
+    (BASE + "[settings]\nval_fraction = 1.5\n", "val_fraction must be between 0 and 1"),
+    (BASE + "[settings]\ndevice = \"tpu\"\n", "device must be auto"),
+    (BASE + "seeds = []\n", "'seeds'"),
+    (BASE + "seeds = [0, 0]\n", "repeats a seed"),
+    (BASE.replace('["digits"]', "[]"), "'datasets'"),
+    (BASE.replace('"g"', '"../escape"'), "not a safe folder name"),
+    (BASE.replace("linear_probe", "linar_probe"), "Did you mean: linear_probe?"),
+    (BASE.replace('["digits"]', '["digit"]'), "Unknown dataset 'digit'"),
+    (BASE + "[strategy.linear_probe]\nl3 = 1.0\n", "Unknown option 'l3' in [strategy.linear_probe]"),
+    (BASE + "[strategy.linear_probe]\nl2 = -1.0\n", "l2 must be >= 0"),
+    (BASE + "[strategy.partial_unfreeze]\nblocks = 1\n", "does not use"),
+    (BASE + "[settings\n", "not valid TOML"),
+])
+def test_config_mistakes_are_one_clear_error(write_grid, registry, text, expected):
+    path = write_grid(text)
+    with pytest.raises(ConfigError) as info:
+        load_grid(str(path), registry)
+    assert expected in str(info.value)
+
+
+def test_malformed_toml_names_the_line(write_grid, registry):
+    path = write_grid(BASE + "[settings]\nepochs = = 3\n")
+    with pytest.raises(ConfigError, match=r"line 7"):
+        load_grid(str(path), registry)
+
+
+def test_missing_grid_file(registry, tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_grid(str(tmp_path / "absent.toml"), registry)

@@ -1,0 +1,155 @@
+"""Plugin discovery from every source, and what happens when plugins misbehave."""
+
+import os
+import sys
+import textwrap
+
+import pytest
+
+import tlbench
+from tlbench.errors import ConfigError
+from tlbench.plugins import load_registry
+
+from conftest import run_tlbench
+
+STRATEGY_PLUGIN = '''
+import tlbench
+
+class {cls}(tlbench.Strategy):
+    """{doc}"""
+    name = "{name}"
+
+    def fit(self, model, train, val, ctx):
+        return model
+
+@tlbench.hookimpl
+def register_strategies(register):
+    register({cls})
+'''
+
+
+def plugin_source(name, cls="Echo", doc="Returns the model untouched."):
+    return STRATEGY_PLUGIN.format(name=name, cls=cls, doc=doc)
+
+
+def test_first_party_plugins_are_found_through_entry_points(registry):
+    assert {"linear_probe", "partial_unfreeze", "full_finetune"} <= set(registry.names("strategies"))
+    assert {"digits", "mnist5k", "textures", "faces", "folder"} <= set(registry.names("datasets"))
+    assert registry.entries["strategies"]["linear_probe"].plugin == "strategies"
+
+
+def test_plugins_dir_adds_strategies(tmp_path):
+    (tmp_path / "echo.py").write_text(plugin_source("echo"))
+    registry = load_registry(str(tmp_path))
+    assert registry.get("strategies", "echo").summary() == "Returns the model untouched."
+    assert "linear_probe" in registry.names("strategies")  # the others still load
+
+
+def test_plugins_dir_from_environment(tmp_path, monkeypatch):
+    (tmp_path / "echo_env.py").write_text(plugin_source("echo_env"))
+    monkeypatch.setenv("TLBENCH_PLUGINS_DIR", str(tmp_path))
+    assert "echo_env" in load_registry().names("strategies")
+
+
+def test_third_party_package_entry_point_is_discovered(tmp_path):
+    """A package installed with an entry point in group `tlbench` is found by `tlbench ls`."""
+    (tmp_path / "thirdparty_strategy.py").write_text(plugin_source("third_party"))
+    dist = tmp_path / "thirdparty_strategy-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-strategy\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[tlbench]\nthirdparty = thirdparty_strategy\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = run_tlbench("ls", "strategies", env=env)
+    assert result.returncode == 0, result.stderr
+    line = next(l for l in result.stdout.splitlines() if l.startswith("third_party"))
+    assert "(thirdparty)" in line
+
+
+def test_two_plugins_registering_one_name_is_an_error_naming_both(tmp_path, cli):
+    (tmp_path / "first.py").write_text(plugin_source("twin"))
+    (tmp_path / "second.py").write_text(plugin_source("twin"))
+    with pytest.raises(ConfigError) as info:
+        load_registry(str(tmp_path))
+    message = str(info.value)
+    assert "twin" in message and "first.py" in message and "second.py" in message
+    code, out, err = cli("ls", "strategies", "--plugins-dir", tmp_path)
+    assert code == 2 and "first.py" in err and "Traceback" not in err
+
+
+def test_plugin_clashing_with_first_party_name_is_an_error(tmp_path):
+    (tmp_path / "clash.py").write_text(plugin_source("linear_probe"))
+    with pytest.raises(ConfigError, match="strategies.*clash.py|clash.py.*strategies"):
+        load_registry(str(tmp_path))
+
+
+def test_broken_plugin_is_reported_and_skipped(tmp_path, cli):
+    (tmp_path / "broken.py").write_text("import this_module_does_not_exist\n")
+    (tmp_path / "fine.py").write_text(plugin_source("fine"))
+    registry = load_registry(str(tmp_path))
+    assert "fine" in registry.names("strategies")
+    assert [why for plugin, why in registry.broken if plugin.endswith("broken.py")] == [
+        "ModuleNotFoundError: No module named 'this_module_does_not_exist'"]
+    code, out, err = cli("ls", "strategies", "--plugins-dir", tmp_path)
+    assert code == 0
+    assert "broken.py" in err and "skipped" in err and "fine" in out
+
+
+def test_misspelt_hook_is_reported_not_ignored(tmp_path):
+    (tmp_path / "typo.py").write_text(textwrap.dedent('''
+        import tlbench
+
+        @tlbench.hookimpl
+        def register_strategys(register):
+            pass
+    '''))
+    registry = load_registry(str(tmp_path))
+    (why,) = [why for plugin, why in registry.broken if plugin.endswith("typo.py")]
+    assert "register_strategys" in why and "register_strategies" in why
+
+
+def test_registering_something_that_is_not_a_strategy_is_reported(tmp_path):
+    (tmp_path / "wrong.py").write_text(textwrap.dedent('''
+        import tlbench
+
+        @tlbench.hookimpl
+        def register_strategies(register):
+            register(object)
+    '''))
+    registry = load_registry(str(tmp_path))
+    (why,) = [why for plugin, why in registry.broken if plugin.endswith("wrong.py")]
+    assert "tlbench.Strategy" in why
+
+
+def test_plugins_registered_in_process_for_one_test():
+    class Probe(tlbench.Strategy):
+        """In-process plugin."""
+        name = "in_process"
+
+    class Plugin:
+        @staticmethod
+        @tlbench.hookimpl
+        def register_strategies(register):
+            register(Probe)
+
+    assert load_registry(extra_plugins=[Plugin]).get("strategies", "in_process") is Probe
+    assert "in_process" not in load_registry().names("strategies")
+
+
+def test_missing_plugins_dir_is_a_config_error(tmp_path, cli):
+    code, out, err = cli("ls", "strategies", "--plugins-dir", tmp_path / "nope")
+    assert code == 2 and "nope" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["ls", "strategies"], ["ls", "datasets"], ["ls", "backbones"]])
+def test_cli_start_up_does_not_import_torch(argv):
+    code = (
+        "import sys, runpy; sys.argv = ['tlbench'] + %r\n"
+        "try:\n    runpy.run_module('tlbench.cli', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'timm', 'torchvision', 'pandas', 'numpy') if m in sys.modules]\n"
+        "assert not heavy, heavy\n" % argv
+    )
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,133 @@
+"""End to end through the CLI: records, leaderboard, resume, failures, exit codes."""
+
+import json
+
+from tlbench.results import iter_records
+
+from conftest import TINY_SETTINGS
+
+FAILING_PLUGIN = '''
+import tlbench
+
+class Explodes(tlbench.Strategy):
+    """Raises during fit."""
+    name = "explodes"
+
+    def fit(self, model, train, val, ctx):
+        raise RuntimeError("boom")
+
+class WrongShape(tlbench.Strategy):
+    """Returns a model whose output is not one logit per class."""
+    name = "wrong_shape"
+
+    def fit(self, model, train, val, ctx):
+        import torch
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3))
+
+@tlbench.hookimpl
+def register_strategies(register):
+    register(Explodes)
+    register(WrongShape)
+'''
+
+
+def tiny_grid(write_grid, strategies='"linear_probe", "full_finetune"'):
+    return write_grid(f"""
+        name = "tiny"
+        backbones = ["test_efficientnet"]
+        strategies = [{strategies}]
+        datasets = ["digits"]
+        {TINY_SETTINGS}
+    """)
+
+
+def test_grid_run_writes_records_and_leaderboard(write_grid, cli, tmp_path):
+    results = tmp_path / "results"
+    code, out, err = cli("run", "--grid", tiny_grid(write_grid), "--results", results)
+    assert code == 0, err
+    records = sorted(iter_records(results, "tiny"), key=lambda r: r["strategy"])
+    assert [r["strategy"] for r in records] == ["full_finetune", "linear_probe"]
+    for record in records:
+        assert record["status"] == "ok"
+        assert 0.0 <= record["top1"] <= record["top5"] <= 1.0
+        assert record["split_sizes"] == {"train": 1078, "val": 359, "test": 360}
+        assert record["trainable_params"] <= record["total_params"]
+        assert record["train_s"] > 0 and record["train_samples_per_s"] > 0
+        assert record["environment"]["torch"] and record["environment"]["device"] == "cpu"
+        assert record["weights"] == "random"
+    # the probe is scored on the same split as the fine-tune
+    assert len({r["split_digest"] for r in records}) == 1
+    board = (results / "tiny" / "leaderboard.md").read_text()
+    assert "linear_probe" in board and "full_finetune" in board and "digits" in board
+    csv = (results / "tiny" / "leaderboard.csv").read_text().splitlines()
+    assert csv[0].startswith("dataset,backbone,strategy") and len(csv) == 3
+    assert "[2/2]" in err  # progress lines
+
+
+def test_rerun_skips_done_cells_and_force_reruns(write_grid, cli, tmp_path):
+    grid = tiny_grid(write_grid, '"linear_probe"')
+    results = tmp_path / "results"
+    assert cli("run", "--grid", grid, "--results", results)[0] == 0
+    (path,) = (results / "tiny" / "records").glob("*.json")
+    first = json.loads(path.read_text())
+    code, out, err = cli("run", "--grid", grid, "--results", results)
+    assert code == 0 and "1 of 1 cells already have records" in err
+    assert json.loads(path.read_text())["started_at"] == first["started_at"]
+    assert cli("run", "--grid", grid, "--results", results, "--force", "-q")[0] == 0
+    assert len(list((results / "tiny" / "records").glob("*.json"))) == 1
+
+
+def test_failing_cells_are_recorded_and_the_rest_still_run(write_grid, cli, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "failing.py").write_text(FAILING_PLUGIN)
+    grid = tiny_grid(write_grid, '"explodes", "wrong_shape", "linear_probe"')
+    results = tmp_path / "results"
+    code, out, err = cli("run", "--grid", grid, "--results", results, "--plugins-dir", plugins)
+    assert code == 1
+    by_strategy = {r["strategy"]: r for r in iter_records(results, "tiny")}
+    assert by_strategy["linear_probe"]["status"] == "ok"
+    assert by_strategy["explodes"]["status"] == "failed"
+    assert by_strategy["explodes"]["error"] == "RuntimeError: boom"
+    assert "expected (batch, 10)" in by_strategy["wrong_shape"]["error"]
+    assert "2 cell(s) failed" in err and "explodes" in err and "--retry-failed" in err
+    board = (results / "tiny" / "leaderboard.md").read_text()
+    assert "1 failed" in board
+    # failed cells are not rerun unless asked
+    code, out, err = cli("run", "--grid", grid, "--results", results, "--plugins-dir", plugins)
+    assert code == 1 and "3 of 3 cells already have records" in err
+    code, out, err = cli("run", "--grid", grid, "--results", results, "--plugins-dir", plugins,
+                         "--retry-failed")
+    assert code == 1 and "1 of 3 cells already have records" in err
+
+
+def test_report_rebuilds_leaderboard_from_records(write_grid, cli, tmp_path):
+    results = tmp_path / "results"
+    assert cli("run", "--grid", tiny_grid(write_grid, '"linear_probe"'), "--results", results, "-q")[0] == 0
+    board = results / "tiny" / "leaderboard.md"
+    original = board.read_text()
+    board.unlink()
+    code, out, err = cli("report", "--results", results)
+    assert code == 0 and board.read_text() == original
+
+
+def test_cli_errors_are_one_line_exit_2_no_traceback(write_grid, cli, tmp_path):
+    bad = write_grid('name = "x"\nbackbones = ["test_efficientnet"]\nstrategies = ["linar_probe"]\n'
+                     'datasets = ["digits"]\n')
+    code, out, err = cli("run", "--grid", bad, "--results", tmp_path)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "error: Unknown strategy 'linar_probe'. Did you mean: linear_probe? "
+        "Available: full_finetune, linear_probe, partial_unfreeze"]
+    assert not (tmp_path / "x").exists()  # nothing run, nothing written
+    code, out, err = cli("run", "--grid", tmp_path / "missing.toml")
+    assert code == 2 and "not found" in err
+    code, out, err = cli("report", "--results", tmp_path / "empty")
+    assert code == 2 and "No records" in err
+
+
+def test_unwritable_results_dir_is_a_config_error(write_grid, cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, out, err = cli("run", "--grid", tiny_grid(write_grid), "--results", blocker)
+    assert code == 2 and "not writable" in err and "--results" in err
