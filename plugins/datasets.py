@@ -102,13 +102,14 @@ class Textures(tlbench.Dataset):
         import numpy as np
         import skimage.data
 
-        patches = [_tiles(getattr(skimage.data, texture)(), options.patch_size) for texture in TEXTURES]
+        size = options.patch_size
+        patches = [_tiles(getattr(skimage.data, texture)(), size) for texture in TEXTURES]
         labels = np.repeat(np.arange(len(patches)), [len(p) for p in patches])
         return tlbench.Images(
             samples=np.concatenate(patches),
             labels=labels,
             classes=list(TEXTURES),
-            source=f"scikit-image brick/grass/gravel, {options.patch_size}-px patches",
+            source=f"scikit-image brick/grass/gravel, {size}-px patches",
         )
 
 
@@ -174,11 +175,14 @@ class ImageFiles:
                 # Cameras store rotation in EXIF; the transposed copy is loaded, so the file closes.
                 return ImageOps.exif_transpose(image)
         except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
-            raise tlbench.ConfigError(f"Cannot read image {path}: {exc}. Remove or replace it.") from exc
+            message = f"Cannot read image {path}: {exc}. Remove or replace it."
+            raise tlbench.ConfigError(message) from exc
 
 
 def _folder_error(root: Path, problem: str) -> tlbench.ConfigError:
-    return tlbench.ConfigError(f"Image folder {str(root)!r} {problem}. Expected layout: {FOLDER_LAYOUT}.")
+    return tlbench.ConfigError(
+        f"Image folder {str(root)!r} {problem}. Expected layout: {FOLDER_LAYOUT}."
+    )
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -232,7 +236,8 @@ class ImageFolder(tlbench.Dataset):
         trees = [_scan_classes(folder) for folder in (split or (root,))]
         classes = sorted({name for tree in trees for name in tree})
         if len(classes) < 2:
-            raise _folder_error(root, f"has only one class ({classes[0]}); classification needs two")
+            only = f"has only one class ({classes[0]}); classification needs two"
+            raise _folder_error(root, only)
         number = {name: i for i, name in enumerate(classes)}
         paths, labels = [], []
         for tree in trees:
@@ -255,15 +260,16 @@ DATA_ENV = "TLBENCH_DATA"
 
 
 def default_data_root() -> str:
-    return os.environ.get(DATA_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "tlbench", "datasets")
+    cache = os.path.join(os.path.expanduser("~"), ".cache", "tlbench", "datasets")
+    return os.environ.get(DATA_ENV) or cache
 
 
 @dataclass(frozen=True)
 class DownloadOptions:
     root: str = tlbench.option(
-        "", f"folder the dataset files are kept in; '' means ${DATA_ENV}, else ~/.cache/tlbench/datasets"
+        "", f"folder of the dataset files; '' means ${DATA_ENV}, else ~/.cache/tlbench/datasets"
     )
-    download: bool = tlbench.option(True, "download the files into root when they are not there yet")
+    download: bool = tlbench.option(True, "download the files into root when they are missing")
 
 
 class _Concatenated:
@@ -321,7 +327,10 @@ class TorchvisionDataset(tlbench.Dataset):
 
     def load(self, options) -> tlbench.Images:
         root = os.path.expanduser(options.root) or default_data_root()
-        parts = {split: self._open(root, options.download, kwargs) for split, kwargs in self.splits.items()}
+        parts = {
+            split: self._open(root, options.download, kwargs)
+            for split, kwargs in self.splits.items()
+        }
         classes, labels = _merge_classes(list(parts.values()), self.labels_attr)
         samples = _Concatenated(parts.values())
         test_indices = None
@@ -351,8 +360,9 @@ class TorchvisionDataset(tlbench.Dataset):
         if download:
             return (
                 f"{what} could not be downloaded into {root} ({why}). Fix: connect to the internet "
-                f"once so it can be downloaded, or place its files under {root} yourself "
-                f"(set [dataset.{self.name}] root or ${DATA_ENV} to use another folder)."
+                f"once so it can be downloaded, or place its files under {root} yourself and set "
+                f"download = false in [dataset.{self.name}] (root = ... or ${DATA_ENV} picks "
+                f"another folder)."
             )
         return (
             f"{what} was not found in {root} and download = false ({why}). Fix: place its files "
@@ -362,7 +372,7 @@ class TorchvisionDataset(tlbench.Dataset):
 
 
 class Cifar10(TorchvisionDataset):
-    """CIFAR-10: 60,000 32×32 photos, 10 classes, official 10,000-image test split (downloads)."""
+    """CIFAR-10: 60,000 32×32 photos, 10 classes, official 10k test split (downloads)."""
 
     name = "cifar10"
     torchvision_class = "CIFAR10"
@@ -371,7 +381,7 @@ class Cifar10(TorchvisionDataset):
 
 
 class Cifar100(TorchvisionDataset):
-    """CIFAR-100: 60,000 32×32 photos, 100 classes, official 10,000-image test split (downloads)."""
+    """CIFAR-100: 60,000 32×32 photos, 100 classes, official 10k test split (downloads)."""
 
     name = "cifar100"
     torchvision_class = "CIFAR100"
@@ -405,7 +415,7 @@ class Dtd(TorchvisionDataset):
 
 
 class EuroSat(TorchvisionDataset):
-    """EuroSAT RGB: 27,000 64×64 satellite tiles, 10 land-use classes, no official split (downloads)."""
+    """EuroSAT RGB: 27,000 64×64 satellite tiles, 10 land-use classes (downloads)."""
 
     name = "eurosat"
     torchvision_class = "EuroSAT"

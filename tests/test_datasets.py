@@ -1,0 +1,269 @@
+"""The first-party datasets plugin: offline datasets, the image folder, torchvision datasets.
+
+Everything here runs offline: torchvision datasets are checked with download = false, against
+an empty folder and against tiny fake copies of their on-disk layout.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tlbench
+from tlbench.options import build_options
+from tlbench.plugins import load_registry
+
+OFFLINE = {  # name: (images, classes), as documented
+    "digits": (1797, 10),
+    "mnist5k": (5000, 10),
+    "textures": (768, 3),
+    "faces": (200, 2),
+}
+TORCHVISION = ["cifar10", "cifar100", "flowers102", "pets", "dtd", "eurosat", "food101"]
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return load_registry()
+
+
+def load(registry, name, **options):
+    cls = registry.get("datasets", name)
+    return cls().load(build_options(cls.Options, options, f"[dataset.{name}]"))
+
+
+@pytest.fixture(scope="module")
+def offline(registry):
+    """Each offline dataset loaded once for the module."""
+    return {name: load(registry, name) for name in OFFLINE}
+
+
+def test_every_dataset_is_registered_with_a_description(registry):
+    assert set(registry.names("datasets")) >= {*OFFLINE, "folder", *TORCHVISION}
+    for name in registry.names("datasets"):
+        assert registry.get("datasets", name).summary()
+
+
+@pytest.mark.parametrize("name", OFFLINE)
+def test_offline_dataset_has_documented_size_and_format(offline, name):
+    images = offline[name]
+    count, num_classes = OFFLINE[name]
+    labels = np.asarray(images.labels)
+    assert len(images.samples) == len(labels) == count
+    assert len(images.classes) == num_classes
+    assert sorted(np.unique(labels)) == list(range(num_classes))  # every class, nothing else
+    assert images.test_indices is None  # the core draws the test split
+    for sample in (images.samples[0], images.samples[count - 1]):
+        assert sample.dtype == np.uint8 and sample.ndim == 2
+
+
+def test_pixel_values_use_the_full_uint8_range(offline):
+    for name in ("digits", "mnist5k", "faces"):
+        samples = np.asarray(offline[name].samples)
+        assert samples.max() == 255, name
+
+
+def test_faces_come_first_and_non_faces_second(offline):
+    images = offline["faces"]
+    names = [images.classes[label] for label in images.labels]
+    assert names == ["face"] * 100 + ["non-face"] * 100
+
+
+@pytest.mark.parametrize("patch_size", [32, 64, 48])
+def test_texture_patches_tile_each_image_without_overlap(registry, patch_size):
+    import skimage.data
+
+    images = load(registry, "textures", patch_size=patch_size)
+    tiles_per_side = 512 // patch_size
+    per_class = np.bincount(images.labels)
+    assert per_class.tolist() == [tiles_per_side**2] * 3
+    # the brick patches, put back in reading order, are exactly the brick image: no pixel twice
+    brick = np.asarray(images.samples[: per_class[0]])
+    grid = brick.reshape(tiles_per_side, tiles_per_side, patch_size, patch_size).swapaxes(1, 2)
+    side = tiles_per_side * patch_size
+    assert np.array_equal(grid.reshape(side, side), skimage.data.brick()[:side, :side])
+
+
+@pytest.mark.parametrize("patch_size", [4, 300])
+def test_texture_patch_size_out_of_range_is_a_config_error(registry, patch_size):
+    options = registry.get("datasets", "textures").Options
+    with pytest.raises(tlbench.ConfigError, match="patch_size"):
+        build_options(options, {"patch_size": patch_size}, "[dataset.textures]")
+
+
+# -- the stratified split the core draws on these datasets -----------------------------------
+
+
+@pytest.mark.parametrize("name", ["digits", "textures", "faces"])
+def test_core_split_is_reproducible_and_stratified(offline, name):
+    from tlbench.data import stratified_split
+
+    labels = np.asarray(offline[name].labels)
+    first, again = (stratified_split(labels, 0.1, 0.2, seed=0) for _ in range(2))
+    other = stratified_split(labels, 0.1, 0.2, seed=1)
+    assert first.digest() == again.digest()
+    assert not np.array_equal(first.test, other.test)
+    everything = np.concatenate([first.train, first.val, first.test])
+    assert sorted(everything) == list(range(len(labels)))  # disjoint and complete
+    for cls in np.unique(labels):
+        in_class = np.sum(labels == cls)
+        assert abs(np.sum(labels[first.test] == cls) - 0.2 * in_class) <= 1
+
+
+# -- the user's image folder -----------------------------------------------------------------
+
+
+def save(path, size, mode):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size).save(path)
+
+
+def make_tree(root):
+    """Two classes × three images of different sizes and modes, plus files to be ignored."""
+    save(root / "dogs" / "1.png", (10, 12), "RGB")
+    save(root / "dogs" / "2.PNG", (7, 5), "RGBA")
+    save(root / "dogs" / "nested" / "3.jpeg", (9, 9), "L")
+    for i, size in enumerate([(4, 4), (5, 6), (20, 8)]):
+        save(root / "cats" / f"{i}.bmp", size, "RGB")
+    save(root / "cats" / ".ipynb_checkpoints" / "0-checkpoint.png", (3, 3), "RGB")
+    (root / "cats" / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_folder_classes_are_sorted_subfolders_and_images_load_lazily(
+    registry, tmp_path, monkeypatch
+):
+    make_tree(tmp_path)
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+
+    images = load(registry, "folder", path=str(tmp_path))
+    assert opened == []  # listing the folder decodes nothing
+    assert images.classes == ["cats", "dogs"]
+    assert list(images.labels) == [0, 0, 0, 1, 1, 1]
+    assert images.test_indices is None
+    loaded = [images.samples[i] for i in range(len(images.samples))]
+    assert len(opened) == 6
+    assert [image.size for image in loaded[3:]] == [(10, 12), (7, 5), (9, 9)]
+    assert [image.mode for image in loaded[3:]] == ["RGB", "RGBA", "L"]
+
+
+def test_folder_samples_become_rgb_arrays_in_the_core(registry, tmp_path):
+    from tlbench.data import to_rgb_uint8
+
+    images = load(registry, "folder", path=str(make_tree(tmp_path)))
+    samples = pickle.loads(pickle.dumps(images.samples))  # as DataLoader workers receive them
+    for i in range(len(samples)):
+        assert to_rgb_uint8(samples[i], 16).shape == (16, 16, 3)
+
+
+def test_folder_train_and_test_subtrees_are_an_official_split(registry, tmp_path):
+    for part, count in (("train", 3), ("test", 2)):
+        for cls in ("b", "a"):
+            for i in range(count):
+                save(tmp_path / part / cls / f"{i}.png", (6, 6), "RGB")
+    images = load(registry, "folder", path=str(tmp_path))
+    assert images.classes == ["a", "b"]
+    assert list(images.test_indices) == [6, 7, 8, 9]
+    assert list(images.labels) == [0, 0, 0, 1, 1, 1, 0, 0, 1, 1]
+
+
+@pytest.mark.parametrize(
+    "layout, problem",
+    [
+        ("missing", "does not exist"),
+        ("file", "is not a folder"),
+        ("empty", "no class sub-folders"),
+        ("loose images", "no class sub-folders"),
+        ("no images", "no images"),
+        ("one empty class", "without images: b"),
+        ("one class", "only one class"),
+    ],
+)
+def test_folder_mistakes_are_config_errors_naming_the_path(registry, tmp_path, layout, problem):
+    root = tmp_path / "data"
+    if layout == "file":
+        root.write_text("")
+    elif layout != "missing":
+        root.mkdir()
+    if layout == "loose images":
+        save(root / "1.png", (4, 4), "RGB")
+    if layout in ("no images", "one empty class"):
+        (root / "a").mkdir()
+        (root / "b").mkdir()
+        (root / "a" / "readme.txt").write_text("")
+    if layout == "one empty class":
+        save(root / "a" / "1.png", (4, 4), "RGB")
+    if layout == "one class":
+        save(root / "a" / "1.png", (4, 4), "RGB")
+    with pytest.raises(tlbench.ConfigError, match=problem) as error:
+        load(registry, "folder", path=str(root))
+    assert str(root) in str(error.value) and "CLASS_NAME" in str(error.value)
+
+
+def test_folder_path_is_required(registry):
+    with pytest.raises(tlbench.ConfigError, match="path"):
+        build_options(registry.get("datasets", "folder").Options, {}, "[dataset.folder]")
+
+
+# -- torchvision datasets, offline -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_torchvision_dataset_missing_without_download_is_one_clear_config_error(
+    registry, tmp_path, name
+):
+    with pytest.raises(tlbench.ConfigError) as error:
+        load(registry, name, root=str(tmp_path), download=False)
+    message = str(error.value)
+    assert repr(name) in message and str(tmp_path) in message and "download" in message
+
+
+def test_torchvision_root_defaults_to_tlbench_data(registry, tmp_path, monkeypatch):
+    monkeypatch.setenv("TLBENCH_DATA", str(tmp_path / "store"))
+    with pytest.raises(tlbench.ConfigError, match=str(tmp_path / "store")):
+        load(registry, "eurosat", download=False)
+
+
+def test_eurosat_labels_come_from_its_image_folder(registry, tmp_path):
+    """EuroSAT is an ImageFolder: labels from ``.targets``, no official split."""
+    base = tmp_path / "eurosat" / "2750"
+    for cls, count in (("Forest", 2), ("River", 3)):
+        for i in range(count):
+            save(base / cls / f"{cls}_{i}.jpg", (8, 8), "RGB")
+    images = load(registry, "eurosat", root=str(tmp_path), download=False)
+    assert images.classes == ["Forest", "River"]
+    assert list(images.labels) == [0, 0, 1, 1, 1]
+    assert images.test_indices is None
+    samples = pickle.loads(pickle.dumps(images.samples))  # as DataLoader workers receive them
+    assert samples[-1].size == (8, 8)
+    with pytest.raises(IndexError):
+        samples[5]
+
+
+def test_dtd_splits_are_concatenated_with_the_test_split_kept(registry, tmp_path):
+    """DTD numbers classes per split file; "val" here lacks a class, so numbers must be mapped."""
+    data = tmp_path / "dtd" / "dtd"
+    split_files = {"train": ["banded/a.jpg", "zigzag/b.jpg"], "val": ["zigzag/c.jpg"],
+                   "test": ["banded/d.jpg", "zigzag/e.jpg", "zigzag/f.jpg"]}
+    for split, files in split_files.items():
+        (data / "labels").mkdir(parents=True, exist_ok=True)
+        (data / "labels" / f"{split}1.txt").write_text("\n".join(files) + "\n")
+        for file in files:
+            save(data / "images" / file, (6, 6), "RGB")
+    images = load(registry, "dtd", root=str(tmp_path), download=False)
+    assert images.classes == ["banded", "zigzag"]
+    assert list(images.labels) == [0, 1, 1, 0, 1, 1]
+    assert list(images.test_indices) == [3, 4, 5]
+    assert [images.samples[i].size for i in (0, 5)] == [(6, 6), (6, 6)]
+
+
+def test_importing_the_plugin_does_not_import_torch():
+    code = "import tlbench_plugins.datasets, sys; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
