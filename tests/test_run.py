@@ -50,7 +50,7 @@ def test_grid_run_writes_records_and_leaderboard(write_grid, cli, tmp_path):
     for record in records:
         assert record["status"] == "ok"
         assert 0.0 <= record["top1"] <= record["top5"] <= 1.0
-        assert record["split_sizes"] == {"train": 1078, "val": 359, "test": 360}
+        assert record["split_sizes"] == {"train": 1079, "val": 359, "test": 359}
         assert record["trainable_params"] <= record["total_params"]
         assert record["train_s"] > 0 and record["train_samples_per_s"] > 0
         assert record["environment"]["torch"] and record["environment"]["device"] == "cpu"
@@ -131,3 +131,19 @@ def test_unwritable_results_dir_is_a_config_error(write_grid, cli, tmp_path):
     blocker.write_text("not a folder")
     code, out, err = cli("run", "--grid", tiny_grid(write_grid), "--results", blocker)
     assert code == 2 and "not writable" in err and "--results" in err
+
+
+def test_k_shot_setting_reaches_the_cell(write_grid, cli, tmp_path):
+    grid = write_grid(f"""
+        name = "kshot"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["digits"]
+        seeds = [0, 1]
+        {TINY_SETTINGS}
+        train_per_class = 5
+    """)
+    assert cli("run", "--grid", grid, "--results", tmp_path, "-q")[0] == 0
+    records = list(iter_records(tmp_path, "kshot"))
+    assert [r["split_sizes"] for r in records] == [{"train": 50, "val": 359, "test": 359}] * 2
+    assert all(r["trainable_params"] == 2570 for r in records)

@@ -64,7 +64,7 @@ def stratified_split(
         members = pool[labels[pool] == cls]
         members = members[rng.permutation(len(members))]
         n_test = 0 if fixed_test is not None else _share(len(members), test_fraction)
-        n_val = _share(len(members) - n_test, val_fraction)
+        n_val = _share(len(members), val_fraction)
         test.append(members[:n_test])
         val.append(members[n_test:n_test + n_val])
         train.append(members[n_test + n_val:])
@@ -105,7 +105,7 @@ def to_rgb_uint8(sample, size: int, interpolation: str = "bilinear") -> np.ndarr
         image = image.resize(resized, resample)
     left, top = (resized[0] - size) // 2, (resized[1] - size) // 2
     image = image.crop((left, top, left + size, top + size))
-    return np.asarray(image, dtype=np.uint8)
+    return np.array(image, dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
 
 
 class _DecodeDataset(torch.utils.data.Dataset):

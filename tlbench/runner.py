@@ -302,11 +302,11 @@ class Runner:
         synchronize(device)
         train_s = time.perf_counter() - start
 
-        trainable, total = count_parameters(fitted)
         start = time.perf_counter()
         metrics = evaluate(fitted, cell_setup.test, ctx)
         synchronize(device)
         eval_s = time.perf_counter() - start
+        trainable, total = count_parameters(fitted)  # after a forward pass: lazy modules are sized
         served = cell_setup.train.served + cell_setup.val.served
         return {
             **metrics,
