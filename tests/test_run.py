@@ -147,3 +147,20 @@ def test_k_shot_setting_reaches_the_cell(write_grid, cli, tmp_path):
     records = list(iter_records(tmp_path, "kshot"))
     assert [r["split_sizes"] for r in records] == [{"train": 50, "val": 359, "test": 359}] * 2
     assert all(r["trainable_params"] == 2570 for r in records)
+
+
+def test_changed_grid_gets_new_records_and_leaderboard_shows_only_current(write_grid, cli, tmp_path):
+    grid = tiny_grid(write_grid, '"linear_probe"')
+    assert cli("run", "--grid", grid, "--results", tmp_path, "-q")[0] == 0
+    grid.write_text(grid.read_text().replace("epochs = 1", "epochs = 2").replace(
+        "batch_size = 32", "batch_size = 16"))
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path, "-q")
+    assert code == 0
+    records = list(iter_records(tmp_path, "tiny"))
+    assert len(records) == 2 and len({r["run_id"] for r in records}) == 2  # the old one is kept
+    newest = max(records, key=lambda r: r["settings"]["batch_size"] == 16)
+    for _ in range(2):  # as `run` wrote it, then as `report` rebuilds it
+        csv = (tmp_path / "tiny" / "leaderboard.csv").read_text().splitlines()
+        assert len(csv) == 2 and ",1," in csv[1]  # one row, one seed: nothing averaged across configs
+        assert f"{newest['top1']:.6g}" in csv[1]
+        assert cli("report", "--results", tmp_path)[0] == 0

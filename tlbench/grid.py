@@ -88,12 +88,23 @@ class Cell:
 
     @property
     def run_id(self) -> str:
-        canonical = json.dumps(self.identity(), sort_keys=True, default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return _digest(self.identity())
+
+    @property
+    def config_id(self) -> str:
+        """Like run_id but the same for every seed: the cells averaged in one leaderboard row."""
+        identity = self.identity()
+        del identity["seed"]
+        return _digest(identity)
 
     @property
     def label(self) -> str:
         return f"{self.backbone} / {self.strategy} / {self.dataset} / seed {self.seed}"
+
+
+def _digest(identity: dict) -> str:
+    canonical = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 @dataclass

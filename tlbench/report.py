@@ -19,8 +19,24 @@ COLUMNS = [
 ]
 
 
-def _latest_per_run(records: Iterable[dict]) -> list[dict]:
-    return sorted(records, key=lambda r: (r["dataset"], r["backbone"], r["strategy"], r["seed"]))
+def current_records(records: Iterable[dict], cells: Optional[list] = None) -> list[dict]:
+    """The records a leaderboard shows, sorted.
+
+    With the grid's cells, exactly the records of those cells. Without them (``tlbench report``),
+    for each dataset/backbone/strategy the configuration run most recently: records of an
+    earlier version of the grid stay on disk but are not averaged with the current ones.
+    """
+    records = list(records)
+    if cells is not None:
+        wanted = {cell.run_id for cell in cells}
+        chosen = [r for r in records if r["run_id"] in wanted]
+    else:
+        newest: dict = {}
+        for r in sorted(records, key=lambda r: r.get("started_at") or ""):
+            newest[(r["dataset"], r["backbone"], r["strategy"])] = r.get("config_id")
+        chosen = [r for r in records
+                  if r.get("config_id") == newest[(r["dataset"], r["backbone"], r["strategy"])]]
+    return sorted(chosen, key=lambda r: (r["dataset"], r["backbone"], r["strategy"], r["seed"]))
 
 
 def leaderboard(records: list[dict], expected_cells: Optional[list] = None):
@@ -80,7 +96,7 @@ def to_markdown(table) -> str:
 
 def write_report(results_dir: str | Path, grid_name: str, cells: Optional[list] = None) -> list[Path]:
     """Write leaderboard.md and leaderboard.csv for one grid; returns their paths."""
-    records = _latest_per_run(iter_records(results_dir, grid_name))
+    records = current_records(iter_records(results_dir, grid_name), cells)
     table = leaderboard(records, cells)
     folder = grid_dir(results_dir, grid_name)
     md, csv = folder / "leaderboard.md", folder / "leaderboard.csv"

@@ -238,6 +238,7 @@ class Runner:
     def _base_record(self, cell: Cell) -> dict:
         return {
             "run_id": cell.run_id,
+            "config_id": cell.config_id,
             "grid": cell.grid,
             "backbone": cell.backbone,
             "strategy": cell.strategy,
