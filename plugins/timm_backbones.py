@@ -62,7 +62,10 @@ class TimmBackbone(tlbench.Backbone):
     """Any timm model; offline ImageNet weights bundled for efficientnet_lite0/1/2"""
 
     name = "*"
-    featured = tuple(_BUNDLED)
+    featured = {
+        name: f"ImageNet-1k weights bundled with pip ({dist}), offline, {size} px"
+        for name, (dist, _, _, size) in _BUNDLED.items()
+    }
     Options = TimmOptions
 
     def claims(self, name: str) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Optional, Sequence
 
 from tlbench.options import NoOptions
 
@@ -68,11 +68,12 @@ class Backbone(Component):
     """A source of networks.
 
     ``name`` is either one name or a glob pattern (``"*"``) for a family resolved on demand,
-    such as every timm model. A family lists a few names in ``featured`` for ``tlbench ls`` and
+    such as every timm model. A family lists a few names with a one-line description each in
+    ``featured`` for ``tlbench ls``, and
     overrides :meth:`claims` to decide cheaply whether it knows a name.
     """
 
-    featured: ClassVar[Sequence[str]] = ()
+    featured: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     def is_family(cls) -> bool:

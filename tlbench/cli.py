@@ -57,12 +57,9 @@ def cmd_ls(args) -> int:
     registry = load_registry(args.plugins_dir)
     _report_broken(registry)
     rows = list(registry.listing(args.kind))
-    width = max((len(name) for name, _ in rows), default=0)
+    width = max((len(name) for name, _, _ in rows), default=0)
     described = set()
-    for name, reg in rows:
-        text = reg.component.summary()
-        if name == reg.component.name and reg.component.is_family():
-            text = f"any name it resolves: {text}"
+    for name, text, reg in rows:
         print(f"{name:<{width}}  {text}  ({reg.plugin})")
         if args.verbose and reg.component not in described:
             described.add(reg.component)

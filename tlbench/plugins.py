@@ -21,7 +21,7 @@ from typing import Iterable, Optional
 import pluggy
 
 from tlbench import hookspecs
-from tlbench.api import Backbone, Component, Dataset, Strategy
+from tlbench.api import Backbone, Dataset, Strategy
 from tlbench.errors import ConfigError, unknown_name_error
 
 ENTRY_POINT_GROUP = "tlbench"
@@ -86,14 +86,15 @@ class Registry:
             raise unknown_name_error("backbone", name, [n for n in known if "*" not in n])
         raise unknown_name_error(KINDS[kind][2], name, entries)
 
-    def listing(self, kind: str) -> Iterable[tuple[str, Registration]]:
-        """(name, registration) in the order `tlbench ls` prints them."""
+    def listing(self, kind: str) -> Iterable[tuple[str, str, Registration]]:
+        """(name, description, registration) in the order `tlbench ls` prints them."""
         for name in self.names(kind):
             reg = self.entries[kind][name]
-            if kind == "backbones" and reg.component.is_family():
-                for featured in reg.component.featured:
-                    yield featured, reg
-            yield name, reg
+            summary = reg.component.summary()
+            if reg.component.is_family():
+                yield from ((n, text, reg) for n, text in reg.component.featured.items())
+                summary = f"any name it resolves: {summary}"
+            yield name, summary, reg
 
 
 def _plugin_manager() -> pluggy.PluginManager:
@@ -188,6 +189,3 @@ def load_registry(
     _collect(pm, registry)
     return registry
 
-
-def component_summary(component: type[Component]) -> str:
-    return component.summary()
