@@ -93,3 +93,23 @@ def test_malformed_toml_names_the_line(write_grid, registry):
 def test_missing_grid_file(registry, tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_grid(str(tmp_path / "absent.toml"), registry)
+
+
+def test_numeric_option_lists_become_candidates(write_grid, registry):
+    path = write_grid(BASE + "[strategy.full_finetune]\nlr = [1e-3, 3e-4]\nweight_decay = [0.0, 0.05]\n")
+    cell = next(c for c in load_grid(str(path), registry).cells if c.strategy == "full_finetune")
+    assert [(o.lr, o.weight_decay) for o in cell.strategy_candidates] == [
+        (1e-3, 0.0), (1e-3, 0.05), (3e-4, 0.0), (3e-4, 0.05)]
+    assert len(cell.identity()["strategy_options"]) == 4
+
+
+@pytest.mark.parametrize("table, expected", [
+    ("lr = []", "empty list"),
+    ("lr = [1e-3, 1e-3]", "lists a value twice"),
+    ("lr = [1e-3, -1.0]", "lr must be > 0"),
+    ("lr = [1e-3, \"fast\"]", "must be float"),
+])
+def test_bad_option_lists_are_config_errors(write_grid, registry, table, expected):
+    path = write_grid(BASE + f"[strategy.full_finetune]\n{table}\n")
+    with pytest.raises(ConfigError, match=expected):
+        load_grid(str(path), registry)

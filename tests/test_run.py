@@ -164,3 +164,25 @@ def test_changed_grid_gets_new_records_and_leaderboard_shows_only_current(write_
         assert len(csv) == 2 and ",1," in csv[1]  # one row, one seed: nothing averaged across configs
         assert f"{newest['top1']:.6g}" in csv[1]
         assert cli("report", "--results", tmp_path)[0] == 0
+
+
+def test_list_of_values_is_selected_on_validation(write_grid, cli, tmp_path):
+    grid = write_grid(f"""
+        name = "sweep"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["digits"]
+        {TINY_SETTINGS}
+        [strategy.linear_probe]
+        l2 = [1000.0, 0.001]
+        max_iter = 50
+    """)
+    assert cli("run", "--grid", grid, "--results", tmp_path, "-q")[0] == 0
+    (record,) = iter_records(tmp_path, "sweep")
+    scores = [c["val_top1"] for c in record["candidates"]]
+    assert [c["options"]["l2"] for c in record["candidates"]] == [1000.0, 0.001]
+    assert record["selected"] == scores.index(max(scores))
+    assert record["options"]["l2"] == record["candidates"][record["selected"]]["options"]["l2"]
+    # an absurd penalty cannot win: it predicts near-constant classes
+    assert record["options"]["l2"] == 0.001 and scores[0] < scores[1]
+    assert record["selection_s"] >= record["train_s"] > 0

@@ -123,6 +123,7 @@ class FitContext:
     seed: int
     num_classes: int
     precision: str  # "fp32" or "bf16" (autocast on CUDA)
+    weights: str  # identity of the initial weights (with the seed for random init), for caches
     cache_dir: str
     progress: Callable[..., Iterable]
     log: Callable[..., None]

@@ -137,7 +137,7 @@ class ImageSplit:
     """
 
     def __init__(self, images: Images, indices: np.ndarray, size: int, mean, std,
-                 interpolation: str = "bilinear", pixels: Optional[torch.Tensor] = None):
+                 interpolation: str = "bilinear", pixels: Optional[torch.Tensor] = None, key: str = ""):
         self.indices = np.asarray(indices, dtype=np.int64)
         all_labels = np.asarray(images.labels, dtype=np.int64)
         self.labels = torch.from_numpy(all_labels[self.indices])
@@ -146,7 +146,10 @@ class ImageSplit:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self._images, self._interpolation = images, interpolation
-        self.pixels = pixels  # N×3×S×S uint8, or None when decoded on the fly
+        self.pixels = pixels  # N×3×S×S uint8 (on the CPU or the GPU), or None: decoded on the fly
+        # identifies exactly these images as the model sees them (dataset, indices, size,
+        # normalisation): a key for caches of anything computed from them
+        self.key = f"{key}|{hashlib.sha256(self.indices.tobytes()).hexdigest()[:16]}"
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -162,7 +165,8 @@ class ImageSplit:
         if self.pixels is not None:
             for start in range(0, len(self), batch_size):
                 rows = order[start:start + batch_size]
-                yield self.normalize(self.pixels[rows], device), self.labels[rows].to(device)
+                pixels = self.pixels[rows.to(self.pixels.device)]
+                yield self.normalize(pixels, device), self.labels[rows].to(device)
             return
         loader = torch.utils.data.DataLoader(
             _DecodeDataset(self._images.samples, self.indices[order.numpy()], self.size,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from tlbench.errors import ConfigError, closest
-from tlbench.options import build_options, option, options_as_dict
+from tlbench.options import build_candidates, build_options, option, options_as_dict
 from tlbench.plugins import Registry
 
 GRID_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -70,8 +70,13 @@ class Cell:
     seed: int
     settings: Settings
     backbone_options: Any
-    strategy_options: Any
+    strategy_candidates: tuple  # one options instance, or several to select from on validation
     dataset_options: Any
+
+    @property
+    def strategy_options(self) -> Any:
+        """The options when there is nothing to select (the first candidate otherwise)."""
+        return self.strategy_candidates[0]
 
     def identity(self) -> dict:
         """Everything that changes this cell's result; hashed into ``run_id``."""
@@ -79,7 +84,9 @@ class Cell:
             "backbone": self.backbone,
             "backbone_options": options_as_dict(self.backbone_options),
             "strategy": self.strategy,
-            "strategy_options": options_as_dict(self.strategy_options),
+            "strategy_options": (options_as_dict(self.strategy_options)
+                                 if len(self.strategy_candidates) == 1
+                                 else [options_as_dict(c) for c in self.strategy_candidates]),
             "dataset": self.dataset,
             "dataset_options": options_as_dict(self.dataset_options),
             "seed": self.seed,
@@ -188,10 +195,12 @@ def _option_tables(data: dict, singular: str, names: list[str], registry: Regist
             )
         if not isinstance(table, dict):
             raise ConfigError(f"[{singular}.{name}] in {source!r} must be a table of options.")
+    # only strategies take lists of values to select from; other lists are type errors
+    build = build_candidates if singular == "strategy" else build_options
     resolved = {}
     for name in names:
         component = registry.get(PLURAL[singular], name)
-        resolved[name] = build_options(component.Options, tables.get(name, {}), f"[{singular}.{name}]")
+        resolved[name] = build(component.Options, tables.get(name, {}), f"[{singular}.{name}]")
     return resolved
 
 
@@ -230,7 +239,7 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
             grid=name, backbone=backbone, strategy=strategy, dataset=dataset, seed=seed,
             settings=settings,
             backbone_options=options["backbone"][backbone],
-            strategy_options=options["strategy"][strategy],
+            strategy_candidates=options["strategy"][strategy],
             dataset_options=options["dataset"][dataset],
         ))
     return grid

@@ -7,6 +7,7 @@ value is checked against and its ``help`` metadata is what ``tlbench ls -v`` pri
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import typing
 from typing import Any
 
@@ -88,6 +89,31 @@ def build_options(options_cls: type, values: dict, where: str) -> Any:
         return options_cls(**values)
     except (ValueError, ConfigError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def _is_numeric(annotation: Any) -> bool:
+    return annotation in (int, float)
+
+
+def build_candidates(options_cls: type, values: dict, where: str) -> tuple:
+    """Like :func:`build_options`, but a list for a numeric option means "try each value".
+
+    Returns one options instance per combination of listed values (a single one when nothing
+    is listed); the runner fits each and keeps the one that scores best on validation.
+    """
+    hints = typing.get_type_hints(options_cls)
+    swept = {}
+    for key, value in values.items():
+        if isinstance(value, list) and key in hints and _is_numeric(hints[key]):
+            if not value:
+                raise ConfigError(f"Option {key!r} in {where} is an empty list; give at least one value.")
+            if len(set(value)) != len(value):
+                raise ConfigError(f"Option {key!r} in {where} lists a value twice: {value!r}.")
+            swept[key] = value
+    fixed = {k: v for k, v in values.items() if k not in swept}
+    combinations = itertools.product(*swept.values()) if swept else [()]
+    return tuple(build_options(options_cls, {**fixed, **dict(zip(swept, combo))}, where)
+                 for combo in combinations)
 
 
 def describe_options(options_cls: type) -> list[tuple[str, str, str, str]]:

@@ -99,6 +99,7 @@ class CellContext(FitContext):
         self.num_classes = num_classes
         self.precision = "bf16" if device.type == "cuda" else "fp32"
         self.cache_dir = cache_dir
+        self.weights = ""
         self.info: dict = {}
         self._progress = progress
 
@@ -253,29 +254,45 @@ class Runner:
             "started_at": _now(),
         }
 
-    def setup(self, cell: Cell) -> "CellSetup":
-        """Everything a cell needs before its fit: strategy, network, splits and context."""
+    def _pixels_on(self, pixels: Optional[torch.Tensor], device: torch.device) -> Optional[torch.Tensor]:
+        """On CUDA, a dataset that fits is held decoded in GPU memory so batches never wait on
+        the host; it stays there for the next cell."""
+        if pixels is None or device.type != "cuda":
+            return pixels
+        key = ("device", str(device), id(pixels))
+        if key not in self._pixels:
+            free, _ = torch.cuda.mem_get_info(device)
+            if pixels.numel() > free // 4:
+                return pixels
+            self._pixels[key] = pixels.to(device)
+        return self._pixels[key]
+
+    def setup(self, cell: Cell, options=None) -> "CellSetup":
+        """Everything one fit needs: the strategy (with ``options``, default the cell's first
+        candidate), a freshly built network, the splits and the context."""
         seed_everything(cell.seed)
         device = resolve_device(cell.settings.device)
         strategy_cls = self.registry.get("strategies", cell.strategy)
         images = self._load_images(cell)
         splits = self.prepare_splits(cell, images)
         backbone = self.registry.get("backbones", cell.backbone)()
-        network = backbone.create(
-            cell.backbone, num_classes=len(images.classes),
-            pretrained=cell.settings.pretrained and strategy_cls.pretrained,
-            options=cell.backbone_options,
-        )
+        pretrained = cell.settings.pretrained and strategy_cls.pretrained
+        network = backbone.create(cell.backbone, num_classes=len(images.classes),
+                                  pretrained=pretrained, options=cell.backbone_options)
         size = cell.settings.image_size or network.input_size
-        pixels = self._pixels_for(cell, images, size, network.interpolation)
+        pixels = self._pixels_on(self._pixels_for(cell, images, size, network.interpolation), device)
+        data_key = f"{cell.dataset}|{options_as_dict(cell.dataset_options)}|{size}|{network.interpolation}"
 
         def split(kind, indices):
-            part = None if pixels is None else pixels[torch.from_numpy(indices)]
-            return kind(images, indices, size, network.mean, network.std, network.interpolation, part)
+            part = None if pixels is None else pixels[torch.from_numpy(indices).to(pixels.device)]
+            return kind(images, indices, size, network.mean, network.std, network.interpolation, part,
+                        key=f"{data_key}|{network.mean}|{network.std}")
 
         ctx = CellContext(cell, device, len(images.classes), self.cache_dir, self.progress)
+        # random weights differ by seed, so their identity (e.g. for feature caches) includes it
+        ctx.weights = network.weights if pretrained else f"{network.weights}@seed{cell.seed}"
         return CellSetup(
-            strategy=strategy_cls(cell.strategy_options),
+            strategy=strategy_cls(options if options is not None else cell.strategy_options),
             model=network.model.to(device),
             train=split(CountingSplit, splits.train),
             val=split(CountingSplit, splits.val),
@@ -290,18 +307,35 @@ class Runner:
             },
         )
 
-    def _measure(self, cell: Cell, record: dict) -> dict:
-        cell_setup = self.setup(cell)
-        record.update(cell_setup.facts)
-        ctx, device = cell_setup.ctx, cell_setup.ctx.device
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-
+    def _fit(self, cell_setup: "CellSetup") -> tuple[torch.nn.Module, float]:
+        device = cell_setup.ctx.device
         synchronize(device)
         start = time.perf_counter()
-        fitted = cell_setup.strategy.fit(cell_setup.model, cell_setup.train, cell_setup.val, ctx)
+        fitted = cell_setup.strategy.fit(cell_setup.model, cell_setup.train, cell_setup.val, cell_setup.ctx)
         synchronize(device)
-        train_s = time.perf_counter() - start
+        return fitted, time.perf_counter() - start
+
+    def _measure(self, cell: Cell, record: dict) -> dict:
+        """Fit every candidate, keep the best on validation, score it on test."""
+        candidates, best, best_val, selection_s = [], None, -1.0, 0.0
+        for options in cell.strategy_candidates:
+            cell_setup = self.setup(cell, options)
+            record.update(cell_setup.facts)
+            if cell_setup.ctx.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(cell_setup.ctx.device)
+            fitted, train_s = self._fit(cell_setup)
+            selection_s += train_s
+            if len(cell.strategy_candidates) == 1:
+                best = (cell_setup, fitted, train_s)
+                break
+            # the harness, not the strategy, scores each candidate, on validation only
+            val_top1 = evaluate(fitted, cell_setup.val, cell_setup.ctx)["top1"]
+            candidates.append({"options": options_as_dict(options), "val_top1": val_top1,
+                               "train_s": train_s, "strategy_info": cell_setup.ctx.info})
+            if val_top1 > best_val:
+                best, best_val = (cell_setup, fitted, train_s), val_top1
+        cell_setup, fitted, train_s = best
+        ctx, device = cell_setup.ctx, cell_setup.ctx.device
 
         start = time.perf_counter()
         metrics = evaluate(fitted, cell_setup.test, ctx)
@@ -309,8 +343,9 @@ class Runner:
         eval_s = time.perf_counter() - start
         trainable, total = count_parameters(fitted)  # after a forward pass: lazy modules are sized
         served = cell_setup.train.served + cell_setup.val.served
-        return {
+        result = {
             **metrics,
+            "options": options_as_dict(cell_setup.strategy.options),
             "train_s": train_s,
             "eval_s": eval_s,
             "train_samples_per_s": served / train_s if train_s > 0 else None,
@@ -320,6 +355,10 @@ class Runner:
             "num_classes": ctx.num_classes,
             "strategy_info": ctx.info,
         }
+        if candidates:
+            result.update(candidates=candidates, selection_s=selection_s,
+                          selected=[c["val_top1"] for c in candidates].index(best_val))
+        return result
 
     # -- a grid ----------------------------------------------------------------------------
 
