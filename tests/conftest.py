@@ -51,3 +51,9 @@ epochs = 1
 batch_size = 32
 pretrained = false
 """
+
+
+@pytest.fixture(autouse=True)
+def private_cache_dir(tmp_path_factory, monkeypatch):
+    """Feature caches go to a fresh folder per test, never to the user's ~/.cache."""
+    monkeypatch.setenv("TLBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

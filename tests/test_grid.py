@@ -43,7 +43,7 @@ def test_run_id_changes_with_any_option_and_only_then(write_grid, registry):
     plain = first_cell()
     assert first_cell().run_id == plain.run_id
     assert first_cell("[settings]\nepochs = 7\n").run_id != plain.run_id
-    assert first_cell("[strategy.linear_probe]\nl2 = 0.5\n").run_id != plain.run_id
+    assert first_cell("[strategy.linear_probe]\nl2_max = 0.5\n").run_id != plain.run_id
     # a default written out explicitly is the same configuration
     assert first_cell("[settings]\nbatch_size = 64\n").run_id == plain.run_id
 
@@ -73,7 +73,7 @@ def test_default_grid_is_valid_and_offline(registry):
     (BASE.replace("linear_probe", "linar_probe"), "Did you mean: linear_probe?"),
     (BASE.replace('["digits"]', '["digit"]'), "Unknown dataset 'digit'"),
     (BASE + "[strategy.linear_probe]\nl3 = 1.0\n", "Unknown option 'l3' in [strategy.linear_probe]"),
-    (BASE + "[strategy.linear_probe]\nl2 = -1.0\n", "l2 must be >= 0"),
+    (BASE + "[strategy.linear_probe]\nl2_min = -1.0\n", "need 0 < l2_min"),
     (BASE + "[strategy.partial_unfreeze]\nblocks = 1\n", "does not use"),
     (BASE + "[settings\n", "not valid TOML"),
 ])

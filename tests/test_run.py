@@ -174,15 +174,16 @@ def test_list_of_values_is_selected_on_validation(write_grid, cli, tmp_path):
         datasets = ["digits"]
         {TINY_SETTINGS}
         [strategy.linear_probe]
-        l2 = [1000.0, 0.001]
+        l2_max = [1000.0, 0.001]
+        l2_steps = 1
         max_iter = 50
     """)
     assert cli("run", "--grid", grid, "--results", tmp_path, "-q")[0] == 0
     (record,) = iter_records(tmp_path, "sweep")
     scores = [c["val_top1"] for c in record["candidates"]]
-    assert [c["options"]["l2"] for c in record["candidates"]] == [1000.0, 0.001]
+    assert [c["options"]["l2_max"] for c in record["candidates"]] == [1000.0, 0.001]
     assert record["selected"] == scores.index(max(scores))
-    assert record["options"]["l2"] == record["candidates"][record["selected"]]["options"]["l2"]
+    assert record["options"] == record["candidates"][record["selected"]]["options"]
     # an absurd penalty cannot win: it predicts near-constant classes
-    assert record["options"]["l2"] == 0.001 and scores[0] < scores[1]
+    assert record["options"]["l2_max"] == 0.001 and scores[0] < scores[1]
     assert record["selection_s"] >= record["train_s"] > 0

@@ -83,7 +83,18 @@ def per_class_subsample(indices: np.ndarray, labels: Sequence[int], k: int, seed
     return np.sort(np.concatenate(kept))
 
 
-def to_rgb_uint8(sample, size: int, interpolation: str = "bilinear") -> np.ndarray:
+@dataclass(frozen=True)
+class Resample:
+    """Interpolation for shrinking and for enlarging images (PIL names: bilinear, bicubic)."""
+
+    shrink: str = "bilinear"
+    enlarge: str = "bilinear"
+
+    def method(self, scale: float) -> str:
+        return self.shrink if scale <= 1 else self.enlarge
+
+
+def to_rgb_uint8(sample, size: int, resample: Resample = Resample()) -> np.ndarray:
     """Any sample a dataset yields -> H×W×3 uint8: shorter side to ``size``, centre crop."""
     from PIL import Image
 
@@ -100,32 +111,32 @@ def to_rgb_uint8(sample, size: int, interpolation: str = "bilinear") -> np.ndarr
     width, height = image.size
     scale = size / min(width, height)
     resized = (max(size, round(width * scale)), max(size, round(height * scale)))
-    resample = Image.BICUBIC if interpolation == "bicubic" else Image.BILINEAR
+    method = Image.BICUBIC if resample.method(scale) == "bicubic" else Image.BILINEAR
     if resized != image.size:
-        image = image.resize(resized, resample)
+        image = image.resize(resized, method)
     left, top = (resized[0] - size) // 2, (resized[1] - size) // 2
     image = image.crop((left, top, left + size, top + size))
     return np.array(image, dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
 
 
 class _DecodeDataset(torch.utils.data.Dataset):
-    def __init__(self, samples, indices, size, interpolation):
+    def __init__(self, samples, indices, size, resample):
         self.samples, self.indices = samples, indices
-        self.size, self.interpolation = size, interpolation
+        self.size, self.resample = size, resample
 
     def __len__(self):
         return len(self.indices)
 
     def __getitem__(self, i):
-        pixels = to_rgb_uint8(self.samples[int(self.indices[i])], self.size, self.interpolation)
+        pixels = to_rgb_uint8(self.samples[int(self.indices[i])], self.size, self.resample)
         return torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), i
 
 
-def decode_all(samples, indices, size: int, interpolation: str) -> torch.Tensor:
+def decode_all(samples, indices, size: int, resample: Resample) -> torch.Tensor:
     """Decode and resize ``samples[indices]`` into one N×3×S×S uint8 tensor."""
     out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
     for row, index in enumerate(indices):
-        out[row] = torch.from_numpy(to_rgb_uint8(samples[int(index)], size, interpolation)).permute(2, 0, 1)
+        out[row] = torch.from_numpy(to_rgb_uint8(samples[int(index)], size, resample)).permute(2, 0, 1)
     return out
 
 
@@ -137,7 +148,7 @@ class ImageSplit:
     """
 
     def __init__(self, images: Images, indices: np.ndarray, size: int, mean, std,
-                 interpolation: str = "bilinear", pixels: Optional[torch.Tensor] = None, key: str = ""):
+                 resample: Resample = Resample(), pixels: Optional[torch.Tensor] = None, key: str = ""):
         self.indices = np.asarray(indices, dtype=np.int64)
         all_labels = np.asarray(images.labels, dtype=np.int64)
         self.labels = torch.from_numpy(all_labels[self.indices])
@@ -145,7 +156,7 @@ class ImageSplit:
         self.size = size
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-        self._images, self._interpolation = images, interpolation
+        self._images, self._resample = images, resample
         self.pixels = pixels  # N×3×S×S uint8 (on the CPU or the GPU), or None: decoded on the fly
         # identifies exactly these images as the model sees them (dataset, indices, size,
         # normalisation): a key for caches of anything computed from them
@@ -170,7 +181,7 @@ class ImageSplit:
             return
         loader = torch.utils.data.DataLoader(
             _DecodeDataset(self._images.samples, self.indices[order.numpy()], self.size,
-                           self._interpolation),
+                           self._resample),
             batch_size=batch_size, num_workers=min(8, os.cpu_count() or 1),
             pin_memory=torch.device(device).type == "cuda",
         )

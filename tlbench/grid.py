@@ -39,6 +39,7 @@ class Settings:
     val_fraction: float = option(0.2, "share of each class held out for validation (model selection)")
     test_fraction: float = option(0.2, "share of each class held out for the test score (when the dataset has no official test split)")
     split_seed: int = option(0, "seed of the train/val/test split; fixed so every cell sees the same split")
+    interpolation: str = option("auto", "resizing: auto (the weights' own to shrink, bilinear to enlarge), bilinear or bicubic")
     pretrained: bool = option(True, "false = random initialisation for every backbone")
     device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
 
@@ -55,6 +56,8 @@ class Settings:
                 raise ValueError(f"{name} must be between 0 and 1 (exclusive), got {getattr(self, name)}")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must leave some data for training")
+        if self.interpolation not in ("auto", "bilinear", "bicubic"):
+            raise ValueError(f"interpolation must be auto, bilinear or bicubic, got {self.interpolation!r}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 

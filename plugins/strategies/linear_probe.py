@@ -4,29 +4,56 @@ import tlbench
 
 
 class LinearProbe(tlbench.Strategy):
-    """Frozen backbone; logistic-regression head fitted once on its features."""
+    """Frozen backbone; logistic-regression head on cached features, L2 chosen on validation."""
 
     name = "linear_probe"
 
     @dataclass(frozen=True)
     class Options:
-        l2: float = tlbench.option(1e-3, "L2 penalty on the head's weights")
-        max_iter: int = tlbench.option(300, "L-BFGS iterations for the head")
+        l2_max: float = tlbench.option(10.0, "strongest L2 penalty on the path (on standardised features)")
+        l2_min: float = tlbench.option(1e-5, "weakest L2 penalty on the path")
+        l2_steps: int = tlbench.option(7, "penalties on the log-spaced path; 1 = use l2_max alone, no selection")
+        max_iter: int = tlbench.option(100, "L-BFGS iterations per penalty")
+        cache: bool = tlbench.option(True, "keep features on disk (under the cache dir) for later cells")
 
         def __post_init__(self):
-            if self.l2 < 0:
-                raise ValueError(f"l2 must be >= 0, got {self.l2}")
-            if self.max_iter < 1:
-                raise ValueError(f"max_iter must be at least 1, got {self.max_iter}")
+            if not 0 < self.l2_min <= self.l2_max:
+                raise ValueError(f"need 0 < l2_min <= l2_max, got {self.l2_min} and {self.l2_max}")
+            if self.l2_steps < 1 or self.max_iter < 1:
+                raise ValueError("l2_steps and max_iter must be at least 1")
+
+        def penalties(self) -> list[float]:
+            if self.l2_steps == 1:
+                return [self.l2_max]
+            ratio = (self.l2_min / self.l2_max) ** (1 / (self.l2_steps - 1))
+            return [self.l2_max * ratio ** i for i in range(self.l2_steps)]
 
     def fit(self, model, train, val, ctx):
-        from tlbench_plugins.strategies import training
-
-        training.freeze(model)
-        # The frozen network runs once per image, not once per epoch.
-        features, labels = training.pooled_features(model, train, ctx)
-        head = training.classifier(model)
-        training.unfreeze([head])
-        training.fit_linear_head(head, features, labels, l2=self.options.l2, max_iter=self.options.max_iter)
-        ctx.log(val_top1=training.accuracy(model, val, ctx), feature_dim=features.shape[1])
+        fit_linear_probe(model, train, val, ctx, self.options)
         return model
+
+
+def fit_linear_probe(model, train, val, ctx, options) -> None:
+    """Freeze ``model`` and install the selected probe as its classifier (also used by lp_ft)."""
+    import torch
+
+    from tlbench_plugins.strategies import training
+
+    training.freeze(model)
+    # The frozen network runs once per image, and not at all when the cache has its features.
+    train_x, train_hit = training.frozen_features(model, train, ctx, options.cache)
+    val_x, val_hit = training.frozen_features(model, val, ctx, options.cache)
+    train_y, val_y = train.labels.to(ctx.device), val.labels.to(ctx.device)
+    path = training.probe_path(train_x, train_y, val_x, val_y, ctx.num_classes,
+                               options.penalties(), options.max_iter)
+    penalty, val_top1, state = max(path, key=lambda step: step[1])  # first (strongest) on ties
+    # refit on train + val with the chosen penalty: selection is done, val is just more data
+    probe = training.fit_probe(torch.cat([train_x, val_x]), torch.cat([train_y, val_y]),
+                               ctx.num_classes, penalty, options.max_iter, start=state)
+    head = training.classifier(model)
+    with torch.no_grad():
+        head.weight.copy_(probe.weight)
+        head.bias.copy_(probe.bias)
+    training.unfreeze([head])
+    ctx.log(l2=penalty, val_top1=val_top1, l2_path=[[p, acc] for p, acc, _ in path],
+            feature_dim=train_x.shape[1], feature_cache="hit" if train_hit and val_hit else "miss")

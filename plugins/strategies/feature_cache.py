@@ -1,0 +1,67 @@
+"""Features of a frozen network, computed once and kept on disk.
+
+An entry is keyed by everything that changes the features: the weights (their identity and the
+architecture), the exact images (dataset, indices, size, normalisation, via the split's key),
+where the features are taken (pooling) and the numeric precision. An entry that cannot be read,
+or whose content does not match its key, is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+FORMAT = 1  # bump when what is stored changes
+
+
+def cache_key(model: torch.nn.Module, split, ctx, pooling: str) -> dict:
+    return {
+        "format": FORMAT,
+        "weights": ctx.weights,
+        "architecture": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "images": split.key,
+        "pooling": pooling,
+        "precision": ctx.precision,
+    }
+
+
+def _path(cache_dir: str, key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    return Path(cache_dir) / "features" / f"{digest}.pt"
+
+
+def load(cache_dir: str, key: dict, labels: torch.Tensor):
+    """Cached features for ``key``, or None when absent, unreadable or inconsistent."""
+    path = _path(cache_dir, key)
+    if not path.exists():
+        return None
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+        features = entry["features"]
+        valid = (entry["key"] == key and features.ndim == 2 and len(features) == len(labels)
+                 and torch.equal(entry["labels"], labels.cpu()) and torch.isfinite(features).all())
+    except Exception:  # a truncated or foreign file is just a miss
+        valid = False
+    return features if valid else None
+
+
+def store(cache_dir: str, key: dict, features: torch.Tensor, labels: torch.Tensor) -> None:
+    """Write an entry whole or not at all, so a killed run never leaves half a file behind."""
+    path = _path(cache_dir, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save({"key": key, "features": features.cpu(), "labels": labels.cpu()}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
