@@ -84,3 +84,79 @@ def test_strategies_never_receive_the_test_split(setup_cell):
     train, val, test = (set(s.indices.tolist()) for s in (cell_setup.train, cell_setup.val, cell_setup.test))
     assert not (train & test) and not (val & test) and not (train & val)
     assert len(train | val | test) == 1797
+
+
+def test_partial_unfreeze_trains_on_cached_boundary_activations(setup_cell):
+    cell_setup, _ = setup_cell("partial_unfreeze")
+    fit(cell_setup)
+    info = cell_setup.ctx.info
+    assert info["path"] == "cached_activations" and info["boundary"] == "blocks.3"
+
+
+def test_cached_and_full_forward_paths_train_the_same_model(setup_cell):
+    cached, _ = setup_cell("partial_unfreeze")
+    full, _ = setup_cell("partial_unfreeze", "[strategy.partial_unfreeze]\ncache_mb = 0\n")
+    a, b = fit(cached).state_dict(), fit(full).state_dict()
+    assert full.ctx.info["path"] == "full_forward" and "cache_mb = 0" in full.ctx.info["reason"]
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert worst < 1e-3
+    assert cached.ctx.info["val_top1"] == pytest.approx(full.ctx.info["val_top1"], abs=0.01)
+
+
+def test_boundary_split_works_for_a_vision_transformer(write_grid, registry, tmp_path):
+    path = write_grid(f"""
+        name = "vit"
+        backbones = ["test_vit"]
+        strategies = ["partial_unfreeze"]
+        datasets = ["faces"]
+        {TINY_SETTINGS.replace("image_size = 32", "image_size = 0")}
+    """)
+    cell_setup = Runner(registry, tmp_path).setup(load_grid(str(path), registry).cells[0])
+    fit(cell_setup)
+    assert cell_setup.ctx.info["path"] == "cached_activations"
+    assert cell_setup.ctx.info["boundary"] == "blocks.4"
+
+
+def test_augmentation_runs_the_frozen_part_every_step(setup_cell):
+    cell_setup, _ = setup_cell("partial_unfreeze", "[strategy.partial_unfreeze]\naugment = true\n")
+    fit(cell_setup)
+    assert cell_setup.ctx.info["path"] == "full_forward"
+    assert "augmentation" in cell_setup.ctx.info["reason"]
+
+
+def test_scratch_starts_from_random_weights_even_when_pretrained_is_set(write_grid, registry, tmp_path):
+    path = write_grid("""
+        name = "scratch"
+        backbones = ["efficientnet_lite0"]
+        strategies = ["scratch", "full_finetune"]
+        datasets = ["faces"]
+    """)
+    cells = load_grid(str(path), registry).cells
+    runner = Runner(registry, tmp_path)
+    weights = {c.strategy: runner.setup(c).facts["weights"] for c in cells}
+    assert weights["scratch"] == "random"
+    assert weights["full_finetune"].startswith("bundled:")
+
+
+def test_lp_ft_fits_a_probe_then_trains_everything(setup_cell):
+    cell_setup, before = setup_cell("lp_ft")
+    model = fit(cell_setup)
+    assert trainable_names(model) == {n for n, _ in model.named_parameters()}
+    info = cell_setup.ctx.info
+    assert 0 < info["probe_val_top1"] <= 1 and "l2" in info
+    assert "conv_stem.weight" in changed(model, before)
+
+
+def test_layer_decay_slows_stages_near_the_input(setup_cell):
+    from tlbench_plugins.strategies.training import parameter_groups
+
+    cell_setup, _ = setup_cell("full_finetune")
+    model = cell_setup.model
+    groups = parameter_groups(model, lr=1.0, weight_decay=0.1, layer_decay=0.5)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert lr_of[id(named["classifier.weight"])] == 1.0
+    assert lr_of[id(named["blocks.4.0.conv_pw.weight"])] == 0.5
+    assert lr_of[id(named["conv_stem.weight"])] == 0.5 ** 6
+    assert decay_of[id(named["conv_stem.weight"])] == 0.1 and decay_of[id(named["bn1.bias"])] == 0.0

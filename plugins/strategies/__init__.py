@@ -1,14 +1,16 @@
 """First-party transfer strategies. Class modules keep torch imports inside methods, so that
-`tlbench ls strategies` stays fast; the training code lives in `training.py`."""
+`tlbench ls strategies` stays fast; the training code lives in `training.py`, `probe.py` and
+`boundary.py`."""
 
 import tlbench
 
-from tlbench_plugins.strategies.full_finetune import FullFinetune
+from tlbench_plugins.strategies.full_finetune import FullFinetune, Scratch
 from tlbench_plugins.strategies.linear_probe import LinearProbe
+from tlbench_plugins.strategies.lp_ft import LpFt
 from tlbench_plugins.strategies.partial_unfreeze import PartialUnfreeze
 
 
 @tlbench.hookimpl
 def register_strategies(register):
-    for strategy in (LinearProbe, PartialUnfreeze, FullFinetune):
+    for strategy in (LinearProbe, PartialUnfreeze, FullFinetune, Scratch, LpFt):
         register(strategy)

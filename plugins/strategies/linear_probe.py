@@ -33,27 +33,33 @@ class LinearProbe(tlbench.Strategy):
         return model
 
 
-def fit_linear_probe(model, train, val, ctx, options) -> None:
-    """Freeze ``model`` and install the selected probe as its classifier (also used by lp_ft)."""
+def fit_linear_probe(model, train, val, ctx, options, refit_on_val: bool = True) -> float:
+    """Freeze ``model``, install the selected probe as its classifier and return its validation
+    accuracy (also used by lp_ft).
+
+    With ``refit_on_val``, the chosen penalty is refitted on train + val; lp_ft keeps val unseen
+    because it still selects on it later.
+    """
     import torch
 
-    from tlbench_plugins.strategies import training
+    from tlbench_plugins.strategies import probe, training
 
     training.freeze(model)
     # The frozen network runs once per image, and not at all when the cache has its features.
-    train_x, train_hit = training.frozen_features(model, train, ctx, options.cache)
-    val_x, val_hit = training.frozen_features(model, val, ctx, options.cache)
+    train_x, train_hit = probe.frozen_features(model, train, ctx, options.cache)
+    val_x, val_hit = probe.frozen_features(model, val, ctx, options.cache)
     train_y, val_y = train.labels.to(ctx.device), val.labels.to(ctx.device)
-    path = training.probe_path(train_x, train_y, val_x, val_y, ctx.num_classes,
+    path = probe.probe_path(train_x, train_y, val_x, val_y, ctx.num_classes,
                                options.penalties(), options.max_iter)
     penalty, val_top1, state = max(path, key=lambda step: step[1])  # first (strongest) on ties
-    # refit on train + val with the chosen penalty: selection is done, val is just more data
-    probe = training.fit_probe(torch.cat([train_x, val_x]), torch.cat([train_y, val_y]),
-                               ctx.num_classes, penalty, options.max_iter, start=state)
+    if refit_on_val:  # selection is done, so val is just more data
+        train_x, train_y = torch.cat([train_x, val_x]), torch.cat([train_y, val_y])
+    fitted = probe.fit_probe(train_x, train_y, ctx.num_classes, penalty, options.max_iter, start=state)
     head = training.classifier(model)
     with torch.no_grad():
-        head.weight.copy_(probe.weight)
-        head.bias.copy_(probe.bias)
+        head.weight.copy_(fitted.weight)
+        head.bias.copy_(fitted.bias)
     training.unfreeze([head])
     ctx.log(l2=penalty, val_top1=val_top1, l2_path=[[p, acc] for p, acc, _ in path],
             feature_dim=train_x.shape[1], feature_cache="hit" if train_hit and val_hit else "miss")
+    return val_top1

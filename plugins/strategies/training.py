@@ -7,8 +7,10 @@ available, ``group_matcher`` for the network's stages.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -68,6 +70,21 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def parameter_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+    """AdamW groups: no weight decay on biases and norm weights (1-D tensors); with
+    ``layer_decay`` < 1, each stage nearer the input learns ``layer_decay`` times slower."""
+    stages = stage_groups(model)
+    depth = {name: i for i, group in enumerate(stages) for name in group}
+    groups: dict = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        scale = layer_decay ** (len(stages) - depth[name]) if name in depth else 1.0
+        decay = weight_decay if p.ndim > 1 else 0.0
+        groups.setdefault((scale, decay), []).append(p)
+    return [{"params": ps, "lr": lr * scale, "weight_decay": decay} for (scale, decay), ps in groups.items()]
+
+
 def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int):
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -78,25 +95,77 @@ def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def fit_supervised(model: nn.Module, train, ctx, *, lr: float, weight_decay: float,
-                   label_smoothing: float = 0.0, warmup_epochs: float = 0.0) -> None:
-    """AdamW over the parameters that require grad, cosine schedule, ``ctx.settings.epochs``."""
+def random_resized_crop_flip(x: torch.Tensor, generator: torch.Generator,
+                             scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+    """Per-image random resized crop and horizontal flip of a batch, on its own device."""
+    n = x.shape[0]
+    rand = lambda: torch.rand(n, generator=generator).to(x.device)
+    area = scale[0] + (scale[1] - scale[0]) * rand()
+    log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * rand()
+    width = (area * log_ratio.exp()).sqrt().clamp(max=1.0)
+    height = (area / log_ratio.exp()).sqrt().clamp(max=1.0)
+    centre_x = (rand() * 2 - 1) * (1 - width)
+    centre_y = (rand() * 2 - 1) * (1 - height)
+    flip = torch.where(rand() < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0], theta[:, 0, 2] = width * flip, centre_x
+    theta[:, 1, 1], theta[:, 1, 2] = height, centre_y
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a supervised fit trains; strategies fill it from their options."""
+
+    lr: float
+    weight_decay: float
+    label_smoothing: float = 0.0
+    warmup_epochs: float = 0.0
+    layer_decay: float = 1.0
+    augment: bool = False
+    compile: bool = False
+
+
+def image_batches(train, ctx, recipe: Recipe):
+    """(epoch -> batches of (images, labels)) from the split, augmented when asked."""
+    generator = torch.Generator().manual_seed(ctx.seed)
+    channels_last = ctx.device.type == "cuda"
+
+    def batches(epoch: int):
+        for x, y in train.batches(ctx.settings.batch_size, shuffle=True, seed=ctx.seed * 1000 + epoch,
+                                  device=ctx.device):
+            if recipe.augment:
+                x = random_resized_crop_flip(x, generator)
+            yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
+
+    return batches
+
+
+def fit_supervised(model: nn.Module, train, ctx, recipe: Recipe, *, forward=None, batches=None,
+                   steps_per_epoch: int | None = None, train_mode=None) -> None:
+    """AdamW with warm-up and cosine decay over ``ctx.settings.epochs`` on the parameters that
+    require grad. By default it trains ``model`` on images of ``train``; the cached-activation
+    path passes its own ``forward``, ``batches`` and ``train_mode``."""
     settings = ctx.settings
-    params = trainable_parameters(model)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = train.num_batches(settings.batch_size)
-    total = steps_per_epoch * settings.epochs
-    schedule = cosine_with_warmup(optimizer, total, int(warmup_epochs * steps_per_epoch))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    if ctx.device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    forward = forward or (torch.compile(model) if recipe.compile else model)
+    batches = batches or image_batches(train, ctx, recipe)
+    steps_per_epoch = steps_per_epoch or train.num_batches(settings.batch_size)
+    train_mode = train_mode or (lambda: train_mode_keeping_frozen_norms(model))
+    optimizer = torch.optim.AdamW(parameter_groups(model, recipe.lr, recipe.weight_decay, recipe.layer_decay))
+    schedule = cosine_with_warmup(optimizer, steps_per_epoch * settings.epochs,
+                                  int(recipe.warmup_epochs * steps_per_epoch))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     for epoch in range(settings.epochs):
-        train_mode_keeping_frozen_norms(model)
-        batches = train.batches(settings.batch_size, shuffle=True, seed=ctx.seed * 1000 + epoch,
-                                device=ctx.device)
-        for x, y in ctx.progress(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{settings.epochs}"):
+        train_mode()
+        desc = f"epoch {epoch + 1}/{settings.epochs}"
+        for x, y in ctx.progress(batches(epoch), total=steps_per_epoch, desc=desc):
             if len(y) < 2:  # BatchNorm cannot train on a batch of one
                 continue
             with ctx.autocast():
-                loss = loss_fn(model(x), y)
+                loss = loss_fn(forward(x), y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss ({loss.item()}) in epoch {epoch + 1}")
             optimizer.zero_grad(set_to_none=True)
@@ -117,95 +186,3 @@ def accuracy(model: nn.Module, split, ctx) -> float:
     return correct / max(1, len(split))
 
 
-@torch.no_grad()
-def pooled_features(model: nn.Module, split, ctx) -> torch.Tensor:
-    """Pre-logit features of the frozen network for every image of ``split``."""
-    model.eval()
-    features = []
-    batches = split.batches(ctx.settings.batch_size, device=ctx.device)
-    for x, _ in ctx.progress(batches, total=split.num_batches(ctx.settings.batch_size), desc="features"):
-        with ctx.autocast():
-            features.append(model.forward_head(model.forward_features(x), pre_logits=True).float())
-    return torch.cat(features)
-
-
-def frozen_features(model: nn.Module, split, ctx, use_cache: bool = True) -> tuple[torch.Tensor, bool]:
-    """``pooled_features`` through the on-disk cache; returns (features on ctx.device, cache hit)."""
-    from tlbench_plugins.strategies import feature_cache
-
-    key = feature_cache.cache_key(model, split, ctx, pooling="pre_logits")
-    cached = feature_cache.load(ctx.cache_dir, key, split.labels) if use_cache else None
-    if cached is not None:
-        return cached.to(ctx.device), True
-    features = pooled_features(model, split, ctx)
-    if use_cache:
-        feature_cache.store(ctx.cache_dir, key, features, split.labels)
-    return features, False
-
-
-def fit_linear_head(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
-                    l2: float, max_iter: int) -> None:
-    """Multinomial logistic regression, full batch, L-BFGS; L2 on the weights (not the bias).
-
-    Starts from the head's current parameters, so a path of penalties is warm-started.
-    """
-    weights = [p for name, p in head.named_parameters() if not name.endswith("bias")]
-    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
-                                  line_search_fn="strong_wolfe", tolerance_grad=1e-6,
-                                  tolerance_change=1e-9)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def closure():
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(head(features), labels) + 0.5 * l2 * sum((w ** 2).sum() for w in weights)
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-
-
-def standardizer(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-feature mean and scale; well-conditioned inputs let L-BFGS converge in few steps."""
-    return features.mean(0), features.std(0).clamp_min(1e-6)
-
-
-@torch.no_grad()
-def fold_standardization(head: nn.Linear, mean: torch.Tensor, scale: torch.Tensor) -> None:
-    """Rewrite a head trained on (x - mean) / scale so that it takes raw features x."""
-    head.weight.div_(scale)
-    head.bias.sub_(head.weight @ mean)
-
-
-def probe_path(train_x, train_y, val_x, val_y, num_classes: int, penalties, max_iter: int):
-    """Fit the probe along ``penalties`` (strongest first, warm-started); score each on val.
-
-    Returns the fitted path as [(penalty, val accuracy, head state)] in ``penalties`` order.
-    """
-    mean, scale = standardizer(train_x)
-    train_x, val_x = (train_x - mean) / scale, (val_x - mean) / scale
-    head = nn.Linear(train_x.shape[1], num_classes).to(train_x.device)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    path = []
-    for penalty in penalties:
-        fit_linear_head(head, train_x, train_y, l2=penalty, max_iter=max_iter)
-        with torch.no_grad():
-            accuracy = (head(val_x).argmax(1) == val_y).float().mean().item() if len(val_y) else 0.0
-        path.append((penalty, accuracy, {k: v.clone() for k, v in head.state_dict().items()}))
-    return path
-
-
-def fit_probe(features, labels, num_classes: int, penalty: float, max_iter: int,
-              start: dict | None = None) -> nn.Linear:
-    """The final probe on ``features`` (train + val), folded to take raw features."""
-    mean, scale = standardizer(features)
-    head = nn.Linear(features.shape[1], num_classes).to(features.device)
-    if start is not None:
-        head.load_state_dict(start)
-    else:
-        nn.init.zeros_(head.weight)
-        nn.init.zeros_(head.bias)
-    fit_linear_head(head, (features - mean) / scale, labels, l2=penalty, max_iter=max_iter)
-    fold_standardization(head, mean, scale)
-    return head

@@ -1,0 +1,167 @@
+"""Split a partly frozen network at its freeze boundary, so the frozen part runs once.
+
+The network's forward_features is observed as a sequence of units (its top-level modules, with
+containers that mix frozen and trainable parts opened up). The first unit with a trainable
+parameter is the boundary: its input is the activation to cache, and the units from there on,
+then forward_head, are the trainable part. The split is used only if the trainable part,
+applied to the cached activation, reproduces the network's own output; otherwise (a forward
+that is not a plain chain of modules) the caller runs the whole network instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass at the boundary."""
+
+
+@dataclass
+class Split:
+    boundary: str  # name of the first trainable unit
+    prefix: list  # frozen units, run once
+    suffix: list  # (name, module) from the boundary on
+    sample_activation: torch.Tensor  # the boundary input for the probe batch
+
+    def bytes_per_image(self) -> int:
+        return self.sample_activation[0].numel() * 4  # cached as float32
+
+    def forward(self, model: nn.Module, activation: torch.Tensor) -> torch.Tensor:
+        for _, unit in self.suffix:
+            activation = unit(activation)
+        return model.forward_head(activation)
+
+
+def _trainable(module: nn.Module) -> set:
+    return {p.requires_grad for p in module.parameters()}
+
+
+def _units(model: nn.Module) -> Optional[list]:
+    """Top-level modules, opening containers that hold both frozen and trainable parameters."""
+    units, pending = [], list(model.named_children())
+    while pending:
+        name, module = pending.pop(0)
+        if _trainable(module) == {True, False}:
+            if not isinstance(module, (nn.Sequential, nn.ModuleList)):
+                return None  # mixed inside one opaque module: no clean boundary
+            pending[0:0] = [(f"{name}.{child}", m) for child, m in module.named_children()]
+        else:
+            units.append((name, module))
+    return units
+
+
+def _call_order(model: nn.Module, units: list, sample: torch.Tensor) -> list:
+    order = []
+    hooks = [module.register_forward_pre_hook(lambda m, args, name=name: order.append(name))
+             for name, module in units]
+    try:
+        model.forward_features(sample)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return order
+
+
+def capture(model: nn.Module, unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The input of ``unit`` when ``model.forward_features(x)`` runs, computing nothing after it."""
+    seen = []
+
+    def stop(module, args):
+        if len(args) != 1 or not torch.is_tensor(args[0]):
+            raise ValueError("boundary unit takes more than one tensor")
+        seen.append(args[0])
+        raise _Stop
+
+    hook = unit.register_forward_pre_hook(stop)
+    try:
+        model.forward_features(x)
+    except _Stop:
+        pass
+    finally:
+        hook.remove()
+    if not seen:
+        raise ValueError("boundary unit was not called by forward_features")
+    return seen[0]
+
+
+@torch.no_grad()
+def find_split(model: nn.Module, sample: torch.Tensor) -> Optional[Split]:
+    """The split of ``model`` (frozen parameters already set), or None when there is no exact one."""
+    units = _units(model)
+    if not units:
+        return None
+    modules = dict(units)
+    model.eval()
+    order = _call_order(model, units, sample)
+    if len(order) != len(set(order)):
+        return None  # a unit called twice: not a chain
+    first = next((i for i, name in enumerate(order) if True in _trainable(modules[name])), None)
+    if first is None or first == 0:
+        return None
+    try:
+        activation = capture(model, modules[order[first]], sample)
+    except ValueError:
+        return None
+    split = Split(order[first], [modules[n] for n in order[:first]],
+                  [(n, modules[n]) for n in order[first:]], activation)
+    rebuilt = split.forward(model, activation)
+    expected = model(sample)
+    return split if torch.allclose(rebuilt, expected, rtol=1e-4, atol=1e-5) else None
+
+
+def eval_prefix_train_suffix(model: nn.Module, split: Split) -> None:
+    """The frozen part is fixed (eval: no dropout, running statistics); the rest trains."""
+    model.eval()
+    model.training = True  # the root flag alone: forward_head's functional dropout still applies
+    for _, unit in split.suffix:
+        unit.train()
+    model.get_classifier().train()
+    for _, unit in split.suffix:
+        for module in unit.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in module.parameters(recurse=False)):
+                module.eval()
+
+
+@dataclass
+class CachedActivations:
+    model: nn.Module
+    split: Split
+    activations: torch.Tensor
+    labels: torch.Tensor
+    batch_size: int
+    seed: int
+
+    @property
+    def megabytes(self) -> float:
+        return self.activations.numel() * self.activations.element_size() / 2**20
+
+    def forward(self, activation: torch.Tensor) -> torch.Tensor:
+        return self.split.forward(self.model, activation)
+
+    def batches(self, epoch: int):
+        # the same order ImageSplit.batches would give, so both paths see the same batches
+        generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+        order = torch.randperm(len(self.labels), generator=generator)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size].to(self.activations.device)
+            yield self.activations[rows], self.labels[rows]
+
+
+@torch.no_grad()
+def cached_batches(model: nn.Module, split: Split, train, ctx) -> CachedActivations:
+    """Run the frozen part once over ``train`` and keep its output at the boundary."""
+    model.eval()
+    unit = dict(split.suffix)[split.boundary]
+    size = ctx.settings.batch_size
+    chunks = []
+    for x, _ in ctx.progress(train.batches(size, device=ctx.device), total=train.num_batches(size),
+                             desc="frozen part"):
+        with ctx.autocast():
+            chunks.append(capture(model, unit, x).float())
+    return CachedActivations(model, split, torch.cat(chunks), train.labels.to(ctx.device), size, ctx.seed)

@@ -1,0 +1,30 @@
+from dataclasses import dataclass
+
+import tlbench
+
+from tlbench_plugins.strategies.linear_probe import LinearProbe, fit_linear_probe
+from tlbench_plugins.strategies.options import FinetuneOptions
+
+
+@dataclass(frozen=True)
+class LpFtOptions(FinetuneOptions):
+    lr: float = tlbench.option(3e-4, "AdamW peak learning rate of the fine-tuning stage (a list selects on validation)")
+
+
+class LpFt(tlbench.Strategy):
+    """Linear probe first, then fine-tune everything from that head (Kumar et al., 2022)."""
+
+    name = "lp_ft"
+    Options = LpFtOptions
+
+    def fit(self, model, train, val, ctx):
+        from tlbench_plugins.strategies import training
+
+        # the probe selects its penalty on val but is not refitted on it: val stays unseen
+        # for the validation score (and any selection the harness makes on it)
+        probe_val_top1 = fit_linear_probe(model, train, val, ctx, LinearProbe.Options(), refit_on_val=False)
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+        training.fit_supervised(model, train, ctx, self.options.recipe())
+        ctx.log(probe_val_top1=probe_val_top1, val_top1=training.accuracy(model, val, ctx))
+        return model

@@ -1,0 +1,44 @@
+"""Option sets shared by the supervised strategies (fields of their Options dataclasses)."""
+
+from dataclasses import dataclass
+
+import tlbench
+
+
+@dataclass(frozen=True)
+class SupervisedOptions:
+    lr: float = tlbench.option(1e-3, "AdamW peak learning rate (a list selects on validation)")
+    weight_decay: float = tlbench.option(0.05, "AdamW weight decay (not applied to biases and norms)")
+    label_smoothing: float = tlbench.option(0.0, "cross-entropy label smoothing")
+    warmup_epochs: float = tlbench.option(0.0, "linear warm-up length in epochs before the cosine decay")
+    augment: bool = tlbench.option(False, "random resized crop and horizontal flip of training images")
+
+    def __post_init__(self):
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+
+    def recipe(self, **extra):
+        from tlbench_plugins.strategies.training import Recipe
+
+        return Recipe(lr=self.lr, weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
+                      warmup_epochs=self.warmup_epochs, augment=self.augment, **extra)
+
+
+@dataclass(frozen=True)
+class FinetuneOptions(SupervisedOptions):
+    layer_decay: float = tlbench.option(1.0, "layer-wise lr decay: each stage nearer the input gets this factor (1 = off)")
+    compile: bool = tlbench.option(False, "torch.compile the model for training (pays off on long GPU runs)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+
+    def recipe(self, **extra):
+        return super().recipe(layer_decay=self.layer_decay, compile=self.compile, **extra)

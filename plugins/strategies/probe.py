@@ -1,0 +1,101 @@
+"""The linear probe: features of the frozen network (cached) and a logistic-regression head
+fitted full-batch with L-BFGS along a path of L2 penalties."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def pooled_features(model: nn.Module, split, ctx) -> torch.Tensor:
+    """Pre-logit features of the frozen network for every image of ``split``."""
+    model.eval()
+    features = []
+    batches = split.batches(ctx.settings.batch_size, device=ctx.device)
+    for x, _ in ctx.progress(batches, total=split.num_batches(ctx.settings.batch_size), desc="features"):
+        with ctx.autocast():
+            features.append(model.forward_head(model.forward_features(x), pre_logits=True).float())
+    return torch.cat(features)
+
+
+def frozen_features(model: nn.Module, split, ctx, use_cache: bool = True) -> tuple[torch.Tensor, bool]:
+    """``pooled_features`` through the on-disk cache; returns (features on ctx.device, cache hit)."""
+    from tlbench_plugins.strategies import feature_cache
+
+    key = feature_cache.cache_key(model, split, ctx, pooling="pre_logits")
+    cached = feature_cache.load(ctx.cache_dir, key, split.labels) if use_cache else None
+    if cached is not None:
+        return cached.to(ctx.device), True
+    features = pooled_features(model, split, ctx)
+    if use_cache:
+        feature_cache.store(ctx.cache_dir, key, features, split.labels)
+    return features, False
+
+
+def fit_linear_head(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
+                    l2: float, max_iter: int) -> None:
+    """Multinomial logistic regression, full batch, L-BFGS; L2 on the weights (not the bias).
+
+    Starts from the head's current parameters, so a path of penalties is warm-started.
+    """
+    weights = [p for name, p in head.named_parameters() if not name.endswith("bias")]
+    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
+                                  line_search_fn="strong_wolfe", tolerance_grad=1e-6,
+                                  tolerance_change=1e-9)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def closure():
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(head(features), labels) + 0.5 * l2 * sum((w ** 2).sum() for w in weights)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+
+
+def standardizer(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and scale; well-conditioned inputs let L-BFGS converge in few steps."""
+    return features.mean(0), features.std(0).clamp_min(1e-6)
+
+
+@torch.no_grad()
+def fold_standardization(head: nn.Linear, mean: torch.Tensor, scale: torch.Tensor) -> None:
+    """Rewrite a head trained on (x - mean) / scale so that it takes raw features x."""
+    head.weight.div_(scale)
+    head.bias.sub_(head.weight @ mean)
+
+
+def probe_path(train_x, train_y, val_x, val_y, num_classes: int, penalties, max_iter: int):
+    """Fit the probe along ``penalties`` (strongest first, warm-started); score each on val.
+
+    Returns the fitted path as [(penalty, val accuracy, head state)] in ``penalties`` order.
+    """
+    mean, scale = standardizer(train_x)
+    train_x, val_x = (train_x - mean) / scale, (val_x - mean) / scale
+    head = nn.Linear(train_x.shape[1], num_classes).to(train_x.device)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    path = []
+    for penalty in penalties:
+        fit_linear_head(head, train_x, train_y, l2=penalty, max_iter=max_iter)
+        with torch.no_grad():
+            accuracy = (head(val_x).argmax(1) == val_y).float().mean().item() if len(val_y) else 0.0
+        path.append((penalty, accuracy, {k: v.clone() for k, v in head.state_dict().items()}))
+    return path
+
+
+def fit_probe(features, labels, num_classes: int, penalty: float, max_iter: int,
+              start: dict | None = None) -> nn.Linear:
+    """The final probe on ``features``, warm-started from ``start``, folded to take raw features."""
+    mean, scale = standardizer(features)
+    head = nn.Linear(features.shape[1], num_classes).to(features.device)
+    if start is not None:
+        head.load_state_dict(start)
+    else:
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+    fit_linear_head(head, (features - mean) / scale, labels, l2=penalty, max_iter=max_iter)
+    fold_standardization(head, mean, scale)
+    return head
