@@ -1,0 +1,88 @@
+"""The linear probe's feature cache: hits, misses, invalidation; selection on validation only."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tlbench.grid import load_grid
+from tlbench.runner import Runner
+
+from conftest import TINY_SETTINGS
+
+
+@pytest.fixture
+def probe_cell(write_grid, registry, tmp_path):
+    def make(image_size=32, seed=0):
+        path = write_grid(f"""
+            name = "cache"
+            backbones = ["test_efficientnet"]
+            strategies = ["linear_probe"]
+            datasets = ["faces"]
+            seeds = [{seed}]
+            {TINY_SETTINGS.replace("image_size = 32", f"image_size = {image_size}")}
+        """)
+        return load_grid(str(path), registry).cells[0]
+
+    return make
+
+
+def run_probe(registry, tmp_path, cell):
+    cell_setup = Runner(registry, tmp_path).setup(cell)
+    model = cell_setup.strategy.fit(cell_setup.model, cell_setup.train, cell_setup.val, cell_setup.ctx)
+    return cell_setup, model.get_classifier().weight.detach().clone()
+
+
+def cache_files(ctx):
+    return sorted((Path(ctx.cache_dir) / "features").glob("*.pt"))
+
+
+def test_second_run_hits_the_cache_and_fits_the_same_probe(probe_cell, registry, tmp_path):
+    first, head_cold = run_probe(registry, tmp_path, probe_cell())
+    second, head_warm = run_probe(registry, tmp_path, probe_cell())
+    assert first.ctx.info["feature_cache"] == "miss"
+    assert second.ctx.info["feature_cache"] == "hit"
+    assert len(cache_files(first.ctx)) == 2  # train and val
+    assert torch.allclose(head_cold, head_warm, atol=1e-5)
+
+
+def test_anything_that_changes_features_is_a_miss(probe_cell, registry, tmp_path):
+    run_probe(registry, tmp_path, probe_cell())
+    resized, _ = run_probe(registry, tmp_path, probe_cell(image_size=40))
+    assert resized.ctx.info["feature_cache"] == "miss"
+    reseeded, _ = run_probe(registry, tmp_path, probe_cell(seed=5))  # random weights differ by seed
+    assert reseeded.ctx.info["feature_cache"] == "miss"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_labels"])
+def test_corrupt_or_stale_entries_are_rebuilt(probe_cell, registry, tmp_path, damage):
+    first, head = run_probe(registry, tmp_path, probe_cell())
+    for path in cache_files(first.ctx):
+        if damage == "truncate":
+            path.write_bytes(path.read_bytes()[:100])
+        elif damage == "garbage":
+            path.write_bytes(b"not a tensor file")
+        else:
+            entry = torch.load(path, weights_only=True)
+            entry["labels"] = torch.zeros_like(entry["labels"])
+            torch.save(entry, path)
+    again, head_again = run_probe(registry, tmp_path, probe_cell())
+    assert again.ctx.info["feature_cache"] == "miss"
+    assert torch.allclose(head, head_again, atol=1e-5)
+    third, _ = run_probe(registry, tmp_path, probe_cell())
+    assert third.ctx.info["feature_cache"] == "hit"  # the rebuilt entries are good
+
+
+def test_probe_selection_never_touches_test_images(probe_cell, registry, tmp_path, monkeypatch):
+    from tlbench_plugins.strategies import probe
+
+    seen = []
+    original = probe.pooled_features
+    monkeypatch.setattr(probe, "pooled_features",
+                        lambda model, split, ctx: seen.append(set(split.indices.tolist())) or original(model, split, ctx))
+    cell_setup, _ = run_probe(registry, tmp_path, probe_cell())
+    test = set(cell_setup.test.indices.tolist())
+    assert len(seen) == 2 and all(not (indices & test) for indices in seen)
+    path = cell_setup.ctx.info["l2_path"]
+    assert cell_setup.ctx.info["l2"] == max(path, key=lambda step: step[1])[0]
+    assert [step[0] for step in path] == sorted((step[0] for step in path), reverse=True)
