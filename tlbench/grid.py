@@ -7,9 +7,12 @@ types and out-of-range values are ConfigErrors that name the problem and the fix
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
+import math
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ from tlbench.options import build_candidates, build_options, option, options_as_
 from tlbench.plugins import Registry
 
 GRID_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes nothing larger
 TOP_LEVEL_KEYS = ("name", "backbones", "strategies", "datasets", "seeds", "settings",
                   "backbone", "strategy", "dataset")
 LIST_KEYS = {"backbones": "backbone", "strategies": "strategy", "datasets": "dataset"}
@@ -82,8 +86,12 @@ class Cell:
         return self.strategy_candidates[0]
 
     def identity(self) -> dict:
-        """Everything that changes this cell's result; hashed into ``run_id``."""
-        return {
+        """Everything that changes this cell's result; hashed into ``run_id``.
+
+        Options that name a file (a checkpoint, say) add the file's content hash, so a file
+        replaced in place is a new configuration, not a finished one.
+        """
+        identity = {
             "backbone": self.backbone,
             "backbone_options": options_as_dict(self.backbone_options),
             "strategy": self.strategy,
@@ -95,12 +103,18 @@ class Cell:
             "seed": self.seed,
             "settings": options_as_dict(self.settings),
         }
+        files = _named_files([identity["backbone_options"], identity["dataset_options"],
+                              *(options_as_dict(c) for c in self.strategy_candidates)])
+        if files:  # only then: the run_ids of cells without files stay as they always were
+            identity["files"] = files
+        return identity
 
-    @property
+    @functools.cached_property
     def run_id(self) -> str:
+        # cached: a file option's content must not change a cell's id in the middle of a run
         return _digest(self.identity())
 
-    @property
+    @functools.cached_property
     def config_id(self) -> str:
         """Like run_id but the same for every seed: the cells averaged in one leaderboard row."""
         identity = self.identity()
@@ -110,6 +124,30 @@ class Cell:
     @property
     def label(self) -> str:
         return f"{self.backbone} / {self.strategy} / {self.dataset} / seed {self.seed}"
+
+
+def _named_files(option_dicts: list[dict]) -> dict:
+    """{path: sha256} for every string option that names an existing file."""
+    files = {}
+    for options in option_dicts:
+        for value in options.values():
+            if isinstance(value, str) and value:
+                path = os.path.abspath(os.path.expanduser(value))
+                if os.path.isfile(path):
+                    stat = os.stat(path)
+                    files[path] = _file_sha256(path, stat.st_size, stat.st_mtime_ns)
+    return files
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """Keyed by size and mtime too, so an edited file is hashed again; once per process
+    otherwise (about 1 s a GB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _digest(identity: dict) -> str:
@@ -168,8 +206,9 @@ def _seeds(data: dict, source: str) -> list[int]:
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
     if (not isinstance(seeds, list) or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
-        raise ConfigError(f"'seeds' in {source!r} must be a non-empty list of integers >= 0, got {seeds!r}.")
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds)):
+        raise ConfigError(f"'seeds' in {source!r} must be a non-empty list of integers from 0 to {MAX_SEED}, "
+                          f"got {seeds!r}.")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"'seeds' in {source!r} repeats a seed: {seeds!r}.")
     return seeds
@@ -183,6 +222,19 @@ def _check_keys(data: dict, source: str) -> None:
             raise ConfigError(
                 f"Unknown key {key!r} in grid file {source!r}.{fix} Valid keys: {', '.join(TOP_LEVEL_KEYS)}"
             )
+
+
+def _check_finite(data: Any, source: str, where: str = "") -> None:
+    """TOML allows nan and inf; no option means anything by them, and range checks such as
+    ``lr > 0`` let them through."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            _check_finite(value, source, f"{where}.{key}" if where else key)
+    elif isinstance(data, list):
+        for value in data:
+            _check_finite(value, source, where)
+    elif isinstance(data, float) and not math.isfinite(data):
+        raise ConfigError(f"{where} = {data} in {source!r}: use a finite number.")
 
 
 def _option_tables(data: dict, singular: str, names: list[str], registry: Registry, source: str) -> dict:
@@ -214,8 +266,11 @@ def load_grid(path: Optional[str], registry: Registry) -> Grid:
 
 def build_grid(data: dict, source: str, registry: Registry) -> Grid:
     _check_keys(data, source)
+    _check_finite(data, source)
     name = data.get("name", Path(source).stem)
-    if not isinstance(name, str) or not GRID_NAME_PATTERN.match(name) or name in (".", ".."):
+    if not isinstance(name, str):
+        raise ConfigError(f"'name' in {source!r} must be a string, e.g. name = \"my-grid\"; got {name!r}.")
+    if not GRID_NAME_PATTERN.match(name) or name in (".", ".."):
         raise ConfigError(
             f"Grid name {name!r} in {source!r} is not a safe folder name: use letters, digits, "
             "'.', '_' and '-' (no slashes), e.g. name = \"my-grid\"."

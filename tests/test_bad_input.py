@@ -1,0 +1,114 @@
+"""Every kind of bad input is one clear line on stderr, exit status 2, and nothing run or written."""
+
+import os
+
+import pytest
+
+BASE = """
+name = "g"
+backbones = ["test_efficientnet"]
+strategies = ["linear_probe", "full_finetune"]
+datasets = ["faces"]
+"""
+
+
+@pytest.mark.parametrize("text, expected", [
+    # malformed TOML, with the line
+    (BASE + "[settings]\nepochs = = 3\n", "not valid TOML"),
+    (BASE + 'name = "twice"\n', "line 6"),
+    # unknown keys, with the closest valid one
+    (BASE + "seed = [1]\n", "Unknown key 'seed' in grid file"),
+    (BASE + "[settings]\nbatchsize = 8\n", "Did you mean 'batch_size'?"),
+    (BASE + "[settings.epochs]\nvalue = 3\n", "'epochs' in [settings] must be int"),
+    # unknown names, with the closest valid one
+    (BASE.replace('"faces"', '"face"'), "Unknown dataset 'face'. Did you mean: faces?"),
+    (BASE.replace("full_finetune", "full_fintune"), "Did you mean: full_finetune?"),
+    # wrong types
+    ('name = 3\n' + BASE.split("\n", 2)[2], "'name' in"),
+    (BASE.replace('["faces"]', '["faces", 3]'), "'datasets' in"),
+    (BASE.replace('["faces"]', '[["faces"]]'), "must be a list of names"),
+    (BASE + "settings = 3\n", "'settings' in"),
+    (BASE + "strategy = 3\n", "must be a table of [strategy.NAME] tables"),
+    (BASE + "[strategy]\nlinear_probe = 3\n", "[strategy.linear_probe]"),
+    (BASE + 'seeds = "0"\n', "'seeds' in"),
+    (BASE + "seeds = [0.5]\n", "'seeds' in"),
+    (BASE + "seeds = [true]\n", "'seeds' in"),
+    (BASE + "[settings]\npretrained = 1\n", "'pretrained' in [settings] must be bool"),
+    (BASE + "[strategy.full_finetune]\nlr = \"fast\"\n", "'lr' in [strategy.full_finetune] must be float"),
+    # out of range
+    (BASE + "seeds = [-1]\n", "from 0 to 4294967295"),
+    (BASE + "seeds = [4294967296]\n", "from 0 to 4294967295"),
+    (BASE + "[settings]\nbatch_size = 0\n", "batch_size must be at least 1"),
+    (BASE + "[settings]\ntest_fraction = 0.9\n", "must leave some data for training"),
+    (BASE + "[strategy.full_finetune]\nlr = nan\n", "strategy.full_finetune.lr = nan"),
+    (BASE + "[strategy.full_finetune]\nlr = [1e-3, inf]\n", "use a finite number"),
+    (BASE + "[settings]\nval_fraction = -inf\n", "use a finite number"),
+    # empty lists
+    (BASE.replace('["faces"]', "[]"), "'datasets' in"),
+    (BASE + "seeds = []\n", "'seeds' in"),
+    (BASE + "[strategy.full_finetune]\nlr = []\n", "empty list"),
+    # options a plugin does not take
+    (BASE + "[strategy.full_finetune]\nlearning_rate = 0.1\n", "Unknown option 'learning_rate'"),
+    (BASE + "[dataset.faces]\npath = \"x\"\n", "Unknown option 'path' in [dataset.faces]"),
+    (BASE + "[backbone.test_efficientnet]\ncheckpoint = \"/no/such.pth\"\n", "does not exist"),
+    # names that would escape the results folder
+    (BASE.replace('"g"', '"../g"'), "not a safe folder name"),
+    (BASE.replace('"g"', '"/tmp/g"'), "not a safe folder name"),
+    (BASE.replace('"g"', '"a/b"'), "not a safe folder name"),
+    (BASE.replace('"g"', '".."'), "not a safe folder name"),
+    (BASE.replace('"g"', '""'), "not a safe folder name"),
+])
+def test_bad_grid_is_one_line_exit_2_and_nothing_runs(write_grid, cli, tmp_path, text, expected):
+    results = tmp_path / "results"
+    code, out, err = cli("run", "--grid", write_grid(text), "--results", results)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    assert expected in err and "Traceback" not in err
+    assert not results.exists()
+
+
+def test_missing_grid_file(cli, tmp_path):
+    code, out, err = cli("run", "--grid", tmp_path / "absent.toml", "--results", tmp_path / "r")
+    assert code == 2 and "not found" in err and not (tmp_path / "r").exists()
+
+
+def test_grid_file_is_a_folder(cli, tmp_path):
+    code, out, err = cli("run", "--grid", tmp_path, "--results", tmp_path / "r")
+    assert code == 2 and "Cannot read grid file" in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_read_only_results_dir(write_grid, cli, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    results.chmod(0o500)
+    try:
+        code, out, err = cli("run", "--grid", write_grid(BASE), "--results", results)
+    finally:
+        results.chmod(0o700)
+    assert code == 2 and "not writable" in err
+
+
+def test_results_dir_that_is_a_file(write_grid, cli, tmp_path):
+    blocker = tmp_path / "results"
+    blocker.write_text("")
+    code, out, err = cli("run", "--grid", write_grid(BASE), "--results", blocker)
+    assert code == 2 and "not writable" in err
+
+
+def test_missing_plugins_dir(write_grid, cli, tmp_path):
+    code, out, err = cli("run", "--grid", write_grid(BASE), "--plugins-dir", tmp_path / "nope")
+    assert code == 2 and "Plugins folder" in err
+
+
+def test_unknown_grid_in_report(cli, tmp_path):
+    (tmp_path / "mine" / "records").mkdir(parents=True)
+    code, out, err = cli("report", "--results", tmp_path, "--grid", "mien")
+    assert code == 2 and "Unknown grid 'mien'" in err and "mine" in err
+
+
+def test_grid_file_is_data_not_code(write_grid, cli, tmp_path):
+    marker = tmp_path / "pwned"
+    text = BASE + f'[settings]\ndevice = "__import__(\'os\').system(\'touch {marker}\')"\n'
+    code, out, err = cli("run", "--grid", write_grid(text), "--results", tmp_path / "r")
+    assert code == 2 and "device must be" in err and not marker.exists()
