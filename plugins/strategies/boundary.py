@@ -116,16 +116,13 @@ def find_split(model: nn.Module, sample: torch.Tensor) -> Optional[Split]:
 
 def eval_prefix_train_suffix(model: nn.Module, split: Split) -> None:
     """The frozen part is fixed (eval: no dropout, running statistics); the rest trains."""
+    from tlbench_plugins.strategies.training import train_mode_keeping_frozen_norms
+
     model.eval()
     model.training = True  # the root flag alone: forward_head's functional dropout still applies
     for _, unit in split.suffix:
-        unit.train()
+        train_mode_keeping_frozen_norms(unit)
     model.get_classifier().train()
-    for _, unit in split.suffix:
-        for module in unit.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
-                    p.requires_grad for p in module.parameters(recurse=False)):
-                module.eval()
 
 
 @dataclass

@@ -66,10 +66,6 @@ def stage_groups(model: nn.Module) -> list[list[str]]:
     return [g for g in ([n for n in group if n in keep] for group in groups) if g]
 
 
-def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
 def parameter_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
     """AdamW groups: no weight decay on biases and norm weights (1-D tensors); with
     ``layer_decay`` < 1, each stage nearer the input learns ``layer_decay`` times slower."""
