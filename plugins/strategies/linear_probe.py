@@ -12,8 +12,8 @@ class LinearProbe(tlbench.Strategy):
     class Options:
         l2_max: float = tlbench.option(10.0, "strongest L2 penalty on the path (on standardised features)")
         l2_min: float = tlbench.option(1e-5, "weakest L2 penalty on the path")
-        l2_steps: int = tlbench.option(7, "penalties on the log-spaced path; 1 = use l2_max alone, no selection")
-        max_iter: int = tlbench.option(100, "L-BFGS iterations per penalty")
+        l2_steps: int = tlbench.option(7, "penalties on the log-spaced path (it stops two steps past the best); 1 = l2_max alone")
+        max_iter: int = tlbench.option(30, "L-BFGS iterations per penalty (the path is warm-started)")
         cache: bool = tlbench.option(True, "keep features on disk (under the cache dir) for later cells")
 
         def __post_init__(self):

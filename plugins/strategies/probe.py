@@ -67,10 +67,13 @@ def fold_standardization(head: nn.Linear, mean: torch.Tensor, scale: torch.Tenso
     head.bias.sub_(head.weight @ mean)
 
 
-def probe_path(train_x, train_y, val_x, val_y, num_classes: int, penalties, max_iter: int):
+def probe_path(train_x, train_y, val_x, val_y, num_classes: int, penalties, max_iter: int,
+               patience: int = 2):
     """Fit the probe along ``penalties`` (strongest first, warm-started); score each on val.
 
-    Returns the fitted path as [(penalty, val accuracy, head state)] in ``penalties`` order.
+    Weaker penalties take the most iterations and rarely win once validation accuracy has
+    turned down, so the path stops after ``patience`` steps without a new best. Returns the
+    fitted path as [(penalty, val accuracy, head state)], strongest first.
     """
     mean, scale = standardizer(train_x)
     train_x, val_x = (train_x - mean) / scale, (val_x - mean) / scale
@@ -83,6 +86,9 @@ def probe_path(train_x, train_y, val_x, val_y, num_classes: int, penalties, max_
         with torch.no_grad():
             accuracy = (head(val_x).argmax(1) == val_y).float().mean().item() if len(val_y) else 0.0
         path.append((penalty, accuracy, {k: v.clone() for k, v in head.state_dict().items()}))
+        best = max(range(len(path)), key=lambda i: path[i][1])  # first on ties
+        if len(path) - 1 - best >= patience:
+            break
     return path
 
 
