@@ -101,6 +101,18 @@ def test_missing_plugins_dir(write_grid, cli, tmp_path):
     assert code == 2 and "Plugins folder" in err
 
 
+def test_device_this_machine_lacks(write_grid, cli, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    results = tmp_path / "results"
+    code, out, err = cli("run", "--grid", write_grid(BASE + '[settings]\ndevice = "cuda"\n'),
+                         "--results", results)
+    assert code == 2 and "device = 'cuda'" in err and "usable CUDA device" in err
+    assert not results.exists()
+
+
 def test_unknown_grid_in_report(cli, tmp_path):
     (tmp_path / "mine" / "records").mkdir(parents=True)
     code, out, err = cli("report", "--results", tmp_path, "--grid", "mien")

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 from typing import Optional, Sequence
 
 from tlbench import __version__
 from tlbench.errors import ConfigError
 
 DEFAULT_GRID = object()  # `--grid` given without a file
+STATUSES = ("ok", "failed", "interrupted", "running")
+HINTS = {  # what to try, by the error_kind of failed cells
+    "oom": "out of memory: lower batch_size or image_size in [settings], or free the device",
+    "non_finite": "non-finite loss: lower the strategy's lr",
+}
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -25,8 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tlbench {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run every cell of a grid and write records + leaderboard",
-                              description="Run every cell of a grid; cells with records are skipped.")
+    run = commands.add_parser(
+        "run", help="run every cell of a grid and write records + leaderboard",
+        description="Run every cell of a grid; cells with records are skipped. Several runs may "
+                    "share a results folder: each cell runs in one of them.")
     run.add_argument("--grid", nargs="?", const=DEFAULT_GRID, default=DEFAULT_GRID, metavar="GRID.toml",
                      help="grid file; without a file, the built-in offline default grid")
     run.add_argument("--results", default="results", metavar="DIR", help="results folder (default: ./results)")
@@ -47,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Rebuild leaderboard.md and leaderboard.csv from records.")
     report.add_argument("--results", default="results", metavar="DIR", help="results folder (default: ./results)")
     report.add_argument("--grid", metavar="NAME", help="only this grid (default: every grid in DIR)")
+
+    runs = commands.add_parser("runs", help="list stored records with status and key metrics",
+                               description="List the records (and the cells running now) under a "
+                                           "results folder. Name filters take shell patterns (resnet*).")
+    runs.add_argument("--results", default="results", metavar="DIR", help="results folder (default: ./results)")
+    runs.add_argument("--grid", metavar="NAME", help="only this grid (default: every grid in DIR)")
+    runs.add_argument("--backbone", metavar="PATTERN", help="only these backbones")
+    runs.add_argument("--strategy", metavar="PATTERN", help="only these strategies")
+    runs.add_argument("--dataset", metavar="PATTERN", help="only these datasets")
+    runs.add_argument("--status", choices=STATUSES, help="only records with this status")
     return parser
 
 
@@ -77,18 +97,23 @@ def cmd_run(args) -> int:
     registry = load_registry(args.plugins_dir)
     _report_broken(registry)
     grid = load_grid(None if args.grid is DEFAULT_GRID else args.grid, registry)
-    ensure_writable(args.results, grid.name)
 
     from tlbench.report import write_report
-    from tlbench.runner import Runner
+    from tlbench.runner import Runner, check_device
+
+    check_device(grid.settings.device)
+    ensure_writable(args.results, grid.name)
 
     progress = Progress(enabled=not args.quiet)
     runner = Runner(registry, args.results, progress=progress)
     try:
-        outcome = runner.run_grid(grid, retry_failed=args.retry_failed, force=args.force)
-    except KeyboardInterrupt:
+        with _sigterm_as_interrupt():
+            outcome = runner.run_grid(grid, retry_failed=args.retry_failed, force=args.force)
+    except KeyboardInterrupt as exc:
         progress.grid_done()
-        print("Interrupted: finished cells are saved; run the same command again to resume.",
+        record = getattr(exc, "record", None)
+        cell = (f"{_label(record)} is recorded as interrupted; " if record else "")
+        print(f"Interrupted: {cell}finished cells are saved. Run the same command again to resume.",
               file=sys.stderr)
         return 130
     paths = write_report(args.results, grid.name, cells=grid.cells)
@@ -96,17 +121,45 @@ def cmd_run(args) -> int:
         print(f"Leaderboard: {paths[0]}", file=sys.stderr)
     print(paths[0].read_text(encoding="utf-8"))
     if outcome.failed:
-        print(f"{len(outcome.failed)} cell(s) failed:", file=sys.stderr)
-        for record in outcome.failed:
-            print(f"  {record['backbone']} / {record['strategy']} / {record['dataset']} / "
-                  f"seed {record['seed']}: {record['error']}", file=sys.stderr)
-        print("Fix the cause and rerun with --retry-failed.", file=sys.stderr)
+        _print_failures(outcome.failed)
         return 1
     return 0
 
 
-def cmd_report(args) -> int:
-    from tlbench.report import write_report
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """A scheduler's SIGTERM (preemption, end of an allocation) stops the grid as cleanly as
+    Ctrl-C: the running cell is recorded as interrupted. Signals reach the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _label(record: dict) -> str:
+    return f"{record['backbone']} / {record['strategy']} / {record['dataset']} / seed {record['seed']}"
+
+
+def _print_failures(records: list[dict]) -> None:
+    print(f"{len(records)} cell(s) failed:", file=sys.stderr)
+    for record in records:
+        print(f"  {_label(record)}: [{record.get('error_kind', 'exception')}] {record['error']}",
+              file=sys.stderr)
+    for kind in sorted({r.get("error_kind") for r in records} & HINTS.keys()):
+        print(f"  hint: {HINTS[kind]}", file=sys.stderr)
+    print("Fix the cause and rerun with --retry-failed.", file=sys.stderr)
+
+
+def _grids(args) -> list[str]:
+    """The grids a command reads: ``--grid`` or every grid under ``--results``."""
     from tlbench.results import grid_names
 
     available = grid_names(args.results)
@@ -115,15 +168,80 @@ def cmd_report(args) -> int:
             from tlbench.errors import unknown_name_error
 
             raise unknown_name_error("grid", args.grid, available, f" in {args.results!r}")
-        names = [args.grid]
-    else:
-        names = available
-    if not names:
+        return [args.grid]
+    if not available:
         raise ConfigError(f"No records under {args.results!r}. Run `tlbench run` first or pass --results DIR.")
-    for name in names:
+    return available
+
+
+def cmd_report(args) -> int:
+    from tlbench.report import write_report
+
+    for name in _grids(args):
         paths = write_report(args.results, name)
         print(f"{name}: " + ", ".join(str(p) for p in paths))
     return 0
+
+
+RUNS_COLUMNS = ["grid", "backbone", "strategy", "dataset", "seed", "status", "top1", "train_s",
+                "run_id", "error"]
+
+
+def cmd_runs(args) -> int:
+    from collections import Counter
+
+    from tabulate import tabulate
+
+    rows = [r for name in _grids(args) for r in _runs_of(args.results, name)]
+    shown = sorted((r for r in rows if _runs_match(r, args)), key=_runs_order)
+    if not shown:
+        given = " ".join(f"--{k} {getattr(args, k)}" for k in ("backbone", "strategy", "dataset", "status")
+                         if getattr(args, k))
+        print(f"No records match {given} ({len(rows)} record(s) under {args.results!r}).", file=sys.stderr)
+        return 0
+    print(tabulate([_runs_row(r) for r in shown], headers=RUNS_COLUMNS, tablefmt="simple",
+                   disable_numparse=True))
+    counts = Counter(r["status"] for r in shown)
+    print(f"{len(shown)} record(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return 0
+
+
+def _runs_of(results: str, grid: str) -> list[dict]:
+    """A grid's records, with the cells some process is running now shown as running instead."""
+    from tlbench.results import active_claims, iter_records
+
+    running = {c["run_id"]: c for c in active_claims(results, grid)}
+    rows = [r for r in iter_records(results, grid) if r["run_id"] not in running]
+    for claim in running.values():
+        holder = f"pid {claim.get('pid', '?')} on {claim.get('host', '?')} since {claim.get('since', '?')}"
+        rows.append({"grid": grid, "run_id": claim["run_id"], "status": "running", "error": holder,
+                     **{k: claim.get(k, "?") for k in ("backbone", "strategy", "dataset", "seed")}})
+    return rows
+
+
+def _runs_match(record: dict, args) -> bool:
+    from fnmatch import fnmatchcase
+
+    patterns = {"backbone": args.backbone, "strategy": args.strategy, "dataset": args.dataset}
+    return (all(p is None or fnmatchcase(str(record[k]), p) for k, p in patterns.items())
+            and args.status in (None, record["status"]))
+
+
+def _runs_order(record: dict) -> tuple:
+    seed = record["seed"] if isinstance(record["seed"], int) else -1
+    names = tuple(str(record[k]) for k in ("grid", "backbone", "strategy", "dataset"))
+    return names + (seed, record["run_id"])
+
+
+def _runs_row(record: dict) -> list:
+    def number(key, digits):
+        value = record.get(key)
+        return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+    error = (record.get("error") or "").replace("\n", " ")
+    return [record["grid"], record["backbone"], record["strategy"], record["dataset"], record["seed"],
+            record["status"], number("top1", 3), number("train_s", 1), record["run_id"][:8],
+            error if len(error) <= 60 else error[:57] + "..."]
 
 
 def _report_broken(registry) -> None:
@@ -137,7 +255,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handler = {"run": cmd_run, "ls": cmd_ls, "report": cmd_report}[args.command]
+    handler = {"run": cmd_run, "ls": cmd_ls, "report": cmd_report, "runs": cmd_runs}[args.command]
     try:
         return handler(args)
     except ConfigError as exc:

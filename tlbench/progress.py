@@ -18,6 +18,7 @@ class Progress:
         self._grid_bar = None
         self._done = 0
         self._total = 0
+        self._elsewhere: set = set()  # cells announced as running in another process
 
     def _tqdm(self, **kwargs):
         from tqdm.auto import tqdm
@@ -53,9 +54,27 @@ class Progress:
             return
         if record["status"] == "ok":
             summary = f"top1 {record['top1']:.3f}, fit {record['train_s']:.1f} s"
+        elif record["status"] == "interrupted":
+            summary = "INTERRUPTED"
         else:
-            summary = f"FAILED: {record['error']}"
+            summary = f"FAILED ({record.get('error_kind', 'exception')}): {record['error']}"
         self._print(f"[{self._done}/{self._total}] {label}: {summary}")
+
+    def cell_elsewhere(self, label: str, holder: dict) -> None:
+        """Another process holds the cell; said once per cell, however often it is looked at."""
+        if label in self._elsewhere:
+            return
+        self._elsewhere.add(label)
+        if self.enabled:
+            who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+            self._print(f"{label}: running elsewhere ({who}); will take its record when it finishes.")
+
+    def cell_done_elsewhere(self, label: str, record: dict) -> None:
+        self._done += 1
+        if self._grid_bar is not None:
+            self._grid_bar.update(1)
+        if self.enabled:
+            self._print(f"[{self._done}/{self._total}] {label}: {record['status']} (run by another process)")
 
     def grid_done(self) -> None:
         if self._grid_bar is not None:

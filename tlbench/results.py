@@ -3,18 +3,33 @@
 Layout::
 
     RESULTS/GRID/records/RUN_ID.json   one record per cell
+    RESULTS/GRID/records/RUN_ID.lock   the claim of the process running that cell right now
+    RESULTS/GRID/records/corrupt/      unreadable records, set aside (never deleted)
     RESULTS/GRID/leaderboard.{md,csv}  written by report.py from the records alone
+
+Every write of a record happens while its writer holds the cell's claim, so whoever holds a
+claim may read, replace or set aside that cell's record without racing anyone.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
+import sys
 import tempfile
+import time
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from tlbench.errors import ConfigError
+
+STATUSES = ("ok", "failed", "interrupted")
+REQUIRED = {"run_id": str, "grid": str, "backbone": str, "strategy": str, "dataset": str,
+            "seed": int, "status": str}
+STALE_TEMP_S = 6 * 3600  # a temporary file this old was left by a killed writer
 
 
 def grid_dir(results_dir: str | Path, grid_name: str) -> Path:
@@ -23,6 +38,10 @@ def grid_dir(results_dir: str | Path, grid_name: str) -> Path:
 
 def records_dir(results_dir: str | Path, grid_name: str) -> Path:
     return grid_dir(results_dir, grid_name) / "records"
+
+
+def record_path(results_dir: str | Path, grid_name: str, run_id: str) -> Path:
+    return records_dir(results_dir, grid_name) / f"{run_id}.json"
 
 
 def ensure_writable(results_dir: str | Path, grid_name: str) -> Path:
@@ -62,22 +81,90 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def write_record(results_dir: str | Path, record: dict) -> Path:
-    path = records_dir(results_dir, record["grid"]) / f"{record['run_id']}.json"
+    """Store a cell's record; the caller holds the cell's claim."""
+    path = record_path(results_dir, record["grid"], record["run_id"])
     write_atomic(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return path
 
 
+# -- reading ---------------------------------------------------------------------------------
+
+
+def _problem(path: Path) -> tuple[Optional[dict], Optional[str]]:
+    """(record, None) for a sound record file, (None, why) for one that cannot be trusted."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        return None, f"unreadable: {exc}"
+    if not isinstance(record, dict):
+        return None, "not a JSON object"
+    for key, kind in REQUIRED.items():
+        if not isinstance(record.get(key), kind):
+            return None, f"missing or invalid {key!r}"
+    if record["status"] not in STATUSES:
+        return None, f"unknown status {record['status']!r}"
+    if record["run_id"] != path.stem:  # a copied or renamed file must not stand in for another cell
+        return None, f"run_id {record['run_id']!r} does not match the file name"
+    if record["status"] == "ok" and not isinstance(record.get("top1"), (int, float)):
+        return None, "status ok without a top1 score"
+    return record, None
+
+
+def read_record(path: Path, claimed: bool = False) -> Optional[dict]:
+    """The record in ``path``, or None when there is none to trust.
+
+    A corrupt file is reported on stderr and moved to ``corrupt/`` so its cell runs again.
+    That needs the cell's claim (``claimed``: the caller holds it); without it, the claim is
+    taken here, and a cell claimed by a running process is left alone (it is being rewritten).
+    """
+    try:
+        record, why = _problem(path)
+    except FileNotFoundError:
+        return None
+    if why is None:
+        return record
+    if claimed:
+        _set_aside(path, why)
+        return None
+    try:
+        cell_claim = _claim(path.parent, path.stem)
+    except OSError as exc:  # a read-only results folder: report, leave it, ignore it
+        _warn(path, why, f"cannot set it aside ({exc.strerror or exc}); it is ignored")
+        return None
+    if cell_claim is None:
+        return None
+    with cell_claim:
+        return read_record(path, claimed=True)  # read again: it may have been replaced meanwhile
+
+
+def _set_aside(path: Path, why: str) -> None:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    target = path.parent / "corrupt" / f"{path.name}.{stamp}"
+    try:
+        target.parent.mkdir(exist_ok=True)
+        os.rename(path, target)
+        what = f"moved to {target}; its cell will run again"
+    except FileNotFoundError:
+        return  # another process set it aside first and reported it
+    except OSError as exc:
+        what = f"cannot set it aside ({exc.strerror or exc}); it is ignored"
+    _warn(path, why, what)
+
+
+def _warn(path: Path, why: str, what: str) -> None:
+    print(f"warning: corrupt record {path} ({why}); {what}.", file=sys.stderr, flush=True)
+
+
 def iter_records(results_dir: str | Path, grid_name: str) -> Iterator[dict]:
-    """Every readable record of a grid; unreadable files are skipped (the cell reruns)."""
+    """Every sound record of a grid; corrupt files are reported and set aside (see read_record)."""
     folder = records_dir(results_dir, grid_name)
     if not folder.is_dir():
         return
     for path in sorted(folder.glob("*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(record, dict) and "run_id" in record:
+        record = read_record(path)
+        if record is not None:
             yield record
 
 
@@ -90,3 +177,124 @@ def grid_names(results_dir: str | Path) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "records").is_dir())
+
+
+def remove_leftovers(results_dir: str | Path, grid_name: str, older_than_s: float = STALE_TEMP_S) -> None:
+    """Delete what killed processes left in a records folder: their temporary records (never
+    read as records; only old ones, since a young one may belong to a live writer) and lock
+    files nobody holds (harmless: the kernel dropped the lock with its holder, but clutter)."""
+    folder = records_dir(results_dir, grid_name)
+    cutoff = time.time() - older_than_s
+    for path in folder.glob(".*.tmp"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except OSError:
+            pass
+    for path in folder.glob("*.lock"):
+        try:
+            claim = _claim(folder, path.stem)
+        except OSError:
+            continue
+        if claim is not None:
+            claim.release()  # removes the file
+
+
+# -- claims: at most one process runs a cell at a time -------------------------------------------
+
+
+class Claim:
+    """This process runs the cell: an exclusive ``flock`` on ``RUN_ID.lock``.
+
+    The kernel drops the lock when the holder exits, however it exits (kill -9, a lost node on
+    a local disk), so a dead runner never blocks a cell; the file itself is only a name for the
+    lock plus who holds it, for messages. Over NFS, Linux maps flock to NFS byte-range locks.
+    """
+
+    def __init__(self, path: Path, fd: int):
+        self.path = path
+        self._fd: Optional[int] = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink()  # while still locked, so nobody locks a file about to vanish
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)  # closing the last descriptor drops the lock
+        self._fd = None
+
+    def __enter__(self) -> "Claim":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _claim(folder: Path, run_id: str, about: Optional[dict] = None) -> Optional[Claim]:
+    path = folder / f"{run_id}.lock"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        # the previous holder may have removed the file between our open and our lock: then
+        # we locked a file nobody else will see, so take the one now at ``path`` instead
+        try:
+            current = os.stat(path)
+            opened = os.fstat(fd)
+            if (current.st_ino, current.st_dev) == (opened.st_ino, opened.st_dev):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    holder = {"pid": os.getpid(), "host": socket.gethostname(),
+              "since": datetime.now(timezone.utc).isoformat(timespec="seconds"), **(about or {})}
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(holder).encode())
+    return Claim(path, fd)
+
+
+def claim_cell(results_dir: str | Path, grid_name: str, run_id: str,
+               about: Optional[dict] = None) -> Optional[Claim]:
+    """Claim a cell for this process, or None when another live process holds it.
+
+    ``about`` (e.g. the cell's backbone/strategy/dataset/seed) is stored with the claim, so
+    ``tlbench runs`` and other runners can say what is running where. Release the claim only
+    after the cell's record is written.
+    """
+    folder = records_dir(results_dir, grid_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    return _claim(folder, run_id, about)
+
+
+def _holder(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # written right after locking: a reader may see it empty
+
+
+def claim_holder(results_dir: str | Path, grid_name: str, run_id: str) -> dict:
+    """Who holds a cell's claim (pid, host, since, ...), as far as its lock file says."""
+    return _holder(records_dir(results_dir, grid_name) / f"{run_id}.lock")
+
+
+def active_claims(results_dir: str | Path, grid_name: str) -> list[dict]:
+    """The cells some live process is running now, each with ``run_id`` and its holder."""
+    active = []
+    for path in sorted(records_dir(results_dir, grid_name).glob("*.lock")):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # granted only when nobody holds it
+        except BlockingIOError:
+            active.append({**_holder(path), "run_id": path.stem})
+        finally:
+            os.close(fd)
+    return active

@@ -7,14 +7,19 @@ put in eval mode and scored here, the same way for every cell.
 from __future__ import annotations
 
 import contextlib
+import functools
+import gc
 import importlib.metadata
 import os
 import platform
 import random
 import resource
+import socket
+import subprocess
 import sys
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,11 +31,15 @@ import torch
 import tlbench
 from tlbench.api import FitContext, Images
 from tlbench.data import ImageSplit, Resample, SplitIndices, decode_all, fits_in_memory, per_class_subsample, stratified_split
+from tlbench.errors import ConfigError
 from tlbench.grid import Cell, Grid
 from tlbench.options import options_as_dict
 from tlbench.plugins import Registry
 from tlbench.progress import Progress
-from tlbench.results import records_by_run_id, write_record
+from tlbench.results import (claim_cell, claim_holder, read_record, record_path, records_by_run_id,
+                             remove_leftovers, write_record)
+
+POLL_S = 1.0  # how often a runner looks again at cells that another process is running
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -41,6 +50,20 @@ def resolve_device(requested: str) -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def check_device(requested: str) -> None:
+    """A device this machine lacks is a mistake in the grid, reported before any cell runs."""
+    device = resolve_device(requested)
+    if device.type == "cuda" and (not torch.cuda.is_available()
+                                  or (device.index or 0) >= torch.cuda.device_count()):
+        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise ConfigError(f"[settings] device = {requested!r}, but this machine has {found} usable "
+                          "CUDA device(s). Use device = \"auto\" or \"cpu\".")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                     and torch.backends.mps.is_available()):
+        raise ConfigError(f"[settings] device = {requested!r}, but MPS is not available here. "
+                          "Use device = \"auto\" or \"cpu\".")
 
 
 def device_name(device: torch.device) -> str:
@@ -81,9 +104,37 @@ def package_version(name: str) -> Optional[str]:
         return None
 
 
-def environment(device: torch.device, precision: str) -> dict:
+@functools.lru_cache(maxsize=1)
+def tlbench_checkout() -> tuple[Optional[str], Optional[bool]]:
+    """(commit, dirty) when tlbench runs from a git checkout, else (None, None).
+
+    The version number alone does not say which code made a record during development.
+    Dirty means uncommitted changes to the code (tlbench/, plugins/), not to results.
+    Asked once per process; any failure (no git, not a checkout) just gives None.
+    """
+    root = Path(tlbench.__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None, None
+    try:
+        def git(*argv):
+            return subprocess.run(["git", "-C", str(root), *argv], capture_output=True, text=True,
+                                  timeout=10, check=True).stdout.strip()
+
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--",
+                         "tlbench", "plugins", "pyproject.toml"))
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return commit or None, dirty
+
+
+def environment(device: torch.device, precision: Optional[str]) -> dict:
+    commit, dirty = tlbench_checkout()
     return {
         "tlbench": tlbench.__version__,
+        "tlbench_git_commit": commit,
+        "tlbench_git_dirty": dirty,
+        "hostname": socket.gethostname(),
         "torch": torch.__version__,
         "torchvision": package_version("torchvision"),
         "timm": package_version("timm"),
@@ -94,6 +145,27 @@ def environment(device: torch.device, precision: str) -> dict:
         "precision": precision,
         "platform": platform.platform(),
     }
+
+
+OOM_MESSAGES = ("out of memory", "not enough memory", "can't allocate memory")
+
+
+def error_kind(exc: BaseException) -> str:
+    """What went wrong, for the record and the summary: oom, non_finite or exception."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return "oom"
+    if isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in OOM_MESSAGES):
+        return "oom"  # MPS and the CPU allocator raise plain RuntimeErrors
+    if isinstance(exc, FloatingPointError):  # strategies raise it for a non-finite loss
+        return "non_finite"
+    return "exception"
+
+
+def release_memory() -> None:
+    """After an out-of-memory error: give cached accelerator memory back so later cells fit."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -235,18 +307,28 @@ class Runner:
     # -- one cell --------------------------------------------------------------------------
 
     def run_cell(self, cell: Cell) -> dict:
+        """Run one cell and return its record, whatever happens in it.
+
+        Ctrl-C (or SIGTERM, which the CLI turns into one) gives a record with status
+        ``interrupted`` instead of propagating: the caller stores it, then stops.
+        """
         record = self._base_record(cell)
+        start = time.perf_counter()
         try:
             record.update(self._measure(cell, record))
             record["status"] = "ok"
-        except KeyboardInterrupt:
-            raise
+        except KeyboardInterrupt as exc:
+            record.update(status="interrupted", error_kind="interrupted",
+                          error=f"interrupted ({exc.args[0] if exc.args else 'Ctrl-C'})")
         except Exception as exc:
-            record["status"] = "failed"
-            record["error"] = f"{type(exc).__name__}: {exc}"
-            record["error_kind"] = type(exc).__name__
-            record["traceback"] = traceback.format_exc()
+            record.update(status="failed", error_kind=error_kind(exc), error=f"{type(exc).__name__}: {exc}",
+                          traceback=traceback.format_exc())
+        record["run_s"] = time.perf_counter() - start
         record["finished_at"] = _now()
+        if "environment" not in record:  # the cell stopped before its set-up said where it ran
+            record["environment"] = environment(resolve_device(cell.settings.device), precision=None)
+        if record.get("error_kind") == "oom":
+            release_memory()  # here, not in the except block: its traceback still held the tensors
         return record
 
     def _base_record(self, cell: Cell) -> dict:
@@ -378,26 +460,89 @@ class Runner:
 
     def run_grid(self, grid: Grid, retry_failed: bool = False, force: bool = False,
                  on_record: Optional[Callable[[dict], None]] = None) -> "GridOutcome":
-        existing = {} if force else records_by_run_id(self.results_dir, grid.name)
+        """Run every cell that needs it, one at a time, each under its claim.
+
+        Several runners may share a results folder: a cell another process is running is
+        left to it and looked at again later (its record then counts as done here). Raises
+        GridInterrupted after storing the record of a cell interrupted by Ctrl-C.
+        """
+        check_device(grid.settings.device)
+        remove_leftovers(self.results_dir, grid.name)
+        at_start = records_by_run_id(self.results_dir, grid.name)
+        flags = {"retry_failed": retry_failed, "force": force}
         outcome = GridOutcome(grid=grid.name)
-        pending = []
+        todo: deque = deque()
         for cell in grid.cells:
-            previous = existing.get(cell.run_id)
-            if previous and (previous["status"] == "ok" or not retry_failed):
-                outcome.skipped.append(previous)
+            previous = at_start.get(cell.run_id)
+            if needs_run(previous, previous, **flags):
+                todo.append(cell)
             else:
-                pending.append(cell)
+                outcome.skipped.append(previous)
         self.progress.grid_start(len(grid.cells), len(outcome.skipped))
-        for cell in pending:
-            self.progress.cell_start(cell.label)
-            record = self.run_cell(cell)
-            write_record(self.results_dir, record)
+        waiting: list[Cell] = []
+        while todo or waiting:
+            if not todo:
+                time.sleep(POLL_S)
+                todo.extend(waiting)
+                waiting.clear()
+            cell = todo.popleft()
+            result = self._run_claimed(cell, at_start.get(cell.run_id), flags)
+            if result is None:
+                waiting.append(cell)
+                continue
+            record, ran_here = result
+            if not ran_here:
+                outcome.skipped.append(record)
+                continue
             outcome.ran.append(record)
-            self.progress.cell_done(cell.label, record)
+            if record["status"] == "interrupted":
+                raise GridInterrupted(record)
             if on_record:
                 on_record(record)
         self.progress.grid_done()
         return outcome
+
+    def _run_claimed(self, cell: Cell, at_start: Optional[dict], flags: dict) -> Optional[tuple[dict, bool]]:
+        """(record, True) after running the cell here, (record, False) when another process
+        finished it meanwhile, None while another process holds it."""
+        about = {"grid": cell.grid, "backbone": cell.backbone, "strategy": cell.strategy,
+                 "dataset": cell.dataset, "seed": cell.seed}
+        claim = claim_cell(self.results_dir, cell.grid, cell.run_id, about)
+        if claim is None:
+            self.progress.cell_elsewhere(cell.label, claim_holder(self.results_dir, cell.grid, cell.run_id))
+            return None
+        with claim:
+            # read again under the claim: another process may have finished it meanwhile
+            current = read_record(record_path(self.results_dir, cell.grid, cell.run_id), claimed=True)
+            if not needs_run(current, at_start, **flags):
+                self.progress.cell_done_elsewhere(cell.label, current)
+                return current, False
+            self.progress.cell_start(cell.label)
+            record = self.run_cell(cell)
+            write_record(self.results_dir, record)
+        self.progress.cell_done(cell.label, record)
+        return record, True
+
+
+def needs_run(record: Optional[dict], at_start: Optional[dict], retry_failed: bool, force: bool) -> bool:
+    """Whether this runner should run a cell whose stored record is ``record``.
+
+    ``at_start`` is the record as this runner first saw it: the flags apply to that one. A
+    record written since came from another runner working on the same grid, and is final.
+    """
+    if record is None or record["status"] == "interrupted":
+        return True  # an interrupted cell is not done: the next run, without flags, finishes it
+    if record != at_start:
+        return False
+    return force or (record["status"] == "failed" and retry_failed)
+
+
+class GridInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the grid; ``record`` is the interrupted cell's record, already stored."""
+
+    def __init__(self, record: dict):
+        super().__init__(record.get("error", "interrupted"))
+        self.record = record
 
 
 @dataclass

@@ -1,0 +1,415 @@
+"""Results you can trust: kill -9 and resume, concurrent runners, failures that stay in their
+cell, Ctrl-C, corrupt records, provenance and `tlbench runs`."""
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tlbench.cli import main
+from tlbench.grid import load_grid
+from tlbench.plugins import load_registry
+from tlbench.results import (claim_cell, iter_records, read_record, records_dir,
+                             remove_leftovers)
+
+from conftest import TINY_SETTINGS
+
+# Loose-file plugin: strategies whose behaviour the tests control through the environment.
+PLUGIN = '''
+import os
+import time
+
+import tlbench
+
+
+class Logged(tlbench.Strategy):
+    """Appends its fit to $TLBENCH_TEST_LOG, sleeps $TLBENCH_TEST_SLEEP s, trains nothing."""
+
+    name = "logged"
+
+    def fit(self, model, train, val, ctx):
+        with open(os.environ["TLBENCH_TEST_LOG"], "a") as log:
+            log.write(f"{os.getpid()} seed {ctx.seed}\\n")
+        time.sleep(float(os.environ.get("TLBENCH_TEST_SLEEP", "0")))
+        return model
+
+
+class Explodes(tlbench.Strategy):
+    """Raises during fit."""
+
+    name = "explodes"
+
+    def fit(self, model, train, val, ctx):
+        raise RuntimeError("boom")
+
+
+class OutOfMemory(tlbench.Strategy):
+    """Raises what PyTorch raises when CUDA runs out of memory."""
+
+    name = "oom"
+
+    def fit(self, model, train, val, ctx):
+        import torch
+
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
+@tlbench.hookimpl
+def register_strategies(register):
+    register(Logged)
+    register(Explodes)
+    register(OutOfMemory)
+'''
+
+
+@pytest.fixture
+def plugins(tmp_path):
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "resilience.py").write_text(PLUGIN)
+    return folder
+
+
+@pytest.fixture
+def fit_log(tmp_path, monkeypatch):
+    """The file every `logged` fit appends to (in this process and in subprocesses)."""
+    path = tmp_path / "fits.log"
+    path.touch()
+    monkeypatch.setenv("TLBENCH_TEST_LOG", str(path))
+    return path
+
+
+def fits(log: Path) -> list[int]:
+    """The seed of every fit that started, in order."""
+    return [int(line.split()[-1]) for line in log.read_text().splitlines()]
+
+
+def logged_grid(write_grid, seeds, strategies='"logged"'):
+    return write_grid(f"""
+        name = "g"
+        backbones = ["test_efficientnet"]
+        strategies = [{strategies}]
+        datasets = ["faces"]
+        seeds = {list(seeds)}
+        {TINY_SETTINGS}
+    """)
+
+
+def start(grid, results, plugins, *extra, sleep=0.0):
+    env = {**os.environ, "TLBENCH_TEST_SLEEP": str(sleep)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tlbench.cli", "run", "--grid", str(grid), "--results", str(results),
+         "--plugins-dir", str(plugins), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_until(condition, proc, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"exited early ({proc.returncode}): {proc.communicate()[1]}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def record_files(results, grid="g"):
+    return sorted(records_dir(results, grid).glob("*.json"))
+
+
+def leaderboard_seeds(markdown: str) -> str:
+    header, _, row = [line for line in markdown.splitlines() if line.startswith("|")][:3]
+    cells = dict(zip(header.split("|"), row.split("|")))
+    return next(value.strip() for key, value in cells.items() if key.strip() == "seeds")
+
+
+def fingerprint(path: Path):
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns, json.loads(path.read_text())["started_at"]
+
+
+# -- kill -9, resume, concurrency --------------------------------------------------------------
+
+
+def test_sigkill_at_any_point_then_resume_gives_one_ok_record_per_cell(write_grid, plugins, fit_log, tmp_path,
+                                                                       cli):
+    grid, results = logged_grid(write_grid, range(5)), tmp_path / "results"
+    kept = {}  # records that existed when a runner was killed: they must never be redone
+
+    proc = start(grid, results, plugins, sleep=0.3)
+    time.sleep(0.5)  # still importing: nothing to lose
+    proc.kill()
+    proc.wait()
+    for records_before_kill in (1, 3):
+        proc = start(grid, results, plugins, sleep=0.3)
+        wait_until(lambda: len(record_files(results)) >= records_before_kill, proc)
+        proc.kill()  # SIGKILL: no handler runs, the claim of the cell in flight dies with it
+        proc.wait()
+        kept.update({p: fingerprint(p) for p in record_files(results)})
+
+    code, out, err = cli("run", "--grid", grid, "--results", results, "--plugins-dir", plugins)
+    assert code == 0, err
+    records = list(iter_records(results, "g"))
+    assert sorted(r["seed"] for r in records) == [0, 1, 2, 3, 4]
+    assert all(r["status"] == "ok" for r in records)
+    assert {p: fingerprint(p) for p in kept} == kept  # not rewritten
+    done_before = {json.loads(p.read_text())["seed"] for p in kept}
+    assert len(done_before) >= 3
+    started = fits(fit_log)
+    for seed in done_before:
+        assert started.count(seed) == 1, started  # a finished cell was never fitted again
+    assert not list(records_dir(results, "g").glob("*.lock"))  # stale claims were taken over
+    assert not (records_dir(results, "g") / "corrupt").exists()
+
+
+def test_two_concurrent_runners_share_the_cells(write_grid, plugins, fit_log, tmp_path):
+    grid, results = logged_grid(write_grid, range(4)), tmp_path / "results"
+    procs = [start(grid, results, plugins, sleep=1.0) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err
+        assert leaderboard_seeds(out) == "4"  # every seed, whoever ran it
+    assert sorted(fits(fit_log)) == [0, 1, 2, 3]  # every cell fitted exactly once
+    records = list(iter_records(results, "g"))
+    assert sorted(r["seed"] for r in records) == [0, 1, 2, 3]
+    assert all(r["status"] == "ok" for r in records)
+
+
+def test_ctrl_c_records_the_cell_as_interrupted_and_the_next_run_finishes_it(write_grid, plugins, fit_log,
+                                                                             tmp_path, cli):
+    grid, results = logged_grid(write_grid, range(2)), tmp_path / "results"
+    proc = start(grid, results, plugins, sleep=60)
+    wait_until(lambda: fits(fit_log), proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Run the same command again to resume" in err
+    (record,) = iter_records(results, "g")
+    assert (record["seed"], record["status"], record["error_kind"]) == (0, "interrupted", "interrupted")
+    assert record["error"] == "interrupted (Ctrl-C)" and record["run_s"] > 0 and record["finished_at"]
+    assert not list(records_dir(results, "g").glob("*.lock"))
+
+    code, out, err = cli("run", "--grid", grid, "--results", results, "--plugins-dir", plugins)
+    assert code == 0, err
+    assert sorted((r["seed"], r["status"]) for r in iter_records(results, "g")) == [(0, "ok"), (1, "ok")]
+    assert fits(fit_log) == [0, 0, 1]
+
+
+def test_sigterm_stops_the_grid_like_ctrl_c(write_grid, plugins, fit_log, tmp_path, cli, monkeypatch):
+    """As a batch scheduler stops a job; in this process, from a thread, once the fit runs."""
+    grid, results = logged_grid(write_grid, range(2)), tmp_path / "results"
+    monkeypatch.setenv("TLBENCH_TEST_SLEEP", "60")
+
+    def terminate_when_fitting():
+        deadline = time.monotonic() + 60
+        while not fits(fit_log) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    handler = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=terminate_when_fitting, daemon=True).start()
+    code, out, err = cli("run", "--grid", grid, "--results", results, "--plugins-dir", plugins)
+    assert code == 130 and "is recorded as interrupted" in err
+    (record,) = iter_records(results, "g")
+    assert (record["status"], record["error"]) == ("interrupted", "interrupted (SIGTERM)")
+    assert signal.getsignal(signal.SIGTERM) == handler  # restored
+
+
+# -- failures stay in their cell ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def failed_grid(tmp_path_factory):
+    """A grid where one cell raises, one runs out of memory, one diverges and one works."""
+    folder = tmp_path_factory.mktemp("failures")
+    (folder / "fits.log").touch()
+    (folder / "plugins").mkdir()
+    (folder / "plugins" / "resilience.py").write_text(PLUGIN)
+    grid = folder / "grid.toml"
+    grid.write_text(f"""
+name = "failures"
+backbones = ["test_efficientnet"]
+strategies = ["explodes", "oom", "full_finetune", "logged"]
+datasets = ["faces"]
+{TINY_SETTINGS}
+[strategy.full_finetune]
+lr = 1e30
+""")
+    err = io.StringIO()
+    with (pytest.MonkeyPatch.context() as env, contextlib.redirect_stderr(err),
+          contextlib.redirect_stdout(io.StringIO())):
+        env.setenv("TLBENCH_TEST_LOG", str(folder / "fits.log"))
+        code = main(["run", "--grid", str(grid), "--results", str(folder / "results"),
+                     "--plugins-dir", str(folder / "plugins")])
+    return folder / "results", code, err.getvalue()
+
+
+def test_failing_cells_are_classified_and_the_others_finish(failed_grid):
+    results, code, err = failed_grid
+    assert code == 1
+    by_strategy = {r["strategy"]: r for r in iter_records(results, "failures")}
+    assert by_strategy["logged"]["status"] == "ok"
+    assert {s: (r["status"], r.get("error_kind")) for s, r in by_strategy.items() if s != "logged"} == {
+        "explodes": ("failed", "exception"),
+        "oom": ("failed", "oom"),
+        "full_finetune": ("failed", "non_finite"),
+    }
+    assert "non-finite training loss" in by_strategy["full_finetune"]["error"]
+    assert "OutOfMemoryError: CUDA out of memory" in by_strategy["oom"]["error"]
+    assert "3 cell(s) failed" in err and "[oom]" in err and "hint: out of memory" in err
+    assert "hint: non-finite loss" in err and "--retry-failed" in err
+
+
+def test_records_carry_provenance(failed_grid):
+    results, _, _ = failed_grid
+    for record in iter_records(results, "failures"):
+        env = record["environment"]  # failed records too
+        assert record["started_at"] <= record["finished_at"] and record["run_s"] > 0
+        assert env["hostname"] and env["torch"] and env["timm"] and env["device_name"]
+        assert env["tlbench_git_commit"] is None or len(env["tlbench_git_commit"]) == 40
+        assert set(record["split_sizes"]) == {"train", "val", "test"} and record["split_digest"]
+        assert record["weights"] == "random" and env["precision"] == "fp32"
+
+
+def test_runs_lists_records_with_status_and_metrics(failed_grid, cli):
+    results, _, _ = failed_grid
+    code, out, err = cli("runs", "--results", results)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["grid", "backbone", "strategy", "dataset", "seed", "status", "top1",
+                                "train_s", "run_id", "error"]
+    rows = [line.split()[:6] for line in lines[2:-1]]
+    assert [row[2] for row in rows] == ["explodes", "full_finetune", "logged", "oom"]  # sorted
+    assert [row[5] for row in rows] == ["failed", "failed", "ok", "failed"]
+    assert "RuntimeError: boom" in out and lines[-1] == "4 record(s): 3 failed, 1 ok"
+
+
+@pytest.mark.parametrize("argv, strategies", [
+    (["--status", "ok"], ["logged"]),
+    (["--strategy", "e*"], ["explodes"]),
+    (["--dataset", "faces", "--status", "failed"], ["explodes", "full_finetune", "oom"]),
+    (["--grid", "failures", "--backbone", "test_*"], ["explodes", "full_finetune", "logged", "oom"]),
+])
+def test_runs_filters(failed_grid, cli, argv, strategies):
+    code, out, err = cli("runs", "--results", failed_grid[0], *argv)
+    assert code == 0, err
+    assert [line.split()[2] for line in out.splitlines()[2:-1]] == strategies
+
+
+def test_runs_with_no_match_or_unknown_grid(failed_grid, cli):
+    code, out, err = cli("runs", "--results", failed_grid[0], "--backbone", "resnet50")
+    assert code == 0 and out == "" and "No records match --backbone resnet50 (4 record(s)" in err
+    code, out, err = cli("runs", "--results", failed_grid[0], "--grid", "failurs")
+    assert code == 2 and "Unknown grid 'failurs'" in err and "Did you mean: failures?" in err
+
+
+def test_runs_shows_cells_running_now(failed_grid, cli):
+    results = failed_grid[0]
+    (record,) = [r for r in iter_records(results, "failures") if r["strategy"] == "oom"]
+    about = {k: record[k] for k in ("backbone", "strategy", "dataset", "seed")}
+    with claim_cell(results, "failures", record["run_id"], about):
+        code, out, err = cli("runs", "--results", results, "--status", "running")
+    assert code == 0, err
+    (row,) = out.splitlines()[2:-1]
+    assert row.split()[2] == "oom" and f"pid {os.getpid()}" in row
+
+
+def test_runs_does_not_import_torch(failed_grid):
+    code = ("import sys\nfrom tlbench.cli import main\n"
+            f"main(['runs', '--results', {str(failed_grid[0])!r}])\n"
+            "assert 'torch' not in sys.modules and 'pandas' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+# -- corrupt records, claims, leftovers --------------------------------------------------------
+
+
+def test_corrupt_record_is_set_aside_and_only_its_cell_reruns(write_grid, plugins, fit_log, tmp_path, cli):
+    grid, results = logged_grid(write_grid, range(3)), tmp_path / "results"
+    argv = ("run", "--grid", grid, "--results", results, "--plugins-dir", plugins, "-q")
+    assert cli(*argv)[0] == 0
+    paths = {json.loads(p.read_text())["seed"]: p for p in record_files(results)}
+    others = {seed: fingerprint(p) for seed, p in paths.items() if seed != 1}
+    paths[1].write_text('{"run_id": "trunc')
+
+    code, out, err = cli(*argv)
+    assert code == 0, err
+    assert err.count("warning: corrupt record") == 1 and str(paths[1]) in err
+    (aside,) = (records_dir(results, "g") / "corrupt").iterdir()
+    assert aside.name.startswith(paths[1].name) and aside.read_text() == '{"run_id": "trunc'
+    assert fits(fit_log) == [0, 1, 2, 1]  # only the corrupt cell ran again
+    assert {seed: fingerprint(paths[seed]) for seed in others} == others
+    assert json.loads(paths[1].read_text())["status"] == "ok"
+    assert "corrupt" not in cli(*argv)[2]  # reported once
+
+
+@pytest.mark.parametrize("text, why", [
+    ("", "unreadable"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"run_id": "abc"}', "missing or invalid 'grid'"),
+    ('{"run_id": "other", "grid": "g", "backbone": "b", "strategy": "s", "dataset": "d", "seed": 0, '
+     '"status": "ok", "top1": 0.5}', "does not match the file name"),
+    ('{"run_id": "abc", "grid": "g", "backbone": "b", "strategy": "s", "dataset": "d", "seed": 0, '
+     '"status": "ok"}', "without a top1"),
+])
+def test_unsound_records_are_not_trusted(tmp_path, capsys, text, why):
+    path = tmp_path / "records" / "abc.json"
+    path.parent.mkdir()
+    path.write_text(text)
+    assert read_record(path) is None
+    assert why in capsys.readouterr().err
+    assert not path.exists() and len(list((tmp_path / "records" / "corrupt").iterdir())) == 1
+
+
+def test_a_claim_excludes_other_claims_until_released(tmp_path):
+    claim = claim_cell(tmp_path, "g", "abc")
+    assert claim is not None and claim_cell(tmp_path, "g", "abc") is None
+    assert json.loads(claim.path.read_text())["pid"] == os.getpid()
+    claim.release()
+    assert not claim.path.exists()
+    with claim_cell(tmp_path, "g", "abc") as again:
+        assert again is not None
+
+
+def test_leftovers_of_killed_writers_are_removed(tmp_path):
+    folder = records_dir(tmp_path, "g")
+    folder.mkdir(parents=True)
+    old, young = folder / ".a.json.x1.tmp", folder / ".b.json.x2.tmp"
+    for path in (old, young):
+        path.write_text("{")
+    os.utime(old, (time.time() - 7 * 3600,) * 2)
+    (folder / "dead.lock").write_text('{"pid": 1}')  # its holder is gone, so is its lock
+    with claim_cell(tmp_path, "g", "live") as live:
+        remove_leftovers(tmp_path, "g")
+        assert live.path.exists()
+    assert not old.exists() and young.exists() and not (folder / "dead.lock").exists()
+
+
+def test_a_file_named_by_an_option_is_part_of_the_run_id(write_grid, tmp_path):
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"first")
+    grid = write_grid(f"""
+        name = "g"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["faces"]
+        [backbone.test_efficientnet]
+        checkpoint = "{weights}"
+    """)
+    registry = load_registry()
+
+    def run_id():
+        return load_grid(str(grid), registry).cells[0].run_id
+
+    first = run_id()
+    weights.write_bytes(b"first")  # rewritten, same bytes: the same configuration
+    assert run_id() == first
+    weights.write_bytes(b"other")
+    assert run_id() != first
