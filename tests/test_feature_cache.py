@@ -55,7 +55,7 @@ def test_anything_that_changes_features_is_a_miss(probe_cell, registry, tmp_path
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_labels"])
-def test_corrupt_or_stale_entries_are_rebuilt(probe_cell, registry, tmp_path, damage):
+def test_corrupt_or_stale_entries_are_set_aside_and_rebuilt(probe_cell, registry, tmp_path, damage):
     first, head = run_probe(registry, tmp_path, probe_cell())
     for path in cache_files(first.ctx):
         if damage == "truncate":
@@ -68,6 +68,7 @@ def test_corrupt_or_stale_entries_are_rebuilt(probe_cell, registry, tmp_path, da
             torch.save(entry, path)
     again, head_again = run_probe(registry, tmp_path, probe_cell())
     assert again.ctx.info["feature_cache"] == "miss"
+    assert len(list((Path(again.ctx.cache_dir) / "features" / "corrupt").iterdir())) == 2  # set aside
     assert torch.allclose(head, head_again, atol=1e-5)
     third, _ = run_probe(registry, tmp_path, probe_cell())
     assert third.ctx.info["feature_cache"] == "hit"  # the rebuilt entries are good

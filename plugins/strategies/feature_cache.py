@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -46,9 +48,21 @@ def load(cache_dir: str, key: dict, labels: torch.Tensor):
         features = entry["features"]
         valid = (entry["key"] == key and features.ndim == 2 and len(features) == len(labels)
                  and torch.equal(entry["labels"], labels.cpu()) and torch.isfinite(features).all())
-    except Exception:  # a truncated or foreign file is just a miss
+    except Exception:  # a truncated or foreign file
         valid = False
-    return features if valid else None
+    if valid:
+        return features
+    _set_aside(path)
+    return None
+
+
+def _set_aside(path: Path) -> None:
+    """Keep a bad entry for inspection (never delete data) and say so; the caller rebuilds it."""
+    aside = path.parent / "corrupt" / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}"
+    aside.parent.mkdir(exist_ok=True)
+    os.replace(path, aside)
+    print(f"warning: feature cache entry {path} was unreadable or stale; moved to {aside} and rebuilt",
+          file=sys.stderr)
 
 
 def store(cache_dir: str, key: dict, features: torch.Tensor, labels: torch.Tensor) -> None:
