@@ -6,7 +6,6 @@ types and out-of-range values are ConfigErrors that name the problem and the fix
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import itertools
@@ -302,6 +301,3 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
         ))
     return grid
 
-
-def settings_with(settings: Settings, **changes) -> Settings:
-    return dataclasses.replace(settings, **changes)

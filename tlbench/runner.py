@@ -16,7 +16,6 @@ import random
 import resource
 import socket
 import subprocess
-import sys
 import time
 import traceback
 from collections import deque
