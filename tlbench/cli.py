@@ -53,10 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("-v", "--verbose", action="store_true", help="also show each one's options")
     _add_common(ls)
 
-    report = commands.add_parser("report", help="(re)write leaderboards from stored records",
-                                 description="Rebuild leaderboard.md and leaderboard.csv from records.")
-    report.add_argument("--results", default="results", metavar="DIR", help="results folder (default: ./results)")
+    report = commands.add_parser(
+        "report", help="(re)write leaderboards, plots and the page from stored records",
+        description="Rebuild every leaderboard file of a grid from its records alone: tables "
+                    "(leaderboard.md, .csv, .json), plots (PNG) and leaderboard.html. Works on "
+                    "records from several runs or machines merged into one folder.")
+    report.add_argument("--results", default="results", metavar="DIR",
+                        help="results folder, or one grid's folder in it (default: ./results)")
     report.add_argument("--grid", metavar="NAME", help="only this grid (default: every grid in DIR)")
+    report.add_argument("--control", default=None, metavar="STRATEGY",
+                        help="the strategy transfer gain is measured against (default: scratch)")
+    report.add_argument("--screenshot", action="store_true",
+                        help="also save leaderboard.png, the page as headless Chromium renders it "
+                             "(needs Playwright and a system Chromium)")
 
     runs = commands.add_parser("runs", help="list stored records with status and key metrics",
                                description="List the records (and the cells running now) under a "
@@ -98,7 +107,8 @@ def cmd_run(args) -> int:
     _report_broken(registry)
     grid = load_grid(None if args.grid is DEFAULT_GRID else args.grid, registry)
 
-    from tlbench.report import write_report
+    from tlbench.report import build_report, terminal_summary, write_board
+    from tlbench.results import grid_dir
     from tlbench.runner import Runner, check_device
 
     check_device(grid.settings.device)
@@ -116,10 +126,10 @@ def cmd_run(args) -> int:
         print(f"Interrupted: {cell}finished cells are saved. Run the same command again to resume.",
               file=sys.stderr)
         return 130
-    paths = write_report(args.results, grid.name, cells=grid.cells)
-    if not args.quiet:
-        print(f"Leaderboard: {paths[0]}", file=sys.stderr)
-    print(paths[0].read_text(encoding="utf-8"))
+    board = build_report(args.results, grid.name, cells=grid.cells)
+    paths = write_board(board, grid_dir(args.results, grid.name))
+    print(terminal_summary(board, color=_color(sys.stdout)))
+    print(_where(paths))
     if outcome.failed:
         _print_failures(outcome.failed)
         return 1
@@ -175,12 +185,48 @@ def _grids(args) -> list[str]:
 
 
 def cmd_report(args) -> int:
-    from tlbench.report import write_report
+    from tlbench.report import CONTROL_STRATEGY, build_report, write_board
+    from tlbench.results import grid_dir
 
-    for name in _grids(args):
-        paths = write_report(args.results, name)
-        print(f"{name}: " + ", ".join(str(p) for p in paths))
+    _grid_folder_as_results(args)
+    boards = [build_report(args.results, name, control=args.control or CONTROL_STRATEGY)
+              for name in _grids(args)]
+    if args.control and not any(args.control in board.strategies for board in boards):
+        from tlbench.errors import unknown_name_error
+
+        raise unknown_name_error("control strategy", args.control,
+                                 {s for board in boards for s in board.strategies}, " in the records")
+    for board in boards:
+        paths = write_board(board, grid_dir(args.results, board.grid))
+        if args.screenshot:
+            from tlbench.report_browser import screenshot
+
+            page = next(p for p in paths if p.suffix == ".html")
+            paths.append(screenshot(page, page.with_suffix(".png")))
+        print(_where(paths))
     return 0
+
+
+def _grid_folder_as_results(args) -> None:
+    """`--results results/my-grid` (a grid's own folder) means `--results results --grid my-grid`."""
+    from pathlib import Path
+
+    folder = Path(args.results)
+    if (folder / "records").is_dir() and args.grid in (None, folder.name):
+        args.results, args.grid = str(folder.parent), folder.name
+
+
+def _where(paths: list) -> str:
+    """Where the leaderboard files went: their folder once, then their names."""
+    folder = paths[0].parent
+    return f"Leaderboard in {folder}{'/' if str(folder)[-1:] != '/' else ''}: " + ", ".join(p.name for p in paths)
+
+
+def _color(stream) -> bool:
+    import os
+
+    return (hasattr(stream, "isatty") and stream.isatty() and "NO_COLOR" not in os.environ
+            and os.environ.get("TERM") != "dumb")
 
 
 RUNS_COLUMNS = ["grid", "backbone", "strategy", "dataset", "seed", "status", "top1", "train_s",

@@ -1,0 +1,56 @@
+"""The leaderboard page in a real headless browser: the system's Chromium driven by Playwright
+(no browser download), for `tlbench report --screenshot` and the page tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+from tlbench.errors import ConfigError
+
+BROWSER_ENV = "TLBENCH_CHROMIUM"  # a Chromium or Chrome executable, when it is not on PATH
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+VIEWPORT = {"width": 1200, "height": 900}
+
+
+def find_chromium() -> Optional[str]:
+    """The Chromium to use: $TLBENCH_CHROMIUM, else the first of BROWSER_NAMES on PATH."""
+    given = os.environ.get(BROWSER_ENV)
+    if given:
+        return shutil.which(given) or (given if os.path.isfile(given) else None)
+    return next((path for path in map(shutil.which, BROWSER_NAMES) if path), None)
+
+
+@contextmanager
+def chromium() -> Iterator[object]:
+    """A headless Playwright browser running the system Chromium; ConfigError if there is none."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise ConfigError("Rendering the page needs Playwright: pip install 'tlbench[page]' "
+                          "(the system's Chromium is used; no browser is downloaded).") from None
+    executable = find_chromium()
+    if executable is None:
+        given = os.environ.get(BROWSER_ENV)
+        raise ConfigError((f"{BROWSER_ENV}={given!r} is not an executable. " if given else
+                           "No Chromium found on PATH. ")
+                          + "Install it (Debian/Ubuntu: apt-get install chromium) or set "
+                          f"{BROWSER_ENV} to a Chromium or Chrome executable.")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def screenshot(page_path: Path, png_path: Path) -> Path:
+    """A full-page PNG of a leaderboard page as Chromium renders it at 1200 px wide."""
+    with chromium() as browser:
+        page = browser.new_page(viewport=VIEWPORT, device_scale_factor=1)
+        page.goto(Path(page_path).resolve().as_uri())
+        page.screenshot(path=str(png_path), full_page=True, animations="disabled")
+    return png_path

@@ -1,0 +1,107 @@
+"""leaderboard.html: one self-contained page (inline style and script, plots as data: URIs,
+nothing fetched from anywhere), with tables sortable by clicking a column header."""
+
+from __future__ import annotations
+
+import base64
+import re
+from html import escape
+from importlib import resources
+
+from tlbench.report import (CI_NOTE, _sentence, OVERALL_NOTE, PLOTS, Leaderboard, View, dataset_view, describe,
+                            environment_view, gain_note, gain_view, overall_view)
+
+
+def _template(name: str) -> str:
+    return resources.files("tlbench").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+def _sort_value(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, (int, float)):
+        return repr(float(value))
+    return str(value)
+
+
+def _anchor(name: str) -> str:
+    return "dataset-" + re.sub(r"[^A-Za-z0-9_-]+", "-", name)
+
+
+def _table(view: View, sortable: bool = True, key_columns: int = 2) -> str:
+    head = []
+    for header, numeric in zip(view.headers, view.numeric):
+        kind = "number" if numeric else "text"
+        css = ' class="num"' if numeric else ""
+        if sortable:
+            head.append(f'<th scope="col" data-type="{kind}"{css}><button type="button">{escape(header)}</button></th>')
+        else:
+            head.append(f'<th scope="col" class="static">{escape(header)}</th>')
+    body = []
+    for index, (cells, values, style, title) in enumerate(zip(view.rows, view.sort_values, view.styles,
+                                                              view.titles)):
+        attributes = f' data-index="{index}"'
+        if style:
+            attributes += f' class="{style}"'
+        if title:
+            attributes += f' title="{escape(title)}"'
+        tds = []
+        for column, (text, value, numeric) in enumerate(zip(cells, values, view.numeric)):
+            classes = (["num"] if numeric else []) + (["key"] if column < key_columns else [])
+            css = f' class="{" ".join(classes)}"' if classes else ""
+            tds.append(f'<td{css} data-sort="{escape(_sort_value(value))}">{escape(text)}</td>')
+        body.append(f"<tr{attributes}>{''.join(tds)}</tr>")
+    return (f'<div class="scroll"><table class="{"sortable" if sortable else "plain"}" '
+            f'id="table-{escape(view.name)}"><thead><tr>{"".join(head)}</tr></thead>'
+            f'<tbody>\n{chr(10).join(body)}\n</tbody></table></div>')
+
+
+def _note(text: str) -> str:
+    # `name` in notes is code, as in the markdown
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(_sentence(text))) + "."
+
+
+def to_html(board: Leaderboard, plots: dict[str, bytes]) -> str:
+    title = f"{board.grid}: tlbench leaderboard"
+    sections = [f'<header><h1>{escape(board.grid)}</h1><p class="meta">{escape(describe(board))}.</p>']
+    links = [("overall", "Overall"), ("per-dataset", "Per dataset"), ("transfer-gain", "Transfer gain"),
+             ("plots", "Plots"), ("environment", "Environment")]
+    sections.append("<nav>" + "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t in links) + "</nav></header>")
+    if not board.per_dataset:
+        sections.append("<p>No records yet.</p>")
+    else:
+        sections.append(f'<section id="overall"><h2>Overall</h2><p class="note">{_note(OVERALL_NOTE)}</p>'
+                        f"{_table(overall_view(board))}</section>")
+        parts = [f'<section id="per-dataset"><h2>Per dataset</h2><p class="note">{_note(CI_NOTE)} '
+                 f"Best top-1 on each dataset highlighted; hover a row that is not ok to see why.</p>"]
+        for dataset in board.datasets:
+            parts.append(f'<h3 id="{_anchor(dataset)}">{escape(dataset)}</h3>{_table(dataset_view(board, dataset))}')
+        sections.append("".join(parts) + "</section>")
+        gain = f'<section id="transfer-gain"><h2>Transfer gain over <code>{escape(board.control)}</code></h2>'
+        if board.transfer_gain:
+            gain += f'<p class="note">{_note(gain_note(board))}</p>{_table(gain_view(board), key_columns=3)}'
+        else:
+            gain += (f"<p>No <code>{escape(board.control)}</code> records: add it to the grid's strategies "
+                     f"to measure what pretraining adds.</p>")
+        sections.append(gain + "</section>")
+        figures = []
+        for name, png in plots.items():
+            data = base64.b64encode(png).decode("ascii")
+            figures.append(f'<figure><img alt="{escape(PLOTS[name])}" src="data:image/png;base64,{data}">'
+                           f"<figcaption>{escape(PLOTS[name])} per dataset; points on the dashed "
+                           f"line are Pareto-optimal (nothing else is both cheaper and more accurate); "
+                           f"bars are 95% intervals over seeds.</figcaption></figure>")
+        sections.append('<section id="plots"><h2>Plots</h2>' + "".join(figures) + "</section>")
+    sections.append('<section id="environment"><h2>Environment</h2><p class="note">What made the records '
+                    "(every distinct value, with counts when records differ).</p>"
+                    f"{_table(environment_view(board), sortable=False, key_columns=1)}</section>")
+    sections.append(f"<footer>Written by <code>tlbench report</code> from {board.records} record(s) "
+                    f"of grid <code>{escape(board.grid)}</code>.</footer>")
+    return ("<!DOCTYPE html>\n"
+            f'<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{escape(title)}</title>\n<style>\n{_template('leaderboard.css')}</style>\n</head>\n"
+            "<body>\n" + "\n".join(sections) + "\n"
+            f"<script>\n{_template('leaderboard.js')}</script>\n</body>\n</html>\n")

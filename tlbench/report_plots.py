@@ -1,0 +1,110 @@
+"""Leaderboard plots: top-1 against what it cost, one panel per dataset, Pareto front marked.
+
+Rendered with matplotlib's Agg canvas directly (no pyplot state, no GUI backend), with
+matplotlib's own defaults rather than the user's matplotlibrc, and without the Software
+and date metadata, so the same records give the same PNG bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+from tlbench.report_stats import pareto_front
+
+WIDTH_IN = 10.0  # at 100 dpi, 1,000 px: sharp when a README shows it ~880 px wide
+PANEL_HEIGHT_IN = 3.4
+MAX_COLUMNS = 3
+MARKERS = "osD^vP*Xh<>p"
+PLOTS = (
+    # file, x field, x label
+    ("accuracy_vs_train_time.png", "train_s", "training time (s, log scale)"),
+    ("accuracy_vs_trainable_params.png", "trainable_params", "trainable parameters (log scale)"),
+)
+
+
+def render_plots(board) -> dict[str, bytes]:
+    """{file name: PNG bytes} for the plots these records can draw (none without ok cells)."""
+    out = {}
+    for name, x_field, x_label in PLOTS:
+        rows = [r for r in board.per_dataset if r["top1"] is not None and r.get(x_field) is not None]
+        if rows:
+            out[name] = _plot(board, rows, x_field, x_label)
+    return out
+
+
+def _short_number(value: float, _position=None) -> str:
+    """Axis labels as people write them: 0.5, 2, 50, 200, 1k, 20k, 3M."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def _plot(board, rows: list[dict], x_field: str, x_label: str) -> bytes:
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    datasets = sorted({r["dataset"] for r in rows})
+    strategies = sorted({r["strategy"] for r in rows})
+    backbones = sorted({r["backbone"] for r in rows})
+    columns = min(MAX_COLUMNS, len(datasets))
+    lines = math.ceil(len(datasets) / columns)
+
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()  # the same picture whatever the user's matplotlibrc says
+        matplotlib.rcParams.update({"font.size": 10, "axes.titlesize": 11, "svg.hashsalt": "tlbench",
+                                    "path.simplify": False})
+        colors = matplotlib.colormaps["tab10"].colors
+        color = {s: colors[i % len(colors)] for i, s in enumerate(strategies)}
+        marker = {b: MARKERS[i % len(MARKERS)] for i, b in enumerate(backbones)}
+
+        fig = Figure(figsize=(WIDTH_IN, PANEL_HEIGHT_IN * lines + 0.9), dpi=100, layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(lines, columns, squeeze=False)
+        for ax in axes.flat[len(datasets):]:
+            ax.set_visible(False)
+        for ax, dataset in zip(axes.flat, datasets):
+            mine = [r for r in rows if r["dataset"] == dataset]
+            points = {(r["backbone"], r["strategy"]): (max(float(r[x_field]), 1e-3), r["top1"]) for r in mine}
+            front = pareto_front(points)
+            for r in mine:
+                key = (r["backbone"], r["strategy"])
+                x, y = points[key]
+                ax.errorbar([x], [y], yerr=None if r["top1_ci95"] is None else [r["top1_ci95"]],
+                            fmt=marker[r["backbone"]], color=color[r["strategy"]], markersize=8,
+                            markeredgecolor="black" if key in front else color[r["strategy"]],
+                            markeredgewidth=1.5 if key in front else 0.5, capsize=3, zorder=3)
+            staircase = sorted(points[k] for k in front)
+            xs = [p[0] for p in staircase]
+            ys = [p[1] for p in staircase]
+            ax.step(xs, ys, where="post", color="black", linestyle="--", linewidth=1, zorder=2)
+            ax.set_xscale("log")
+            ax.set_title(dataset)
+            ax.set_xlabel(x_label)
+            ax.set_ylabel("top-1")
+            low = min(r["top1"] - (r["top1_ci95"] or 0.0) for r in mine)
+            ax.set_ylim(max(0.0, low - 0.05), 1.02)
+            left, right = min(xs + [p[0] for p in points.values()]), max(p[0] for p in points.values())
+            ax.set_xlim(left / 1.8, right * 1.8)
+            decades = math.log10(right * 1.8) - math.log10(left / 1.8)
+            subs = (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)  # labels that never collide
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+            ax.xaxis.set_major_formatter(FuncFormatter(_short_number))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.grid(True, which="major", alpha=0.3)
+
+        handles = [Line2D([], [], color=color[s], marker="o", linestyle="", markersize=8, label=s)
+                   for s in strategies]
+        if len(backbones) > 1:
+            handles += [Line2D([], [], color="grey", marker=marker[b], linestyle="", markersize=8, label=b)
+                        for b in backbones]
+        handles.append(Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="white",
+                              markeredgewidth=1.5, label="Pareto front"))
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), frameon=False)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
