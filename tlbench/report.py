@@ -327,7 +327,7 @@ def _style(row: dict) -> str:
 
 
 def dataset_view(board: Leaderboard, dataset: str) -> View:
-    view = View(dataset, ["backbone", "strategy", "top-1", "n", "train s", "samples/s",
+    view = View(f"dataset-{dataset}", ["backbone", "strategy", "top-1", "n", "train s", "samples/s",
                           "trainable params", "peak mem MB", "status"],
                 [False, False, True, True, True, True, True, True, False])
     for row in board.per_dataset:

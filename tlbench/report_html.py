@@ -27,7 +27,7 @@ def _sort_value(value) -> str:
 
 
 def _anchor(name: str) -> str:
-    return "dataset-" + re.sub(r"[^A-Za-z0-9_-]+", "-", name)
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", name)
 
 
 def _table(view: View, sortable: bool = True, key_columns: int = 2) -> str:
@@ -54,7 +54,7 @@ def _table(view: View, sortable: bool = True, key_columns: int = 2) -> str:
             tds.append(f'<td{css} data-sort="{escape(_sort_value(value))}">{escape(text)}</td>')
         body.append(f"<tr{attributes}>{''.join(tds)}</tr>")
     return (f'<div class="scroll"><table class="{"sortable" if sortable else "plain"}" '
-            f'id="table-{escape(view.name)}"><thead><tr>{"".join(head)}</tr></thead>'
+            f'id="table-{_anchor(view.name)}"><thead><tr>{"".join(head)}</tr></thead>'
             f'<tbody>\n{chr(10).join(body)}\n</tbody></table></div>')
 
 
@@ -77,7 +77,7 @@ def to_html(board: Leaderboard, plots: dict[str, bytes]) -> str:
         parts = [f'<section id="per-dataset"><h2>Per dataset</h2><p class="note">{_note(CI_NOTE)} '
                  f"Best top-1 on each dataset highlighted; hover a row that is not ok to see why.</p>"]
         for dataset in board.datasets:
-            parts.append(f'<h3 id="{_anchor(dataset)}">{escape(dataset)}</h3>{_table(dataset_view(board, dataset))}')
+            parts.append(f'<h3 id="{_anchor("dataset-" + dataset)}">{escape(dataset)}</h3>{_table(dataset_view(board, dataset))}')
         sections.append("".join(parts) + "</section>")
         gain = f'<section id="transfer-gain"><h2>Transfer gain over <code>{escape(board.control)}</code></h2>'
         if board.transfer_gain:
