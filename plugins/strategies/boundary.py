@@ -16,6 +16,9 @@ from typing import Optional
 import torch
 from torch import nn
 
+from tlbench_plugins.strategies.training import (as_channels_last, channels_last,
+                                                  train_mode_keeping_frozen_norms)
+
 
 class _Stop(Exception):
     """Raised by a hook to end a forward pass at the boundary."""
@@ -116,8 +119,6 @@ def find_split(model: nn.Module, sample: torch.Tensor) -> Optional[Split]:
 
 def eval_prefix_train_suffix(model: nn.Module, split: Split) -> None:
     """The frozen part is fixed (eval: no dropout, running statistics); the rest trains."""
-    from tlbench_plugins.strategies.training import train_mode_keeping_frozen_norms
-
     model.eval()
     model.training = True  # the root flag alone: forward_head's functional dropout still applies
     for _, unit in split.suffix:
@@ -147,18 +148,18 @@ class CachedActivations:
         order = torch.randperm(len(self.labels), generator=generator)
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size].to(self.activations.device)
-            yield self.activations[rows], self.labels[rows]
+            yield as_channels_last(self.activations[rows]), self.labels[rows]
 
 
 @torch.no_grad()
 def cached_batches(model: nn.Module, split: Split, train, ctx) -> CachedActivations:
     """Run the frozen part once over ``train`` and keep its output at the boundary."""
-    model.eval()
+    channels_last(model).eval()
     unit = dict(split.suffix)[split.boundary]
     size = ctx.settings.batch_size
     chunks = []
     for x, _ in ctx.progress(train.batches(size, device=ctx.device), total=train.num_batches(size),
                              desc="frozen part"):
         with ctx.autocast():
-            chunks.append(capture(model, unit, x).float())
+            chunks.append(capture(model, unit, as_channels_last(x)).float())
     return CachedActivations(model, split, torch.cat(chunks), train.labels.to(ctx.device), size, ctx.seed)

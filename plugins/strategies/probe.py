@@ -6,16 +6,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tlbench_plugins.strategies.training import as_channels_last, channels_last
+
 
 @torch.no_grad()
 def pooled_features(model: nn.Module, split, ctx) -> torch.Tensor:
     """Pre-logit features of the frozen network for every image of ``split``."""
-    model.eval()
+    channels_last(model).eval()
     features = []
     batches = split.batches(ctx.settings.batch_size, device=ctx.device)
     for x, _ in ctx.progress(batches, total=split.num_batches(ctx.settings.batch_size), desc="features"):
         with ctx.autocast():
-            features.append(model.forward_head(model.forward_features(x), pre_logits=True).float())
+            features.append(model.forward_head(model.forward_features(as_channels_last(x)),
+                                               pre_logits=True).float())
     return torch.cat(features)
 
 

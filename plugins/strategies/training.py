@@ -123,17 +123,26 @@ class Recipe:
     compile: bool = False
 
 
+def channels_last(model: nn.Module) -> nn.Module:
+    """Convolutions in NHWC layout: faster on every device we measured (oneDNN on CPU made
+    efficientnet_lite0 inference 4x and training 1.7x faster at 64 px; tensor cores on CUDA)."""
+    return model.to(memory_format=torch.channels_last)
+
+
+def as_channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+
+
 def image_batches(train, ctx, recipe: Recipe):
     """(epoch -> batches of (images, labels)) from the split, augmented when asked."""
     generator = torch.Generator().manual_seed(ctx.seed)
-    channels_last = ctx.device.type == "cuda"
 
     def batches(epoch: int):
         for x, y in train.batches(ctx.settings.batch_size, shuffle=True, seed=ctx.seed * 1000 + epoch,
                                   device=ctx.device):
             if recipe.augment:
                 x = random_resized_crop_flip(x, generator)
-            yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
+            yield as_channels_last(x), y
 
     return batches
 
@@ -144,8 +153,7 @@ def fit_supervised(model: nn.Module, train, ctx, recipe: Recipe, *, forward=None
     require grad. By default it trains ``model`` on images of ``train``; the cached-activation
     path passes its own ``forward``, ``batches`` and ``train_mode``."""
     settings = ctx.settings
-    if ctx.device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    channels_last(model)
     forward = forward or (torch.compile(model) if recipe.compile else model)
     batches = batches or image_batches(train, ctx, recipe)
     steps_per_epoch = steps_per_epoch or train.num_batches(settings.batch_size)
