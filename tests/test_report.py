@@ -13,6 +13,7 @@ import math
 import re
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -342,3 +343,38 @@ def test_report_over_records_of_two_separate_runs(write_grid, cli, tmp_path):
     assert "2 seeds" in md and "4 cells (4 ok)" in md
     for name in FILES:
         assert (first / "merged" / name).stat().st_size > 0, name
+
+
+# -- the published leaderboard -------------------------------------------------------------------
+
+PUBLISHED = Path(__file__).parent.parent / "results" / "offline-default"
+
+
+def test_published_leaderboard_is_what_its_records_say(tmp_path, cli):
+    """`tlbench report` over the committed records rewrites the committed tables byte for byte."""
+    shutil.copytree(PUBLISHED / "records", tmp_path / "offline-default" / "records")
+    code, out, err = cli("report", "--results", tmp_path / "offline-default")
+    assert code == 0, err
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard_overall.csv",
+                 "leaderboard_transfer_gain.csv", "leaderboard.json"):
+        assert (tmp_path / "offline-default" / name).read_text() == (PUBLISHED / name).read_text(), name
+
+    def without_images(html):  # the PNG bytes may differ with another matplotlib or FreeType
+        return re.sub(r"base64,[A-Za-z0-9+/=]+", "base64,", html)
+
+    assert without_images((tmp_path / "offline-default" / "leaderboard.html").read_text()) == without_images(
+        (PUBLISHED / "leaderboard.html").read_text())
+    for name in ("accuracy_vs_train_time.png", "accuracy_vs_trainable_params.png", "leaderboard.png"):
+        assert (PUBLISHED / name).read_bytes().startswith(b"\x89PNG"), name
+
+
+def test_readme_shows_the_published_tables_and_plot():
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    md = (PUBLISHED / "leaderboard.md").read_text()
+    tables = re.findall(r"^\|.*\|\n(?:^\|.*\|\n?)+", md, re.M)
+    shown = [t for t in tables if "| field " not in t]  # all but the environment
+    assert len(shown) == 5  # overall, three datasets, transfer gain
+    for table in shown:
+        assert table.strip() in readme, table.splitlines()[2]
+    assert "](results/offline-default/accuracy_vs_train_time.png)" in readme
+    assert "tlbench report --results results/offline-default --screenshot" in readme
