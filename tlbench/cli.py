@@ -128,7 +128,7 @@ def cmd_run(args) -> int:
         return 130
     board = build_report(args.results, grid.name, cells=grid.cells)
     paths = write_board(board, grid_dir(args.results, grid.name))
-    print(terminal_summary(board, color=_color(sys.stdout)))
+    print(terminal_summary(board, color=_color(sys.stdout)), end="")
     print(_where(paths))
     if outcome.failed:
         _print_failures(outcome.failed)
