@@ -39,8 +39,15 @@ def chromium() -> Iterator[object]:
                            "No Chromium found on PATH. ")
                           + "Install it (Debian/Ubuntu: apt-get install chromium) or set "
                           f"{BROWSER_ENV} to a Chromium or Chrome executable.")
+    from playwright.sync_api import Error as PlaywrightError
+
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True)
+        try:
+            browser = playwright.chromium.launch(executable_path=executable, headless=True)
+        except PlaywrightError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"Chromium {executable} did not start ({first}). Check that it runs "
+                              f"(`{executable} --headless --version`) or set {BROWSER_ENV}.") from None
         try:
             yield browser
         finally:
