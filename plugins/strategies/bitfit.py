@@ -1,0 +1,34 @@
+from dataclasses import dataclass
+
+import tlbench
+
+from tlbench_plugins.strategies.options import SupervisedOptions
+
+
+@dataclass(frozen=True)
+class BitfitOptions(SupervisedOptions):
+    lr: float = tlbench.option(3e-3, "AdamW peak learning rate (a list selects on validation)")
+
+
+class Bitfit(tlbench.Strategy):
+    """Only the biases and the head train (BitFit, Ben Zaken et al. 2022); the full_finetune recipe.
+
+    Every parameter named ``*.bias`` trains, norm-layer biases included (BatchNorm's shift is a
+    bias); norm-layer scales (``weight``) stay frozen, as in the paper, which trains biases only.
+    A BatchNorm layer whose bias trains is in train mode, so its running statistics follow the
+    target data; one with nothing to train keeps its statistics. Networks whose convolutions
+    have no bias (EfficientNet, ResNet: a BatchNorm follows each) train their norm biases.
+    """
+
+    name = "bitfit"
+    Options = BitfitOptions
+
+    def fit(self, model, train, val, ctx):
+        from tlbench_plugins.strategies import training
+
+        training.freeze(model)
+        training.unfreeze(p for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] == "bias")
+        training.unfreeze([training.classifier(model)])
+        training.fit_supervised(model, train, ctx, self.options.recipe())
+        ctx.log(val_top1=training.accuracy(model, val, ctx))
+        return model
