@@ -3,7 +3,7 @@
 The public API for plugins is exactly ``__all__``; importing it does not import torch.
 """
 
-from tlbench.api import Backbone, Component, Dataset, FitContext, Images, Network, Strategy
+from tlbench.api import Backbone, Component, Dataset, FitContext, Images, Network, Score, Strategy
 from tlbench.errors import ConfigError
 from tlbench.hookspecs import hookimpl
 from tlbench.options import NoOptions, option
@@ -19,6 +19,7 @@ __all__ = [
     "Images",
     "Network",
     "NoOptions",
+    "Score",
     "Strategy",
     "__version__",
     "hookimpl",

@@ -1,4 +1,4 @@
-"""The three kinds of component a plugin can register, and what they exchange with the core.
+"""The four kinds of component a plugin can register, and what they exchange with the core.
 
 Nothing here imports torch: ``tlbench ls`` and ``tlbench --help`` only read class attributes.
 Plugins keep their heavy imports inside methods for the same reason.
@@ -151,4 +151,24 @@ class Strategy(Component):
         val: "ImageSplit",
         ctx: FitContext,
     ) -> "torch.nn.Module":
+        raise NotImplementedError
+
+
+# -- scores ------------------------------------------------------------------------------------
+
+
+class Score(Component):
+    """A transferability estimate: a number, computed before any fine-tuning, that should be
+    higher for a pretrained network that will transfer better to a dataset.
+
+    ``tlbench rank`` builds each backbone × dataset pair of a grid exactly as a cell would and
+    calls :meth:`estimate` (timed) with the frozen network and the training split. Estimates of
+    one score are compared across backbones on the same dataset only; their scale is the
+    score's own.
+    """
+
+    def __init__(self, options: Any = None):
+        self.options = options if options is not None else self.Options()
+
+    def estimate(self, model: "torch.nn.Module", train: "ImageSplit", ctx: FitContext) -> float:
         raise NotImplementedError

@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Optional, Sequence
 
-from tlbench import __version__
+from tlbench import __version__, rank
 from tlbench.errors import ConfigError
 
 DEFAULT_GRID = object()  # `--grid` given without a file
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = commands.add_parser("ls", help="list registered backbones, strategies or datasets",
                              description="List what the installed plugins register, one name a line.")
-    ls.add_argument("kind", choices=["backbones", "strategies", "datasets"])
+    ls.add_argument("kind", choices=["backbones", "strategies", "datasets", "scores"])
     ls.add_argument("-v", "--verbose", action="store_true", help="also show each one's options")
     _add_common(ls)
 
@@ -76,7 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--strategy", metavar="PATTERN", help="only these strategies")
     runs.add_argument("--dataset", metavar="PATTERN", help="only these datasets")
     runs.add_argument("--status", choices=STATUSES, help="only records with this status")
+    rank.add_parser(commands, DEFAULT_GRID)
     return parser
+
+
+def cmd_rank(args) -> int:
+    return rank.main(args, DEFAULT_GRID)
 
 
 def cmd_ls(args) -> int:
@@ -301,7 +306,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handler = {"run": cmd_run, "ls": cmd_ls, "report": cmd_report, "runs": cmd_runs}[args.command]
+    handler = {"run": cmd_run, "ls": cmd_ls, "report": cmd_report, "runs": cmd_runs, "rank": cmd_rank}[args.command]
     try:
         return handler(args)
     except ConfigError as exc:

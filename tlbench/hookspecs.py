@@ -1,4 +1,4 @@
-"""The only extension surface: three hooks, each handed a ``register`` callback.
+"""The only extension surface: four hooks, each handed a ``register`` callback.
 
 Implementations may accept a subset of a spec's arguments, so specs can grow keyword
 arguments later without breaking any plugin.
@@ -23,3 +23,8 @@ def register_strategies(register):
 @hookspec
 def register_datasets(register):
     """Register dataset classes: ``register(MyDataset)``."""
+
+
+@hookspec
+def register_scores(register):
+    """Register transferability score classes for ``tlbench rank``: ``register(MyScore)``."""

@@ -1,4 +1,4 @@
-"""Plugin discovery and the registry of backbones, strategies and datasets.
+"""Plugin discovery and the registry of backbones, strategies, datasets and scores.
 
 Sources, all treated alike: the ``tlbench`` entry-point group (first-party plugins are
 registered there too, exactly as a third-party package would be), and ``.py`` files in a plugins
@@ -21,7 +21,7 @@ from typing import Iterable, Optional
 import pluggy
 
 from tlbench import hookspecs
-from tlbench.api import Backbone, Dataset, Strategy
+from tlbench.api import Backbone, Dataset, Score, Strategy
 from tlbench.errors import ConfigError, unknown_name_error
 
 ENTRY_POINT_GROUP = "tlbench"
@@ -31,6 +31,7 @@ KINDS = {
     "backbones": ("register_backbones", Backbone, "backbone"),
     "strategies": ("register_strategies", Strategy, "strategy"),
     "datasets": ("register_datasets", Dataset, "dataset"),
+    "scores": ("register_scores", Score, "score"),
 }
 
 
