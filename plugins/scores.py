@@ -38,7 +38,7 @@ def training_features(model, train, ctx):
 # -- LogME -------------------------------------------------------------------------------------
 
 
-def logme(features, labels, max_iter: int = 100, tol: float = 1e-6) -> float:
+def logme(features, labels, max_iter: int = 1000, tol: float = 1e-10) -> float:
     """LogME (You et al., ICML 2021): the log maximum evidence per example of a Bayesian linear
     model from the features to each class's one-hot target, averaged over classes.
 

@@ -175,7 +175,7 @@ def kendall_tau(groups: Iterable[list[tuple[float, float]]]) -> tuple[Optional[f
 
 
 def _sign(x: float) -> int:
-    return (x > 0) - (x < 0)
+    return int(x > 0) - int(x < 0)
 
 
 def correlations(pairs: list[PairScores], names: list[str], strategies: list[str]) -> tuple[dict, dict]:
