@@ -141,6 +141,11 @@ class Strategy(Component):
     #: False for controls that must start from random weights ("from scratch").
     pretrained: ClassVar[bool] = True
 
+    #: How much of one GPU a cell of this strategy needs when an executor packs cells onto a
+    #: cluster's GPUs (``--executor ray``): 1.0 for training, less for strategies that mostly
+    #: read cached features. Users override it with ``--gpu-share NAME=FRACTION``.
+    gpu_share: ClassVar[float] = 1.0
+
     def __init__(self, options: Any = None):
         self.options = options if options is not None else self.Options()
 

@@ -40,8 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--grid", nargs="?", const=DEFAULT_GRID, default=DEFAULT_GRID, metavar="GRID.toml",
                      help="grid file; without a file, the built-in offline default grid")
     run.add_argument("--results", default="results", metavar="DIR", help="results folder (default: ./results)")
-    run.add_argument("--executor", choices=["local"], default="local",
-                     help="where cells run (default: local, in this process)")
+    run.add_argument("--executor", choices=["local", "subprocess", "ray"], default="local",
+                     help="where cells run: local (default, in this process), subprocess (each cell "
+                          "in a fresh process) or ray (Ray tasks on a local instance or a cluster)")
+    run.add_argument("--cell-timeout", type=float, metavar="SECONDS",
+                     help="kill a cell that runs longer and record it as failed (subprocess and ray)")
+    run.add_argument("--ray-address", metavar="ADDR",
+                     help="join this Ray cluster ('auto': the one started on this node with `ray start`); "
+                          "default: start a local instance sized to this machine")
+    run.add_argument("--cpus-per-cell", type=float, default=1.0, metavar="N",
+                     help="CPUs Ray reserves for each cell, also its torch threads (default: 1)")
+    run.add_argument("--gpu-share", action="append", default=[], metavar="STRATEGY=FRACTION",
+                     help="fraction of a GPU Ray reserves for each cell of a strategy, overriding "
+                          "the strategy's own (repeatable; e.g. linear_probe=0.25)")
+    run.add_argument("--ray-max-retries", type=int, default=2, metavar="N",
+                     help="times Ray reruns a cell whose worker died (default: 2); after that the "
+                          "cell has no record and the next run picks it up")
     run.add_argument("--retry-failed", action="store_true", help="rerun cells whose record says failed")
     run.add_argument("--force", action="store_true", help="rerun every cell, even those already done")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -121,9 +135,17 @@ def cmd_run(args) -> int:
 
     progress = Progress(enabled=not args.quiet)
     runner = Runner(registry, args.results, progress=progress)
+    pool = _pool(args, registry, grid, progress)
+    lost = []
     try:
         with _sigterm_as_interrupt():
-            outcome = runner.run_grid(grid, retry_failed=args.retry_failed, force=args.force)
+            if pool is None:
+                outcome = runner.run_grid(grid, retry_failed=args.retry_failed, force=args.force)
+            else:
+                from tlbench.executors import run_grid_on
+
+                outcome, lost = run_grid_on(pool, runner, grid, pool.job_for, retry_failed=args.retry_failed,
+                                            force=args.force)
     except KeyboardInterrupt as exc:
         progress.grid_done()
         record = getattr(exc, "record", None)
@@ -137,8 +159,74 @@ def cmd_run(args) -> int:
     print(_where(paths))
     if outcome.failed:
         _print_failures(outcome.failed)
-        return 1
-    return 0
+    if lost:
+        print(f"{len(lost)} cell(s) have no record because their worker was lost; run the same "
+              "command again to run them.", file=sys.stderr)
+    return 1 if outcome.failed or lost else 0
+
+
+def _pool(args, registry, grid, progress):
+    """The pool of workers for --executor subprocess or ray (None: run cells in this process)."""
+    import os
+
+    from tlbench.executors import SubprocessPool, job_maker
+
+    if args.cell_timeout is not None and args.cell_timeout <= 0:
+        raise ConfigError(f"--cell-timeout must be a positive number of seconds, got {args.cell_timeout:g}.")
+    if args.executor == "local":
+        if args.cell_timeout is not None:
+            raise ConfigError("--cell-timeout needs --executor subprocess or ray: a cell running in "
+                              "this process cannot be stopped safely.")
+        _only_with_ray(args)
+        return None
+    plugins_dir = args.plugins_dir or os.environ.get("TLBENCH_PLUGINS_DIR")
+    if plugins_dir:
+        plugins_dir = os.path.abspath(plugins_dir)
+    cache_dir = os.environ.get("TLBENCH_CACHE_DIR")
+    if args.executor == "subprocess":
+        _only_with_ray(args)
+        pool = SubprocessPool(args.cell_timeout)
+        pool.job_for = job_maker(grid, plugins_dir, cache_dir, progress=progress.bars)
+        return pool
+    from tlbench.ray_pool import RayPool
+
+    if args.cpus_per_cell <= 0:
+        raise ConfigError(f"--cpus-per-cell must be positive, got {args.cpus_per_cell:g}.")
+    if args.ray_max_retries < 0:
+        raise ConfigError(f"--ray-max-retries must be 0 or more, got {args.ray_max_retries}.")
+    shares = _gpu_shares(args.gpu_share, registry)
+    pool = RayPool(registry, args.ray_address, args.cpus_per_cell, shares,
+                   use_gpus=grid.settings.device != "cpu", max_retries=args.ray_max_retries,
+                   timeout_s=args.cell_timeout)
+    pool.job_for = job_maker(grid, plugins_dir, cache_dir)
+    if not args.quiet:
+        print(pool.describe(), file=sys.stderr)
+    return pool
+
+
+def _only_with_ray(args) -> None:
+    given = [flag for flag, value, default in (
+        ("--ray-address", args.ray_address, None), ("--cpus-per-cell", args.cpus_per_cell, 1.0),
+        ("--gpu-share", args.gpu_share, []), ("--ray-max-retries", args.ray_max_retries, 2))
+        if value != default]
+    if given:
+        raise ConfigError(f"{', '.join(given)} only apply to --executor ray (got --executor {args.executor}).")
+
+
+def _gpu_shares(pairs: list[str], registry) -> dict:
+    shares = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            share = float(value)
+        except ValueError:
+            share = -1.0
+        if not 0 < share <= 1:
+            raise ConfigError(f"--gpu-share {pair!r}: expected STRATEGY=FRACTION with 0 < FRACTION <= 1, "
+                              "e.g. --gpu-share linear_probe=0.25.")
+        registry.get("strategies", name)  # an unknown name: one message with the closest names
+        shares[name] = share
+    return shares
 
 
 @contextlib.contextmanager

@@ -164,6 +164,7 @@ class Grid:
     settings: Settings
     cells: list[Cell] = field(default_factory=list)
     source: str = ""
+    data: dict = field(default_factory=dict)  # the parsed file: what workers rebuild the cells from
 
 
 def default_grid_path() -> Path:
@@ -288,7 +289,7 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
     }
     seeds = _seeds(data, source)
     grid = Grid(name, lists["backbones"], lists["strategies"], lists["datasets"], seeds, settings,
-                source=source)
+                source=source, data=data)
     for dataset, backbone, strategy, seed in itertools.product(
         grid.datasets, grid.backbones, grid.strategies, grid.seeds
     ):

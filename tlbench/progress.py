@@ -76,6 +76,11 @@ class Progress:
         if self.enabled:
             self._print(f"[{self._done}/{self._total}] {label}: {record['status']} (run by another process)")
 
+    def cell_lost(self, label: str, why: str) -> None:
+        """A worker vanished with the cell: it has no record and stays pending."""
+        if self.enabled:
+            self._print(f"{label}: no record ({why}); it stays pending for the next run")
+
     def grid_done(self) -> None:
         if self._grid_bar is not None:
             self._grid_bar.close()

@@ -330,6 +330,14 @@ class Runner:
             release_memory()  # here, not in the except block: its traceback still held the tensors
         return record
 
+    def failed_record(self, cell: Cell, kind: str, error: str) -> dict:
+        """The record of a cell that failed where no record could be made (a killed process)."""
+        record = self._base_record(cell)
+        status = "interrupted" if kind == "interrupted" else "failed"
+        record.update(status=status, error_kind=kind, error=error, finished_at=_now(),
+                      environment=environment(resolve_device(cell.settings.device), precision=None))
+        return record
+
     def _base_record(self, cell: Cell) -> dict:
         return {
             "run_id": cell.run_id,

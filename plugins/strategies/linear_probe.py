@@ -7,6 +7,7 @@ class LinearProbe(tlbench.Strategy):
     """Frozen backbone; logistic-regression head on cached features, L2 chosen on validation."""
 
     name = "linear_probe"
+    gpu_share = 0.25  # after its one pass over the images, it only reads cached features
 
     @dataclass(frozen=True)
     class Options:
