@@ -70,8 +70,9 @@ def test_bitfit_trains_every_bias_and_the_head_only(setup_cell):
     assert count_parameters(model) == (4_174, 101_766)
     touched = changed(model, before)
     assert "bn1.bias" in touched and "classifier.weight" in touched
-    # norm scales and every weight but the head's are exactly as before
-    assert not {k for k in touched if k.endswith(".weight") and k != "classifier.weight"}
+    # norm scales, every weight but the head's and every BatchNorm statistic are exactly as before
+    assert touched == {n for n in biases if n in touched} | {"classifier.weight"}
+    assert not any("running" in k for k in touched)
 
 
 def test_bitfit_trains_the_attention_and_mlp_biases_of_a_vision_transformer(setup_cell):

@@ -15,9 +15,11 @@ class Bitfit(tlbench.Strategy):
 
     Every parameter named ``*.bias`` trains, norm-layer biases included (BatchNorm's shift is a
     bias); norm-layer scales (``weight``) stay frozen, as in the paper, which trains biases only.
-    A BatchNorm layer whose bias trains is in train mode, so its running statistics follow the
-    target data; one with nothing to train keeps its statistics. Networks whose convolutions
-    have no bias (EfficientNet, ResNet: a BatchNorm follows each) train their norm biases.
+    BatchNorm layers also keep their running statistics (eval mode): nothing but the biases
+    changes. (Letting the statistics follow the target data cost 20 points of top-1 on digits
+    with efficientnet_lite0, 0.69 against 0.90 at 64 px, 3 epochs.) Networks whose
+    convolutions have no bias (EfficientNet, ResNet: a BatchNorm follows each) train their
+    norm biases.
     """
 
     name = "bitfit"
@@ -29,6 +31,17 @@ class Bitfit(tlbench.Strategy):
         training.freeze(model)
         training.unfreeze(p for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] == "bias")
         training.unfreeze([training.classifier(model)])
-        training.fit_supervised(model, train, ctx, self.options.recipe())
+        training.fit_supervised(model, train, ctx, self.options.recipe(),
+                                train_mode=lambda: train_mode_keeping_statistics(model))
         ctx.log(val_top1=training.accuracy(model, val, ctx))
         return model
+
+
+def train_mode_keeping_statistics(model) -> None:
+    """Train mode (dropout, drop-path) with every BatchNorm layer in eval mode."""
+    from torch import nn
+
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
