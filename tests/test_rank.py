@@ -235,3 +235,13 @@ def test_a_score_that_fails_is_reported_and_the_rest_still_run(cli, tiny_grid, t
     assert "test_vit / faces / broken: RuntimeError: no luck" in out
     ranking = json.loads((tmp_path / "r" / "zoo" / "rank.json").read_text())
     assert all(p["scores"]["broken"] is None and p["scores"]["logme"] is not None for p in ranking["pairs"])
+
+
+def test_listing_scores_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from tlbench.cli import main; main(['ls', 'scores']); "
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("False"), done.stdout + done.stderr
