@@ -70,7 +70,7 @@ def test_default_grid_is_valid_and_offline(registry):
     (BASE + "seeds = [0, 0]\n", "repeats a seed"),
     (BASE.replace('["digits"]', "[]"), "'datasets'"),
     (BASE.replace('"g"', '"../escape"'), "not a safe folder name"),
-    (BASE.replace("linear_probe", "linar_probe"), "Did you mean: linear_probe?"),
+    (BASE.replace("linear_probe", "linar_probe"), "Did you mean: linear_probe, knn_probe?"),
     (BASE.replace('["digits"]', '["digit"]'), "Unknown dataset 'digit'"),
     (BASE + "[strategy.linear_probe]\nl3 = 1.0\n", "Unknown option 'l3' in [strategy.linear_probe]"),
     (BASE + "[strategy.linear_probe]\nl2_min = -1.0\n", "need 0 < l2_min"),
