@@ -172,7 +172,9 @@ def test_missing_ray_is_one_clear_message(cli, write_grid, tmp_path, monkeypatch
 def ray_instance():
     """One local Ray instance (2 CPUs) for the module, as `tlbench run --executor ray` starts it."""
     ray = pytest.importorskip("ray", reason="the test extra installs Ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    # one logical GPU: Ray schedules by declared resources, so GPU shares are exercised on a CPU
+    # machine too (the cells still run on the CPU: torch sees no CUDA device)
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
 
@@ -182,7 +184,7 @@ def test_ray_executor_gives_the_local_records(ray_instance, cli, write_grid, tmp
     assert cli("run", "--grid", grid, "--results", tmp_path / "local", "-q")[0] == 0
     code, out, err = cli("run", "--grid", grid, "--results", tmp_path / "ray", "--executor", "ray")
     assert code == 0, err
-    assert "Ray: 1 node(s), 2 CPUs" in err
+    assert "Ray: 1 node(s), 2 CPUs, 1 GPUs" in err
     local, distributed = by_strategy(tmp_path / "local"), by_strategy(tmp_path / "ray")
     for strategy in local:
         assert distributed[strategy]["status"] == "ok"
@@ -191,6 +193,23 @@ def test_ray_executor_gives_the_local_records(ray_instance, cli, write_grid, tmp
     assert no_claims_left(tmp_path / "ray")
     code, out, err = cli("run", "--grid", grid, "--results", tmp_path / "ray", "--executor", "ray")
     assert code == 0 and "2 of 2 cells already have records" in err
+
+
+def test_ray_resources_by_strategy(ray_instance, registry):
+    from tlbench.ray_pool import RayPool
+
+    def pool(**kwargs):
+        return RayPool(registry, None, cpus_per_cell=kwargs.pop("cpus", 1.0), max_retries=0, **kwargs)
+
+    strategies = {name: registry.get("strategies", name)
+                  for name in ("linear_probe", "full_finetune", "partial_unfreeze")}
+    with_gpus = pool(gpu_shares={"partial_unfreeze": 0.5}, use_gpus=True)
+    assert with_gpus.resources_for(strategies["linear_probe"]) == {"num_cpus": 1.0, "num_gpus": 0.25}
+    assert with_gpus.resources_for(strategies["full_finetune"]) == {"num_cpus": 1.0, "num_gpus": 1.0}
+    assert with_gpus.resources_for(strategies["partial_unfreeze"]) == {"num_cpus": 1.0, "num_gpus": 0.5}
+    cpu_only = pool(gpu_shares={}, use_gpus=False, cpus=2.0)  # e.g. a grid with device = "cpu"
+    assert cpu_only.resources_for(strategies["full_finetune"]) == {"num_cpus": 2.0, "num_gpus": 0}
+    assert cpu_only.slots == 1
 
 
 def test_ray_worker_killed_mid_cell_is_retried(ray_instance, cli, write_grid, plugins_dir, tmp_path):

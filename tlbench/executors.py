@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -94,8 +93,8 @@ class IsolatedCell:
         self.timeout_s = timeout_s
         self._folder = tempfile.TemporaryDirectory(prefix="tlbench-cell-")
         folder = Path(self._folder.name)
-        self._job_path, self._result_path = folder / "job.pickle", folder / "record.json"
-        self._job_path.write_bytes(pickle.dumps(job))
+        self._job_path, self._result_path = folder / "job.json", folder / "record.json"
+        self._job_path.write_text(json.dumps(asdict(job)), encoding="utf-8")
         self.started = time.monotonic()
         # a session of its own: Ctrl-C in the terminal reaches the driver, which decides
         self.process = subprocess.Popen(
@@ -170,7 +169,7 @@ def _child_main(job_path: str, result_path: str) -> int:
     """Entry point of an isolated cell's process."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stores the cell as interrupted
     _exit_when_orphaned(os.getppid())
-    job = pickle.loads(Path(job_path).read_bytes())
+    job = CellJob(**json.loads(Path(job_path).read_text(encoding="utf-8")))
     try:
         record = run_job(job)
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ class KnnProbe(tlbench.Strategy):
     """
 
     name = "knn_probe"
+    gpu_share = 0.25  # after its one pass over the images, it only reads cached features
 
     @dataclass(frozen=True)
     class Options:
