@@ -10,50 +10,7 @@ import torch
 from tlbench.grid import load_grid
 from tlbench.runner import Runner, count_parameters
 
-from conftest import TINY_SETTINGS
-
-
-@pytest.fixture
-def setup_cell(write_grid, registry, tmp_path):
-    """(setup, snapshot) for one cell of a tiny timm model on digits at 32 px."""
-
-    def make(strategy, options="", backbone="test_efficientnet", dataset="digits"):
-        path = write_grid(f"""
-            name = "s"
-            backbones = ["{backbone}"]
-            strategies = ["{strategy}"]
-            datasets = ["{dataset}"]
-            {TINY_SETTINGS}
-            {options}
-        """)
-        cell = load_grid(str(path), registry).cells[0]
-        cell_setup = Runner(registry, tmp_path).setup(cell)
-        snapshot = {k: v.clone() for k, v in cell_setup.model.state_dict().items()}
-        return cell_setup, snapshot
-
-    return make
-
-
-def fit(cell_setup):
-    return cell_setup.strategy.fit(cell_setup.model, cell_setup.train, cell_setup.val, cell_setup.ctx)
-
-
-def trainable_names(model):
-    return {name for name, p in model.named_parameters() if p.requires_grad}
-
-
-def changed(model, snapshot):
-    """Keys of ``snapshot`` whose tensor changed (peft moves an adapted layer's own weight to
-    ``LAYER.base_layer.weight``)."""
-    state = model.state_dict()
-
-    def now(key):
-        if key in state:
-            return state[key]
-        layer, _, leaf = key.rpartition(".")
-        return state[f"{layer}.base_layer.{leaf}"]
-
-    return {k for k, v in snapshot.items() if not torch.equal(now(k), v)}
+from conftest import TINY_SETTINGS, changed, fit, trainable_names
 
 
 # -- bitfit ------------------------------------------------------------------------------------

@@ -1,45 +1,11 @@
 """Each strategy trains exactly the parameters it claims to, and leaves frozen parts untouched."""
 
 import pytest
-import torch
 
 from tlbench.grid import load_grid
 from tlbench.runner import Runner, count_parameters
 
-from conftest import TINY_SETTINGS
-
-
-@pytest.fixture
-def setup_cell(write_grid, registry, tmp_path):
-    """(setup, snapshot) for one cell of test_efficientnet on digits at 32 px."""
-
-    def make(strategy, options=""):
-        path = write_grid(f"""
-            name = "s"
-            backbones = ["test_efficientnet"]
-            strategies = ["{strategy}"]
-            datasets = ["digits"]
-            {TINY_SETTINGS}
-            {options}
-        """)
-        cell = load_grid(str(path), registry).cells[0]
-        cell_setup = Runner(registry, tmp_path).setup(cell)
-        snapshot = {k: v.clone() for k, v in cell_setup.model.state_dict().items()}
-        return cell_setup, snapshot
-
-    return make
-
-
-def fit(cell_setup):
-    return cell_setup.strategy.fit(cell_setup.model, cell_setup.train, cell_setup.val, cell_setup.ctx)
-
-
-def trainable_names(model):
-    return {name for name, p in model.named_parameters() if p.requires_grad}
-
-
-def changed(model, snapshot):
-    return {k for k, v in model.state_dict().items() if not torch.equal(v, snapshot[k])}
+from conftest import TINY_SETTINGS, changed, fit, trainable_names
 
 
 def test_linear_probe_trains_only_the_head(setup_cell):

@@ -550,25 +550,8 @@ def write_board(board: Leaderboard, folder: Path) -> list[Path]:
     for name in PLOTS:
         path = folder / name
         if name in plots:
-            _write_bytes_atomic(path, plots[name])
+            write_atomic(path, plots[name])
             paths.append(path)
         elif path.exists():
             path.unlink()  # no plot for these records: an old one would describe other records
     return paths
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
