@@ -47,7 +47,8 @@ class RayPool:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
                          logging_level="ERROR", configure_logging=True)
             except ConnectionError as exc:
-                raise ConfigError(f"Cannot join the Ray cluster at {address!r}: {exc}. Start one with "
+                why = str(exc).rstrip(".")
+                raise ConfigError(f"Cannot join the Ray cluster at {address!r}: {why}. Start one with "
                                   "`ray start --head`, or leave out --ray-address for a local instance.") from None
         resources = ray.cluster_resources()
         self.gpus = resources.get("GPU", 0.0) if use_gpus else 0.0
