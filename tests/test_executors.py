@@ -165,6 +165,18 @@ def test_missing_ray_is_one_clear_message(cli, write_grid, tmp_path, monkeypatch
     assert 'pip install "tlbench[ray]"' in err and traceback_free(err)
 
 
+def test_joining_a_ray_cluster_that_is_not_there(write_grid, tmp_path):
+    """In a fresh interpreter, before this module starts its own Ray instance."""
+    pytest.importorskip("ray", reason="the test extra installs Ray")
+    from conftest import run_tlbench
+
+    done = run_tlbench("run", "--grid", grid_file(write_grid, "linear_probe"), "--results", tmp_path,
+                       "--executor", "ray", "--ray-address", "auto")
+    assert done.returncode == 2
+    assert "Cannot join the Ray cluster at 'auto'" in done.stderr and "ray start --head" in done.stderr
+    assert traceback_free(done.stderr)
+
+
 # -- ray ----------------------------------------------------------------------------------------
 
 
