@@ -17,6 +17,7 @@ class Progress:
         self.bars = enabled and self.stream.isatty()
         self._grid_bar = None
         self._done = 0
+        self._started = 0
         self._total = 0
         self._elsewhere: set = set()  # cells announced as running in another process
 
@@ -26,7 +27,7 @@ class Progress:
         return tqdm(file=self.stream, dynamic_ncols=True, **kwargs)
 
     def grid_start(self, total: int, already_done: int) -> None:
-        self._total, self._done = total, already_done
+        self._total, self._done, self._started = total, already_done, already_done
         if not self.enabled:
             return
         if already_done:
@@ -36,10 +37,12 @@ class Progress:
                                         position=0)
 
     def cell_start(self, label: str) -> None:
+        # numbered in the order cells start (with parallel executors, not the order they end)
+        self._started += 1
         if self._grid_bar is not None:
             self._grid_bar.set_postfix_str(label, refresh=True)
         elif self.enabled:
-            self._print(f"[{self._done + 1}/{self._total}] {label} ...")
+            self._print(f"[{self._started}/{self._total}] {label} ...")
 
     def steps(self, iterable: Iterable, total: Optional[int] = None, desc: str = "") -> Iterable:
         if not self.bars:
