@@ -135,17 +135,13 @@ def cmd_run(args) -> int:
 
     progress = Progress(enabled=not args.quiet)
     runner = Runner(registry, args.results, progress=progress)
-    pool = _pool(args, registry, grid, progress)
-    lost = []
+    pool, job_for = _pool(args, registry, grid, runner)
     try:
         with _sigterm_as_interrupt():
-            if pool is None:
-                outcome = runner.run_grid(grid, retry_failed=args.retry_failed, force=args.force)
-            else:
-                from tlbench.executors import run_grid_on
+            from tlbench.executors import run_grid_on
 
-                outcome, lost = run_grid_on(pool, runner, grid, pool.job_for, retry_failed=args.retry_failed,
-                                            force=args.force)
+            outcome, lost = run_grid_on(pool, runner, grid, job_for, retry_failed=args.retry_failed,
+                                        force=args.force)
     except KeyboardInterrupt as exc:
         progress.grid_done()
         record = getattr(exc, "record", None)
@@ -165,11 +161,11 @@ def cmd_run(args) -> int:
     return 1 if outcome.failed or lost else 0
 
 
-def _pool(args, registry, grid, progress):
-    """The pool of workers for --executor subprocess or ray (None: run cells in this process)."""
+def _pool(args, registry, grid, runner):
+    """(pool that runs the cells, cell -> job for its workers) for --executor."""
     import os
 
-    from tlbench.executors import SubprocessPool, job_maker
+    from tlbench.executors import LocalPool, SubprocessPool, job_maker
 
     if args.cell_timeout is not None and args.cell_timeout <= 0:
         raise ConfigError(f"--cell-timeout must be a positive number of seconds, got {args.cell_timeout:g}.")
@@ -178,16 +174,15 @@ def _pool(args, registry, grid, progress):
             raise ConfigError("--cell-timeout needs --executor subprocess or ray: a cell running in "
                               "this process cannot be stopped safely.")
         _only_with_ray(args)
-        return None
+        return LocalPool(runner), None
     plugins_dir = args.plugins_dir or os.environ.get("TLBENCH_PLUGINS_DIR")
     if plugins_dir:
         plugins_dir = os.path.abspath(plugins_dir)
     cache_dir = os.environ.get("TLBENCH_CACHE_DIR")
     if args.executor == "subprocess":
         _only_with_ray(args)
-        pool = SubprocessPool(args.cell_timeout)
-        pool.job_for = job_maker(grid, plugins_dir, cache_dir, progress=progress.bars)
-        return pool
+        return SubprocessPool(args.cell_timeout), job_maker(grid, plugins_dir, cache_dir,
+                                                           progress=runner.progress.bars)
     from tlbench.ray_pool import RayPool
 
     if args.cpus_per_cell <= 0:
@@ -198,10 +193,9 @@ def _pool(args, registry, grid, progress):
     pool = RayPool(registry, args.ray_address, args.cpus_per_cell, shares,
                    use_gpus=grid.settings.device != "cpu", max_retries=args.ray_max_retries,
                    timeout_s=args.cell_timeout)
-    pool.job_for = job_maker(grid, plugins_dir, cache_dir)
     if not args.quiet:
         print(pool.describe(), file=sys.stderr)
-    return pool
+    return pool, job_maker(grid, plugins_dir, cache_dir)
 
 
 def _only_with_ray(args) -> None:

@@ -26,6 +26,7 @@ from tlbench.results import claim_cell, claim_holder, read_record, record_path, 
     remove_leftovers, write_atomic, write_record
 
 POLL_S = 0.2  # how often the driver looks at cells in flight
+WAIT_S = 1.0  # how often it looks again at cells that another process is running
 GRACE_S = 10.0  # how long an interrupted worker process gets to store its cell as interrupted
 
 
@@ -215,10 +216,41 @@ class SubprocessPool:
         pass
 
 
-def run_grid_on(pool, runner, grid: Grid, job_for, retry_failed: bool = False, force: bool = False):
-    """Run a grid's pending cells on ``pool`` (up to ``pool.slots`` at once); the driver claims
-    each cell and writes its record, so resume, claims and failures behave as with the local
-    runner. Returns (GridOutcome, cells left pending because their worker was lost)."""
+class LocalPool:
+    """Runs each cell in this process (``--executor local``), when the driver asks what finished.
+
+    Ctrl-C inside a cell is caught by ``Runner.run_cell``, which returns the cell's record as
+    interrupted, so there is nothing left to interrupt here."""
+
+    slots = 1
+
+    def __init__(self, runner):
+        self.runner = runner
+        self._cells: dict = {}
+
+    def submit(self, cell: Cell, job: Optional[CellJob]) -> object:
+        handle = object()
+        self._cells[handle] = cell
+        return handle
+
+    def finished(self) -> list[tuple[object, Outcome]]:
+        handle, cell = self._cells.popitem()
+        return [(handle, Outcome(record=self.runner.run_cell(cell)))]
+
+    def interrupt(self) -> list[tuple[object, Outcome]]:
+        self._cells.clear()
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def run_grid_on(pool, runner, grid: Grid, job_for=None, retry_failed: bool = False, force: bool = False):
+    """Run a grid's pending cells on ``pool`` (up to ``pool.slots`` at once), each under its
+    claim; this process writes every record. Several runners may share a results folder: a
+    cell another process is running is left to it and looked at again later (its record then
+    counts as done here). Returns (GridOutcome, cells left pending because their worker was
+    lost); raises GridInterrupted after storing the records of the cells Ctrl-C stopped."""
     from tlbench.runner import GridInterrupted, GridOutcome, needs_run
 
     results_dir, progress = runner.results_dir, runner.progress
@@ -244,6 +276,7 @@ def run_grid_on(pool, runner, grid: Grid, job_for, retry_failed: bool = False, f
                     progress.cell_elsewhere(cell.label, claim_holder(results_dir, cell.grid, cell.run_id))
                     waiting.append(cell)
                     continue
+                # read again under the claim: another process may have finished it meanwhile
                 current = read_record(record_path(results_dir, cell.grid, cell.run_id), claimed=True)
                 if not needs_run(current, at_start.get(cell.run_id), **flags):
                     claim.release()
@@ -251,9 +284,9 @@ def run_grid_on(pool, runner, grid: Grid, job_for, retry_failed: bool = False, f
                     outcome.skipped.append(current)
                     continue
                 progress.cell_start(cell.label)
-                in_flight[pool.submit(cell, job_for(cell))] = (cell, claim)
+                in_flight[pool.submit(cell, job_for(cell) if job_for else None)] = (cell, claim)
             if not todo and waiting and not in_flight:
-                time.sleep(POLL_S)
+                time.sleep(WAIT_S)
                 todo.extend(waiting)
                 waiting.clear()
             for handle, result in (pool.finished() if in_flight else []):
@@ -261,11 +294,14 @@ def run_grid_on(pool, runner, grid: Grid, job_for, retry_failed: bool = False, f
                 record = _store(runner, cell, claim, result, lost)
                 if record is not None:
                     outcome.ran.append(record)
-    except KeyboardInterrupt:
+                    if record["status"] == "interrupted":
+                        raise GridInterrupted(record)
+    except KeyboardInterrupt as exc:
         records = [_store(runner, *in_flight.pop(handle), result, lost) for handle, result in pool.interrupt()]
         stored = [r for r in records if r is not None]
         outcome.ran.extend(stored)
-        raise GridInterrupted(stored[0] if stored else {"error": "interrupted"}) from None
+        first = getattr(exc, "record", None) or (stored[0] if stored else {"error": "interrupted"})
+        raise GridInterrupted(first) from None
     finally:
         for cell, claim in in_flight.values():
             claim.release()

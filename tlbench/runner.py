@@ -18,11 +18,10 @@ import socket
 import subprocess
 import time
 import traceback
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 import numpy as np
 import torch
@@ -35,10 +34,7 @@ from tlbench.grid import Cell, Grid
 from tlbench.options import options_as_dict
 from tlbench.plugins import Registry
 from tlbench.progress import Progress
-from tlbench.results import (claim_cell, claim_holder, read_record, record_path, records_by_run_id,
-                             remove_leftovers, write_record)
 
-POLL_S = 1.0  # how often a runner looks again at cells that another process is running
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -465,70 +461,14 @@ class Runner:
 
     # -- a grid ----------------------------------------------------------------------------
 
-    def run_grid(self, grid: Grid, retry_failed: bool = False, force: bool = False,
-                 on_record: Optional[Callable[[dict], None]] = None) -> "GridOutcome":
-        """Run every cell that needs it, one at a time, each under its claim.
+    def run_grid(self, grid: Grid, retry_failed: bool = False, force: bool = False) -> "GridOutcome":
+        """Run every cell that needs it here, one at a time, each under its claim (see
+        ``tlbench.executors.run_grid_on``, which other executors share)."""
+        from tlbench.executors import LocalPool, run_grid_on
 
-        Several runners may share a results folder: a cell another process is running is
-        left to it and looked at again later (its record then counts as done here). Raises
-        GridInterrupted after storing the record of a cell interrupted by Ctrl-C.
-        """
         check_device(grid.settings.device)
-        remove_leftovers(self.results_dir, grid.name)
-        at_start = records_by_run_id(self.results_dir, grid.name)
-        flags = {"retry_failed": retry_failed, "force": force}
-        outcome = GridOutcome(grid=grid.name)
-        todo: deque = deque()
-        for cell in grid.cells:
-            previous = at_start.get(cell.run_id)
-            if needs_run(previous, previous, **flags):
-                todo.append(cell)
-            else:
-                outcome.skipped.append(previous)
-        self.progress.grid_start(len(grid.cells), len(outcome.skipped))
-        waiting: list[Cell] = []
-        while todo or waiting:
-            if not todo:
-                time.sleep(POLL_S)
-                todo.extend(waiting)
-                waiting.clear()
-            cell = todo.popleft()
-            result = self._run_claimed(cell, at_start.get(cell.run_id), flags)
-            if result is None:
-                waiting.append(cell)
-                continue
-            record, ran_here = result
-            if not ran_here:
-                outcome.skipped.append(record)
-                continue
-            outcome.ran.append(record)
-            if record["status"] == "interrupted":
-                raise GridInterrupted(record)
-            if on_record:
-                on_record(record)
-        self.progress.grid_done()
+        outcome, _ = run_grid_on(LocalPool(self), self, grid, retry_failed=retry_failed, force=force)
         return outcome
-
-    def _run_claimed(self, cell: Cell, at_start: Optional[dict], flags: dict) -> Optional[tuple[dict, bool]]:
-        """(record, True) after running the cell here, (record, False) when another process
-        finished it meanwhile, None while another process holds it."""
-        about = {"grid": cell.grid, "backbone": cell.backbone, "strategy": cell.strategy,
-                 "dataset": cell.dataset, "seed": cell.seed}
-        claim = claim_cell(self.results_dir, cell.grid, cell.run_id, about)
-        if claim is None:
-            self.progress.cell_elsewhere(cell.label, claim_holder(self.results_dir, cell.grid, cell.run_id))
-            return None
-        with claim:
-            # read again under the claim: another process may have finished it meanwhile
-            current = read_record(record_path(self.results_dir, cell.grid, cell.run_id), claimed=True)
-            if not needs_run(current, at_start, **flags):
-                self.progress.cell_done_elsewhere(cell.label, current)
-                return current, False
-            self.progress.cell_start(cell.label)
-            record = self.run_cell(cell)
-            write_record(self.results_dir, record)
-        self.progress.cell_done(cell.label, record)
-        return record, True
 
 
 def needs_run(record: Optional[dict], at_start: Optional[dict], retry_failed: bool, force: bool) -> bool:
