@@ -1,6 +1,7 @@
 """Each strategy trains exactly the parameters it claims to, and leaves frozen parts untouched."""
 
 import pytest
+import torch
 
 from tlbench.grid import load_grid
 from tlbench.runner import Runner, count_parameters
@@ -62,10 +63,17 @@ def test_partial_unfreeze_trains_on_cached_boundary_activations(setup_cell):
 def test_cached_and_full_forward_paths_train_the_same_model(setup_cell):
     cached, _ = setup_cell("partial_unfreeze")
     full, _ = setup_cell("partial_unfreeze", "[strategy.partial_unfreeze]\ncache_mb = 0\n")
-    a, b = fit(cached).state_dict(), fit(full).state_dict()
+    a, b = fit(cached).eval(), fit(full).eval()
     assert full.ctx.info["path"] == "full_forward" and "cache_mb = 0" in full.ctx.info["reason"]
-    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-    assert worst < 1e-3
+    # The same function, compared by outputs: the cached activations come from the folded
+    # network (equal up to rounding), and a bias whose effect the next train-mode BatchNorm
+    # removes has no real gradient, so AdamW walks it on rounding noise alike on both paths.
+    images, _ = next(iter(cached.val.batches(len(cached.val))))
+    with torch.no_grad():
+        logits_a, logits_b = a(images), b(images)
+    assert (logits_a - logits_b).abs().max() < 1e-3 * logits_b.abs().max()
+    weights = [k for k, p in a.named_parameters() if p.ndim > 1]
+    assert max((a.get_parameter(k) - b.get_parameter(k)).abs().max().item() for k in weights) < 1e-4
     assert cached.ctx.info["val_top1"] == pytest.approx(full.ctx.info["val_top1"], abs=0.01)
 
 

@@ -154,12 +154,15 @@ class CachedActivations:
 @torch.no_grad()
 def cached_batches(model: nn.Module, split: Split, train, ctx) -> CachedActivations:
     """Run the frozen part once over ``train`` and keep its output at the boundary."""
-    channels_last(model).eval()
-    unit = dict(split.suffix)[split.boundary]
+    from tlbench_plugins.strategies.folding import folded
+    from tlbench_plugins.strategies.probe import first_images
+
     size = ctx.settings.batch_size
     chunks = []
-    for x, _ in ctx.progress(train.batches(size, device=ctx.device), total=train.num_batches(size),
-                             desc="frozen part"):
-        with ctx.autocast():
-            chunks.append(capture(model, unit, as_channels_last(x)).float())
+    with folded(channels_last(model), first_images(train, ctx)) as network:
+        unit = network.get_submodule(split.boundary)
+        for x, _ in ctx.progress(train.batches(size, device=ctx.device), total=train.num_batches(size),
+                                 desc="frozen part"):
+            with ctx.autocast():
+                chunks.append(capture(network, unit, as_channels_last(x)).float())
     return CachedActivations(model, split, torch.cat(chunks), train.labels.to(ctx.device), size, ctx.seed)

@@ -9,16 +9,24 @@ from torch import nn
 from tlbench_plugins.strategies.training import as_channels_last, channels_last
 
 
+def first_images(split, ctx, count: int = 2) -> torch.Tensor:
+    """A small batch from ``split`` to probe a network's forward with."""
+    x, _ = next(iter(split.batches(count, device=ctx.device)))
+    return as_channels_last(x)
+
+
 @torch.no_grad()
 def pooled_features(model: nn.Module, split, ctx) -> torch.Tensor:
     """Pre-logit features of the frozen network for every image of ``split``."""
-    channels_last(model).eval()
+    from tlbench_plugins.strategies.folding import folded
+
     features = []
     batches = split.batches(ctx.settings.batch_size, device=ctx.device)
-    for x, _ in ctx.progress(batches, total=split.num_batches(ctx.settings.batch_size), desc="features"):
-        with ctx.autocast():
-            features.append(model.forward_head(model.forward_features(as_channels_last(x)),
-                                               pre_logits=True).float())
+    with folded(channels_last(model), first_images(split, ctx)) as network:
+        for x, _ in ctx.progress(batches, total=split.num_batches(ctx.settings.batch_size), desc="features"):
+            with ctx.autocast():
+                features.append(network.forward_head(network.forward_features(as_channels_last(x)),
+                                                     pre_logits=True).float())
     return torch.cat(features)
 
 

@@ -1,0 +1,104 @@
+"""BatchNorm folded into convolutions for frozen extraction: same features, original restored."""
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from tlbench_plugins.strategies.folding import folded
+
+
+def frozen_model(name: str) -> nn.Module:
+    """A tiny timm model with BatchNorm statistics and affine terms far from their defaults, so
+    a wrong fold (or none) shows in the output."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=3)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.5, 0.5)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def batchnorms(model: nn.Module) -> list:
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return bool((a - b).abs().max() <= 1e-4 * b.abs().max())
+
+
+@pytest.mark.parametrize("name", ["test_efficientnet", "test_resnet"])
+def test_folded_network_computes_the_same_features_and_is_put_back(name):
+    model = frozen_model(name)
+    images = torch.randn(4, 3, 32, 32)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    modules = list(model.modules())
+    with torch.no_grad():
+        expected = model.forward_features(images)
+        with folded(model, images[:2]) as network:
+            assert batchnorms(network) == []  # every conv + BatchNorm pair was folded
+            got = network.forward_features(images)
+    assert close(got, expected)
+    assert list(model.modules()) == modules  # the very same module objects are back
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_original_modules_are_put_back_when_extraction_fails():
+    model = frozen_model("test_efficientnet")
+    modules = list(model.modules())
+    with pytest.raises(RuntimeError, match="killed mid-extraction"):
+        with folded(model, torch.randn(2, 3, 32, 32)) as network:
+            assert batchnorms(network) == []
+            raise RuntimeError("killed mid-extraction")
+    assert list(model.modules()) == modules
+
+
+def test_trainable_layers_are_left_as_they_are():
+    model = frozen_model("test_efficientnet")
+    last_stage = model.blocks[-1]
+    for p in last_stage.parameters():
+        p.requires_grad_(True)
+    with torch.no_grad(), folded(model, torch.randn(2, 3, 32, 32)) as network:
+        assert batchnorms(network) == batchnorms(last_stage)
+        assert network.blocks[-1] is last_stage
+
+
+class ConvOutputUsedTwice(nn.Module):
+    """conv -> BatchNorm, but the conv's output is also added back: folding would change it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.norm = nn.BatchNorm2d(3)
+
+    def forward_features(self, x):
+        y = self.conv(x)
+        return self.norm(y) + y
+
+
+def test_a_fold_that_would_change_the_output_is_not_used():
+    model = ConvOutputUsedTwice()
+    model.norm.running_mean.fill_(0.7)
+    model.norm.running_var.fill_(3.0)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    images = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        expected = model.eval().forward_features(images)
+        with folded(model, images) as network:
+            assert network.norm is model.norm and network.conv is model.conv
+            assert close(network.forward_features(images), expected)
+
+
+def test_a_network_without_batchnorm_is_used_as_it_is():
+    model = timm.create_model("test_vit", num_classes=3)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    modules = list(model.modules())
+    with torch.no_grad(), folded(model, torch.randn(2, 3, 160, 160)) as network:
+        assert network is model and list(network.modules()) == modules
