@@ -240,6 +240,7 @@ def warm_cpu():
         model.eval()(x)
     model.train()
     model(x).sum().backward()
+    torch.optim.Adam(model.parameters()).step()  # the first optimizer step imports a lot (~1 s)
     return True
 
 

@@ -37,8 +37,9 @@ def _after_norm(norm: nn.Module):
     return None
 
 
-def _pairs(model: nn.Module, sample: torch.Tensor) -> list[tuple[str, str]]:
-    """(convolution, BatchNorm) names where the BatchNorm's input is the convolution's output."""
+def _pairs(model: nn.Module, sample: torch.Tensor) -> tuple[list[tuple[str, str]], torch.Tensor]:
+    """(convolution, BatchNorm) names where the BatchNorm's input is the convolution's output,
+    and the features of ``sample`` that forward pass computed."""
     names = {module: name for name, module in model.named_modules()}
     outputs: dict = {}  # id -> (conv name, tensor): the tensor is kept so its id is not reused
     calls: dict = {}
@@ -60,14 +61,14 @@ def _pairs(model: nn.Module, sample: torch.Tensor) -> list[tuple[str, str]]:
               if isinstance(m, nn.BatchNorm2d) and _frozen(m) and m.running_mean is not None
               and _after_norm(m) is not None]
     try:
-        model.forward_features(sample)
+        features = model.forward_features(sample)
     finally:
         for hook in hooks:
             hook.remove()
     once = {names[m] for m, n in calls.items() if n == 1}  # a module used twice cannot be folded
     convs = [conv for conv, _ in pairs]
     return [(conv, norm) for conv, norm in pairs
-            if conv in once and norm in once and convs.count(conv) == 1]
+            if conv in once and norm in once and convs.count(conv) == 1], features
 
 
 def _swap(model: nn.Module, modules: dict) -> dict:
@@ -97,8 +98,7 @@ def folded(model: nn.Module, sample: torch.Tensor):
     all a caller that extracts frozen features or boundary activations runs.
     """
     model.eval()
-    pairs = _pairs(model, sample)
-    expected = model.forward_features(sample) if pairs else None
+    pairs, expected = _pairs(model, sample)
     folding = {}
     for conv_name, norm_name in pairs:
         norm = model.get_submodule(norm_name)

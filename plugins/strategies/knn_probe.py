@@ -33,7 +33,7 @@ class KnnProbe(tlbench.Strategy):
         from tlbench_plugins.strategies import knn, probe, training
 
         training.freeze(model)
-        train_x, hit = probe.frozen_features(model, train, ctx, self.options.cache)
+        (train_x,), hit = probe.frozen_features(model, [train], ctx, self.options.cache)
         head = knn.KnnHead(train_x, train.labels.to(ctx.device), ctx.num_classes, self.options.k,
                            self.options.temperature, self.options.center)
         model.reset_classifier(0)  # after the features: the cache key counts the parameters

@@ -47,8 +47,7 @@ def fit_linear_probe(model, train, val, ctx, options, refit_on_val: bool = True)
 
     training.freeze(model)
     # The frozen network runs once per image, and not at all when the cache has its features.
-    train_x, train_hit = probe.frozen_features(model, train, ctx, options.cache)
-    val_x, val_hit = probe.frozen_features(model, val, ctx, options.cache)
+    (train_x, val_x), hit = probe.frozen_features(model, [train, val], ctx, options.cache)
     train_y, val_y = train.labels.to(ctx.device), val.labels.to(ctx.device)
     path = probe.probe_path(train_x, train_y, val_x, val_y, ctx.num_classes,
                                options.penalties(), options.max_iter)
@@ -62,5 +61,5 @@ def fit_linear_probe(model, train, val, ctx, options, refit_on_val: bool = True)
         head.bias.copy_(fitted.bias)
     training.unfreeze([head])
     ctx.log(l2=penalty, val_top1=val_top1, l2_path=[[p, acc] for p, acc, _ in path],
-            feature_dim=train_x.shape[1], feature_cache="hit" if train_hit and val_hit else "miss")
+            feature_dim=train_x.shape[1], feature_cache="hit" if hit else "miss")
     return val_top1

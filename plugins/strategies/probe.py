@@ -3,6 +3,8 @@ fitted full-batch with L-BFGS along a path of L2 penalties."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import torch
 from torch import nn
 
@@ -16,32 +18,40 @@ def first_images(split, ctx, count: int = 2) -> torch.Tensor:
 
 
 @torch.no_grad()
-def pooled_features(model: nn.Module, split, ctx) -> torch.Tensor:
-    """Pre-logit features of the frozen network for every image of ``split``."""
-    from tlbench_plugins.strategies.folding import folded
-
+def pooled_features(network: nn.Module, split, ctx) -> torch.Tensor:
+    """Pre-logit features of a frozen network (in eval mode) for every image of ``split``."""
     features = []
     batches = split.batches(ctx.settings.batch_size, device=ctx.device)
-    with folded(channels_last(model), first_images(split, ctx)) as network:
-        for x, _ in ctx.progress(batches, total=split.num_batches(ctx.settings.batch_size), desc="features"):
-            with ctx.autocast():
-                features.append(network.forward_head(network.forward_features(as_channels_last(x)),
-                                                     pre_logits=True).float())
+    for x, _ in ctx.progress(batches, total=split.num_batches(ctx.settings.batch_size), desc="features"):
+        with ctx.autocast():
+            features.append(network.forward_head(network.forward_features(as_channels_last(x)),
+                                                 pre_logits=True).float())
     return torch.cat(features)
 
 
-def frozen_features(model: nn.Module, split, ctx, use_cache: bool = True) -> tuple[torch.Tensor, bool]:
-    """``pooled_features`` through the on-disk cache; returns (features on ctx.device, cache hit)."""
+def frozen_features(model: nn.Module, splits, ctx, use_cache: bool = True) -> tuple[list, bool]:
+    """``pooled_features`` of each of ``splits`` through the on-disk cache; returns (features on
+    ctx.device per split, whether all came from the cache). The network is folded for
+    extraction once, and only if some split has to be extracted."""
     from tlbench_plugins.strategies import feature_cache
+    from tlbench_plugins.strategies.folding import folded
 
-    key = feature_cache.cache_key(model, split, ctx, pooling="pre_logits")
-    cached = feature_cache.load(ctx.cache_dir, key, split.labels) if use_cache else None
-    if cached is not None:
-        return cached.to(ctx.device), True
-    features = pooled_features(model, split, ctx)
-    if use_cache:
-        feature_cache.store(ctx.cache_dir, key, features, split.labels)
-    return features, False
+    # keys first: while folded, the network's own parameters are not the ones it was built with
+    keys = [feature_cache.cache_key(model, split, ctx, pooling="pre_logits") for split in splits]
+    results, network = [], None
+    with ExitStack() as extraction:
+        for split, key in zip(splits, keys):
+            cached = feature_cache.load(ctx.cache_dir, key, split.labels) if use_cache else None
+            if cached is not None:
+                results.append((cached.to(ctx.device), True))
+                continue
+            if network is None:
+                network = extraction.enter_context(folded(channels_last(model), first_images(split, ctx)))
+            features = pooled_features(network, split, ctx)
+            if use_cache:
+                feature_cache.store(ctx.cache_dir, key, features, split.labels)
+            results.append((features, False))
+    return [features for features, _ in results], all(hit for _, hit in results)
 
 
 def fit_linear_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tensor, *,
