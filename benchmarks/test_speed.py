@@ -117,13 +117,16 @@ class BareLoop:
 # -- 1. linear probe vs the naive loop ----------------------------------------------------------
 
 
+ORDER = "TNTNTNT"  # T: tlbench on a cold cache, N: the naive loop
+
+
 def test_linear_probe_vs_naive_loop(benchmark, report, make_cell, runner_with_clock, warm_cpu, tmp_path):
     """tlbench's linear_probe (cold feature cache) vs 5 epochs of Adam on the head with the
     frozen backbone run every step: >= 5x less fit time and higher test accuracy.
 
-    Whole runs, one after the other in the order T N T T N T (tlbench cold on a fresh cache
-    dir each time, the naive loop twice), so a slow stretch of a shared machine lands on both;
-    the ratio is of the median fit times. tlbench runs at its own defaults (batch_size only
+    Whole runs, one after the other in the order T N T N T N T (tlbench cold on a fresh cache
+    dir each time), so a slow stretch of a shared machine lands on both; the ratio is of the
+    median fit times. tlbench runs at its own defaults (batch_size only
     sets how many images its extraction passes at once); the naive loop at batch 32.
     """
     cell = make_cell(grid("linear_probe", batch=None))
@@ -147,7 +150,7 @@ def test_linear_probe_vs_naive_loop(benchmark, report, make_cell, runner_with_cl
 
     def measure():
         runs, naives = [], []
-        for contender in "TNTTNT":
+        for contender in ORDER:
             if contender == "T":
                 runs.append(tlbench_cold(len(runs)))
             else:
@@ -162,7 +165,7 @@ def test_linear_probe_vs_naive_loop(benchmark, report, make_cell, runner_with_cl
     top1, naive_top1 = runs[0][0]["top1"], min(top1 for top1, _ in naives)
     ratio = naive_s / tl_s
     report("1 linear_probe (cold cache) vs naive loop",
-           order="TNTTNT", tlbench_fit_s=[round(f, 3) for f in fits],
+           order=ORDER, tlbench_fit_s=[round(f, 3) for f in fits],
            tlbench_features_s=features_s, tlbench_solver_and_rest_s=tl_s - features_s,
            tlbench_run_cell_s=statistics.median(wall for *_, wall in runs),
            naive_fit_s=[round(f, 3) for f in naive_fits], tlbench_median_fit_s=tl_s,
@@ -332,8 +335,7 @@ def test_partial_unfreeze_cached_activations(benchmark, report, make_cell, runne
     delta = cached["top1"] - full["top1"]
     frozen_step = statistics.median(s for _, s in cached_clock.step_times("frozen part"))
     report(f"4 partial_unfreeze cached activations vs full forward (blocks = {blocks})",
-           epochs=epochs, frozen_part_step_s=frozen_step,
-           ceiling=(full_epoch / steps_per_epoch) / (full_epoch / steps_per_epoch - frozen_step),
+           epochs=epochs, caching_step_s=frozen_step,
            steps_per_epoch=steps_per_epoch, cached_epoch_s=cached_epoch,
            full_epoch_s=full_epoch, per_epoch_speedup=ratio, cached_epoch_sum_s=cached_epoch_sum,
            full_epoch_sum_s=full_epoch_sum, per_epoch_speedup_of_sums=full_epoch_sum / cached_epoch_sum,

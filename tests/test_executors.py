@@ -5,6 +5,7 @@ import json
 import sys
 import textwrap
 import time
+from datetime import datetime
 
 import pytest
 
@@ -114,6 +115,9 @@ def test_cell_timeout_kills_the_cell_and_the_grid_goes_on(cli, write_grid, plugi
     assert records["hangs"]["status"] == "failed"
     assert records["hangs"]["error_kind"] == "timeout"
     assert "--cell-timeout 15 s" in records["hangs"]["error"]
+    # the driver wrote the record after the kill; it started when the cell was handed out
+    started, finished = (datetime.fromisoformat(records["hangs"][k]) for k in ("started_at", "finished_at"))
+    assert 14 <= (finished - started).total_seconds() < 60
     assert records["linear_probe"]["status"] == "ok"
     assert "[timeout]" in err and traceback_free(err)
     assert no_claims_left(tmp_path)

@@ -23,7 +23,7 @@ from typing import Optional
 
 from tlbench.grid import Cell, Grid, build_grid
 from tlbench.results import claim_cell, claim_holder, read_record, record_path, records_by_run_id, \
-    remove_leftovers, write_atomic, write_record
+    remove_leftovers, utc_now, write_atomic, write_record
 
 POLL_S = 0.2  # how often the driver looks at cells in flight
 WAIT_S = 1.0  # how often it looks again at cells that another process is running
@@ -263,7 +263,7 @@ def run_grid_on(pool, runner, grid: Grid, job_for=None, retry_failed: bool = Fal
         previous = at_start.get(cell.run_id)
         (todo.append(cell) if needs_run(previous, previous, **flags) else outcome.skipped.append(previous))
     progress.grid_start(len(grid.cells), len(outcome.skipped))
-    in_flight: dict = {}  # handle -> (cell, claim)
+    in_flight: dict = {}  # handle -> (cell, claim, start time)
     waiting: list = []  # cells another process holds
     try:
         while todo or waiting or in_flight:
@@ -284,14 +284,13 @@ def run_grid_on(pool, runner, grid: Grid, job_for=None, retry_failed: bool = Fal
                     outcome.skipped.append(current)
                     continue
                 progress.cell_start(cell.label)
-                in_flight[pool.submit(cell, job_for(cell) if job_for else None)] = (cell, claim)
+                in_flight[pool.submit(cell, job_for(cell) if job_for else None)] = (cell, claim, utc_now())
             if not todo and waiting and not in_flight:
                 time.sleep(WAIT_S)
                 todo.extend(waiting)
                 waiting.clear()
             for handle, result in (pool.finished() if in_flight else []):
-                cell, claim = in_flight.pop(handle)
-                record = _store(runner, cell, claim, result, lost)
+                record = _store(runner, *in_flight.pop(handle), result, lost)
                 if record is not None:
                     outcome.ran.append(record)
                     if record["status"] == "interrupted":
@@ -303,15 +302,16 @@ def run_grid_on(pool, runner, grid: Grid, job_for=None, retry_failed: bool = Fal
         first = getattr(exc, "record", None) or (stored[0] if stored else {"error": "interrupted"})
         raise GridInterrupted(first) from None
     finally:
-        for cell, claim in in_flight.values():
+        for _, claim, _ in in_flight.values():
             claim.release()
         pool.close()
     progress.grid_done()
     return outcome, lost
 
 
-def _store(runner, cell: Cell, claim, result: Outcome, lost: list) -> Optional[dict]:
-    """Write the record of a finished cell and release its claim (a lost cell gets no record)."""
+def _store(runner, cell: Cell, claim, started_at: str, result: Outcome, lost: list) -> Optional[dict]:
+    """Write the record of a finished cell and release its claim (a lost cell gets no record).
+    A cell whose process was killed gets its record here, started when it was handed out."""
     try:
         if result.lost is not None:
             lost.append(cell)
@@ -320,7 +320,7 @@ def _store(runner, cell: Cell, claim, result: Outcome, lost: list) -> Optional[d
         record = result.record
         if record is None:
             kind, message = result.failure
-            record = runner.failed_record(cell, kind, message)
+            record = runner.failed_record(cell, kind, message, started_at)
         write_record(runner.results_dir, record)
     finally:
         claim.release()

@@ -32,6 +32,11 @@ REQUIRED = {"run_id": str, "grid": str, "backbone": str, "strategy": str, "datas
 STALE_TEMP_S = 6 * 3600  # a temporary file this old was left by a killed writer
 
 
+def utc_now() -> str:
+    """The current time as records and claims store it (UTC, ISO 8601, seconds)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def grid_dir(results_dir: str | Path, grid_name: str) -> Path:
     return Path(results_dir) / grid_name
 
@@ -252,7 +257,7 @@ def _claim(folder: Path, run_id: str, about: Optional[dict] = None) -> Optional[
             pass
         os.close(fd)
     holder = {"pid": os.getpid(), "host": socket.gethostname(),
-              "since": datetime.now(timezone.utc).isoformat(timespec="seconds"), **(about or {})}
+              "since": utc_now(), **(about or {})}
     os.ftruncate(fd, 0)
     os.write(fd, json.dumps(holder).encode())
     return Claim(path, fd)

@@ -19,7 +19,6 @@ import subprocess
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -34,6 +33,7 @@ from tlbench.grid import Cell, Grid
 from tlbench.options import options_as_dict
 from tlbench.plugins import Registry
 from tlbench.progress import Progress
+from tlbench.results import utc_now
 
 
 
@@ -319,18 +319,19 @@ class Runner:
             record.update(status="failed", error_kind=error_kind(exc), error=f"{type(exc).__name__}: {exc}",
                           traceback=traceback.format_exc())
         record["run_s"] = time.perf_counter() - start
-        record["finished_at"] = _now()
+        record["finished_at"] = utc_now()
         if "environment" not in record:  # the cell stopped before its set-up said where it ran
             record["environment"] = environment(resolve_device(cell.settings.device), precision=None)
         if record.get("error_kind") == "oom":
             release_memory()  # here, not in the except block: its traceback still held the tensors
         return record
 
-    def failed_record(self, cell: Cell, kind: str, error: str) -> dict:
+    def failed_record(self, cell: Cell, kind: str, error: str, started_at: Optional[str] = None) -> dict:
         """The record of a cell that failed where no record could be made (a killed process)."""
         record = self._base_record(cell)
         status = "interrupted" if kind == "interrupted" else "failed"
-        record.update(status=status, error_kind=kind, error=error, finished_at=_now(),
+        record.update(status=status, error_kind=kind, error=error, finished_at=utc_now(),
+                      started_at=started_at or record["started_at"],
                       environment=environment(resolve_device(cell.settings.device), precision=None))
         return record
 
@@ -349,7 +350,7 @@ class Runner:
             "dataset_options": options_as_dict(cell.dataset_options),
             "status": "running",
             "error": None,
-            "started_at": _now(),
+            "started_at": utc_now(),
         }
 
     def _pixels_on(self, pixels: Optional[torch.Tensor], device: torch.device) -> Optional[torch.Tensor]:
@@ -501,7 +502,3 @@ class GridOutcome:
     @property
     def failed(self) -> list:
         return [r for r in self.ran + self.skipped if r["status"] != "ok"]
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
