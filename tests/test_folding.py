@@ -102,3 +102,32 @@ def test_a_network_without_batchnorm_is_used_as_it_is():
     modules = list(model.modules())
     with torch.no_grad(), folded(model, torch.randn(2, 3, 160, 160)) as network:
         assert network is model and list(network.modules()) == modules
+
+
+class StandardisedThenPlain(nn.Module):
+    """timm's StdConv2d re-standardises its weight on every call, which would undo a fold."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.layers import StdConv2d
+
+        self.std_conv, self.std_norm = StdConv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.conv, self.norm = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+
+    def forward_features(self, x):
+        return self.norm(self.conv(self.std_norm(self.std_conv(x))))
+
+
+def test_a_convolution_that_rewrites_its_weight_is_not_folded_and_the_rest_is():
+    model = StandardisedThenPlain()
+    for norm in (model.std_norm, model.norm):
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    images = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        expected = model.eval().forward_features(images)
+        with folded(model, images) as network:
+            assert batchnorms(network) == [model.std_norm]
+            assert close(network.forward_features(images), expected)

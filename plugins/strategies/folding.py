@@ -37,6 +37,14 @@ def _after_norm(norm: nn.Module):
     return None
 
 
+def _uses_weights_as_they_are(conv: nn.Module) -> bool:
+    """A convolution whose forward applies its weight unchanged (not, say, timm's StdConv2d,
+    which standardises the weight on every call and would undo the fold)."""
+    from timm.layers import Conv2dSame  # TF-style "same" padding computed per input
+
+    return type(conv) in (nn.Conv2d, Conv2dSame)
+
+
 def _pairs(model: nn.Module, sample: torch.Tensor) -> tuple[list[tuple[str, str]], torch.Tensor]:
     """(convolution, BatchNorm) names where the BatchNorm's input is the convolution's output,
     and the features of ``sample`` that forward pass computed."""
@@ -56,7 +64,7 @@ def _pairs(model: nn.Module, sample: torch.Tensor) -> tuple[list[tuple[str, str]
             pairs.append((seen[0], names[norm]))
 
     hooks = [m.register_forward_hook(conv_done) for m in model.modules()
-             if isinstance(m, nn.Conv2d) and _frozen(m)]
+             if _uses_weights_as_they_are(m) and _frozen(m)]
     hooks += [m.register_forward_pre_hook(norm_starts) for m in model.modules()
               if isinstance(m, nn.BatchNorm2d) and _frozen(m) and m.running_mean is not None
               and _after_norm(m) is not None]
