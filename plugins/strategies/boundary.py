@@ -154,15 +154,15 @@ class CachedActivations:
 @torch.no_grad()
 def cached_batches(model: nn.Module, split: Split, train, ctx) -> CachedActivations:
     """Run the frozen part once over ``train`` and keep its output at the boundary."""
-    from tlbench_plugins.strategies.folding import folded
-    from tlbench_plugins.strategies.probe import first_images
+    from tlbench_plugins.strategies.folding import Extraction
 
     size = ctx.settings.batch_size
     chunks = []
-    with folded(channels_last(model), first_images(train, ctx)) as network:
-        unit = network.get_submodule(split.boundary)
+    with Extraction(channels_last(model), ctx) as extraction:
         for x, _ in ctx.progress(train.batches(size, device=ctx.device), total=train.num_batches(size),
                                  desc="frozen part"):
+            x = as_channels_last(x)
+            network = extraction.network(x)
             with ctx.autocast():
-                chunks.append(capture(network, unit, as_channels_last(x)).float())
+                chunks.append(capture(network, network.get_submodule(split.boundary), x).float())
     return CachedActivations(model, split, torch.cat(chunks), train.labels.to(ctx.device), size, ctx.seed)

@@ -14,7 +14,7 @@ reproduces the original's output on that batch, otherwise the original runs as i
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import torch
 from torch import nn
@@ -59,7 +59,7 @@ def _pairs(model: nn.Module, sample: torch.Tensor) -> tuple[list[tuple[str, str]
 
     def norm_starts(norm, args):
         calls[norm] = calls.get(norm, 0) + 1
-        seen = outputs.get(id(args[0]))
+        seen = outputs.get(id(args[0])) if args else None  # bn(input=x) passes no positional
         if seen is not None and seen[1] is args[0]:
             pairs.append((seen[0], names[norm]))
 
@@ -97,10 +97,10 @@ def _same(expected: torch.Tensor, got: torch.Tensor) -> bool:
 
 @contextmanager
 @torch.no_grad()
-def folded(model: nn.Module, sample: torch.Tensor):
+def folded(model: nn.Module, sample: torch.Tensor, log=None):
     """``model`` in eval mode with its frozen conv + BatchNorm pairs folded, for the duration of
     the ``with`` block; unchanged when there is nothing to fold or the folded network does not
-    compute the same features on ``sample``.
+    compute the same features on ``sample``. ``log(folded_batchnorms=N)`` says which it was.
 
     Only ``forward_features`` up to the first trainable layer is guaranteed to match, which is
     all a caller that extracts frozen features or boundary activations runs.
@@ -117,6 +117,42 @@ def folded(model: nn.Module, sample: torch.Tensor):
         if pairs and not _same(expected, model.forward_features(sample)):
             _swap(model, originals)
             originals = {}
+        if log is not None:
+            log(folded_batchnorms=len(originals) // 2)
         yield model
     finally:
         _swap(model, originals)
+
+
+class Extraction:
+    """The network that frozen-extraction passes run, as a ``with`` block around them.
+
+    Folded on the first batch it is asked for (so no extra images are read to probe it), then
+    the same for every later batch and split until the block ends. Folding is done in fp32 on
+    the CPU only, where it was measured: under bf16 autocast the folded weights round
+    differently from the network the core scores, and CUDA's default TF32 convolutions differ
+    from fp32 by more than the check allows.
+    """
+
+    def __init__(self, model: nn.Module, ctx):
+        self.model, self.ctx = model, ctx
+        self.fold = ctx.precision == "fp32" and ctx.device.type == "cpu"
+        self._stack = ExitStack()
+        self._network = None
+
+    def __enter__(self) -> "Extraction":
+        self._stack.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return self._stack.__exit__(*exc)
+
+    def network(self, batch: torch.Tensor) -> nn.Module:
+        if self._network is None:
+            self.model.eval()
+            if self.fold:
+                self._network = self._stack.enter_context(folded(self.model, batch[:2], self.ctx.log))
+            else:
+                self._network = self.model
+                self.ctx.log(folded_batchnorms=0)
+        return self._network

@@ -3,29 +3,22 @@ fitted full-batch with L-BFGS along a path of L2 penalties."""
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-
 import torch
 from torch import nn
 
 from tlbench_plugins.strategies.training import as_channels_last, channels_last
 
 
-def first_images(split, ctx, count: int = 2) -> torch.Tensor:
-    """A small batch from ``split`` to probe a network's forward with."""
-    x, _ = next(iter(split.batches(count, device=ctx.device)))
-    return as_channels_last(x)
-
-
 @torch.no_grad()
-def pooled_features(network: nn.Module, split, ctx) -> torch.Tensor:
-    """Pre-logit features of a frozen network (in eval mode) for every image of ``split``."""
+def pooled_features(extraction, split, ctx) -> torch.Tensor:
+    """Pre-logit features of the frozen network (a folding.Extraction) for every image of ``split``."""
     features = []
     batches = split.batches(ctx.settings.batch_size, device=ctx.device)
     for x, _ in ctx.progress(batches, total=split.num_batches(ctx.settings.batch_size), desc="features"):
+        x = as_channels_last(x)
+        network = extraction.network(x)
         with ctx.autocast():
-            features.append(network.forward_head(network.forward_features(as_channels_last(x)),
-                                                 pre_logits=True).float())
+            features.append(network.forward_head(network.forward_features(x), pre_logits=True).float())
     return torch.cat(features)
 
 
@@ -34,20 +27,18 @@ def frozen_features(model: nn.Module, splits, ctx, use_cache: bool = True) -> tu
     ctx.device per split, whether all came from the cache). The network is folded for
     extraction once, and only if some split has to be extracted."""
     from tlbench_plugins.strategies import feature_cache
-    from tlbench_plugins.strategies.folding import folded
+    from tlbench_plugins.strategies.folding import Extraction
 
     # keys first: while folded, the network's own parameters are not the ones it was built with
     keys = [feature_cache.cache_key(model, split, ctx, pooling="pre_logits") for split in splits]
-    results, network = [], None
-    with ExitStack() as extraction:
+    results = []
+    with Extraction(channels_last(model), ctx) as extraction:
         for split, key in zip(splits, keys):
             cached = feature_cache.load(ctx.cache_dir, key, split.labels) if use_cache else None
             if cached is not None:
                 results.append((cached.to(ctx.device), True))
                 continue
-            if network is None:
-                network = extraction.enter_context(folded(channels_last(model), first_images(split, ctx)))
-            features = pooled_features(network, split, ctx)
+            features = pooled_features(extraction, split, ctx)
             if use_cache:
                 feature_cache.store(ctx.cache_dir, key, features, split.labels)
             results.append((features, False))
