@@ -157,6 +157,32 @@ def test_a_norm_called_by_keyword_is_left_alone():
             assert close(network.forward_features(images), expected)
 
 
+class ConvFeedingTwoNorms(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.norm_a, self.norm_b = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3), nn.BatchNorm2d(3)
+        self.last_conv, self.last_norm = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)
+
+    def forward_features(self, x):
+        y = self.conv(x)
+        return self.last_norm(self.last_conv(self.norm_a(y) + self.norm_b(y)))
+
+
+def test_a_conv_feeding_two_norms_is_not_folded_and_the_rest_is():
+    model = ConvFeedingTwoNorms()
+    for norm in (model.norm_a, model.norm_b, model.last_norm):
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    images = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        expected = model.eval().forward_features(images)
+        with folded(model, images) as network:
+            assert batchnorms(network) == [model.norm_a, model.norm_b]
+            assert close(network.forward_features(images), expected)
+
+
 # -- through a strategy: the record says how many were folded -----------------------------------
 
 

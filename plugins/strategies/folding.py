@@ -14,6 +14,7 @@ reproduces the original's output on that batch, otherwise the original runs as i
 
 from __future__ import annotations
 
+import weakref
 from contextlib import ExitStack, contextmanager
 
 import torch
@@ -49,18 +50,20 @@ def _pairs(model: nn.Module, sample: torch.Tensor) -> tuple[list[tuple[str, str]
     """(convolution, BatchNorm) names where the BatchNorm's input is the convolution's output,
     and the features of ``sample`` that forward pass computed."""
     names = {module: name for name, module in model.named_modules()}
-    outputs: dict = {}  # id -> (conv name, tensor): the tensor is kept so its id is not reused
+    # id -> (conv name, weak reference to the output): the reference tells a live output from a
+    # new tensor that reuses a dead one's id, without keeping every activation in memory
+    outputs: dict = {}
     calls: dict = {}
     pairs = []
 
     def conv_done(conv, args, output):
         calls[conv] = calls.get(conv, 0) + 1
-        outputs[id(output)] = (names[conv], output)
+        outputs[id(output)] = (names[conv], weakref.ref(output))
 
     def norm_starts(norm, args):
         calls[norm] = calls.get(norm, 0) + 1
         seen = outputs.get(id(args[0])) if args else None  # bn(input=x) passes no positional
-        if seen is not None and seen[1] is args[0]:
+        if seen is not None and seen[1]() is args[0]:
             pairs.append((seen[0], names[norm]))
 
     hooks = [m.register_forward_hook(conv_done) for m in model.modules()
