@@ -90,11 +90,13 @@ def test_a_fold_that_would_change_the_output_is_not_used():
     for p in model.parameters():
         p.requires_grad_(False)
     images = torch.randn(2, 3, 8, 8)
+    logged = {}
     with torch.no_grad():
         expected = model.eval().forward_features(images)
-        with folded(model, images) as network:
+        with folded(model, images, log=logged.update) as network:
             assert network.norm is model.norm and network.conv is model.conv
             assert close(network.forward_features(images), expected)
+    assert logged == {"folded_batchnorms": 0}
 
 
 def test_a_network_without_batchnorm_is_used_as_it_is():
