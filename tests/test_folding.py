@@ -8,11 +8,9 @@ from torch import nn
 from tlbench_plugins.strategies.folding import folded
 
 
-def frozen_model(name: str) -> nn.Module:
-    """A tiny timm model with BatchNorm statistics and affine terms far from their defaults, so
-    a wrong fold (or none) shows in the output."""
-    torch.manual_seed(0)
-    model = timm.create_model(name, num_classes=3)
+def frozen(model: nn.Module) -> nn.Module:
+    """``model`` frozen, in eval mode, with BatchNorm statistics and affine terms far from their
+    defaults, so a wrong fold (or none) shows in the output."""
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.uniform_(-1, 1)
@@ -24,12 +22,31 @@ def frozen_model(name: str) -> nn.Module:
     return model.eval()
 
 
+def frozen_model(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    return frozen(timm.create_model(name, num_classes=3))
+
+
 def batchnorms(model: nn.Module) -> list:
     return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
 
 
 def close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool((a - b).abs().max() <= 1e-4 * b.abs().max())
+
+
+@torch.no_grad()
+def fold_and_check(model: nn.Module, images: torch.Tensor, left: list, kept: tuple = ()) -> dict:
+    """Fold ``model`` on ``images``: exactly the BatchNorms ``left`` stay, the modules named in
+    ``kept`` are the same objects, the features are the unfolded ones. Returns what it logged."""
+    logged = {}
+    modules = [model.get_submodule(name) for name in kept]
+    expected = model.forward_features(images)
+    with folded(model, images, log=logged.update) as network:
+        assert batchnorms(network) == left
+        assert [network.get_submodule(name) for name in kept] == modules
+        assert close(network.forward_features(images), expected)
+    return logged
 
 
 @pytest.mark.parametrize("name", ["test_efficientnet", "test_resnet"])
@@ -84,18 +101,8 @@ class ConvOutputUsedTwice(nn.Module):
 
 
 def test_a_fold_that_would_change_the_output_is_not_used():
-    model = ConvOutputUsedTwice()
-    model.norm.running_mean.fill_(0.7)
-    model.norm.running_var.fill_(3.0)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    images = torch.randn(2, 3, 8, 8)
-    logged = {}
-    with torch.no_grad():
-        expected = model.eval().forward_features(images)
-        with folded(model, images, log=logged.update) as network:
-            assert network.norm is model.norm and network.conv is model.conv
-            assert close(network.forward_features(images), expected)
+    model = frozen(ConvOutputUsedTwice())
+    logged = fold_and_check(model, torch.randn(2, 3, 8, 8), left=[model.norm], kept=("conv", "norm"))
     assert logged == {"folded_batchnorms": 0}
 
 
@@ -123,18 +130,8 @@ class StandardisedThenPlain(nn.Module):
 
 
 def test_a_convolution_that_rewrites_its_weight_is_not_folded_and_the_rest_is():
-    model = StandardisedThenPlain()
-    for norm in (model.std_norm, model.norm):
-        norm.running_mean.uniform_(-1, 1)
-        norm.running_var.uniform_(0.5, 2)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    images = torch.randn(2, 3, 8, 8)
-    with torch.no_grad():
-        expected = model.eval().forward_features(images)
-        with folded(model, images) as network:
-            assert batchnorms(network) == [model.std_norm]
-            assert close(network.forward_features(images), expected)
+    model = frozen(StandardisedThenPlain())
+    assert fold_and_check(model, torch.randn(2, 3, 8, 8), left=[model.std_norm]) == {"folded_batchnorms": 1}
 
 
 class NormCalledByKeyword(nn.Module):
@@ -147,16 +144,8 @@ class NormCalledByKeyword(nn.Module):
 
 
 def test_a_norm_called_by_keyword_is_left_alone():
-    model = NormCalledByKeyword()
-    model.norm.running_var.fill_(4.0)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    images = torch.randn(2, 3, 4, 4)
-    with torch.no_grad():
-        expected = model.eval().forward_features(images)
-        with folded(model, images) as network:
-            assert batchnorms(network) == [model.norm]
-            assert close(network.forward_features(images), expected)
+    model = frozen(NormCalledByKeyword())
+    fold_and_check(model, torch.randn(2, 3, 4, 4), left=[model.norm])
 
 
 class ConvFeedingTwoNorms(nn.Module):
@@ -171,18 +160,8 @@ class ConvFeedingTwoNorms(nn.Module):
 
 
 def test_a_conv_feeding_two_norms_is_not_folded_and_the_rest_is():
-    model = ConvFeedingTwoNorms()
-    for norm in (model.norm_a, model.norm_b, model.last_norm):
-        norm.running_mean.uniform_(-1, 1)
-        norm.running_var.uniform_(0.5, 2)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    images = torch.randn(2, 3, 4, 4)
-    with torch.no_grad():
-        expected = model.eval().forward_features(images)
-        with folded(model, images) as network:
-            assert batchnorms(network) == [model.norm_a, model.norm_b]
-            assert close(network.forward_features(images), expected)
+    model = frozen(ConvFeedingTwoNorms())
+    fold_and_check(model, torch.randn(2, 3, 4, 4), left=[model.norm_a, model.norm_b])
 
 
 # -- through a strategy: the record says how many were folded -----------------------------------
