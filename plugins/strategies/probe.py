@@ -49,28 +49,14 @@ def fit_linear_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tenso
                     l2: float, max_iter: int) -> None:
     """Multinomial logistic regression, full batch, L-BFGS; L2 on the weights (not the bias).
 
-    Starts from the head's current parameters, so a path of penalties is warm-started. Loss and
-    gradient are written out rather than taken by autograd: the solver calls them hundreds of
-    times on a small problem, where autograd's bookkeeping costs as much as the arithmetic.
-    """
-    weight, bias = head.weight, head.bias
-    onehot = nn.functional.one_hot(labels, weight.shape[0]).to(features.dtype)
-    count = len(labels)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
-                                  line_search_fn="strong_wolfe", tolerance_grad=1e-6,
-                                  tolerance_change=1e-9)
+    Starts from the head's current parameters, so a path of penalties is warm-started."""
+    from tlbench_plugins.strategies import softmax_regression
 
-    @torch.no_grad()
-    def closure():
-        logits = torch.addmm(bias, features, weight.t())
-        log_normalizer = logits.logsumexp(1, keepdim=True)
-        loss = (log_normalizer.sum() - (logits * onehot).sum()) / count + 0.5 * l2 * weight.pow(2).sum()
-        residual = (logits - log_normalizer).exp_().sub_(onehot).div_(count)  # softmax - onehot
-        weight.grad = torch.addmm(weight, residual.t(), features, beta=l2)
-        bias.grad = residual.sum(0)
-        return loss
-
-    optimizer.step(closure)
+    weight, bias = softmax_regression.fit(features, labels, head.out_features, l2=l2,
+                                          max_iter=max_iter, weight=head.weight, bias=head.bias)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
 
 
 def standardizer(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

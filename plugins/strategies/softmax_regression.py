@@ -1,0 +1,217 @@
+"""Multinomial logistic regression, full batch, L2 on the weights: the linear probe's solver.
+
+L-BFGS written for the probe's problem: a few thousand rows of a thousand-odd features, fitted
+a few hundred iterations along a path of penalties. There every pass over the feature matrix X
+is memory-bound and costs more than all other arithmetic of an iteration together, so an
+iteration here makes exactly two passes:
+
+- the change of the logits along the search direction D, ``X D^T``. Along that line the loss,
+  its slope and its curvature are elementwise sums over the n x K logits, so the line search
+  (1-D Newton, bracketed) needs no further pass however many steps it tries;
+- the gradient ``R^T X`` at the accepted point (R: softmax minus one-hot).
+
+torch.optim.LBFGS's strong-Wolfe search instead evaluates loss and gradient (two passes) at
+every trial step, and applies its memory as 2m separate vector updates; here the memory is
+applied in the compact form of Byrd, Nocedal & Schnabel (1994): two matrix-vector products
+and an m x m solve.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+class LBFGSMemory:
+    """The last ``size`` steps s and gradient changes y, as rows of one matrix (a ring), and
+    the products of the inverse-Hessian estimate H they define with a vector."""
+
+    def __init__(self, size: int, like: torch.Tensor):
+        self.size, self.count = size, 0
+        self.pairs = like.new_zeros(2 * size, len(like))  # rows: s slots, then y slots
+        self.s_dot_y = np.zeros((size, size))  # [i, j] = s_i . y_j, slot order, float64
+        self.y_dot_y = np.zeros((size, size))
+
+    def push(self, s: torch.Tensor, y: torch.Tensor) -> None:
+        m, slot = self.size, self.count % self.size
+        self.pairs[slot] = s
+        self.pairs[m + slot] = y
+        with_s = (self.pairs @ s).cpu().double().numpy()  # (s_i . s, y_i . s) for every slot
+        with_y = (self.pairs @ y).cpu().double().numpy()
+        self.s_dot_y[:, slot] = with_y[:m]
+        self.s_dot_y[slot, :] = with_s[m:]
+        self.y_dot_y[:, slot] = self.y_dot_y[slot, :] = with_y[m:]
+        self.count += 1
+        kept = min(self.count, m)
+        self.order = np.arange(self.count - kept, self.count) % m  # slots, oldest first
+        s_dot_y = self.s_dot_y[np.ix_(self.order, self.order)]
+        self.upper = np.triu(s_dot_y)
+        self.diagonal = np.diag(s_dot_y).copy()
+        self.y_gram = self.y_dot_y[np.ix_(self.order, self.order)]
+        self.gamma = self.diagonal[-1] / self.y_gram[-1, -1]  # H0 = gamma I (Nocedal & Wright 7.20)
+
+    def direction(self, gradient: torch.Tensor) -> torch.Tensor:
+        """-H gradient: H = gamma I + [S gamma Y] B [S gamma Y]^T in compact form, with
+        B = [[U^-T (D + gamma Y^T Y) U^-1, -U^-T], [-U^-1, 0]], U = triu(S^T Y), D = its diagonal."""
+        if self.count == 0:
+            return -gradient
+        m, order, gamma = self.size, self.order, self.gamma
+        products = (self.pairs @ gradient).cpu().double().numpy()
+        s_g, y_g = products[order], products[m + order]
+        u = np.linalg.solve(self.upper, s_g)
+        top = np.linalg.solve(self.upper.T, self.diagonal * u + gamma * (self.y_gram @ u) - gamma * y_g)
+        coefficients = np.zeros(2 * m)
+        coefficients[order] = top
+        coefficients[m + order] = -gamma * u
+        coefficients = torch.from_numpy(coefficients).to(gradient)
+        return torch.addmv(gradient, self.pairs.t(), coefficients, beta=gamma).neg_()
+
+
+class Objective:
+    """Mean cross-entropy of softmax(X W^T + b) plus l2/2 |W|^2, over a flat parameter vector
+    [W (K x p, row-major), b (K)].
+
+    Logits are kept class-major (K x n): the softmax then reduces over the outer dimension,
+    elementwise across samples, 2-5x faster than over rows of K (measured at K = 10)."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, num_classes: int, l2: float):
+        self.features, self.l2 = features, l2
+        self.count, self.dims = features.shape
+        self.classes = num_classes
+        self.onehot = torch.nn.functional.one_hot(labels, num_classes).to(features.dtype).t().contiguous()
+
+    def weight(self, vector: torch.Tensor) -> torch.Tensor:
+        return vector[: self.classes * self.dims].view(self.classes, self.dims)
+
+    def logits(self, vector: torch.Tensor) -> torch.Tensor:
+        """W X^T + b, K x n."""
+        return torch.addmm(vector[self.classes * self.dims:, None], self.weight(vector), self.features.t())
+
+    def gradient(self, vector: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """From residual = (softmax - onehot) / n, K x n."""
+        gradient = torch.empty_like(vector)
+        torch.addmm(self.weight(vector), residual, self.features, beta=self.l2, out=self.weight(gradient))
+        torch.sum(residual, 1, out=gradient[self.classes * self.dims:])
+        return gradient
+
+
+class LineSearch:
+    """The loss along ``vector + t * direction`` from the logits L and their change M = D X^T
+    (one pass); every trial step is elementwise over K x n. Keeps the last trial's
+    log-normaliser and softmax, which the accepted step's gradient reuses."""
+
+    def __init__(self, objective: Objective, vector, direction, logits, change):
+        self.objective, self.logits, self.change = objective, logits, change
+        weight, step = objective.weight(vector).flatten(), objective.weight(direction).flatten()
+        n = objective.count
+        self.weight_step = (weight @ step).item()  # W . D_W
+        self.step_norm = (step @ step).item()  # |D_W|^2
+        self.weight_norm = (weight @ weight).item()
+        self.label_logit = (objective.onehot * logits).sum().item() / n  # mean logit of the label
+        self.label_change = (objective.onehot * change).sum().item() / n
+
+    def penalty(self, t: float) -> float:
+        return 0.5 * self.objective.l2 * (self.weight_norm + 2 * t * self.weight_step + t * t * self.step_norm)
+
+    def evaluate(self, t: float) -> tuple[float, float]:
+        """(loss, slope) at t; keeps the softmax at t."""
+        n, l2 = self.objective.count, self.objective.l2
+        moved = torch.add(self.logits, self.change, alpha=t)
+        log_normalizer = moved.logsumexp(0, keepdim=True)
+        self.softmax = moved.sub_(log_normalizer).exp_()
+        self.weighted = (self.softmax * self.change).sum(0)  # E_softmax[M] per sample
+        loss = log_normalizer.sum().item() / n - self.label_logit - t * self.label_change + self.penalty(t)
+        slope = self.weighted.sum().item() / n - self.label_change + l2 * (self.weight_step + t * self.step_norm)
+        return loss, slope
+
+    def curvature(self) -> float:
+        """Second derivative at the last evaluated t: mean softmax variance of M, plus l2 |D_W|^2."""
+        n = self.objective.count
+        second = (self.softmax * self.change).mul_(self.change).sum() - self.weighted.pow(2).sum()
+        return second.item() / n + self.objective.l2 * self.step_norm
+
+    def search(self, loss0: float, slope0: float, tolerance: float = 0.1, max_steps: int = 25) -> float | None:
+        """A step t with a lower loss and |slope(t)| <= tolerance |slope(0)| (bracketed 1-D
+        Newton), or the lowest-loss step tried; None if no step lowered the loss. Leaves the
+        softmax of the returned step in ``self.softmax`` and its loss in ``self.loss``."""
+        low, high, t = 0.0, math.inf, 1.0
+        best = None  # (loss, t)
+        for _ in range(max_steps):
+            loss, slope = self.evaluate(t)
+            if math.isfinite(loss) and loss < loss0:
+                if abs(slope) <= tolerance * abs(slope0):
+                    self.loss = loss
+                    return t
+                best = min(best or (loss, t), (loss, t))
+            if slope < 0 and math.isfinite(loss):
+                low = t
+            else:
+                high = t
+            newton = t - slope / self.curvature() if math.isfinite(loss) else math.nan
+            if low < newton < high:
+                t = newton
+            else:
+                t = (low + high) / 2 if math.isfinite(high) else 2 * t
+        if best is None:
+            return None
+        self.loss, t = best
+        self.evaluate(t)
+        return t
+
+
+def loss_and_residual(objective: Objective, vector: torch.Tensor, logits: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """The loss at ``vector`` and (softmax - onehot) / n, from its logits."""
+    log_normalizer = logits.logsumexp(0, keepdim=True)
+    n, weight = objective.count, objective.weight(vector).flatten()
+    loss = (log_normalizer.sum() - (objective.onehot * logits).sum()).item() / n
+    loss += 0.5 * objective.l2 * (weight @ weight).item()
+    return loss, (logits - log_normalizer).exp_().sub_(objective.onehot).div_(n)
+
+
+def fit(features: torch.Tensor, labels: torch.Tensor, num_classes: int, *, l2: float,
+        max_iter: int, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+        memory: int = 20, tolerance_grad: float = 1e-6,
+        tolerance_change: float = 1e-9) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight K x p, bias K) minimising mean cross-entropy + l2/2 |weight|^2 (the bias is not
+    penalised), from ``weight``/``bias`` (zeros if None), in at most ``max_iter`` iterations.
+
+    Stops early, as torch.optim.LBFGS does, when the largest gradient entry is <=
+    tolerance_grad, or when an iteration changes the loss or every parameter by less than
+    tolerance_change."""
+    objective = Objective(features, labels, num_classes, l2)
+    k, p = num_classes, features.shape[1]
+    vector = features.new_zeros(k * p + k)
+    if weight is not None:
+        vector[: k * p].copy_(weight.detach().flatten())
+        vector[k * p:].copy_(bias.detach())
+    logits = objective.logits(vector)
+    loss, residual = loss_and_residual(objective, vector, logits)
+    gradient = objective.gradient(vector, residual)
+    history = LBFGSMemory(memory, vector)
+    for _ in range(max_iter):
+        if gradient.abs().max().item() <= tolerance_grad:
+            break
+        direction = history.direction(gradient)
+        slope0 = (gradient @ direction).item()
+        if not slope0 < 0:  # the estimate lost positive definiteness: restart from steepest descent
+            history = LBFGSMemory(memory, vector)
+            direction = -gradient
+            slope0 = (gradient @ direction).item()
+        change = objective.logits(direction)  # D_W X^T + D_b: the logits move by t * change
+        search = LineSearch(objective, vector, direction, logits, change)
+        t = search.search(loss, slope0)
+        if t is None:  # no step lowers the loss: as converged as float32 allows
+            break
+        vector.add_(direction, alpha=t)
+        logits.add_(change, alpha=t)
+        residual = search.softmax.sub_(objective.onehot).div_(objective.count)
+        new_gradient = objective.gradient(vector, residual)
+        step, gradient_change = direction.mul_(t), new_gradient - gradient
+        if (step @ gradient_change).item() > 1e-10:  # keeps H positive definite
+            history.push(step, gradient_change)
+        gradient, previous, loss = new_gradient, loss, search.loss
+        if abs(loss - previous) < tolerance_change or step.abs().max().item() <= tolerance_change:
+            break
+    return objective.weight(vector).clone(), vector[k * p:].clone()
