@@ -10,6 +10,7 @@ that is not a plain chain of modules) the caller runs the whole network instead.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -70,26 +71,48 @@ def _call_order(model: nn.Module, units: list, sample: torch.Tensor) -> list:
     return order
 
 
-def capture(model: nn.Module, unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The input of ``unit`` when ``model.forward_features(x)`` runs, computing nothing after it."""
-    seen = []
+class BoundaryInput:
+    """While the ``with`` block lasts, ``self(model, x)`` runs ``model.forward_features(x)`` up
+    to ``unit`` and returns that unit's input, computing nothing after it. One hook serves every
+    thread: each call sees only its own pass's input, and passes not made by a call (folding's
+    check, say) run through untouched."""
 
-    def stop(module, args):
+    def __init__(self, unit: nn.Module):
+        self.unit = unit
+        self._seen = threading.local()
+
+    def __enter__(self) -> "BoundaryInput":
+        self._hook = self.unit.register_forward_pre_hook(self._stop)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hook.remove()
+
+    def _stop(self, module, args):
+        if not getattr(self._seen, "armed", False):
+            return None
         if len(args) != 1 or not torch.is_tensor(args[0]):
             raise ValueError("boundary unit takes more than one tensor")
-        seen.append(args[0])
+        self._seen.input = args[0]
         raise _Stop
 
-    hook = unit.register_forward_pre_hook(stop)
-    try:
-        model.forward_features(x)
-    except _Stop:
-        pass
-    finally:
-        hook.remove()
-    if not seen:
-        raise ValueError("boundary unit was not called by forward_features")
-    return seen[0]
+    def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        self._seen.input, self._seen.armed = None, True
+        try:
+            model.forward_features(x)
+        except _Stop:
+            pass
+        finally:
+            self._seen.armed = False
+        if self._seen.input is None:
+            raise ValueError("boundary unit was not called by forward_features")
+        return self._seen.input
+
+
+def capture(model: nn.Module, unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The input of ``unit`` when ``model.forward_features(x)`` runs, computing nothing after it."""
+    with BoundaryInput(unit) as boundary_input:
+        return boundary_input(model, x)
 
 
 @torch.no_grad()
@@ -157,12 +180,10 @@ def cached_batches(model: nn.Module, split: Split, train, ctx) -> CachedActivati
     from tlbench_plugins.strategies.folding import Extraction
 
     size = ctx.settings.batch_size
-    chunks = []
-    with Extraction(channels_last(model), ctx) as extraction:
-        for x, _ in ctx.progress(train.batches(size, device=ctx.device), total=train.num_batches(size),
-                                 desc="frozen part"):
-            x = as_channels_last(x)
-            network = extraction.network(x)
-            with ctx.autocast():
-                chunks.append(capture(network, network.get_submodule(split.boundary), x).float())
+    images = (as_channels_last(x) for x, _ in train.batches(size, device=ctx.device))
+    # the boundary unit is trainable, so folding (frozen layers only) leaves it in place
+    with Extraction(channels_last(model), ctx) as extraction, \
+            BoundaryInput(model.get_submodule(split.boundary)) as boundary_input:
+        outputs = extraction.outputs(images, lambda network, x: boundary_input(network, x).float())
+        chunks = list(ctx.progress(outputs, total=train.num_batches(size), desc="frozen part"))
     return CachedActivations(model, split, torch.cat(chunks), train.labels.to(ctx.device), size, ctx.seed)

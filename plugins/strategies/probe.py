@@ -9,17 +9,14 @@ from torch import nn
 from tlbench_plugins.strategies.training import as_channels_last, channels_last
 
 
-@torch.no_grad()
 def pooled_features(extraction, split, ctx) -> torch.Tensor:
     """Pre-logit features of the frozen network (a folding.Extraction) for every image of ``split``."""
-    features = []
-    batches = split.batches(ctx.settings.batch_size, device=ctx.device)
-    for x, _ in ctx.progress(batches, total=split.num_batches(ctx.settings.batch_size), desc="features"):
-        x = as_channels_last(x)
-        network = extraction.network(x)
-        with ctx.autocast():
-            features.append(network.forward_head(network.forward_features(x), pre_logits=True).float())
-    return torch.cat(features)
+    def features(network, x):
+        return network.forward_head(network.forward_features(x), pre_logits=True).float()
+
+    images = (as_channels_last(x) for x, _ in split.batches(ctx.settings.batch_size, device=ctx.device))
+    outputs = extraction.outputs(images, features)
+    return torch.cat(list(ctx.progress(outputs, total=split.num_batches(ctx.settings.batch_size), desc="features")))
 
 
 def frozen_features(model: nn.Module, splits, ctx, use_cache: bool = True) -> tuple[list, bool]:

@@ -26,23 +26,47 @@ import torch
 
 class LBFGSMemory:
     """The last ``size`` steps s and gradient changes y, as rows of one matrix (a ring), and
-    the products of the inverse-Hessian estimate H they define with a vector."""
+    the products of the inverse-Hessian estimate H they define with a vector.
+
+    An iteration reads the memory twice: once for its products with the new gradient, once to
+    combine it into the direction. The inner products a new pair needs with the others are
+    derived from those (y's as a difference of two gradients' products, s's from the last
+    direction's coefficients), not read again: at 20 pairs the memory is 40% the size of the
+    probe's feature matrix, so each read costs as much as a third of a pass."""
 
     def __init__(self, size: int, like: torch.Tensor):
         self.size, self.count = size, 0
         self.pairs = like.new_zeros(2 * size, len(like))  # rows: s slots, then y slots
         self.s_dot_y = np.zeros((size, size))  # [i, j] = s_i . y_j, slot order, float64
         self.y_dot_y = np.zeros((size, size))
+        self._products = (None, None)  # (gradient, pairs @ gradient)
+        self._last = (np.zeros(2 * size), np.zeros(2 * size), 1.0)  # products, coefficients, gamma of the last direction
 
-    def push(self, s: torch.Tensor, y: torch.Tensor) -> None:
+    def products(self, gradient: torch.Tensor) -> np.ndarray:
+        known, products = self._products
+        if known is not gradient:
+            products = (self.pairs @ gradient).cpu().double().numpy()
+            self._products = (gradient, products)
+        return products
+
+    def push(self, s: torch.Tensor, y: torch.Tensor, step: float, gradient: torch.Tensor) -> None:
+        """Add s = step * (the last direction) and y = ``gradient`` - the last direction's gradient."""
         m, slot = self.size, self.count % self.size
+        old, coefficients, gamma = self._last
+        new = (self.pairs @ gradient).cpu().double().numpy()
+        s_with_y = new[:m] - old[:m]  # s_i . y, i in the slots
+        y_with_y = new[m:] - old[m:]
+        # y_i . s = step * y_i . d, d = -(gamma g + S c_s + Y c_y) in terms of the old pairs
+        y_with_s = -step * (gamma * old[m:] + self.s_dot_y.T @ coefficients[:m] + self.y_dot_y @ coefficients[m:])
         self.pairs[slot] = s
         self.pairs[m + slot] = y
-        with_s = (self.pairs @ s).cpu().double().numpy()  # (s_i . s, y_i . s) for every slot
-        with_y = (self.pairs @ y).cpu().double().numpy()
-        self.s_dot_y[:, slot] = with_y[:m]
-        self.s_dot_y[slot, :] = with_s[m:]
-        self.y_dot_y[:, slot] = self.y_dot_y[slot, :] = with_y[m:]
+        s_y, y_y = (s @ y).item(), (y @ y).item()
+        s_with_y[slot] = y_with_s[slot] = s_y
+        y_with_y[slot] = y_y
+        self.s_dot_y[:, slot], self.s_dot_y[slot, :] = s_with_y, y_with_s
+        self.y_dot_y[:, slot] = self.y_dot_y[slot, :] = y_with_y
+        new[slot], new[m + slot] = (s @ gradient).item(), (y @ gradient).item()
+        self._products = (gradient, new)
         self.count += 1
         kept = min(self.count, m)
         self.order = np.arange(self.count - kept, self.count) % m  # slots, oldest first
@@ -50,23 +74,26 @@ class LBFGSMemory:
         self.upper = np.triu(s_dot_y)
         self.diagonal = np.diag(s_dot_y).copy()
         self.y_gram = self.y_dot_y[np.ix_(self.order, self.order)]
-        self.gamma = self.diagonal[-1] / self.y_gram[-1, -1]  # H0 = gamma I (Nocedal & Wright 7.20)
+        self.gamma = s_y / y_y  # H0 = gamma I (Nocedal & Wright 7.20)
 
     def direction(self, gradient: torch.Tensor) -> torch.Tensor:
         """-H gradient: H = gamma I + [S gamma Y] B [S gamma Y]^T in compact form, with
         B = [[U^-T (D + gamma Y^T Y) U^-1, -U^-T], [-U^-1, 0]], U = triu(S^T Y), D = its diagonal."""
+        m = self.size
         if self.count == 0:
+            self._last = (np.zeros(2 * m), np.zeros(2 * m), 1.0)
             return -gradient
-        m, order, gamma = self.size, self.order, self.gamma
-        products = (self.pairs @ gradient).cpu().double().numpy()
+        order, gamma = self.order, self.gamma
+        products = self.products(gradient)
         s_g, y_g = products[order], products[m + order]
         u = np.linalg.solve(self.upper, s_g)
         top = np.linalg.solve(self.upper.T, self.diagonal * u + gamma * (self.y_gram @ u) - gamma * y_g)
         coefficients = np.zeros(2 * m)
         coefficients[order] = top
         coefficients[m + order] = -gamma * u
-        coefficients = torch.from_numpy(coefficients).to(gradient)
-        return torch.addmv(gradient, self.pairs.t(), coefficients, beta=gamma).neg_()
+        self._last = (products, coefficients, gamma)
+        return torch.addmv(gradient, self.pairs.t(), torch.from_numpy(coefficients).to(gradient),
+                           beta=gamma).neg_()
 
 
 class Objective:
@@ -210,7 +237,7 @@ def fit(features: torch.Tensor, labels: torch.Tensor, num_classes: int, *, l2: f
         new_gradient = objective.gradient(vector, residual)
         step, gradient_change = direction.mul_(t), new_gradient - gradient
         if (step @ gradient_change).item() > 1e-10:  # keeps H positive definite
-            history.push(step, gradient_change)
+            history.push(step, gradient_change, t, new_gradient)
         gradient, previous, loss = new_gradient, loss, search.loss
         if abs(loss - previous) < tolerance_change or step.abs().max().item() <= tolerance_change:
             break
