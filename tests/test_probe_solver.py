@@ -48,3 +48,61 @@ def test_fit_probe_takes_raw_features():
         solved.weight.copy_(head.weight * scale)
         solved.bias.copy_(head.bias + head.weight @ mean)
     assert torch.allclose(solved((shifted - mean) / scale), head(shifted), atol=1e-3)
+
+
+def mean_loss(weight, bias, features, labels, l2):
+    logits = features.double() @ weight.double().t() + bias.double()
+    return (nn.functional.cross_entropy(logits, labels) + 0.5 * l2 * weight.double().pow(2).sum()).item()
+
+
+@pytest.mark.parametrize("memory", [3, 20])
+def test_solver_reaches_scikit_learns_optimum_with_a_short_memory(memory):
+    """More iterations than memory slots (the ring wraps many times), 8 classes, a weak
+    penalty: the loss reached is scikit-learn's to float32 precision."""
+    from tlbench_plugins.strategies import softmax_regression
+
+    features, labels = problem(seed=2, samples=400, dims=30, classes=8)
+    l2 = 1e-3
+    weight, bias = softmax_regression.fit(features, labels, 8, l2=l2, max_iter=1000, memory=memory)
+    reference = LogisticRegression(C=1 / (l2 * len(labels)), tol=1e-10, max_iter=10000)
+    reference.fit(features.double().numpy(), labels.numpy())
+    best = mean_loss(torch.tensor(reference.coef_), torch.tensor(reference.intercept_), features, labels, l2)
+    assert mean_loss(weight, bias, features, labels, l2) <= best + 1e-5
+
+
+def test_solver_started_at_the_optimum_does_not_leave_it():
+    """A warm start (the path's) at the optimum: the loss does not rise, the model stays put."""
+    from tlbench_plugins.strategies import softmax_regression
+
+    features, labels = problem(seed=3)
+    weight, bias = softmax_regression.fit(features, labels, 4, l2=1e-2, max_iter=500)
+    again, again_bias = softmax_regression.fit(features, labels, 4, l2=1e-2, max_iter=5, weight=weight, bias=bias)
+    assert mean_loss(again, again_bias, features, labels, 1e-2) <= mean_loss(weight, bias, features, labels, 1e-2) + 1e-7
+    before, after = (torch.softmax(features @ w.t() + b, 1) for w, b in ((weight, bias), (again, again_bias)))
+    assert torch.allclose(after, before, atol=1e-3)
+
+
+def test_constant_features_get_zero_weight_and_change_nothing_else():
+    """Features constant over the rows are left out of the solve (the bias does their work):
+    the probe equals the one fitted without them, with zero weight there."""
+    features, labels = problem(seed=4, samples=200, dims=6, classes=3)
+    padded = torch.cat([torch.zeros(200, 2), features[:, :3], torch.full((200, 1), 7.0), features[:, 3:]], 1)
+    assert probe.varying(padded).tolist() == [2, 3, 4, 6, 7, 8]
+    head = probe.fit_probe(padded, labels, num_classes=3, penalty=1e-2, max_iter=300)
+    plain = probe.fit_probe(features, labels, num_classes=3, penalty=1e-2, max_iter=300)
+    assert head.weight[:, [0, 1, 5]].abs().max() == 0
+    assert torch.allclose(head.weight[:, [2, 3, 4, 6, 7, 8]], plain.weight, atol=1e-4)
+    assert torch.allclose(head(padded), plain(features), atol=1e-3)
+
+
+def test_the_path_keeps_full_width_states_that_score_like_the_head():
+    """Path states are for every feature (zeros where constant), so the refit can start from them."""
+    features, labels = problem(seed=5, samples=300, dims=8, classes=4)
+    features[:, 2] = 0.0  # a unit that never fires on train
+    train_x, train_y, val_x, val_y = features[:200], labels[:200], features[200:], labels[200:]
+    path = probe.probe_path(train_x, train_y, val_x, val_y, 4, [1.0, 0.1, 0.01], max_iter=100)
+    mean, scale = probe.standardizer(train_x)
+    for _, accuracy, state in path:
+        assert state["weight"].shape == (4, 8) and state["weight"][:, 2].abs().max() == 0
+        predicted = (((val_x - mean) / scale) @ state["weight"].t() + state["bias"]).argmax(1)
+        assert (predicted == val_y).float().mean().item() == pytest.approx(accuracy)

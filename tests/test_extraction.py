@@ -1,0 +1,70 @@
+"""Frozen extraction on the CPU runs two batches at a time: same outputs, same order, threads put back."""
+
+import pytest
+import torch
+
+from tlbench_plugins.strategies import boundary, probe, training
+from tlbench_plugins.strategies.folding import Extraction
+
+
+@pytest.fixture
+def threads():
+    """Sets torch's thread count for a test and puts the original back."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def features(cell_setup, set_threads, count: int) -> torch.Tensor:
+    set_threads(count)
+    with Extraction(cell_setup.model, cell_setup.ctx) as extraction:
+        result = probe.pooled_features(extraction, cell_setup.train, cell_setup.ctx)
+    assert torch.get_num_threads() == count  # the streams' share is given back
+    return result
+
+
+def test_two_streams_give_one_streams_features_in_order(setup_cell, threads):
+    cell_setup, _ = setup_cell("linear_probe")
+    training.freeze(cell_setup.model)
+    one = features(cell_setup, threads, 1)  # a single stream: batch after batch
+    two = features(cell_setup, threads, 2)  # two batches at a time, one thread each
+    assert one.shape == (len(cell_setup.train), cell_setup.model.num_features)
+    assert torch.allclose(two, one, rtol=1e-4, atol=1e-5)
+
+
+def test_a_failing_batch_ends_extraction_with_its_error_and_threads_put_back(setup_cell, threads):
+    cell_setup, _ = setup_cell("linear_probe")
+    training.freeze(cell_setup.model)
+    threads(2)
+    seen = []
+
+    def compute(network, x):
+        seen.append(len(x))
+        if len(seen) == 4:
+            raise RuntimeError("unreadable batch")
+        return x.mean()
+
+    images = (x for x, _ in cell_setup.train.batches(32))
+    with pytest.raises(RuntimeError, match="unreadable batch"):
+        with Extraction(cell_setup.model, cell_setup.ctx) as extraction:
+            list(extraction.outputs(images, compute))
+    assert torch.get_num_threads() == 2
+    assert len(seen) < cell_setup.train.num_batches(32)  # it stopped, not ran to the end
+
+
+def test_each_stream_captures_its_own_boundary_activation(setup_cell, threads):
+    """The boundary hook is shared by both streams; each batch must get its own input back."""
+    cell_setup, _ = setup_cell("partial_unfreeze", "[strategy.partial_unfreeze]\nblocks = 2\n")
+    model, train, ctx = cell_setup.model, cell_setup.train, cell_setup.ctx
+    training.freeze(model)
+    training.unfreeze(model.blocks[-1].parameters())
+    sample, _ = next(iter(train.batches(8)))
+    split = boundary.find_split(model, sample)
+    assert split is not None
+    threads(2)
+    cached = boundary.cached_batches(model, split, train, ctx)
+    unit = model.get_submodule(split.boundary)
+    with torch.no_grad():
+        expected = torch.cat([boundary.capture(model.eval(), unit, x) for x, _ in train.batches(ctx.settings.batch_size)])
+    assert cached.activations.shape == expected.shape
+    assert torch.allclose(cached.activations, expected, rtol=1e-4, atol=1e-4)
