@@ -18,7 +18,7 @@ def threads():
 def features(cell_setup, set_threads, count: int) -> torch.Tensor:
     set_threads(count)
     with Extraction(cell_setup.model, cell_setup.ctx) as extraction:
-        result = probe.pooled_features(extraction, cell_setup.train, cell_setup.ctx)
+        result, = probe.pooled_features(extraction, [cell_setup.train], cell_setup.ctx)
     assert torch.get_num_threads() == count  # the streams' share is given back
     return result
 
@@ -68,3 +68,15 @@ def test_each_stream_captures_its_own_boundary_activation(setup_cell, threads):
         expected = torch.cat([boundary.capture(model.eval(), unit, x) for x, _ in train.batches(ctx.settings.batch_size)])
     assert cached.activations.shape == expected.shape
     assert torch.allclose(cached.activations, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_splits_extracted_in_one_stream_come_back_apart(setup_cell, threads):
+    cell_setup, _ = setup_cell("linear_probe")
+    training.freeze(cell_setup.model)
+    threads(2)
+    train, val, ctx = cell_setup.train, cell_setup.val, cell_setup.ctx
+    with Extraction(cell_setup.model, ctx) as extraction:
+        together = probe.pooled_features(extraction, [val, train], ctx)
+        apart = [probe.pooled_features(extraction, [split], ctx)[0] for split in (val, train)]
+    assert [len(f) for f in together] == [len(val), len(train)]
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(together, apart))

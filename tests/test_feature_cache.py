@@ -79,8 +79,8 @@ def test_probe_selection_never_touches_test_images(probe_cell, registry, tmp_pat
 
     seen = []
     original = probe.pooled_features
-    monkeypatch.setattr(probe, "pooled_features",
-                        lambda model, split, ctx: seen.append(set(split.indices.tolist())) or original(model, split, ctx))
+    monkeypatch.setattr(probe, "pooled_features", lambda extraction, splits, ctx: seen.extend(
+        set(split.indices.tolist()) for split in splits) or original(extraction, splits, ctx))
     cell_setup, _ = run_probe(registry, tmp_path, probe_cell())
     test = set(cell_setup.test.indices.tolist())
     assert len(seen) == 2 and all(not (indices & test) for indices in seen)

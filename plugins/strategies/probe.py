@@ -9,14 +9,19 @@ from torch import nn
 from tlbench_plugins.strategies.training import as_channels_last, channels_last
 
 
-def pooled_features(extraction, split, ctx) -> torch.Tensor:
-    """Pre-logit features of the frozen network (a folding.Extraction) for every image of ``split``."""
+def pooled_features(extraction, splits, ctx) -> list:
+    """Pre-logit features of the frozen network (a folding.Extraction) for every image of each
+    of ``splits``. All splits go through as one stream of batches, so the extraction's
+    two-at-a-time pipeline fills and drains once."""
     def features(network, x):
         return network.forward_head(network.forward_features(x), pre_logits=True).float()
 
-    images = (as_channels_last(x) for x, _ in split.batches(ctx.settings.batch_size, device=ctx.device))
-    outputs = extraction.outputs(images, features)
-    return torch.cat(list(ctx.progress(outputs, total=split.num_batches(ctx.settings.batch_size), desc="features")))
+    size = ctx.settings.batch_size
+    images = (as_channels_last(x) for split in splits for x, _ in split.batches(size, device=ctx.device))
+    counts = [split.num_batches(size) for split in splits]
+    outputs = list(ctx.progress(extraction.outputs(images, features), total=sum(counts), desc="features"))
+    ends = torch.tensor(counts).cumsum(0).tolist()
+    return [torch.cat(outputs[end - count:end]) for count, end in zip(counts, ends)]
 
 
 def frozen_features(model: nn.Module, splits, ctx, use_cache: bool = True) -> tuple[list, bool]:
@@ -28,18 +33,17 @@ def frozen_features(model: nn.Module, splits, ctx, use_cache: bool = True) -> tu
 
     # keys first: while folded, the network's own parameters are not the ones it was built with
     keys = [feature_cache.cache_key(model, split, ctx, pooling="pre_logits") for split in splits]
-    results = []
-    with Extraction(channels_last(model), ctx) as extraction:
-        for split, key in zip(splits, keys):
-            cached = feature_cache.load(ctx.cache_dir, key, split.labels) if use_cache else None
-            if cached is not None:
-                results.append((cached.to(ctx.device), True))
-                continue
-            features = pooled_features(extraction, split, ctx)
+    found = [feature_cache.load(ctx.cache_dir, key, split.labels) if use_cache else None
+             for split, key in zip(splits, keys)]
+    missing = [i for i, features in enumerate(found) if features is None]
+    if missing:
+        with Extraction(channels_last(model), ctx) as extraction:
+            extracted = pooled_features(extraction, [splits[i] for i in missing], ctx)
+        for i, features in zip(missing, extracted):
             if use_cache:
-                feature_cache.store(ctx.cache_dir, key, features, split.labels)
-            results.append((features, False))
-    return [features for features, _ in results], all(hit for _, hit in results)
+                feature_cache.store(ctx.cache_dir, keys[i], features, splits[i].labels)
+            found[i] = features
+    return [features.to(ctx.device) for features in found], not missing
 
 
 def fit_linear_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tensor, *,
