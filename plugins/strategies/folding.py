@@ -15,6 +15,7 @@ reproduces the original's output on that batch, otherwise the original runs as i
 from __future__ import annotations
 
 import copy
+import itertools
 import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -179,12 +180,12 @@ class Extraction:
         """``compute(network, x)`` for each batch ``x``, in order, without gradients and under
         ctx.autocast().
 
-        On the CPU, with two or more threads, the batches after the first run two at a time,
-        each on half the threads: a frozen forward is hundreds of small operations, and
-        splitting each across threads costs a synchronisation per operation. Measured on 2
-        cores, efficientnet_lite0: 16% faster at 64 px (median of 8, 1.01 s vs 1.19 s for
-        1,438 images), 5% at 224 px. At most three batches are in memory beyond the one the
-        caller holds."""
+        On the CPU, with two or more threads, the batches run two at a time, each on half the
+        threads: a frozen forward is hundreds of small operations, and splitting each across
+        threads costs a synchronisation per operation. Measured on 2 cores,
+        efficientnet_lite0: 16% faster at 64 px (median of 8, 1.01 s vs 1.19 s for 1,438
+        images), 5% at 224 px. At most three batches are in memory beyond the one the caller
+        holds."""
         def run(network, x):
             with torch.no_grad(), self.ctx.autocast():  # both are per thread
                 return compute(network, x)
@@ -194,7 +195,7 @@ class Extraction:
         if first is None:
             return
         network = self.network(first)  # folds, on this thread
-        yield run(network, first)
+        batches = itertools.chain([first], batches)
         threads = torch.get_num_threads()
         if self.ctx.device.type != "cpu" or threads < 2:
             for x in batches:
