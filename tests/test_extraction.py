@@ -1,5 +1,8 @@
 """Frozen extraction on the CPU runs two batches at a time: same outputs, same order, threads put back."""
 
+import contextlib
+import threading
+
 import pytest
 import torch
 
@@ -32,15 +35,38 @@ def test_two_streams_give_one_streams_features_in_order(setup_cell, threads):
     assert torch.allclose(two, one, rtol=1e-4, atol=1e-5)
 
 
+def test_batches_run_on_two_worker_threads_with_half_the_threads_each(setup_cell, threads):
+    cell_setup, _ = setup_cell("linear_probe")
+    training.freeze(cell_setup.model)
+    threads(2)
+    seen = set()
+
+    def compute(network, x):
+        seen.add((threading.current_thread().name, torch.get_num_threads(), torch.is_grad_enabled()))
+        return network.forward_features(x).mean()
+
+    images = (x for x, _ in cell_setup.train.batches(32))
+    with Extraction(cell_setup.model, cell_setup.ctx) as extraction:
+        with contextlib.closing(extraction.outputs(images, compute)) as outputs:
+            assert len(list(outputs)) == cell_setup.train.num_batches(32)
+    assert {name.startswith("tlbench-extraction") for name, _, _ in seen} == {True}
+    assert len({name for name, _, _ in seen}) == 2
+    assert {(count, grad) for _, count, grad in seen} == {(1, False)}
+    assert torch.get_num_threads() == 2
+
+
 def test_a_failing_batch_ends_extraction_with_its_error_and_threads_put_back(setup_cell, threads):
     cell_setup, _ = setup_cell("linear_probe")
     training.freeze(cell_setup.model)
     threads(2)
     seen = []
+    lock = threading.Lock()
 
     def compute(network, x):
-        seen.append(len(x))
-        if len(seen) == 4:
+        with lock:  # two workers append
+            seen.append(len(x))
+            fourth = len(seen) == 4
+        if fourth:
             raise RuntimeError("unreadable batch")
         return x.mean()
 

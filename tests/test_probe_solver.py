@@ -106,3 +106,22 @@ def test_the_path_keeps_full_width_states_that_score_like_the_head():
         assert state["weight"].shape == (4, 8) and state["weight"][:, 2].abs().max() == 0
         predicted = (((val_x - mean) / scale) @ state["weight"].t() + state["bias"]).argmax(1)
         assert (predicted == val_y).float().mean().item() == pytest.approx(accuracy)
+
+
+def test_badly_scaled_features_still_train():
+    """The first step is steepest descent, as long as the gradient: its first trial is scaled
+    down (else no trial step of a halving search lowers the loss and the zero model comes back)."""
+    from tlbench_plugins.strategies import softmax_regression
+
+    features, labels = problem(seed=1)
+    weight, bias = softmax_regression.fit(features * 1e6, labels, 4, l2=1e-2, max_iter=50)
+    assert mean_loss(weight, bias, features * 1e6, labels, 1e-2) < 0.5 * np.log(4)
+
+
+def test_non_finite_features_are_refused():
+    from tlbench_plugins.strategies import softmax_regression
+
+    features, labels = problem()
+    features[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        softmax_regression.fit(features, labels, 4, l2=1e-2, max_iter=10)

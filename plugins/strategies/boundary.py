@@ -10,6 +10,7 @@ that is not a plain chain of modules) the caller runs the whole network instead.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import Optional
@@ -185,5 +186,6 @@ def cached_batches(model: nn.Module, split: Split, train, ctx) -> CachedActivati
     with Extraction(channels_last(model), ctx) as extraction, \
             BoundaryInput(model.get_submodule(split.boundary)) as boundary_input:
         outputs = extraction.outputs(images, lambda network, x: boundary_input(network, x).float())
-        chunks = list(ctx.progress(outputs, total=train.num_batches(size), desc="frozen part"))
+        with contextlib.closing(outputs):
+            chunks = list(ctx.progress(outputs, total=train.num_batches(size), desc="frozen part"))
     return CachedActivations(model, split, torch.cat(chunks), train.labels.to(ctx.device), size, ctx.seed)

@@ -3,6 +3,8 @@ fitted full-batch with L-BFGS along a path of L2 penalties."""
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -19,7 +21,8 @@ def pooled_features(extraction, splits, ctx) -> list:
     size = ctx.settings.batch_size
     images = (as_channels_last(x) for split in splits for x, _ in split.batches(size, device=ctx.device))
     counts = [split.num_batches(size) for split in splits]
-    outputs = list(ctx.progress(extraction.outputs(images, features), total=sum(counts), desc="features"))
+    with contextlib.closing(extraction.outputs(images, features)) as batches:
+        outputs = list(ctx.progress(batches, total=sum(counts), desc="features"))
     ends = torch.tensor(counts).cumsum(0).tolist()
     return [torch.cat(outputs[end - count:end]) for count, end in zip(counts, ends)]
 
