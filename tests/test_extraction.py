@@ -106,3 +106,26 @@ def test_splits_extracted_in_one_stream_come_back_apart(setup_cell, threads):
         apart = [probe.pooled_features(extraction, [split], ctx)[0] for split in (val, train)]
     assert [len(f) for f in together] == [len(val), len(train)]
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(together, apart))
+
+
+def test_other_threads_keep_the_normal_thread_count_during_extraction(setup_cell, threads):
+    """Only the two workers run on half the threads: the caller, and a thread that first uses
+    torch while extraction is under way, get the process's normal count."""
+    cell_setup, _ = setup_cell("linear_probe")
+    training.freeze(cell_setup.model)
+    threads(2)
+    seen = {}
+
+    def newcomer():
+        seen["newcomer"] = torch.get_num_threads()
+
+    images = (x for x, _ in cell_setup.train.batches(32))
+    with Extraction(cell_setup.model, cell_setup.ctx) as extraction:
+        with contextlib.closing(extraction.outputs(images, lambda network, x: x.mean())) as outputs:
+            next(outputs)
+            seen["caller"] = torch.get_num_threads()
+            thread = threading.Thread(target=newcomer)
+            thread.start()
+            thread.join()
+            assert len(list(outputs)) == cell_setup.train.num_batches(32) - 1
+    assert seen == {"caller": 2, "newcomer": 2}

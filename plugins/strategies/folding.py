@@ -15,6 +15,7 @@ reproduces the original's output on that batch, otherwise the original runs as i
 from __future__ import annotations
 
 import itertools
+import threading
 import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -175,7 +176,7 @@ class Extraction:
         efficientnet_lite0: 16% faster at 64 px (median of 8, 1.01 s vs 1.19 s for 1,438
         images), 5% at 224 px. At most three batches are in memory beyond the one the caller
         holds. Close the generator (contextlib.closing) inside the block: until it is closed
-        or exhausted it holds half the threads and the two workers."""
+        or exhausted it holds the two workers."""
         def run(network, x):
             with torch.no_grad(), self.ctx.autocast():  # both are per thread
                 return compute(network, x)
@@ -191,15 +192,33 @@ class Extraction:
             for x in batches:
                 yield run(network, x)
             return
-        torch.set_num_threads(threads // 2)  # threads started below take this on their first op
-        try:
-            with ThreadPoolExecutor(2, thread_name_prefix="tlbench-extraction") as pool:
-                pending = deque()
-                for x in batches:
-                    pending.append(pool.submit(run, network, x))
-                    if len(pending) > 2:
-                        yield pending.popleft().result()
-                while pending:
+        with ThreadPoolExecutor(2, thread_name_prefix="tlbench-extraction") as pool:
+            _start_workers(pool, threads // 2)
+            pending = deque()
+            for x in batches:
+                pending.append(pool.submit(run, network, x))
+                if len(pending) > 2:
                     yield pending.popleft().result()
-        finally:
-            torch.set_num_threads(threads)
+            while pending:
+                yield pending.popleft().result()
+
+
+def _start_workers(pool: ThreadPoolExecutor, threads: int) -> None:
+    """Start both of ``pool``'s workers with ``threads`` intra-op threads each.
+
+    torch takes a thread's count from the process-wide setting once, at that thread's first
+    use, so the setting is lowered only while the workers start and is put back before
+    anything else runs: the caller, and any other thread of the process, keep their own."""
+    started = threading.Barrier(2)
+
+    def start() -> None:
+        torch.get_num_threads()  # this thread's first use: it takes the lowered setting
+        started.wait()  # both workers, not one twice
+
+    normal = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for future in [pool.submit(start) for _ in range(2)]:
+            future.result()
+    finally:
+        torch.set_num_threads(normal)
