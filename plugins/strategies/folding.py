@@ -195,12 +195,24 @@ class Extraction:
         with ThreadPoolExecutor(2, thread_name_prefix="tlbench-extraction") as pool:
             _start_workers(pool, threads // 2)
             pending = deque()
-            for x in batches:
+            while (x := _next_on(batches, threads // 2, threads)) is not None:
                 pending.append(pool.submit(run, network, x))
                 if len(pending) > 2:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
+
+
+def _next_on(batches, threads: int, normal: int):
+    """The next batch (None at the end), made on ``threads`` threads: the batch's preparation
+    on this thread would otherwise start a team of ``normal`` threads whose spinning takes the
+    workers' cores (measured: extraction 1.41 s instead of 1.20 s). The setting goes back
+    before this returns, so no other thread sees it but one that first uses torch meanwhile."""
+    torch.set_num_threads(threads)
+    try:
+        return next(batches, None)
+    finally:
+        torch.set_num_threads(normal)
 
 
 def _start_workers(pool: ThreadPoolExecutor, threads: int) -> None:
