@@ -118,8 +118,8 @@ class Objective:
 
 class LineSearch:
     """The loss along ``vector + t * direction`` from the logits L and their change M = D X^T
-    (one pass); every trial step is elementwise over K x n. Keeps the last trial's
-    log-normaliser and softmax, which the accepted step's gradient reuses."""
+    (one pass); every trial step is elementwise over K x n. Keeps the last trial's softmax,
+    which the accepted step's gradient reuses."""
 
     def __init__(self, objective: Objective, vector, direction, logits, change):
         self.objective, self.logits, self.change = objective, logits, change
