@@ -4,6 +4,7 @@ fitted full-batch with L-BFGS along a path of L2 penalties."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ def pooled_features(extraction, splits, ctx) -> list:
     counts = [split.num_batches(size) for split in splits]
     with contextlib.closing(extraction.outputs(images, features)) as batches:
         outputs = list(ctx.progress(batches, total=sum(counts), desc="features"))
-    ends = torch.tensor(counts).cumsum(0).tolist()
+    ends = itertools.accumulate(counts)
     return [torch.cat(outputs[end - count:end]) for count, end in zip(counts, ends)]
 
 
