@@ -184,8 +184,6 @@ def torch_lbfgs_path(train_x, train_y, val_x, val_y, num_classes, penalties, max
     """The probe's path and refit written with torch.optim.LBFGS (strong-Wolfe line search,
     autograd), as one would without tlbench's solver: same objective, penalties, iterations,
     memory, standardisation and warm starts. Returns the train loss reached at each penalty."""
-    from tlbench_plugins.strategies import probe
-
     def fit(x, y, weight, bias, l2):
         weight, bias = weight.clone().requires_grad_(), bias.clone().requires_grad_()
         optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, history_size=20,
@@ -200,7 +198,7 @@ def torch_lbfgs_path(train_x, train_y, val_x, val_y, num_classes, penalties, max
         optimizer.step(closure)
         return weight.detach(), bias.detach()
 
-    mean, scale = probe.standardizer(train_x)
+    mean, scale = standardizer(train_x)
     x, v = (train_x - mean) / scale, (val_x - mean) / scale
     weight, bias = x.new_zeros(num_classes, x.shape[1]), x.new_zeros(num_classes)
     losses, states = [], []
@@ -210,9 +208,14 @@ def torch_lbfgs_path(train_x, train_y, val_x, val_y, num_classes, penalties, max
         states.append(((v @ weight.t() + bias).argmax(1).eq(val_y).float().mean().item(), l2, weight, bias))
     _, l2, weight, bias = max(states, key=lambda s: s[0])
     every_x, every_y = torch.cat([train_x, val_x]), torch.cat([train_y, val_y])
-    mean, scale = probe.standardizer(every_x)
+    mean, scale = standardizer(every_x)
     fit((every_x - mean) / scale, every_y, weight, bias, l2)
     return losses
+
+
+def standardizer(features):
+    """Per-feature mean and scale (a constant feature standardises to 0)."""
+    return features.mean(0), features.std(0).clamp_min(1e-6)
 
 
 def train_loss(x, y, weight, bias, l2) -> float:
@@ -253,8 +256,8 @@ def test_probe_solver_vs_torch_lbfgs(benchmark, report, make_cell, runner_with_c
         return times, path, losses
 
     times, path, torch_losses = benchmark.pedantic(measure, rounds=1, iterations=1)
-    mean, scale = probe.standardizer(train_x)
-    ours = [train_loss((train_x - mean) / scale, train_y, state["weight"], state["bias"], l2) for l2, _, state in path]
+    mean, scale = standardizer(train_x)
+    ours = [train_loss((train_x - mean) / scale, train_y, weight, bias, l2) for l2, _, (weight, bias) in path]
     ratio = statistics.median(times["torch"]) / statistics.median(times["tlbench"])
     report("1b probe solver (path + refit) vs torch.optim.LBFGS",
            tlbench_s=[round(t, 3) for t in times["tlbench"]], torch_lbfgs_s=[round(t, 3) for t in times["torch"]],

@@ -1,6 +1,7 @@
 """Frozen extraction on the CPU runs two batches at a time: same outputs, same order, threads put back."""
 
 import contextlib
+import copy
 import threading
 
 import pytest
@@ -106,6 +107,21 @@ def test_splits_extracted_in_one_stream_come_back_apart(setup_cell, threads):
         apart = [probe.pooled_features(extraction, [split], ctx)[0] for split in (val, train)]
     assert [len(f) for f in together] == [len(val), len(train)]
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(together, apart))
+
+
+def test_an_empty_split_gets_no_features_of_the_same_width(setup_cell, threads):
+    """A class with fewer than three images puts none in val: such a split has no rows."""
+    cell_setup, _ = setup_cell("linear_probe")
+    training.freeze(cell_setup.model)
+    train, ctx = cell_setup.train, cell_setup.ctx
+    empty = copy.copy(cell_setup.val)
+    empty.indices, empty.labels = empty.indices[:0], empty.labels[:0]
+    if empty.pixels is not None:
+        empty.pixels = empty.pixels[:0]
+    assert len(empty) == 0 and list(empty.batches(8)) == []
+    with Extraction(cell_setup.model, ctx) as extraction:
+        first, gap, last = probe.pooled_features(extraction, [train, empty, train], ctx)
+    assert gap.shape == (0, first.shape[1]) and torch.allclose(first, last, rtol=1e-4, atol=1e-5)
 
 
 def test_other_threads_keep_the_normal_thread_count_during_extraction(setup_cell, threads):

@@ -21,33 +21,29 @@ def problem(seed=0, samples=240, dims=12, classes=4):
 def test_fit_matches_scikit_learn(l2):
     """Same objective as scikit-learn's (mean cross-entropy + l2/2 |W|^2, bias unpenalised,
     i.e. C = 1 / (l2 * n)), so the same minimiser."""
+    from tlbench_plugins.strategies import softmax_regression
+
     features, labels = problem()
-    head = nn.Linear(features.shape[1], 4)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    probe.fit_linear_head(head, features, labels, l2=l2, max_iter=500)
+    weight, bias = softmax_regression.fit(features, labels, 4, l2=l2, max_iter=500)
 
     reference = LogisticRegression(C=1 / (l2 * len(labels)), tol=1e-10, max_iter=5000)
     reference.fit(features.double().numpy(), labels.numpy())
-    probabilities = torch.softmax(head(features), 1).detach().double().numpy()
+    probabilities = torch.softmax(features @ weight.t() + bias, 1).double().numpy()
     np.testing.assert_allclose(probabilities, reference.predict_proba(features.double().numpy()), atol=2e-3)
     # softmax parameters are defined up to a per-feature constant across classes: compare centred
-    ours = head.weight.detach().double().numpy()
+    ours = weight.double().numpy()
     np.testing.assert_allclose(ours - ours.mean(0), reference.coef_ - reference.coef_.mean(0), atol=5e-3)
 
 def test_fit_probe_takes_raw_features():
     """The standardisation used for solving is folded into the returned head."""
     features, labels = problem(seed=1)
     shifted = features * 50 + 7  # badly scaled raw features
-    head = probe.fit_probe(shifted, labels, num_classes=4, penalty=1e-3, max_iter=200)
-    accuracy = (head(shifted).argmax(1) == labels).float().mean().item()
-    assert accuracy > 0.9
-    mean, scale = probe.standardizer(shifted)
-    solved = nn.Linear(features.shape[1], 4)
-    with torch.no_grad():
-        solved.weight.copy_(head.weight * scale)
-        solved.bias.copy_(head.bias + head.weight @ mean)
-    assert torch.allclose(solved((shifted - mean) / scale), head(shifted), atol=1e-3)
+    weight, bias = probe.fit_probe(shifted, labels, num_classes=4, penalty=1e-3, max_iter=200)
+    logits = shifted @ weight.t() + bias
+    assert (logits.argmax(1) == labels).float().mean().item() > 0.9
+    mean, scale = shifted.mean(0), shifted.std(0)
+    solved_weight, solved_bias = weight * scale, bias + weight @ mean  # on standardised features
+    assert torch.allclose((shifted - mean) / scale @ solved_weight.t() + solved_bias, logits, atol=1e-3)
 
 
 def mean_loss(weight, bias, features, labels, l2):
@@ -88,11 +84,11 @@ def test_constant_features_get_zero_weight_and_change_nothing_else():
     features, labels = problem(seed=4, samples=200, dims=6, classes=3)
     padded = torch.cat([torch.zeros(200, 2), features[:, :3], torch.full((200, 1), 7.0), features[:, 3:]], 1)
     assert probe.varying(padded).tolist() == [2, 3, 4, 6, 7, 8]
-    head = probe.fit_probe(padded, labels, num_classes=3, penalty=1e-2, max_iter=300)
-    plain = probe.fit_probe(features, labels, num_classes=3, penalty=1e-2, max_iter=300)
-    assert head.weight[:, [0, 1, 5]].abs().max() == 0
-    assert torch.allclose(head.weight[:, [2, 3, 4, 6, 7, 8]], plain.weight, atol=1e-4)
-    assert torch.allclose(head(padded), plain(features), atol=1e-3)
+    weight, bias = probe.fit_probe(padded, labels, num_classes=3, penalty=1e-2, max_iter=300)
+    plain_weight, plain_bias = probe.fit_probe(features, labels, num_classes=3, penalty=1e-2, max_iter=300)
+    assert weight[:, [0, 1, 5]].abs().max() == 0
+    assert torch.allclose(weight[:, [2, 3, 4, 6, 7, 8]], plain_weight, atol=1e-4)
+    assert torch.allclose(padded @ weight.t() + bias, features @ plain_weight.t() + plain_bias, atol=1e-3)
 
 
 def test_the_path_keeps_full_width_states_that_score_like_the_head():
@@ -101,10 +97,10 @@ def test_the_path_keeps_full_width_states_that_score_like_the_head():
     features[:, 2] = 0.0  # a unit that never fires on train
     train_x, train_y, val_x, val_y = features[:200], labels[:200], features[200:], labels[200:]
     path = probe.probe_path(train_x, train_y, val_x, val_y, 4, [1.0, 0.1, 0.01], max_iter=100)
-    mean, scale = probe.standardizer(train_x)
-    for _, accuracy, state in path:
-        assert state["weight"].shape == (4, 8) and state["weight"][:, 2].abs().max() == 0
-        predicted = (((val_x - mean) / scale) @ state["weight"].t() + state["bias"]).argmax(1)
+    mean, scale = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    for _, accuracy, (weight, bias) in path:
+        assert weight.shape == (4, 8) and weight[:, 2].abs().max() == 0
+        predicted = (((val_x - mean) / scale) @ weight.t() + bias).argmax(1)
         assert (predicted == val_y).float().mean().item() == pytest.approx(accuracy)
 
 

@@ -54,11 +54,11 @@ def fit_linear_probe(model, train, val, ctx, options, refit_on_val: bool = True)
     penalty, val_top1, state = max(path, key=lambda step: step[1])  # first (strongest) on ties
     if refit_on_val:  # selection is done, so val is just more data
         train_x, train_y = torch.cat([train_x, val_x]), torch.cat([train_y, val_y])
-    fitted = probe.fit_probe(train_x, train_y, ctx.num_classes, penalty, options.max_iter, start=state)
+    weight, bias = probe.fit_probe(train_x, train_y, ctx.num_classes, penalty, options.max_iter, start=state)
     head = training.classifier(model)
     with torch.no_grad():
-        head.weight.copy_(fitted.weight)
-        head.bias.copy_(fitted.bias)
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
     training.unfreeze([head])
     ctx.log(l2=penalty, val_top1=val_top1, l2_path=[[p, acc] for p, acc, _ in path],
             feature_dim=train_x.shape[1], feature_cache="hit" if hit else "miss")

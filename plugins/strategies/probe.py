@@ -24,8 +24,9 @@ def pooled_features(extraction, splits, ctx) -> list:
     counts = [split.num_batches(size) for split in splits]
     with contextlib.closing(extraction.outputs(images, features)) as batches:
         outputs = list(ctx.progress(batches, total=sum(counts), desc="features"))
+    none = outputs[0][:0] if outputs else torch.empty(0, 0, device=ctx.device)  # for an empty split
     ends = itertools.accumulate(counts)
-    return [torch.cat(outputs[end - count:end]) for count, end in zip(counts, ends)]
+    return [torch.cat(outputs[end - count:end] or [none]) for count, end in zip(counts, ends)]
 
 
 def frozen_features(model: nn.Module, splits, ctx, use_cache: bool = True) -> tuple[list, bool]:
@@ -50,55 +51,41 @@ def frozen_features(model: nn.Module, splits, ctx, use_cache: bool = True) -> tu
     return [features.to(ctx.device) for features in found], not missing
 
 
-def fit_linear_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tensor, *,
-                    l2: float, max_iter: int) -> None:
-    """Multinomial logistic regression, full batch, L-BFGS; L2 on the weights (not the bias).
+class Standardization:
+    """The solver's view of raw features: standardised per feature by ``features``' mean and
+    scale, with the features constant over ``features``' rows left out.
 
-    Starts from the head's current parameters, so a path of penalties is warm-started."""
-    from tlbench_plugins.strategies import softmax_regression
+    Standardised inputs let L-BFGS converge in few steps. A constant feature adds nothing the
+    unpenalised bias cannot, so the L2-penalised optimum gives it zero weight; the probe is
+    solved without such features and given zeros there. They are common: ReLU-family networks
+    have units that never fire on a dataset (492 of efficientnet_lite0's 1,280 features are 0
+    on every digits training image), and each one left out is a column fewer in every pass of
+    the solver."""
 
-    weight, bias = softmax_regression.fit(features, labels, head.out_features, l2=l2,
-                                          max_iter=max_iter, weight=head.weight, bias=head.bias)
-    with torch.no_grad():
-        head.weight.copy_(weight)
-        head.bias.copy_(bias)
+    def __init__(self, features: torch.Tensor):
+        self.width = features.shape[1]
+        self.columns = varying(features)
+        kept = features[:, self.columns]
+        self.mean, self.scale = kept.mean(0), kept.std(0).clamp_min(1e-6)
 
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        return (features[:, self.columns] - self.mean) / self.scale
 
-def standardizer(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-feature mean and scale; well-conditioned inputs let L-BFGS converge in few steps."""
-    return features.mean(0), features.std(0).clamp_min(1e-6)
+    def widened(self, weight: torch.Tensor) -> torch.Tensor:
+        """``weight`` for all features, zero on the left-out ones."""
+        full = weight.new_zeros(weight.shape[0], self.width)
+        full[:, self.columns] = weight
+        return full
+
+    def on_raw_features(self, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same linear map, rewritten to take raw features of full width."""
+        raw = weight / self.scale
+        return self.widened(raw), bias - raw @ self.mean
 
 
 def varying(features: torch.Tensor) -> torch.Tensor:
-    """Indices of the features that are not constant over the rows of ``features``.
-
-    A constant feature adds nothing the unpenalised bias cannot, so the L2-penalised optimum
-    gives it zero weight; the probe is solved without such features and given zeros there.
-    They are common: ReLU-family networks have units that never fire on a dataset (492 of
-    efficientnet_lite0's 1,280 features are 0 on every digits training image), and each one
-    left out is a column fewer in every pass of the solver."""
+    """Indices of the features that are not constant over the rows of ``features``."""
     return (features != features[:1]).any(0).nonzero().squeeze(1)
-
-
-@torch.no_grad()
-def fold_standardization(head: nn.Linear, mean: torch.Tensor, scale: torch.Tensor) -> None:
-    """Rewrite a head trained on (x - mean) / scale so that it takes raw features x."""
-    head.weight.div_(scale)
-    head.bias.sub_(head.weight @ mean)
-
-
-def zero_head(in_features: int, num_classes: int, device) -> nn.Linear:
-    head = nn.Linear(in_features, num_classes).to(device)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    return head
-
-
-def widened(head: nn.Linear, columns: torch.Tensor, in_features: int) -> dict:
-    """``head``'s state for all ``in_features`` features, zero weight outside ``columns``."""
-    weight = head.weight.new_zeros(head.out_features, in_features)
-    weight[:, columns] = head.weight.detach()
-    return {"weight": weight, "bias": head.bias.detach().clone()}
 
 
 def probe_path(train_x, train_y, val_x, val_y, num_classes: int, penalties, max_iter: int,
@@ -107,18 +94,20 @@ def probe_path(train_x, train_y, val_x, val_y, num_classes: int, penalties, max_
 
     Weaker penalties take the most iterations and rarely win once validation accuracy has
     turned down, so the path stops after ``patience`` steps without a new best. Returns the
-    fitted path as [(penalty, val accuracy, head state on standardised features)], strongest first.
+    fitted path as [(penalty, val accuracy, (weight, bias))], strongest first; each weight is
+    for all features, standardised by train's mean and scale (zeros where train's are constant).
     """
-    mean, scale = standardizer(train_x)
-    columns = varying(train_x)
-    train_x, val_x = [(x[:, columns] - mean[columns]) / scale[columns] for x in (train_x, val_x)]
-    head = zero_head(len(columns), num_classes, train_x.device)
+    from tlbench_plugins.strategies import softmax_regression
+
+    view = Standardization(train_x)
+    train_x, val_x = view(train_x), view(val_x)
+    weight = bias = None
     path = []
     for penalty in penalties:
-        fit_linear_head(head, train_x, train_y, l2=penalty, max_iter=max_iter)
-        with torch.no_grad():
-            accuracy = (head(val_x).argmax(1) == val_y).float().mean().item() if len(val_y) else 0.0
-        path.append((penalty, accuracy, widened(head, columns, len(mean))))
+        weight, bias = softmax_regression.fit(train_x, train_y, num_classes, l2=penalty, max_iter=max_iter,
+                                              weight=weight, bias=bias)
+        accuracy = ((val_x @ weight.t() + bias).argmax(1) == val_y).float().mean().item() if len(val_y) else 0.0
+        path.append((penalty, accuracy, (view.widened(weight), bias)))
         best = max(range(len(path)), key=lambda i: path[i][1])  # first on ties
         if len(path) - 1 - best >= patience:
             break
@@ -126,18 +115,13 @@ def probe_path(train_x, train_y, val_x, val_y, num_classes: int, penalties, max_
 
 
 def fit_probe(features, labels, num_classes: int, penalty: float, max_iter: int,
-              start: dict | None = None) -> nn.Linear:
-    """The final probe on ``features``, warm-started from ``start``, folded to take raw features."""
-    mean, scale = standardizer(features)
-    columns = varying(features)
-    solved = zero_head(len(columns), num_classes, features.device)
-    if start is not None:
-        with torch.no_grad():
-            solved.weight.copy_(start["weight"][:, columns])
-            solved.bias.copy_(start["bias"])
-    fit_linear_head(solved, (features[:, columns] - mean[columns]) / scale[columns], labels,
-                    l2=penalty, max_iter=max_iter)
-    head = zero_head(features.shape[1], num_classes, features.device)
-    head.load_state_dict(widened(solved, columns, features.shape[1]))
-    fold_standardization(head, mean, scale)
-    return head
+              start: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of the final probe on ``features``, warm-started from ``start`` (a path
+    state), rewritten to take raw features."""
+    from tlbench_plugins.strategies import softmax_regression
+
+    view = Standardization(features)
+    weight, bias = (start[0][:, view.columns], start[1]) if start is not None else (None, None)
+    weight, bias = softmax_regression.fit(view(features), labels, num_classes, l2=penalty,
+                                          max_iter=max_iter, weight=weight, bias=bias)
+    return view.on_raw_features(weight, bias)

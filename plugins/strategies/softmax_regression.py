@@ -128,8 +128,7 @@ class LineSearch:
         self.weight_step = (weight @ step).item()  # W . D_W
         self.step_norm = (step @ step).item()  # |D_W|^2
         self.weight_norm = (weight @ weight).item()
-        self.label_logit = (objective.onehot * logits).sum().item() / n  # mean logit of the label
-        self.label_change = (objective.onehot * change).sum().item() / n
+        self.label_change = (objective.onehot * change).sum().item() / n  # mean change of the label's logit
 
     def penalty(self, t: float) -> float:
         return 0.5 * self.objective.l2 * (self.weight_norm + 2 * t * self.weight_step + t * t * self.step_norm)
@@ -137,11 +136,10 @@ class LineSearch:
     def evaluate(self, t: float) -> tuple[float, float]:
         """(loss, slope) at t; keeps the softmax at t."""
         n, l2 = self.objective.count, self.objective.l2
-        moved = torch.add(self.logits, self.change, alpha=t)
-        log_normalizer = moved.logsumexp(0, keepdim=True)
-        self.softmax = moved.sub_(log_normalizer).exp_()
+        log_softmax = torch.add(self.logits, self.change, alpha=t).log_softmax(0)
+        loss = cross_entropy(self.objective, log_softmax) + self.penalty(t)
+        self.softmax = log_softmax.exp_()
         self.weighted = (self.softmax * self.change).sum(0)  # E_softmax[M] per sample
-        loss = log_normalizer.sum().item() / n - self.label_logit - t * self.label_change + self.penalty(t)
         slope = self.weighted.sum().item() / n - self.label_change + l2 * (self.weight_step + t * self.step_norm)
         return loss, slope
 
@@ -183,13 +181,19 @@ class LineSearch:
         return t
 
 
+def cross_entropy(objective: Objective, log_softmax: torch.Tensor) -> float:
+    """Mean cross-entropy from the log-softmax (K x n): the label's log-probability, read
+    directly, keeps its precision where the fit is good (log normaliser minus the label's
+    logit would subtract two large numbers)."""
+    return -(objective.onehot * log_softmax).sum().item() / objective.count
+
+
 def loss_and_residual(objective: Objective, vector: torch.Tensor, logits: torch.Tensor) -> tuple[float, torch.Tensor]:
     """The loss at ``vector`` and (softmax - onehot) / n, from its logits."""
-    log_normalizer = logits.logsumexp(0, keepdim=True)
-    n, weight = objective.count, objective.weight(vector).flatten()
-    loss = (log_normalizer.sum() - (objective.onehot * logits).sum()).item() / n
-    loss += 0.5 * objective.l2 * (weight @ weight).item()
-    return loss, (logits - log_normalizer).exp_().sub_(objective.onehot).div_(n)
+    log_softmax = logits.log_softmax(0)
+    weight = objective.weight(vector).flatten()
+    loss = cross_entropy(objective, log_softmax) + 0.5 * objective.l2 * (weight @ weight).item()
+    return loss, log_softmax.exp_().sub_(objective.onehot).div_(objective.count)
 
 
 def fit(features: torch.Tensor, labels: torch.Tensor, num_classes: int, *, l2: float,
