@@ -36,10 +36,13 @@ def test_two_streams_give_one_streams_features_in_order(setup_cell, threads):
     assert torch.allclose(two, one, rtol=1e-4, atol=1e-5)
 
 
-def test_batches_run_on_two_worker_threads_with_half_the_threads_each(setup_cell, threads):
+@pytest.mark.parametrize("count, shares", [(2, {1}), (3, {1, 2}), (4, {2})])
+def test_batches_run_on_two_worker_threads_with_half_the_threads_each(setup_cell, threads, count, shares):
+    """Each worker's share of the threads; with an odd count one takes the extra thread, so
+    no core is left idle."""
     cell_setup, _ = setup_cell("linear_probe")
     training.freeze(cell_setup.model)
-    threads(2)
+    threads(count)
     seen = set()
 
     def compute(network, x):
@@ -52,8 +55,10 @@ def test_batches_run_on_two_worker_threads_with_half_the_threads_each(setup_cell
             assert len(list(outputs)) == cell_setup.train.num_batches(32)
     assert {name.startswith("tlbench-extraction") for name, _, _ in seen} == {True}
     assert len({name for name, _, _ in seen}) == 2
-    assert {(count, grad) for _, count, grad in seen} == {(1, False)}
-    assert torch.get_num_threads() == 2
+    assert {grad for _, _, grad in seen} == {False}
+    assert {workers for _, workers, _ in seen} == shares
+    assert len(seen) == 2  # one share per worker thread
+    assert torch.get_num_threads() == count
 
 
 def test_a_failing_batch_ends_extraction_with_its_error_and_threads_put_back(setup_cell, threads):
