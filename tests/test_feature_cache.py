@@ -46,6 +46,18 @@ def test_second_run_hits_the_cache_and_fits_the_same_probe(probe_cell, registry,
     assert torch.allclose(head_cold, head_warm, atol=1e-5)
 
 
+def test_a_fit_on_cached_features_reports_no_images_per_second(probe_cell, registry, tmp_path):
+    """A warm probe draws no images: its record has no rate (not 0, which tables would rank
+    slowest), and the leaderboard shows none."""
+    from tlbench.report import fmt_rate
+
+    cold, warm = (Runner(registry, tmp_path).run_cell(probe_cell()) for _ in range(2))
+    assert (cold["strategy_info"]["feature_cache"], warm["strategy_info"]["feature_cache"]) == ("miss", "hit")
+    assert cold["train_samples_per_s"] > 0
+    assert warm["status"] == "ok" and warm["train_samples_per_s"] is None
+    assert fmt_rate(warm["train_samples_per_s"]) == "-"
+
+
 def test_anything_that_changes_features_is_a_miss(probe_cell, registry, tmp_path):
     run_probe(registry, tmp_path, probe_cell())
     resized, _ = run_probe(registry, tmp_path, probe_cell(image_size=40))

@@ -448,7 +448,8 @@ class Runner:
             "options": options_as_dict(cell_setup.strategy.options),
             "train_s": train_s,
             "eval_s": eval_s,
-            "train_samples_per_s": served / train_s if train_s > 0 else None,
+            # none when the fit drew no images (features from a cache): a rate of 0 would rank it slowest
+            "train_samples_per_s": served / train_s if train_s > 0 and served else None,
             "peak_mem_mb": peak_memory_mb(device),
             "trainable_params": trainable,
             "total_params": total,
