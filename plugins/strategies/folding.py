@@ -171,8 +171,8 @@ class Extraction:
         ctx.autocast().
 
         On the CPU, with two or more threads, the batches run two at a time, each on half the
-        threads (2 + 1 of 3): a frozen forward is hundreds of small operations, and splitting each across
-        threads costs a synchronisation per operation. Measured on 2 cores,
+        threads (2 + 1 of 3): a frozen forward is hundreds of small operations, and splitting
+        each across threads costs a synchronisation per operation. Measured on 2 cores,
         efficientnet_lite0: 16% faster at 64 px (median of 8, 1.01 s vs 1.19 s for 1,438
         images), 5% at 224 px. At most three batches are in memory beyond the one the caller
         holds. Close the generator (contextlib.closing) inside the block: until it is closed
