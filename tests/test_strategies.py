@@ -1,5 +1,7 @@
 """Each strategy trains exactly the parameters it claims to, and leaves frozen parts untouched."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -75,6 +77,40 @@ def test_cached_and_full_forward_paths_train_the_same_model(setup_cell):
     weights = [k for k, p in a.named_parameters() if p.ndim > 1]
     assert max((a.get_parameter(k) - b.get_parameter(k)).abs().max().item() for k in weights) < 1e-4
     assert cached.ctx.info["val_top1"] == pytest.approx(full.ctx.info["val_top1"], abs=0.01)
+
+
+def test_activations_over_the_memory_budget_go_to_disk_and_train_the_same_model(setup_cell):
+    """With cache_mb = 0 and a disk budget, the boundary activations live in a file under the
+    cache dir for the fit, which trains what the in-memory cache trains; the file is gone after."""
+    in_memory, _ = setup_cell("partial_unfreeze")
+    on_disk, _ = setup_cell("partial_unfreeze", "[strategy.partial_unfreeze]\ncache_mb = 0\ndisk_cache_mb = 100\n")
+    seen = []
+    on_disk.ctx.progress = watching_activation_files(on_disk.ctx, seen)
+    a, b = fit(in_memory), fit(on_disk)
+    assert in_memory.ctx.info["storage"] == "memory"
+    assert on_disk.ctx.info["path"] == "cached_activations" and on_disk.ctx.info["storage"] == "disk"
+    assert any(len(files) == 1 for files in seen)  # the file existed while training
+    assert list((Path(on_disk.ctx.cache_dir) / "activations").glob("*")) == []
+    for name, p in a.named_parameters():
+        assert torch.equal(p, b.get_parameter(name)), name
+
+
+def watching_activation_files(ctx, seen):
+    """ctx.progress that records the activation files present at each loop it wraps."""
+    progress = ctx.progress
+
+    def watch(iterable, **kwargs):
+        seen.append(list((Path(ctx.cache_dir) / "activations").glob("*.f32")))
+        return progress(iterable, **kwargs)
+
+    return watch
+
+
+def test_activations_over_both_budgets_run_the_frozen_part_every_step(setup_cell):
+    cell_setup, _ = setup_cell("partial_unfreeze", "[strategy.partial_unfreeze]\ncache_mb = 0\ndisk_cache_mb = 0\n")
+    fit(cell_setup)
+    assert cell_setup.ctx.info["path"] == "full_forward"
+    assert "cache_mb = 0 and > disk_cache_mb = 0 (raise either" in cell_setup.ctx.info["reason"]
 
 
 def test_boundary_split_works_for_a_vision_transformer(write_grid, registry, tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -154,8 +155,8 @@ def eval_prefix_train_suffix(model: nn.Module, split: Split) -> None:
 class CachedActivations:
     model: nn.Module
     split: Split
-    activations: torch.Tensor
-    labels: torch.Tensor
+    activations: torch.Tensor  # on the device, or on the CPU backed by a file
+    labels: torch.Tensor  # on the device
     batch_size: int
     seed: int
 
@@ -170,22 +171,42 @@ class CachedActivations:
         # the same order ImageSplit.batches would give, so both paths see the same batches
         generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
         order = torch.randperm(len(self.labels), generator=generator)
+        device = self.labels.device
         for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size].to(self.activations.device)
-            yield as_channels_last(self.activations[rows]), self.labels[rows]
+            rows = order[start:start + self.batch_size]
+            activations = self.activations[rows.to(self.activations.device)].to(device, non_blocking=True)
+            yield as_channels_last(activations), self.labels[rows.to(device)]
 
 
 @torch.no_grad()
-def cached_batches(model: nn.Module, split: Split, train, ctx) -> CachedActivations:
-    """Run the frozen part once over ``train`` and keep its output at the boundary."""
+def cached_batches(model: nn.Module, split: Split, train, ctx, file: Optional[Path] = None) -> CachedActivations:
+    """Run the frozen part once over ``train`` and keep its output at the boundary: in memory
+    on the device, or, given ``file``, in that file (created; the caller deletes it), mapped
+    into memory, so the page cache holds what RAM allows and the disk the rest."""
     from tlbench_plugins.strategies.folding import Extraction
 
     size = ctx.settings.batch_size
     images = (as_channels_last(x) for x, _ in train.batches(size, device=ctx.device))
+    stored = None if file is None else _file_tensor(file, (len(train), *split.sample_activation.shape[1:]))
+    chunks, done = [], 0
     # the boundary unit is trainable, so folding (frozen layers only) leaves it in place
     with Extraction(channels_last(model), ctx) as extraction, \
             BoundaryInput(model.get_submodule(split.boundary)) as boundary_input:
         outputs = extraction.outputs(images, lambda network, x: boundary_input(network, x).float())
         with contextlib.closing(outputs):
-            chunks = list(ctx.progress(outputs, total=train.num_batches(size), desc="frozen part"))
-    return CachedActivations(model, split, torch.cat(chunks), train.labels.to(ctx.device), size, ctx.seed)
+            for chunk in ctx.progress(outputs, total=train.num_batches(size), desc="frozen part"):
+                if stored is None:
+                    chunks.append(chunk)
+                else:
+                    stored[done:done + len(chunk)].copy_(chunk)
+                    done += len(chunk)
+    activations = torch.cat(chunks) if stored is None else stored
+    return CachedActivations(model, split, activations, train.labels.to(ctx.device), size, ctx.seed)
+
+
+def _file_tensor(file: Path, shape: tuple) -> torch.Tensor:
+    """A float32 CPU tensor of ``shape`` whose storage is ``file``, mapped into memory."""
+    import numpy as np
+
+    file.parent.mkdir(parents=True, exist_ok=True)
+    return torch.from_numpy(np.memmap(file, dtype=np.float32, mode="w+", shape=shape))

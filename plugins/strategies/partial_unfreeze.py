@@ -1,4 +1,7 @@
+import shutil
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import tlbench
 
@@ -8,14 +11,16 @@ from tlbench_plugins.strategies.options import SupervisedOptions
 @dataclass(frozen=True)
 class PartialUnfreezeOptions(SupervisedOptions):
     blocks: int = tlbench.option(2, "trailing stages to train (timm's coarse parameter groups); the head always trains")
-    cache_mb: int = tlbench.option(4096, "memory budget for activations cached at the freeze boundary (0 = never cache)")
+    cache_mb: int = tlbench.option(4096, "memory budget for activations cached at the freeze boundary (0 = none in memory)")
+    disk_cache_mb: int = tlbench.option(0, "disk budget (in the cache dir, deleted after the fit) for boundary activations over cache_mb; 0 = off")
 
     def __post_init__(self):
         super().__post_init__()
         if self.blocks < 1:
             raise ValueError(f"blocks must be at least 1, got {self.blocks}")
-        if self.cache_mb < 0:
-            raise ValueError(f"cache_mb must be >= 0, got {self.cache_mb}")
+        for name in ("cache_mb", "disk_cache_mb"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 class PartialUnfreeze(tlbench.Strategy):
@@ -40,24 +45,44 @@ class PartialUnfreeze(tlbench.Strategy):
         split = boundary.find_split(model, sample)
         recipe = self.options.recipe()
         train_mode = (lambda: boundary.eval_prefix_train_suffix(model, split)) if split else None
-        why_not = self._why_not_cached(split, len(train))
-        if why_not is None:
-            cached = boundary.cached_batches(model, split, train, ctx)
-            training.fit_supervised(model, train, ctx, recipe, forward=cached.forward,
-                                    batches=cached.batches, train_mode=train_mode)
-            ctx.log(path="cached_activations", boundary=split.boundary, cache_mb=round(cached.megabytes, 1))
-        else:
+        storage, why_not = self._storage(split, len(train), ctx.cache_dir)
+        if storage is None:
             training.fit_supervised(model, train, ctx, recipe, train_mode=train_mode)
             ctx.log(path="full_forward", reason=why_not)
+        else:
+            file = Path(ctx.cache_dir) / "activations" / f"{uuid.uuid4().hex}.f32" if storage == "disk" else None
+            try:
+                cached = boundary.cached_batches(model, split, train, ctx, file)
+                training.fit_supervised(model, train, ctx, recipe, forward=cached.forward,
+                                        batches=cached.batches, train_mode=train_mode)
+                ctx.log(path="cached_activations", boundary=split.boundary, storage=storage,
+                        cache_mb=round(cached.megabytes, 1))
+            finally:
+                cached = None  # unmaps the file
+                if file is not None:
+                    file.unlink(missing_ok=True)
         ctx.log(val_top1=training.accuracy(model, val, ctx), stages=len(groups))
         return model
 
-    def _why_not_cached(self, split, count: int):
+    def _storage(self, split, count: int, cache_dir: str):
+        """Where the boundary activations go ("memory" or "disk"), or (None, why not)."""
         if self.options.augment:
-            return "augmentation changes the frozen part's input every epoch"
+            return None, "augmentation changes the frozen part's input every epoch"
         if split is None:
-            return "no exact freeze boundary in this network's forward"
+            return None, "no exact freeze boundary in this network's forward"
         needed_mb = split.bytes_per_image() * count / 2**20
-        if needed_mb > self.options.cache_mb:
-            return f"activations need {needed_mb:.0f} MB > cache_mb = {self.options.cache_mb}"
-        return None
+        if needed_mb <= self.options.cache_mb:
+            return "memory", None
+        over = f"activations need {needed_mb:.0f} MB > cache_mb = {self.options.cache_mb}"
+        if needed_mb > self.options.disk_cache_mb:
+            return None, f"{over} and > disk_cache_mb = {self.options.disk_cache_mb} (raise either to cache them)"
+        free_mb = shutil.disk_usage(_existing_parent(Path(cache_dir))).free / 2**20
+        if needed_mb > free_mb - 1024:  # leave the disk some room
+            return None, f"{over}, and the cache dir's disk has only {free_mb:.0f} MB free"
+        return "disk", None
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
