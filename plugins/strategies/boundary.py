@@ -181,8 +181,8 @@ class CachedActivations:
 @torch.no_grad()
 def cached_batches(model: nn.Module, split: Split, train, ctx, file: Optional[Path] = None) -> CachedActivations:
     """Run the frozen part once over ``train`` and keep its output at the boundary: in memory
-    on the device, or, given ``file``, in that file (created; the caller deletes it), mapped
-    into memory, so the page cache holds what RAM allows and the disk the rest."""
+    on the device, or, given ``file``, in that file (created), mapped into memory, so the page
+    cache holds what RAM allows and the disk the rest."""
     from tlbench_plugins.strategies.folding import Extraction
 
     size = ctx.settings.batch_size
@@ -205,8 +205,17 @@ def cached_batches(model: nn.Module, split: Split, train, ctx, file: Optional[Pa
 
 
 def _file_tensor(file: Path, shape: tuple) -> torch.Tensor:
-    """A float32 CPU tensor of ``shape`` whose storage is ``file``, mapped into memory."""
+    """A float32 CPU tensor of ``shape`` whose storage is ``file``, mapped into memory.
+
+    The file leaves its directory at once (the mapping keeps its data until the tensor is
+    freed), so a killed run leaves nothing behind; where the system refuses that, the
+    caller's deletion after the fit removes it."""
     import numpy as np
 
     file.parent.mkdir(parents=True, exist_ok=True)
-    return torch.from_numpy(np.memmap(file, dtype=np.float32, mode="w+", shape=shape))
+    tensor = torch.from_numpy(np.memmap(file, dtype=np.float32, mode="w+", shape=shape))
+    try:
+        file.unlink()
+    except OSError:
+        pass
+    return tensor
