@@ -187,20 +187,19 @@ def cached_batches(model: nn.Module, split: Split, train, ctx, file: Optional[Pa
 
     size = ctx.settings.batch_size
     images = (as_channels_last(x) for x, _ in train.batches(size, device=ctx.device))
-    stored = None if file is None else _file_tensor(file, (len(train), *split.sample_activation.shape[1:]))
-    chunks, done = [], 0
+    shape = (len(train), *split.sample_activation.shape[1:])
+    # filled in place, batch by batch: no second copy of the whole cache at any moment
+    activations = (as_channels_last(torch.empty(shape, device=ctx.device)) if file is None
+                   else _file_tensor(file, shape))
+    done = 0
     # the boundary unit is trainable, so folding (frozen layers only) leaves it in place
     with Extraction(channels_last(model), ctx) as extraction, \
             BoundaryInput(model.get_submodule(split.boundary)) as boundary_input:
         outputs = extraction.outputs(images, lambda network, x: boundary_input(network, x).float())
         with contextlib.closing(outputs):
             for chunk in ctx.progress(outputs, total=train.num_batches(size), desc="frozen part"):
-                if stored is None:
-                    chunks.append(chunk)
-                else:
-                    stored[done:done + len(chunk)].copy_(chunk)
-                    done += len(chunk)
-    activations = torch.cat(chunks) if stored is None else stored
+                activations[done:done + len(chunk)].copy_(chunk)
+                done += len(chunk)
     return CachedActivations(model, split, activations, train.labels.to(ctx.device), size, ctx.seed)
 
 

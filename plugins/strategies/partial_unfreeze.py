@@ -58,7 +58,7 @@ class PartialUnfreeze(tlbench.Strategy):
                 ctx.log(path="cached_activations", boundary=split.boundary, storage=storage,
                         cache_mb=round(cached.megabytes, 1))
             finally:
-                cached = None  # unmaps the file
+                cached = None  # frees the activations (and unmaps a file) before val is scored
                 if file is not None:
                     file.unlink(missing_ok=True)
         ctx.log(val_top1=training.accuracy(model, val, ctx), stages=len(groups))
