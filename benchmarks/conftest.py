@@ -67,37 +67,45 @@ class StepClock(Progress):
     ``ctx.progress`` (feature extraction, "frozen part", "epoch i/n").
 
     Step ``i`` is timed from handing batch ``i`` to the strategy until batch ``i+1`` is ready
-    (or the loop ends): the step itself plus fetching the next batch. Between steps the clock
-    calls ``pause()`` (default: nothing), which is where a benchmark alternates another
-    contender; the time spent there is left out. ``sync`` (e.g. ``torch.cuda.synchronize``)
-    runs at a loop's step 0, at its step ``warmup``, before every pause and at its end, never
-    otherwise, so the loop keeps its own pace on an accelerator.
+    (or the loop ends): the step itself plus fetching the next batch. Between steps of the loops
+    whose description starts with ``pause_in`` (default: all loops) the clock calls ``pause()``
+    (default: nothing), which is where a benchmark alternates another contender; the time spent
+    there is left out. ``sync`` (e.g. ``torch.cuda.synchronize``) runs at a loop's step 0, at its
+    step ``warmup``, before every pause and at its end, never otherwise, so the loop keeps its
+    own pace on an accelerator.
+
+    Pause only in loops that compute on the calling thread: frozen extraction keeps up to two
+    batches running on worker threads, which would go on computing during the other
+    contender's turn and slow its steps.
     """
 
-    def __init__(self, sync=None, warmup: int = 0, pause=None):
+    def __init__(self, sync=None, warmup: int = 0, pause=None, pause_in: str = ""):
         super().__init__(enabled=False)
         self.loops: list[dict] = []
         self.sync = sync or (lambda: None)
         self.warmup = warmup
         self.pause = pause
+        self.pause_in = pause_in
         self.paused_s = 0.0
 
     def steps(self, iterable, total=None, desc=""):
         loop = {"desc": desc, "sizes": [], "steps": [], "first_fetch": 0.0}
         self.loops.append(loop)
 
+        pause = self.pause if desc.startswith(self.pause_in) else None
+
         def timed():
             mark = time.perf_counter()
             for i, item in enumerate(iterable):
-                if i in (0, self.warmup) or self.pause:
+                if i in (0, self.warmup) or pause:
                     self.sync()
                 now = time.perf_counter()
                 if i == 0:
                     loop["first_fetch"] = now - mark
                 else:
                     loop["steps"].append(now - mark)
-                if self.pause:
-                    self.pause()
+                if pause:
+                    pause()
                     self.paused_s += time.perf_counter() - now
                 loop["sizes"].append(len(item[1]) if isinstance(item, (tuple, list)) and len(item) > 1 else 1)
                 mark = time.perf_counter()

@@ -391,23 +391,28 @@ def test_full_finetune_throughput(benchmark, report, make_cell, runner_with_cloc
 # -- 4. partial_unfreeze: cached boundary activations vs the full forward -----------------------
 
 
-@pytest.mark.parametrize("blocks", [2, 1])
+@pytest.mark.parametrize("blocks, size", [(2, 64), (1, 64), (2, 224)])
 def test_partial_unfreeze_cached_activations(benchmark, report, make_cell, runner_with_clock, lockstep,
-                                             warm_cpu, blocks):
+                                             warm_cpu, blocks, size):
     """partial_unfreeze with activations cached at the freeze boundary vs cache_mb = 0 (the
     frozen part runs every step): >= 2x faster per epoch, test top-1 within 0.01. The two cells
     run taking turns step by step (Lockstep).
 
-    With the default blocks = 2 (efficientnet_lite0's last two stages train) and with
-    blocks = 1 (the last stage): caching can only save the frozen part's share of a step."""
-    epochs = 3
+    Caching can only save the frozen part's share of a step, so the ratio depends on where the
+    boundary lies and on the image size. At 64 px (the other benchmarks' size) with the default
+    blocks = 2 (efficientnet_lite0's last two stages train) and with blocks = 1 (the last
+    stage); and at 224 px, tlbench's default size for this network, with the default blocks = 2
+    (one epoch there, to bound the run: the ratio is of median step times)."""
+    epochs = 3 if size == 64 else 1
     options = f"[strategy.partial_unfreeze]\nblocks = {blocks}"
-    cached_cell = make_cell(grid("partial_unfreeze", batch=32, epochs=epochs, extra=options))
-    full_cell = make_cell(grid("partial_unfreeze", batch=32, epochs=epochs,
+    cached_cell = make_cell(grid("partial_unfreeze", batch=32, epochs=epochs, size=size, extra=options))
+    full_cell = make_cell(grid("partial_unfreeze", batch=32, epochs=epochs, size=size,
                                extra=options + "\ncache_mb = 0"))
 
     def run(cell):
-        runner, clock = runner_with_clock(pause=lockstep.turn)
+        # turns only between training steps: the cached cell's one pass over the frozen part
+        # runs on extraction workers, which would go on during the other cell's turn
+        runner, clock = runner_with_clock(pause=lockstep.turn, pause_in="epoch")
         return ok(runner.run_cell(cell)), clock
 
     (cached, cached_clock), (full, full_clock) = benchmark.pedantic(
@@ -426,7 +431,7 @@ def test_partial_unfreeze_cached_activations(benchmark, report, make_cell, runne
     ratio = full_epoch / cached_epoch
     delta = cached["top1"] - full["top1"]
     frozen_step = statistics.median(s for _, s in cached_clock.step_times("frozen part"))
-    report(f"4 partial_unfreeze cached activations vs full forward (blocks = {blocks})",
+    report(f"4 partial_unfreeze cached activations vs full forward (blocks = {blocks}, {size} px)",
            epochs=epochs, caching_step_s=frozen_step,
            steps_per_epoch=steps_per_epoch, cached_epoch_s=cached_epoch,
            full_epoch_s=full_epoch, per_epoch_speedup=ratio, cached_epoch_sum_s=cached_epoch_sum,
