@@ -14,7 +14,7 @@ torch.optim.LBFGS's strong-Wolfe search instead evaluates loss and gradient (two
 every trial step, and applies its memory as 2m separate vector updates; here the memory is
 applied in the compact form of Byrd, Nocedal & Schnabel (1994): two matrix-vector products
 and an m x m solve. With probe.py leaving out constant features, the probe's path and refit
-on digits' efficientnet_lite0 features ran 2.3-2.6x faster than the same written with
+on digits' efficientnet_lite0 features ran 2.1-2.6x faster than the same written with
 torch.optim.LBFGS on all features, to the same losses (benchmarks/test_speed.py, 1b).
 """
 
