@@ -401,8 +401,9 @@ def test_partial_unfreeze_cached_activations(benchmark, report, make_cell, runne
     Caching can only save the frozen part's share of a step, so the ratio depends on where the
     boundary lies and on the image size. At 64 px (the other benchmarks' size) with the default
     blocks = 2 (efficientnet_lite0's last two stages train) and with blocks = 1 (the last
-    stage); and at 224 px, tlbench's default size for this network, with the default blocks = 2
-    (one epoch there, to bound the run: the ratio is of median step times)."""
+    stage); and at 224 px (the network's own input size, which tlbench uses when a grid sets no
+    image_size) with the default blocks = 2 (one epoch there, to bound the run: the ratio is
+    of median step times)."""
     epochs = 3 if size == 64 else 1
     options = f"[strategy.partial_unfreeze]\nblocks = {blocks}"
     cached_cell = make_cell(grid("partial_unfreeze", batch=32, epochs=epochs, size=size, extra=options))
