@@ -27,10 +27,10 @@ def training_features(model, train, ctx):
     if memo is None or memo[0] is not train:
         start = time.perf_counter()
         training.freeze(model)
-        (features,), hit = probe.frozen_features(model, [train], ctx, use_cache=True)
+        (features,), cache = probe.frozen_features(model, [train], ctx, use_cache=True)
         memo = (train, features.double().cpu().numpy(), train.labels.cpu().numpy())
         ctx._score_features = memo
-        ctx.log(feature_cache="hit" if hit else "miss", features_s=time.perf_counter() - start,
+        ctx.log(feature_cache=cache, features_s=time.perf_counter() - start,
                 feature_dim=memo[1].shape[1], images=len(memo[2]))
     return memo[1], memo[2]
 

@@ -47,6 +47,11 @@ datasets = ["faces"]
     (BASE.replace('["faces"]', "[]"), "'datasets' in"),
     (BASE + "seeds = []\n", "'seeds' in"),
     (BASE + "[strategy.full_finetune]\nlr = []\n", "empty list"),
+    # lists of values to select from hold single values, and only for what a fit learns
+    (BASE + "[strategy.full_finetune]\nlr = [[1e-3]]\n", "lists [0.001]; a list of values to select from"),
+    (BASE + "[strategy.linear_probe]\nl2_min = [1e-5, {a = 1}]\n", "lists {'a': 1}"),
+    (BASE.replace("full_finetune", "partial_unfreeze") + "[strategy.partial_unfreeze]\ncache_mb = [0, 10]\n",
+     "'cache_mb' in [strategy.partial_unfreeze] takes one value"),
     # options a plugin does not take
     (BASE + "[strategy.full_finetune]\nlearning_rate = 0.1\n", "Unknown option 'learning_rate'"),
     (BASE + "[dataset.faces]\npath = \"x\"\n", "Unknown option 'path' in [dataset.faces]"),

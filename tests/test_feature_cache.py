@@ -46,6 +46,14 @@ def test_second_run_hits_the_cache_and_fits_the_same_probe(probe_cell, registry,
     assert torch.allclose(head_cold, head_warm, atol=1e-5)
 
 
+def test_cache_false_extracts_every_time_and_writes_nothing(setup_cell):
+    for _ in range(2):
+        cell_setup, _ = setup_cell("linear_probe", "[strategy.linear_probe]\ncache = false\n")
+        cell_setup.strategy.fit(cell_setup.model, cell_setup.train, cell_setup.val, cell_setup.ctx)
+        assert cell_setup.ctx.info["feature_cache"] == "off"
+        assert cache_files(cell_setup.ctx) == []
+
+
 def test_a_fit_on_cached_features_reports_no_images_per_second(probe_cell, registry, tmp_path):
     """A warm probe draws no images: its record has no rate (not 0, which tables would rank
     slowest), and the leaderboard shows none."""

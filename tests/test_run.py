@@ -1,6 +1,9 @@
 """End to end through the CLI: records, leaderboard, resume, failures, exit codes."""
 
 import json
+from pathlib import Path
+
+import pytest
 
 from tlbench.results import iter_records
 
@@ -187,3 +190,25 @@ def test_list_of_values_is_selected_on_validation(write_grid, cli, tmp_path):
     # an absurd penalty cannot win: it predicts near-constant classes
     assert record["options"]["l2_max"] == 0.001 and scores[0] < scores[1]
     assert record["selection_s"] >= record["train_s"] > 0
+    # val stays out of every candidate's fit, so the harness's val score is the probe's own
+    for candidate in record["candidates"]:
+        info = candidate["strategy_info"]
+        assert info["refit_on_val"] is False
+        assert candidate["val_top1"] == pytest.approx(info["val_top1"], abs=1.5 / record["split_sizes"]["val"])
+    assert record["strategy_info"]["refit_on_val"] is False
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="the peak RSS restarts per cell on Linux only")
+def test_cpu_peak_memory_restarts_for_each_cell():
+    """A record's CPU peak is its cell's: an earlier cell's high-water mark does not carry over
+    (before, every record of a process showed the process's peak so far)."""
+    import torch
+
+    from tlbench.runner import peak_memory_mb, reset_peak_memory
+
+    cpu = torch.device("cpu")
+    earlier_cell = torch.ones(256 * 2**20 // 4)  # 256 MB, written, then freed
+    del earlier_cell
+    high = peak_memory_mb(cpu)
+    reset_peak_memory(cpu)
+    assert peak_memory_mb(cpu) < high - 200

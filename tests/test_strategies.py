@@ -1,5 +1,6 @@
 """Each strategy trains exactly the parameters it claims to, and leaves frozen parts untouched."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ def test_linear_probe_trains_only_the_head(setup_cell):
     # frozen BatchNorm statistics and weights are exactly as before; the head was fitted
     assert changed(model, before) == {"classifier.weight", "classifier.bias"}
     assert cell_setup.ctx.info["feature_dim"] == 256
+    # one candidate: nothing is selected on val afterwards, so the probe is refitted with it
+    assert not cell_setup.ctx.selecting and cell_setup.ctx.info["refit_on_val"] is True
 
 
 def test_partial_unfreeze_trains_the_last_stages_and_head(setup_cell):
@@ -91,6 +94,7 @@ def test_activations_over_the_memory_budget_go_to_disk_and_train_the_same_model(
     a, b = fit(in_memory), fit(on_disk)
     assert in_memory.ctx.info["storage"] == "memory"
     assert on_disk.ctx.info["path"] == "cached_activations" and on_disk.ctx.info["storage"] == "disk"
+    assert on_disk.ctx.info["activations_mb"] == in_memory.ctx.info["activations_mb"] > 0
     assert any(mapped), "no activation file was mapped while the fit trained"
     assert list(folder.glob("*")) == []
     for name, p in a.named_parameters():
@@ -112,7 +116,9 @@ def test_activations_over_both_budgets_run_the_frozen_part_every_step(setup_cell
     cell_setup, _ = setup_cell("partial_unfreeze", "[strategy.partial_unfreeze]\ncache_mb = 0\ndisk_cache_mb = 0\n")
     fit(cell_setup)
     assert cell_setup.ctx.info["path"] == "full_forward"
-    assert "cache_mb = 0 and > disk_cache_mb = 0 (raise either" in cell_setup.ctx.info["reason"]
+    reason = cell_setup.ctx.info["reason"]
+    assert "cache_mb = 0 and > disk_cache_mb = 0 (raise either" in reason
+    assert float(re.search(r"activations need ([\d.]+) MB", reason).group(1)) > 0  # small, not "0 MB"
 
 
 def test_boundary_split_works_for_a_vision_transformer(write_grid, registry, tmp_path):

@@ -127,6 +127,9 @@ class FitContext:
     cache_dir: str
     progress: Callable[..., Iterable]
     log: Callable[..., None]
+    #: True while the core fits one of several candidates (a list-valued option) and will score
+    #: the returned model on ``val`` to choose among them: the fit must not train on ``val`` then.
+    selecting: bool = False
 
 
 class Strategy(Component):

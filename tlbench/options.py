@@ -16,12 +16,14 @@ from tlbench.errors import ConfigError, closest
 _MISSING = dataclasses.MISSING
 
 
-def option(default: Any = _MISSING, help: str = "") -> Any:
+def option(default: Any = _MISSING, help: str = "", tunable: bool = True) -> Any:
     """A dataclass field with a help text: ``epochs: int = option(3, "passes over the data")``.
 
-    Leave ``default`` out for a required option.
+    Leave ``default`` out for a required option. ``tunable=False`` marks a numeric option that
+    changes how a fit runs but not what it learns (a memory budget, say): a grid may not give
+    it a list of values to select from on validation.
     """
-    metadata = {"help": help}
+    metadata = {"help": help, "tunable": tunable}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -102,11 +104,20 @@ def build_candidates(options_cls: type, values: dict, where: str) -> tuple:
     is listed); the runner fits each and keeps the one that scores best on validation.
     """
     hints = typing.get_type_hints(options_cls)
+    tunable = {f.name: f.metadata.get("tunable", True) for f in dataclasses.fields(options_cls)}
     swept = {}
     for key, value in values.items():
         if isinstance(value, list) and key in hints and _is_numeric(hints[key]):
+            if not tunable[key]:
+                raise ConfigError(
+                    f"Option {key!r} in {where} takes one value, got the list {value!r}: it sets how "
+                    f"the fit runs, not what it learns, so there is nothing to select on validation.")
             if not value:
                 raise ConfigError(f"Option {key!r} in {where} is an empty list; give at least one value.")
+            nested = next((item for item in value if isinstance(item, (list, dict))), None)
+            if nested is not None:
+                raise ConfigError(f"Option {key!r} in {where} lists {nested!r}; a list of values to "
+                                  f"select from holds single values, e.g. [1e-3, 3e-4].")
             if len(set(value)) != len(value):
                 raise ConfigError(f"Option {key!r} in {where} lists a value twice: {value!r}.")
             swept[key] = value

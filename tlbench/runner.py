@@ -163,10 +163,26 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start measuring a new peak: on CUDA, of allocated memory; on the CPU, of the process's
+    resident memory (Linux: its high-water mark restarts from the current RSS; elsewhere it
+    cannot be reset, and the peak is the process's since it started)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS (proc(5))
+
+
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak accelerator memory of the cell on CUDA; on the CPU, the process's peak RSS."""
+    """Peak memory since ``reset_peak_memory``: allocated on CUDA, the process's RSS on the CPU
+    (which counts what the process held before, e.g. the libraries and earlier cells' data)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -178,6 +194,7 @@ class CellContext(FitContext):
         self.seed = cell.seed
         self.num_classes = num_classes
         self.precision = "bf16" if device.type == "cuda" else "fp32"
+        self.selecting = len(cell.strategy_candidates) > 1  # the core scores each fit on val
         self.cache_dir = cache_dir
         self.weights = ""
         self.info: dict = {}
@@ -421,8 +438,7 @@ class Runner:
         for options in cell.strategy_candidates:
             cell_setup = self.setup(cell, options)
             record.update(cell_setup.facts)
-            if cell_setup.ctx.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(cell_setup.ctx.device)
+            reset_peak_memory(cell_setup.ctx.device)
             fitted, train_s = self._fit(cell_setup)
             selection_s += train_s
             if len(cell.strategy_candidates) == 1:

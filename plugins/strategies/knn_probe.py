@@ -33,11 +33,11 @@ class KnnProbe(tlbench.Strategy):
         from tlbench_plugins.strategies import knn, probe, training
 
         training.freeze(model)
-        (train_x,), hit = probe.frozen_features(model, [train], ctx, self.options.cache)
+        (train_x,), cache = probe.frozen_features(model, [train], ctx, self.options.cache)
         head = knn.KnnHead(train_x, train.labels.to(ctx.device), ctx.num_classes, self.options.k,
                            self.options.temperature, self.options.center)
         model.reset_classifier(0)  # after the features: the cache key counts the parameters
         classifier = knn.KnnClassifier(model, head).eval()
         ctx.log(val_top1=training.accuracy(classifier, val, ctx), feature_dim=train_x.shape[1],
-                memory=len(train_x), feature_cache="hit" if hit else "miss")
+                memory=len(train_x), feature_cache=cache)
         return classifier

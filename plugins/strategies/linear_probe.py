@@ -30,7 +30,8 @@ class LinearProbe(tlbench.Strategy):
             return [self.l2_max * ratio ** i for i in range(self.l2_steps)]
 
     def fit(self, model, train, val, ctx):
-        fit_linear_probe(model, train, val, ctx, self.options)
+        # while the core selects among list values on val, val must stay unseen by the fit
+        fit_linear_probe(model, train, val, ctx, self.options, refit_on_val=not ctx.selecting)
         return model
 
 
@@ -39,7 +40,8 @@ def fit_linear_probe(model, train, val, ctx, options, refit_on_val: bool = True)
     accuracy (also used by lp_ft).
 
     With ``refit_on_val``, the chosen penalty is refitted on train + val; lp_ft keeps val unseen
-    because it still selects on it later.
+    because it still selects on it later, and so does the core while it selects among a grid's
+    list values (``ctx.selecting``).
     """
     import torch
 
@@ -47,7 +49,7 @@ def fit_linear_probe(model, train, val, ctx, options, refit_on_val: bool = True)
 
     training.freeze(model)
     # The frozen network runs once per image, and not at all when the cache has its features.
-    (train_x, val_x), hit = probe.frozen_features(model, [train, val], ctx, options.cache)
+    (train_x, val_x), cache = probe.frozen_features(model, [train, val], ctx, options.cache)
     train_y, val_y = train.labels.to(ctx.device), val.labels.to(ctx.device)
     path = probe.probe_path(train_x, train_y, val_x, val_y, ctx.num_classes,
                                options.penalties(), options.max_iter)
@@ -61,5 +63,5 @@ def fit_linear_probe(model, train, val, ctx, options, refit_on_val: bool = True)
         head.bias.copy_(bias)
     training.unfreeze([head])
     ctx.log(l2=penalty, val_top1=val_top1, l2_path=[[p, acc] for p, acc, _ in path],
-            feature_dim=train_x.shape[1], feature_cache="hit" if hit else "miss")
+            feature_dim=train_x.shape[1], feature_cache=cache, refit_on_val=refit_on_val)
     return val_top1

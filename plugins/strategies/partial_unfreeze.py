@@ -11,8 +11,10 @@ from tlbench_plugins.strategies.options import SupervisedOptions
 @dataclass(frozen=True)
 class PartialUnfreezeOptions(SupervisedOptions):
     blocks: int = tlbench.option(2, "trailing stages to train (timm's coarse parameter groups); the head always trains")
-    cache_mb: int = tlbench.option(4096, "memory budget for activations cached at the freeze boundary (0 = none in memory)")
-    disk_cache_mb: int = tlbench.option(0, "disk budget (in the cache dir, deleted after the fit) for boundary activations over cache_mb; 0 = off")
+    cache_mb: int = tlbench.option(4096, "memory budget for activations cached at the freeze boundary (0 = none in memory)",
+                                   tunable=False)
+    disk_cache_mb: int = tlbench.option(0, "disk budget (in the cache dir, deleted after the fit) for boundary activations over cache_mb; 0 = off",
+                                        tunable=False)
 
     def __post_init__(self):
         super().__post_init__()
@@ -56,7 +58,7 @@ class PartialUnfreeze(tlbench.Strategy):
                 training.fit_supervised(model, train, ctx, recipe, forward=cached.forward,
                                         batches=cached.batches, train_mode=train_mode)
                 ctx.log(path="cached_activations", boundary=split.boundary, storage=storage,
-                        cache_mb=round(cached.megabytes, 1))
+                        activations_mb=round(cached.megabytes, 1))
             finally:
                 cached = None  # frees the activations (and unmaps a file) before val is scored
                 if file is not None:
@@ -73,7 +75,7 @@ class PartialUnfreeze(tlbench.Strategy):
         needed_mb = split.bytes_per_image() * count / 2**20
         if needed_mb <= self.options.cache_mb:
             return "memory", None
-        over = f"activations need {needed_mb:.0f} MB > cache_mb = {self.options.cache_mb}"
+        over = f"activations need {needed_mb:.1f} MB > cache_mb = {self.options.cache_mb}"
         if needed_mb > self.options.disk_cache_mb:
             return None, f"{over} and > disk_cache_mb = {self.options.disk_cache_mb} (raise either to cache them)"
         free_mb = shutil.disk_usage(_existing_parent(Path(cache_dir))).free / 2**20

@@ -29,10 +29,11 @@ def pooled_features(extraction, splits, ctx) -> list:
     return [torch.cat(outputs[end - count:end] or [none]) for count, end in zip(counts, ends)]
 
 
-def frozen_features(model: nn.Module, splits, ctx, use_cache: bool = True) -> tuple[list, bool]:
+def frozen_features(model: nn.Module, splits, ctx, use_cache: bool = True) -> tuple[list, str]:
     """``pooled_features`` of each of ``splits`` through the on-disk cache; returns (features on
-    ctx.device per split, whether all came from the cache). The network is folded for
-    extraction once, and only if some split has to be extracted."""
+    ctx.device per split, the cache's part: "hit" when all came from it, "miss" when some were
+    extracted, "off" without ``use_cache``). The network is folded for extraction once, and
+    only if some split has to be extracted."""
     from tlbench_plugins.strategies import feature_cache
     from tlbench_plugins.strategies.folding import Extraction
 
@@ -48,7 +49,8 @@ def frozen_features(model: nn.Module, splits, ctx, use_cache: bool = True) -> tu
             if use_cache:
                 feature_cache.store(ctx.cache_dir, keys[i], features, splits[i].labels)
             found[i] = features
-    return [features.to(ctx.device) for features in found], not missing
+    cache = "off" if not use_cache else "miss" if missing else "hit"
+    return [features.to(ctx.device) for features in found], cache
 
 
 class Standardization:
