@@ -153,3 +153,11 @@ def test_cli_start_up_does_not_import_torch(argv):
 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_ls_verbose_says_which_options_take_one_value(cli):
+    code, out, _ = cli("ls", "strategies", "-v")
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("    ")}
+    assert code == 0
+    assert "(one value: a list is refused)" in lines["disk_cache_mb"]
+    assert "a list is refused" not in lines["blocks"]

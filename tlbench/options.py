@@ -138,7 +138,10 @@ def describe_options(options_cls: type) -> list[tuple[str, str, str, str]]:
             default = repr(f.default_factory())
         else:
             default = "(required)"
-        rows.append((f.name, _type_name(hints[f.name]), default, f.metadata.get("help", "")))
+        help = f.metadata.get("help", "")
+        if not f.metadata.get("tunable", True):
+            help += " (one value: a list is refused)"
+        rows.append((f.name, _type_name(hints[f.name]), default, help))
     return rows
 
 
