@@ -138,10 +138,10 @@ def describe_options(options_cls: type) -> list[tuple[str, str, str, str]]:
             default = repr(f.default_factory())
         else:
             default = "(required)"
-        help = f.metadata.get("help", "")
+        text = f.metadata.get("help", "")
         if not f.metadata.get("tunable", True):
-            help += " (one value: a list is refused)"
-        rows.append((f.name, _type_name(hints[f.name]), default, help))
+            text += " (one value: a list is refused)"
+        rows.append((f.name, _type_name(hints[f.name]), default, text))
     return rows
 
 
