@@ -135,6 +135,220 @@ class Faces(tlbench.Dataset):
         )
 
 
+# -- harder offline datasets: Fashion-MNIST (idx files) and Animal Shape (pip) -----------------
+
+DATA_ENV = "TLBENCH_DATA"
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  # Debian: dataset-fashion-mnist
+FASHION_MNIST_FILES = {  # the original file names, as Zalando publishes them
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot")
+
+
+def default_data_root() -> str:
+    cache = os.path.join(os.path.expanduser("~"), ".cache", "tlbench", "datasets")
+    return os.environ.get(DATA_ENV) or cache
+
+
+def read_idx(path: str):
+    """An idx file (LeCun's MNIST format, optionally gzipped) as a numpy uint8 array.
+
+    The format is a 4-byte magic number (two zero bytes, the element type, the number of
+    dimensions), the dimensions as big-endian int32, then the raw data. Only unsigned bytes
+    (type 0x08) occur in (Fashion-)MNIST; anything else is reported, not guessed.
+    """
+    import gzip
+
+    import numpy as np
+
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise tlbench.ConfigError(f"{path} is not an idx file of unsigned bytes. Replace it with "
+                                  "the original file.")
+    ndim = data[3]
+    shape = tuple(int(d) for d in np.frombuffer(data, ">i4", count=ndim, offset=4))
+    body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise tlbench.ConfigError(f"{path} is truncated or corrupt: its header says {shape} but it "
+                                  f"holds {body.size} values. Replace it with the original file.")
+    return body.reshape(shape)
+
+
+def _idx_file(folder: str, name: str):
+    """The idx file ``name`` in ``folder``, gzipped or not, or None."""
+    for candidate in (name, name + ".gz"):
+        path = os.path.join(folder, candidate)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _has_fashion_mnist(folder: str) -> bool:
+    names = [name for pair in FASHION_MNIST_FILES.values() for name in pair]
+    return all(_idx_file(folder, name) for name in names)
+
+
+@dataclass(frozen=True)
+class FashionMnistOptions:
+    root: str = tlbench.option(
+        "", f"folder of the four idx files (.gz or not); '' = ${DATA_ENV}, then "
+        f"{DEBIAN_FASHION_MNIST}, then ~/.cache/tlbench/datasets"
+    )
+    download: bool = tlbench.option(True, "download with torchvision when no copy is found")
+
+
+class FashionMnist(tlbench.Dataset):
+    """Fashion-MNIST: 70,000 28×28 grey clothing images, 10 classes, official 10k test split (offline with Debian's dataset-fashion-mnist)."""
+
+    name = "fashion_mnist"
+    Options = FashionMnistOptions
+
+    def load(self, options) -> tlbench.Images:
+        import numpy as np
+
+        folder = self._find(options)
+        images, labels = [], []
+        for split in ("train", "test"):
+            image_file, label_file = (_idx_file(folder, name) for name in FASHION_MNIST_FILES[split])
+            images.append(read_idx(image_file))
+            labels.append(read_idx(label_file))
+            if len(images[-1]) != len(labels[-1]) or images[-1].ndim != 3:
+                raise tlbench.ConfigError(f"Fashion-MNIST's {split} files in {folder} do not match "
+                                          "(image and label counts differ). Replace them with the originals.")
+        train_count = len(labels[0])
+        return tlbench.Images(
+            samples=np.concatenate(images),
+            labels=np.concatenate(labels).astype(np.int64),
+            classes=list(FASHION_MNIST_CLASSES),
+            test_indices=list(range(train_count, train_count + len(labels[1]))),
+            source=f"Fashion-MNIST idx files in {folder}",
+        )
+
+    def _find(self, options) -> str:
+        """The first folder that holds all four files; a download into the last resort."""
+        if options.root:
+            bases = [os.path.expanduser(options.root)]
+        else:
+            bases = [os.environ.get(DATA_ENV), DEBIAN_FASHION_MNIST, default_data_root()]
+        searched = []
+        for base in filter(None, bases):
+            # torchvision keeps them under ROOT/FashionMNIST/raw
+            for folder in (base, os.path.join(base, "FashionMNIST", "raw"), os.path.join(base, "fashion-mnist")):
+                searched.append(folder)
+                if _has_fashion_mnist(folder):
+                    return folder
+        target = os.path.expanduser(options.root) or default_data_root()
+        if options.download:
+            return self._download(target)
+        raise tlbench.ConfigError(
+            f"Fashion-MNIST's idx files were not found (looked in {', '.join(searched)}). Fix: "
+            "`apt-get install dataset-fashion-mnist` (Debian; offline afterwards), or set "
+            f"download = true in [dataset.{self.name}] with internet access once."
+        )
+
+    def _download(self, root: str) -> str:
+        import torchvision.datasets
+
+        try:
+            torchvision.datasets.FashionMNIST(root=root, train=True, download=True)
+        except Exception as exc:  # offline or blocked: the same two fixes
+            raise tlbench.ConfigError(
+                f"Fashion-MNIST was not found locally and could not be downloaded into {root} "
+                f"({type(exc).__name__}: {exc}). Fix: `apt-get install dataset-fashion-mnist` "
+                "(Debian; offline), or connect to the internet once."
+            ) from exc
+        return os.path.join(root, "FashionMNIST", "raw")
+
+
+ANIMAL_SHAPE_PACKAGE = "animal-shape-mnist"
+ANIMAL_SHAPE_FILES = ("animal_data_version_3.gz", "animal_label_version_3.gz")
+# label order checked by eye against the images: alphabetical, as the package lists them
+ANIMAL_SHAPE_CLASSES = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse",
+                        "sheep", "zebra")
+
+
+class _NumpyArraysOnly:
+    """Unpickles numpy arrays and nothing else: a pickle can run any code it names, and the
+    data files of a pip package are not ours to trust."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+    }
+
+    @classmethod
+    def load(cls, handle):
+        import pickle
+
+        import numpy as np
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module, name):
+                if (module, name) not in cls.ALLOWED:
+                    raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy "
+                                                 "arrays are expected")
+                if name == "_reconstruct":
+                    return np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's own reconstructor
+                return getattr(np, name)
+
+        return Unpickler(handle).load()
+
+
+def _package_file(package: str, filename: str) -> str:
+    """Path of a data file shipped by an installed distribution (no import of its code)."""
+    import importlib.metadata
+
+    try:
+        files = importlib.metadata.files(package) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise tlbench.ConfigError(f"The pip package {package!r} is not installed. Fix: "
+                                  f"pip install {package}") from None
+    for file in files:
+        if file.name == filename:
+            return str(file.locate())
+    raise tlbench.ConfigError(f"The pip package {package!r} lacks {filename}. Fix: "
+                              f"pip install --force-reinstall {package}")
+
+
+def first_occurrences(samples):
+    """Indices of the first copy of every distinct sample, in order: exact duplicates would
+    otherwise land on both sides of a split and score a memorised image as a transferred one."""
+    import numpy as np
+
+    flat = np.ascontiguousarray(samples).reshape(len(samples), -1)
+    _, first = np.unique(flat, axis=0, return_index=True)
+    return np.sort(first)
+
+
+class AnimalShape(tlbench.Dataset):
+    """Animal Shape: 9,716 distinct 28×28 silhouettes of 10 animals (pip animal-shape-mnist, de-duplicated; offline)."""
+
+    name = "animal_shape"
+
+    def load(self, options) -> tlbench.Images:
+        import gzip
+
+        import numpy as np
+
+        arrays = []
+        for filename in ANIMAL_SHAPE_FILES:
+            path = _package_file(ANIMAL_SHAPE_PACKAGE, filename)
+            with gzip.open(path, "rb") as handle:
+                arrays.append(np.asarray(_NumpyArraysOnly.load(handle)))
+        samples, labels = arrays
+        keep = first_occurrences(samples)  # 10,000 images, 284 of them exact copies
+        return tlbench.Images(
+            samples=np.ascontiguousarray(samples[keep], dtype=np.uint8),
+            labels=labels[keep].astype(np.int64),
+            classes=list(ANIMAL_SHAPE_CLASSES),
+            source=f"pip {ANIMAL_SHAPE_PACKAGE}, {len(keep)} distinct of {len(samples)} images",
+        )
+
+
 # -- the user's own image folder ---------------------------------------------------------------
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -255,14 +469,6 @@ class ImageFolder(tlbench.Dataset):
 
 
 # -- torchvision datasets (downloaded once) ----------------------------------------------------
-
-DATA_ENV = "TLBENCH_DATA"
-
-
-def default_data_root() -> str:
-    cache = os.path.join(os.path.expanduser("~"), ".cache", "tlbench", "datasets")
-    return os.environ.get(DATA_ENV) or cache
-
 
 @dataclass(frozen=True)
 class DownloadOptions:
@@ -430,7 +636,7 @@ class Food101(TorchvisionDataset):
     splits = _splits("train", "test")
 
 
-OFFLINE_DATASETS = (Digits, Mnist5k, Textures, Faces)
+OFFLINE_DATASETS = (Digits, Mnist5k, Textures, Faces, FashionMnist, AnimalShape)
 TORCHVISION_DATASETS = (Cifar10, Cifar100, Flowers102, Pets, Dtd, EuroSat, Food101)
 
 

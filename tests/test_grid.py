@@ -1,5 +1,7 @@
 """Grid files: expansion into cells, run ids, and one clear error per mistake."""
 
+import re
+
 import pytest
 
 from tlbench.errors import ConfigError
@@ -113,3 +115,36 @@ def test_bad_option_lists_are_config_errors(write_grid, registry, table, expecte
     path = write_grid(BASE + f"[strategy.full_finetune]\n{table}\n")
     with pytest.raises(ConfigError, match=expected):
         load_grid(str(path), registry)
+
+
+def test_a_settings_list_makes_a_curve_one_cell_per_value(write_grid, registry):
+    path = write_grid(BASE + "[settings]\ntrain_per_class = [1, 5, 10, 25]\n")
+    grid = load_grid(str(path), registry)
+    assert len(grid.cells) == 4 * 2  # values × strategies (one backbone, dataset and seed)
+    shots = sorted({c.settings.train_per_class for c in grid.cells})
+    assert shots == [1, 5, 10, 25]
+    cell = next(c for c in grid.cells if c.settings.train_per_class == 5)
+    assert cell.sweep == (("train_per_class", 5),)
+    assert cell.task == f"{cell.dataset} (train_per_class=5)" and cell.task in cell.label
+    assert len({c.run_id for c in grid.cells}) == len(grid.cells)
+
+
+def test_new_settings_at_their_default_leave_existing_run_ids_alone(write_grid, registry):
+    plain = load_grid(str(write_grid(BASE)), registry).cells[0]
+    assert "train_size" not in plain.identity()["settings"]
+    explicit = load_grid(str(write_grid(BASE + "[settings]\ntrain_size = 0\ntest_size = 0\n")), registry).cells[0]
+    assert explicit.run_id == plain.run_id
+    vtab = load_grid(str(write_grid(BASE + "[settings]\ntrain_size = 1000\n")), registry).cells[0]
+    assert vtab.run_id != plain.run_id
+
+
+@pytest.mark.parametrize("table, expected", [
+    ("epochs = [1, 2]", "'epochs' in [settings] takes one value"),
+    ("train_per_class = []", "must list distinct values"),
+    ("train_per_class = [5, 5]", "must list distinct values"),
+    ("train_per_class = [5, -1]", "train_per_class must be 0 (all) or a positive number"),
+    ("train_size = [1000, 500]\ntrain_per_class = 5", "set one of them"),
+])
+def test_bad_settings_lists_are_config_errors(write_grid, registry, table, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_grid(str(write_grid(BASE + f"[settings]\n{table}\n")), registry)

@@ -378,3 +378,51 @@ def test_readme_shows_the_published_tables_and_plot():
         assert table.strip() in readme, table.splitlines()[2]
     assert "](results/offline-default/accuracy_vs_train_time.png)" in readme
     assert "tlbench report --results results/offline-default --screenshot" in readme
+
+
+def shots_record(strategy, seed, shots, top1):
+    rec = record("digits", "lite0", strategy, seed, top1)
+    rec["sweep"] = {"train_per_class": shots}
+    rec["settings"]["train_per_class"] = shots
+    rec["run_id"] = _digest([rec["run_id"], shots])
+    rec["config_id"] = _digest([rec["config_id"], shots])
+    return rec
+
+
+def test_a_curve_ranks_each_value_as_its_own_task_and_tables_top1_against_it(tmp_path, cli):
+    top1 = {("linear_probe", 1): [0.50, 0.54], ("linear_probe", 5): [0.80, 0.82],
+            ("scratch", 1): [0.12, 0.10], ("scratch", 5): [0.30, 0.34]}
+    write_all(tmp_path, [shots_record(strategy, seed, shots, values[seed])
+                         for (strategy, shots), values in top1.items() for seed in (0, 1)])
+    folder = report(cli, tmp_path)
+    md = (folder / "leaderboard.md").read_text()
+    rows = md_table(md, "### digits (train_per_class=5)")
+    assert [(r["strategy"], r["top-1"]) for r in rows] == [("linear_probe", "**0.810 ± 0.127**"),
+                                                          ("scratch", "0.320 ± 0.254")]
+    curve = md_table(md, "### digits: top-1 against train_per_class")
+    assert [(r["strategy"], r["1"], r["5"]) for r in curve] == [
+        ("linear_probe", "0.520 ± 0.254", "0.810 ± 0.127"), ("scratch", "0.110 ± 0.127", "0.320 ± 0.254")]
+    document = json.loads((folder / "leaderboard.json").read_text())
+    probe = next(c for c in document["curves"] if c["strategy"] == "linear_probe")
+    assert [(p["value"], round(p["top1"], 3), p["seeds"]) for p in probe["points"]] == [(1, 0.52, 2), (5, 0.81, 2)]
+    assert (folder / "accuracy_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_grid_without_curves_has_no_curve_section_or_plot(tmp_path, cli):
+    write_all(tmp_path, [record("digits", "lite0", "linear_probe", 0, 0.9)])
+    folder = report(cli, tmp_path)
+    assert "## Curves" not in (folder / "leaderboard.md").read_text()
+    assert "curves" not in json.loads((folder / "leaderboard.json").read_text())
+    assert not (folder / "accuracy_curves.png").exists()
+
+
+def test_record_warnings_reach_the_tables_and_the_terminal(tmp_path, cli):
+    at_chance = "top-1 0.100 is at chance level (always answering ...)"
+    write_all(tmp_path, [record("digits", "lite0", "linear_probe", 0, 0.9),
+                         record("digits", "lite0", "bitfit", 0, 0.1, warnings=[at_chance])])
+    folder = report(cli, tmp_path)
+    md = (folder / "leaderboard.md").read_text()
+    assert f"- bitfit on lite0, seed 0: {at_chance}" in md
+    board = build_report(tmp_path, GRID)
+    assert f"WARNING digits / lite0 / bitfit, seed 0: {at_chance}" in terminal_summary(board)
+    assert "linear_probe, seed" not in terminal_summary(board)

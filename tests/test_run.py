@@ -148,8 +148,43 @@ def test_k_shot_setting_reaches_the_cell(write_grid, cli, tmp_path):
     """)
     assert cli("run", "--grid", grid, "--results", tmp_path, "-q")[0] == 0
     records = list(iter_records(tmp_path, "kshot"))
-    assert [r["split_sizes"] for r in records] == [{"train": 50, "val": 359, "test": 359}] * 2
+    # k per class to train on and at most k per class to select with: a probe that refits on
+    # train + val must not learn from the 359 validation images
+    assert [r["split_sizes"] for r in records] == [{"train": 50, "val": 50, "test": 359}] * 2
     assert all(r["trainable_params"] == 2570 for r in records)
+
+
+def test_vtab_style_train_size_and_test_size_reach_the_cell(write_grid, cli, tmp_path):
+    grid = write_grid(f"""
+        name = "vtab"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["digits"]
+        seeds = [0, 1]
+        {TINY_SETTINGS}
+        train_size = 100
+        test_size = 50
+    """)
+    assert cli("run", "--grid", grid, "--results", tmp_path, "-q")[0] == 0
+    records = sorted(iter_records(tmp_path, "vtab"), key=lambda r: r["seed"])
+    assert [r["split_sizes"] for r in records] == [{"train": 80, "val": 20, "test": 50}] * 2
+    # the seed draws the 100 examples; the test sample is the same for every cell
+    assert records[0]["split_digest"] != records[1]["split_digest"]
+
+
+def test_train_size_larger_than_the_dataset_fails_the_cell_saying_how_many_there_are(write_grid, cli, tmp_path):
+    grid = write_grid(f"""
+        name = "big"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["faces"]
+        {TINY_SETTINGS}
+        train_size = 1000
+    """)
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path, "-q")
+    assert code == 1
+    (record,) = iter_records(tmp_path, "big")
+    assert "train_size = 1000, but the dataset has only 160 examples outside its test split" in record["error"]
 
 
 def test_changed_grid_gets_new_records_and_leaderboard_shows_only_current(write_grid, cli, tmp_path):

@@ -83,6 +83,42 @@ def per_class_subsample(indices: np.ndarray, labels: Sequence[int], k: int, seed
     return np.sort(np.concatenate(kept))
 
 
+def _proportional_counts(class_sizes: np.ndarray, total: int) -> np.ndarray:
+    """How many of each class a stratified draw of exactly ``total`` takes: shares proportional
+    to the class sizes, rounded by largest remainder so that they add up to ``total``."""
+    exact = class_sizes * (total / class_sizes.sum())
+    counts = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - counts), kind="stable")  # ties: the first class first
+    counts[order[: total - counts.sum()]] += 1
+    return counts
+
+
+def stratified_sample(indices: np.ndarray, labels: Sequence[int], total: int, seed: int) -> np.ndarray:
+    """Exactly ``total`` of ``indices``, each class in proportion to its share, chosen with ``seed``."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    classes, sizes = np.unique(labels[indices], return_counts=True)
+    kept = []
+    for cls, count in zip(classes, _proportional_counts(sizes, total)):
+        members = indices[labels[indices] == cls]
+        kept.append(rng.choice(members, size=int(count), replace=False))
+    return np.sort(np.concatenate(kept)) if kept else np.zeros(0, np.int64)
+
+
+def fixed_size_train_val(splits: SplitIndices, labels: Sequence[int], train_size: int,
+                         val_fraction: float, seed: int) -> SplitIndices:
+    """VTAB-1k's protocol: ``train_size`` labelled examples drawn (stratified) with the cell's
+    seed from everything outside the test split, then split train/val by ``val_fraction``
+    (1,000 at 0.2: 800/200, as Zhai et al. 2019 do)."""
+    pool = np.sort(np.concatenate([splits.train, splits.val]))
+    if train_size > len(pool):
+        raise ValueError(f"train_size = {train_size}, but the dataset has only {len(pool)} examples "
+                         "outside its test split; use a smaller train_size")
+    drawn = stratified_sample(pool, labels, train_size, seed)
+    val = stratified_sample(drawn, labels, int(round(train_size * val_fraction)), seed)
+    return SplitIndices(np.setdiff1d(drawn, val), val, splits.test)
+
+
 @dataclass(frozen=True)
 class Resample:
     """Interpolation for shrinking and for enlarging images (PIL names: bilinear, bicubic)."""
@@ -138,6 +174,29 @@ def decode_all(samples, indices, size: int, resample: Resample) -> torch.Tensor:
     for row, index in enumerate(indices):
         out[row] = torch.from_numpy(to_rgb_uint8(samples[int(index)], size, resample)).permute(2, 0, 1)
     return out
+
+
+class DecodedPixels:
+    """A dataset's images decoded at one size, each the first time a split asks for it.
+
+    Grids that use a sample of a large dataset (VTAB-1k's 1,000 of Fashion-MNIST's 70,000)
+    decode only that sample. The tensor for all images is allocated at once but untouched rows
+    cost no memory: large allocations are mapped lazily by the operating system.
+    """
+
+    def __init__(self, samples, size: int, resample: Resample):
+        self.samples, self.size, self.resample = samples, size, resample
+        self.pixels = torch.empty((len(samples), 3, size, size), dtype=torch.uint8)
+        self.decoded = np.zeros(len(samples), dtype=bool)
+
+    def rows(self, indices: np.ndarray) -> torch.Tensor:
+        """``pixels[indices]`` (a copy), decoding the rows not decoded yet."""
+        indices = np.asarray(indices, dtype=np.int64)
+        todo = np.unique(indices[~self.decoded[indices]])
+        if len(todo):
+            self.pixels[torch.from_numpy(todo)] = decode_all(self.samples, todo, self.size, self.resample)
+            self.decoded[todo] = True
+        return self.pixels[torch.from_numpy(indices)]
 
 
 class ImageSplit:

@@ -39,6 +39,8 @@ class Settings:
     epochs: int = option(5, "passes over the training split for strategies that train")
     batch_size: int = option(64, "mini-batch size for training and evaluation")
     train_per_class: int = option(0, "0 = all training examples; k = k examples per class (k-shot)")
+    train_size: int = option(0, "0 = all; n = n labelled examples drawn stratified with the cell's seed, split train/val by val_fraction (VTAB-1k: 1000)")
+    test_size: int = option(0, "0 = the whole test split; n = a stratified sample of n test images, the same for every cell")
     val_fraction: float = option(0.2, "share of each class held out for validation (model selection)")
     test_fraction: float = option(0.2, "share of each class held out for the test score (when the dataset has no official test split)")
     split_seed: int = option(0, "seed of the train/val/test split; fixed so every cell sees the same split")
@@ -52,8 +54,14 @@ class Settings:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.train_per_class < 0:
-            raise ValueError("train_per_class must be 0 (all) or a positive number")
+        for name in ("train_per_class", "train_size", "test_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (all) or a positive number, got {getattr(self, name)}")
+        if self.train_per_class and self.train_size:
+            raise ValueError("train_per_class and train_size are two ways to choose the training "
+                             "examples: set one of them (the other 0)")
+        if self.train_size == 1:
+            raise ValueError("train_size must leave at least one example for training and one for validation")
         for name in ("val_fraction", "test_fraction"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be between 0 and 1 (exclusive), got {getattr(self, name)}")
@@ -78,6 +86,8 @@ class Cell:
     backbone_options: Any
     strategy_candidates: tuple  # one options instance, or several to select from on validation
     dataset_options: Any
+    #: (setting, value) pairs this cell takes from a list in [settings] (a curve: one cell per value)
+    sweep: tuple = ()
 
     @property
     def strategy_options(self) -> Any:
@@ -100,7 +110,7 @@ class Cell:
             "dataset": self.dataset,
             "dataset_options": options_as_dict(self.dataset_options),
             "seed": self.seed,
-            "settings": options_as_dict(self.settings),
+            "settings": _settings_identity(self.settings),
         }
         files = _named_files([identity["backbone_options"], identity["dataset_options"],
                               *(options_as_dict(c) for c in self.strategy_candidates)])
@@ -121,8 +131,30 @@ class Cell:
         return _digest(identity)
 
     @property
+    def task(self) -> str:
+        """The dataset and the swept settings: what a leaderboard ranks strategies on."""
+        return task_name(self.dataset, dict(self.sweep))
+
+    @property
     def label(self) -> str:
-        return f"{self.backbone} / {self.strategy} / {self.dataset} / seed {self.seed}"
+        return f"{self.backbone} / {self.strategy} / {self.task} / seed {self.seed}"
+
+
+def task_name(dataset: str, sweep: dict) -> str:
+    """``digits`` or, for a cell of a curve, ``digits (train_per_class=5)``."""
+    if not sweep:
+        return dataset
+    return f"{dataset} ({', '.join(f'{k}={v}' for k, v in sorted(sweep.items()))})"
+
+
+# Settings added after records existed: left out of the identity at their default, so that
+# the run_ids of grids that do not use them stay as they were (their records stay finished).
+LATER_SETTINGS = {"train_size": 0, "test_size": 0}
+
+
+def _settings_identity(settings: Settings) -> dict:
+    values = options_as_dict(settings)
+    return {k: v for k, v in values.items() if LATER_SETTINGS.get(k, object()) != v}
 
 
 def _named_files(option_dicts: list[dict]) -> dict:
@@ -214,6 +246,28 @@ def _seeds(data: dict, source: str) -> list[int]:
     return seeds
 
 
+# Settings a grid may list several values of: one cell per value, for curves such as accuracy
+# against shots (a strategy option's list instead selects one value on validation).
+SWEEPABLE_SETTINGS = ("train_per_class", "train_size", "image_size")
+
+
+def _settings_variants(data: dict, source: str) -> list[tuple[tuple, Settings]]:
+    """(sweep, Settings) for each combination of the values listed in [settings]."""
+    swept = {k: v for k, v in data.items() if isinstance(v, list)}
+    for key, values in swept.items():
+        if key not in SWEEPABLE_SETTINGS:
+            raise ConfigError(f"'{key}' in [settings] takes one value, got the list {values!r}; "
+                              f"only {', '.join(SWEEPABLE_SETTINGS)} may list values (one cell per value).")
+        if not values or len(set(map(repr, values))) != len(values):
+            raise ConfigError(f"'{key}' in [settings] must list distinct values, got {values!r}.")
+    fixed = {k: v for k, v in data.items() if k not in swept}
+    variants = []
+    for combo in itertools.product(*swept.values()):
+        sweep = tuple(zip(swept, combo))
+        variants.append((sweep, build_options(Settings, {**fixed, **dict(sweep)}, "[settings]")))
+    return variants
+
+
 def _check_keys(data: dict, source: str) -> None:
     for key in data:
         if key not in TOP_LEVEL_KEYS:
@@ -282,7 +336,8 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
     settings_data = data.get("settings", {})
     if not isinstance(settings_data, dict):
         raise ConfigError(f"'settings' in {source!r} must be a table: [settings].")
-    settings = build_options(Settings, settings_data, "[settings]")
+    variants = _settings_variants(settings_data, source)
+    settings = variants[0][1]
     options = {
         singular: _option_tables(data, singular, lists[key], registry, source)
         for key, singular in LIST_KEYS.items()
@@ -290,15 +345,16 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
     seeds = _seeds(data, source)
     grid = Grid(name, lists["backbones"], lists["strategies"], lists["datasets"], seeds, settings,
                 source=source, data=data)
-    for dataset, backbone, strategy, seed in itertools.product(
-        grid.datasets, grid.backbones, grid.strategies, grid.seeds
+    for dataset, (sweep, cell_settings), backbone, strategy, seed in itertools.product(
+        grid.datasets, variants, grid.backbones, grid.strategies, grid.seeds
     ):
         grid.cells.append(Cell(
             grid=name, backbone=backbone, strategy=strategy, dataset=dataset, seed=seed,
-            settings=settings,
+            settings=cell_settings,
             backbone_options=options["backbone"][backbone],
             strategy_candidates=options["strategy"][strategy],
             dataset_options=options["dataset"][dataset],
+            sweep=sweep,
         ))
     return grid
 

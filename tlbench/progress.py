@@ -62,6 +62,8 @@ class Progress:
         else:
             summary = f"FAILED ({record.get('error_kind', 'exception')}): {record['error']}"
         self._print(f"[{self._done}/{self._total}] {label}: {summary}")
+        for warning in record.get("warnings") or ():  # what makes the number mean less than it seems
+            self._print(f"  WARNING: {warning}")
 
     def cell_elsewhere(self, label: str, holder: dict) -> None:
         """Another process holds the cell; said once per cell, however often it is looked at."""

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from tlbench.report_stats import CONFIDENCE, average_ranks, mean_ci
+from tlbench.grid import task_name
 from tlbench.results import grid_dir, iter_records, write_atomic
 
 # The strategy that measures transfer gain: the same recipe from random weights. The core
@@ -47,6 +48,7 @@ ENVIRONMENT_FIELDS = ("tlbench", "tlbench_git_commit", "tlbench_git_dirty", "tor
 PLOTS = {
     "accuracy_vs_train_time.png": "Top-1 vs training time",
     "accuracy_vs_trainable_params.png": "Top-1 vs trainable parameters",
+    "accuracy_curves.png": "Top-1 against the swept settings",
 }
 
 
@@ -81,7 +83,7 @@ def expected_cells(records: list[dict], cells: Optional[list] = None) -> set:
     wrote a record - a runner lost with its node, a grid stopped early - shows as missing.
     """
     if cells is not None:
-        return {(c.dataset, c.backbone, c.strategy, c.seed) for c in cells}
+        return {(c.task, c.backbone, c.strategy, c.seed) for c in cells}
     axes = [sorted({r[k] for r in records}) for k in (*KEYS, "seed")]
     return set(itertools.product(*axes))
 
@@ -107,6 +109,7 @@ class Leaderboard:
     backbones: list[str] = field(default_factory=list)
     strategies: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
+    curves: list[dict] = field(default_factory=list)
 
     @property
     def has_control(self) -> bool:
@@ -145,7 +148,33 @@ def build(records: list[dict], grid: str, cells: Optional[list] = None,
         first_started=min(stamps) if stamps else None, last_finished=max(ends) if ends else None,
         datasets=names["dataset"], backbones=names["backbone"], strategies=names["strategy"],
         seeds=sorted({r["seed"] for r in records} | {key[3] for key in expected}),
+        curves=_curves(per_dataset),
     )
+
+
+def as_task(record: dict) -> dict:
+    """The record as a leaderboard sees it: a cell of a curve (a list in [settings]) is ranked
+    among the cells with the same swept values, as its own task, e.g. ``digits (train_per_class=5)``."""
+    sweep = record.get("sweep") or {}
+    if not sweep:
+        return record
+    return {**record, "dataset": task_name(record["dataset"], sweep), "base_dataset": record["dataset"]}
+
+
+def _curves(per_dataset: list[dict]) -> list[dict]:
+    """Top-1 against each swept setting: one row per dataset (and other swept values), setting,
+    backbone and strategy, with a point per value."""
+    curves: dict = {}
+    for row in per_dataset:
+        sweep = row.get("sweep") or {}
+        for setting, value in sweep.items():
+            others = {k: v for k, v in sweep.items() if k != setting}
+            key = (task_name(row["base_dataset"], others), setting, row["backbone"], row["strategy"])
+            curves.setdefault(key, []).append({"value": value, "top1": row["top1"],
+                                               "top1_ci95": row["top1_ci95"], "seeds": row["seeds"]})
+    return [{"dataset": d, "setting": setting, "backbone": b, "strategy": st,
+             "points": sorted(points, key=lambda p: p["value"])}
+            for (d, setting, b, st), points in sorted(curves.items())]
 
 
 def _desc(value: Optional[float]) -> tuple:
@@ -161,6 +190,9 @@ def _row(key: tuple, records: list[dict], missing_seeds: list[int]) -> dict:
     ok = [r for r in records if r["status"] == "ok"]
     top1 = mean_ci([r["top1"] for r in ok])
     row = dict(zip(KEYS, key))
+    if records and records[0].get("sweep"):
+        row.update(sweep=records[0]["sweep"], base_dataset=records[0]["base_dataset"])
+    row["warnings"] = sorted({f"seed {r['seed']}: {w}" for r in ok for w in r.get("warnings") or ()})
     row.update(top1=top1.mean, top1_ci95=top1.half_width, top1_std=top1.std, seeds=top1.n,
                ok_seeds=[r["seed"] for r in ok])
     for metric, _ in METRICS:
@@ -399,6 +431,30 @@ OVERALL_NOTE = ("mean top-1 and mean rank (1 = best on a dataset, ties share the
                 "the datasets where the pair ran ok; best on = datasets where it has the highest top-1")
 
 
+CURVE_NOTE = ("top-1 for each value of a setting the grid lists several values of (mean over seeds ± "
+              "half-width of the 95% confidence interval)")
+
+
+def _curve_views(board: Leaderboard) -> list[tuple[tuple, View]]:
+    """One table per dataset and swept setting: a row per backbone/strategy, a column per value."""
+    out = []
+    for key, rows in itertools.groupby(board.curves, key=lambda c: (c["dataset"], c["setting"])):
+        rows = list(rows)
+        values = sorted({p["value"] for c in rows for p in c["points"]})
+        view = View(f"curve-{key[0]}-{key[1]}", ["backbone", "strategy", *map(str, values)],
+                    [False, False, *[True] * len(values)])
+        for curve in rows:
+            by_value = {p["value"]: p for p in curve["points"]}
+            cells = [(curve["backbone"], curve["backbone"]), (curve["strategy"], curve["strategy"])]
+            for value in values:
+                point = by_value.get(value)
+                cells.append(("-", None) if point is None else
+                             (fmt_ci(point["top1"], point["top1_ci95"]), point["top1"]))
+            view.add(cells)
+        out.append((key, view))
+    return out
+
+
 def gain_note(board: Leaderboard) -> str:
     return (f"each strategy's top-1 minus `{board.control}` (the same recipe from random weights) on "
             f"the same backbone and dataset; ± from per-seed differences, n = paired seeds")
@@ -433,6 +489,14 @@ def to_markdown(board: Leaderboard, plots: Iterable[str] = ()) -> str:
     parts.append(f"## Per dataset\n\n{_sentence(CI_NOTE)}. Best top-1 on each dataset in bold.\n")
     for dataset in board.datasets:
         parts.append(f"### {dataset}\n\n{_markdown_table(dataset_view(board, dataset), bold_best=2)}")
+        warnings = [f"- {row['strategy']} on {row['backbone']}, {w}" for row in board.per_dataset
+                    if row["dataset"] == dataset for w in row["warnings"]]
+        if warnings:
+            parts[-1] += "\nWarnings (see the records):\n\n" + "\n".join(warnings) + "\n"
+    if board.curves:
+        parts.append(f"## Curves\n\n{_sentence(CURVE_NOTE)}.\n")
+        for (dataset, setting), views in _curve_views(board):
+            parts.append(f"### {dataset}: top-1 against {setting}\n\n{_markdown_table(views)}")
     parts.append(f"## Transfer gain over `{board.control}`\n")
     if board.transfer_gain:
         parts[-1] += f"\n{_sentence(gain_note(board))}.\n\n{_markdown_table(gain_view(board))}"
@@ -481,7 +545,9 @@ def to_csv(frame) -> str:
 
 def to_json(board: Leaderboard) -> str:
     def clean(row: dict) -> dict:
-        return {k: (round(v, 9) if isinstance(v, float) else v) for k, v in row.items() if k != "ok_seeds"}
+        # warnings only where there are some: leaderboards of clean grids stay byte-identical
+        return {k: (round(v, 9) if isinstance(v, float) else v) for k, v in row.items()
+                if k != "ok_seeds" and not (k == "warnings" and not v)}
 
     document = {
         "grid": board.grid, "control": board.control, "confidence": CONFIDENCE,
@@ -494,6 +560,8 @@ def to_json(board: Leaderboard) -> str:
         "transfer_gain": [clean(r) for r in board.transfer_gain],
         "environment": dict(board.environment),
     }
+    if board.curves:  # only then: leaderboards of grids without curves stay byte-identical
+        document["curves"] = board.curves
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
@@ -513,7 +581,9 @@ def terminal_summary(board: Leaderboard, color: bool = False) -> str:
         rows.append([f"{bold}{c}{reset}" for c in cells] if row["best"] else cells)
     table = tabulate(rows, headers=["dataset", "backbone", "strategy", "top-1", "seeds", "train s", "status"],
                      tablefmt="github", disable_numparse=True)
-    return table + "\n* best top-1 on its dataset\n"
+    warnings = [f"WARNING {row['dataset']} / {row['backbone']} / {row['strategy']}, {w}"
+                for row in board.per_dataset for w in row["warnings"]]
+    return table + "\n* best top-1 on its dataset\n" + "".join(w + "\n" for w in warnings)
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -522,7 +592,8 @@ def terminal_summary(board: Leaderboard, color: bool = False) -> str:
 def build_report(results_dir: str | Path, grid_name: str, cells: Optional[list] = None,
                  control: str = CONTROL_STRATEGY) -> Leaderboard:
     """The leaderboard of one grid from its stored records (with ``cells``: of exactly those)."""
-    return build(current_records(iter_records(results_dir, grid_name), cells), grid_name, cells, control)
+    records = (as_task(r) for r in iter_records(results_dir, grid_name))
+    return build(current_records(records, cells), grid_name, cells, control)
 
 
 def write_report(results_dir: str | Path, grid_name: str, cells: Optional[list] = None,

@@ -30,7 +30,54 @@ def render_plots(board) -> dict[str, bytes]:
         rows = [r for r in board.per_dataset if r["top1"] is not None and r.get(x_field) is not None]
         if rows:
             out[name] = _plot(board, rows, x_field, x_label)
+    if any(p["top1"] is not None for c in board.curves for p in c["points"]):
+        out[CURVES_PLOT] = _plot_curves(board.curves)
     return out
+
+
+CURVES_PLOT = "accuracy_curves.png"
+
+
+def _plot_curves(curves: list[dict]) -> bytes:
+    """Top-1 against each swept setting (log x: shots and sizes grow geometrically), one panel
+    per dataset and setting, a line per backbone/strategy with its 95% interval."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = sorted({(c["dataset"], c["setting"]) for c in curves})
+    strategies = sorted({c["strategy"] for c in curves})
+    backbones = sorted({c["backbone"] for c in curves})
+    columns = min(MAX_COLUMNS, len(panels))
+    lines = math.ceil(len(panels) / columns)
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        matplotlib.rcParams.update({"font.size": 10, "axes.titlesize": 11, "path.simplify": False})
+        colors = matplotlib.colormaps["tab10"].colors
+        color = {s: colors[i % len(colors)] for i, s in enumerate(strategies)}
+        marker = {b: MARKERS[i % len(MARKERS)] for i, b in enumerate(backbones)}
+        fig = Figure(figsize=(WIDTH_IN, PANEL_HEIGHT_IN * lines + 0.6), dpi=100, layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(lines, columns, squeeze=False)
+        for ax in axes.flat[len(panels):]:
+            ax.set_visible(False)
+        for ax, (dataset, setting) in zip(axes.flat, panels):
+            for curve in (c for c in curves if (c["dataset"], c["setting"]) == (dataset, setting)):
+                points = [p for p in curve["points"] if p["top1"] is not None]
+                label = curve["strategy"] if len(backbones) == 1 else f"{curve['strategy']} / {curve['backbone']}"
+                ax.errorbar([p["value"] for p in points], [p["top1"] for p in points],
+                            yerr=[p["top1_ci95"] or 0.0 for p in points], color=color[curve["strategy"]],
+                            marker=marker[curve["backbone"]], capsize=3, label=label)
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_short_number))
+            ax.set_title(dataset)
+            ax.set_xlabel(setting)
+            ax.set_ylabel("top-1")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=8, frameon=False)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
 
 
 def _short_number(value: float, _position=None) -> str:

@@ -26,8 +26,10 @@ import numpy as np
 import torch
 
 import tlbench
+from tlbench import sanity
 from tlbench.api import FitContext, Images
-from tlbench.data import ImageSplit, Resample, SplitIndices, decode_all, fits_in_memory, per_class_subsample, stratified_split
+from tlbench.data import (DecodedPixels, ImageSplit, Resample, SplitIndices, fits_in_memory, fixed_size_train_val,
+                          per_class_subsample, stratified_sample, stratified_split)
 from tlbench.errors import ConfigError
 from tlbench.grid import Cell, Grid
 from tlbench.options import options_as_dict
@@ -281,6 +283,7 @@ class Runner:
         self.cache_dir = cache_dir or os.environ.get(CACHE_DIR_ENV) or str(Path.home() / ".cache" / "tlbench")
         self._images: dict = {}
         self._pixels: dict = {}
+        self._checks: dict = {}  # sanity checks already made: their warnings
 
     # -- data ------------------------------------------------------------------------------
 
@@ -297,21 +300,28 @@ class Runner:
             self._images[key] = images
         return self._images[key]
 
-    def _pixels_for(self, cell: Cell, images: Images, size: int, resample: Resample) -> Optional[torch.Tensor]:
+    def _pixels_for(self, cell: Cell, images: Images, size: int, resample: Resample) -> Optional[DecodedPixels]:
         if not fits_in_memory(len(images.samples), size):
             return None
         key = (cell.dataset, repr(cell.dataset_options), size, resample)
         if key not in self._pixels:
             self._pixels.clear()
-            self._pixels[key] = decode_all(images.samples, range(len(images.samples)), size, resample)
+            self._pixels[key] = DecodedPixels(images.samples, size, resample)
         return self._pixels[key]
 
     def prepare_splits(self, cell: Cell, images: Images) -> SplitIndices:
         s = cell.settings
         splits = stratified_split(images.labels, s.val_fraction, s.test_fraction, s.split_seed,
                                   images.test_indices)
+        if s.train_size:
+            splits = fixed_size_train_val(splits, images.labels, s.train_size, s.val_fraction, cell.seed)
         if s.train_per_class:
+            # k-shot: k per class to train on and at most k to select with, or a strategy that
+            # refits on train + val (linear_probe) would learn from many more than k
             splits.train = per_class_subsample(splits.train, images.labels, s.train_per_class, cell.seed)
+            splits.val = per_class_subsample(splits.val, images.labels, s.train_per_class, cell.seed)
+        if s.test_size and s.test_size < len(splits.test):
+            splits.test = stratified_sample(splits.test, images.labels, s.test_size, s.split_seed)
         if len(splits.train) == 0 or len(splits.test) == 0:
             raise ValueError(f"dataset {cell.dataset!r} is too small to split: {splits.sizes()}")
         return splits
@@ -361,6 +371,7 @@ class Runner:
             "strategy": cell.strategy,
             "dataset": cell.dataset,
             "seed": cell.seed,
+            "sweep": dict(cell.sweep),
             "settings": options_as_dict(cell.settings),
             "options": options_as_dict(cell.strategy_options),
             "backbone_options": options_as_dict(cell.backbone_options),
@@ -370,18 +381,14 @@ class Runner:
             "started_at": utc_now(),
         }
 
-    def _pixels_on(self, pixels: Optional[torch.Tensor], device: torch.device) -> Optional[torch.Tensor]:
-        """On CUDA, a dataset that fits is held decoded in GPU memory so batches never wait on
-        the host; it stays there for the next cell."""
-        if pixels is None or device.type != "cuda":
+    @staticmethod
+    def _pixels_on(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """On CUDA, a split that fits is held decoded in GPU memory so batches never wait on
+        the host."""
+        if device.type != "cuda":
             return pixels
-        key = ("device", str(device), id(pixels))
-        if key not in self._pixels:
-            free, _ = torch.cuda.mem_get_info(device)
-            if pixels.numel() > free // 4:
-                return pixels
-            self._pixels[key] = pixels.to(device)
-        return self._pixels[key]
+        free, _ = torch.cuda.mem_get_info(device)
+        return pixels.to(device) if pixels.numel() <= free // 4 else pixels
 
     def setup(self, cell: Cell, options=None) -> "CellSetup":
         """Everything one fit needs: the strategy (with ``options``, default the cell's first
@@ -397,20 +404,24 @@ class Runner:
                                   pretrained=pretrained, options=cell.backbone_options)
         size = cell.settings.image_size or network.input_size
         resample = resampling(cell.settings.interpolation, network.interpolation)
-        pixels = self._pixels_on(self._pixels_for(cell, images, size, resample), device)
+        pixels = self._pixels_for(cell, images, size, resample)
         data_key = f"{cell.dataset}|{options_as_dict(cell.dataset_options)}|{size}|{resample}"
 
         def split(kind, indices):
-            part = None if pixels is None else pixels[torch.from_numpy(indices).to(pixels.device)]
+            part = None if pixels is None else self._pixels_on(pixels.rows(indices), device)
             return kind(images, indices, size, network.mean, network.std, resample, part,
                         key=f"{data_key}|{network.mean}|{network.std}")
 
+        model = network.model.to(device)
+        warnings = []
+        if pretrained and size != network.input_size:
+            warnings += filter(None, [self._collapse_warning(cell, network, images, splits.train, size, resample)])
         ctx = CellContext(cell, device, len(images.classes), self.cache_dir, self.progress)
         # random weights differ by seed, so their identity (e.g. for feature caches) includes it
         ctx.weights = network.weights if pretrained else f"{network.weights}@seed{cell.seed}"
         return CellSetup(
             strategy=strategy_cls(options if options is not None else cell.strategy_options),
-            model=network.model.to(device),
+            model=model,
             train=split(CountingSplit, splits.train),
             val=split(CountingSplit, splits.val),
             test=split(ImageSplit, splits.test),
@@ -421,8 +432,20 @@ class Runner:
                 "weights": network.weights,
                 "image_size": size,
                 "environment": environment(device, ctx.precision),
+                "warnings": warnings,
             },
         )
+
+    def _collapse_warning(self, cell: Cell, network, images: Images, train: np.ndarray, size: int,
+                          resample: Resample) -> Optional[str]:
+        """Measured once per backbone, weights, dataset and size in this process (the first
+        cell's training images stand for the dataset)."""
+        key = ("collapse", cell.backbone, network.weights, cell.dataset, repr(cell.dataset_options), size)
+        if key not in self._checks:
+            ratio = sanity.feature_scale_ratio(network.model, images.samples, train, size,
+                                               network.input_size, network.mean, network.std, resample)
+            self._checks[key] = sanity.collapse_warning(ratio, size, network.input_size)
+        return self._checks[key]
 
     def _fit(self, cell_setup: "CellSetup") -> tuple[torch.nn.Module, float]:
         device = cell_setup.ctx.device
@@ -459,8 +482,11 @@ class Runner:
         eval_s = time.perf_counter() - start
         trainable, total = count_parameters(fitted)  # after a forward pass: lazy modules are sized
         served = cell_setup.train.served + cell_setup.val.served
+        warnings = record.get("warnings", []) + list(filter(None, [
+            sanity.chance_warning(metrics["top1"], cell_setup.test.labels.numpy())]))
         result = {
             **metrics,
+            "warnings": warnings,
             "options": options_as_dict(cell_setup.strategy.options),
             "train_s": train_s,
             "eval_s": eval_s,

@@ -1,0 +1,89 @@
+"""Warnings where a number cannot mean anything: collapsed features, chance-level scores."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tlbench import sanity
+from tlbench.data import Resample
+from tlbench.results import iter_records
+
+from conftest import TINY_SETTINGS
+
+CONSTANT_PLUGIN = '''
+import tlbench
+
+class AlwaysZero(tlbench.Strategy):
+    """Answers class 0 whatever the image: a model that learned nothing."""
+    name = "always_zero"
+
+    def fit(self, model, train, val, ctx):
+        import torch
+        head = model.get_classifier()
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.zero_()
+            head.bias[0] = 1.0
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
+@tlbench.hookimpl
+def register_strategies(register):
+    register(AlwaysZero)
+'''
+
+
+def test_chance_level_is_the_majority_class_within_two_standard_errors():
+    labels = np.repeat([0, 1, 2, 3], [40, 20, 20, 20])  # majority 0.4, n = 100: band up to 0.498
+    assert sanity.chance_top1(labels) == pytest.approx(0.4)
+    assert sanity.at_chance(0.40, labels) and sanity.at_chance(0.49, labels)
+    assert not sanity.at_chance(0.51, labels)
+    assert "at chance level" in sanity.chance_warning(0.3, labels)
+    assert sanity.chance_warning(0.9, labels) is None
+
+
+def test_a_cell_at_chance_says_so_in_its_record_and_the_progress_output(write_grid, cli, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "constant.py").write_text(CONSTANT_PLUGIN)
+    grid = write_grid(f"""
+        name = "chance"
+        backbones = ["test_efficientnet"]
+        strategies = ["always_zero", "linear_probe"]
+        datasets = ["digits"]
+        {TINY_SETTINGS}
+    """)
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path, "--plugins-dir", plugins)
+    assert code == 0, err
+    records = {r["strategy"]: r for r in iter_records(tmp_path, "chance")}
+    (warning,) = records["always_zero"]["warnings"]
+    assert "top-1 0.100 is at chance level" in warning and "scores 0.103 on these 359 test images" in warning
+    assert records["linear_probe"]["warnings"] == []
+    assert f"WARNING: {warning}" in err
+    board = json.loads((tmp_path / "chance" / "leaderboard.json").read_text())
+    flagged = [row["strategy"] for row in board["per_dataset"] if row.get("warnings")]
+    assert flagged == ["always_zero"]
+
+
+@pytest.fixture(scope="module")
+def lite0(registry):
+    backbone = registry.get("backbones", "efficientnet_lite0")()
+    from tlbench.options import build_options
+
+    options = build_options(backbone.Options, {}, "[backbone.efficientnet_lite0]")
+    return backbone.create("efficientnet_lite0", num_classes=10, pretrained=True, options=options)
+
+
+def test_pretrained_features_collapse_at_32_px_and_not_at_64(lite0):
+    from sklearn.datasets import load_digits
+
+    samples = (load_digits().images * (255 / 16)).astype(np.uint8)
+    ratio = {size: sanity.feature_scale_ratio(lite0.model, samples, np.arange(16), size, lite0.input_size,
+                                             lite0.mean, lite0.std, Resample())
+             for size in (32, 64)}
+    assert ratio[32] < sanity.COLLAPSE_RATIO < ratio[64]
+    assert "features collapse at 32 px" in sanity.collapse_warning(ratio[32], 32, lite0.input_size)
+    assert sanity.collapse_warning(ratio[64], 64, lite0.input_size) is None
+    assert lite0.model.training  # the check leaves the model as it found it
