@@ -56,6 +56,7 @@ def test_default_grid_is_valid_and_offline(registry):
     assert "efficientnet_lite0" in grid.backbones
     assert {"linear_probe", "partial_unfreeze", "full_finetune"} <= set(grid.strategies)
     assert len(grid.datasets) >= 2
+    assert len(grid.seeds) >= 3  # every leaderboard row gets a real interval
     assert grid.settings.pretrained
 
 

@@ -426,3 +426,15 @@ def test_record_warnings_reach_the_tables_and_the_terminal(tmp_path, cli):
     board = build_report(tmp_path, GRID)
     assert f"WARNING digits / lite0 / bitfit, seed 0: {at_chance}" in terminal_summary(board)
     assert "linear_probe, seed" not in terminal_summary(board)
+
+
+def test_published_default_leaderboard_separates_the_strategies():
+    """What a new user's default run must show: on every dataset the best and worst pretrained
+    strategies at least 2 points apart, at most one at >= 0.99, three seeds on every row."""
+    board = json.loads((PUBLISHED / "leaderboard.json").read_text())
+    for dataset in board["datasets"]:
+        rows = [r for r in board["per_dataset"] if r["dataset"] == dataset]
+        assert all(r["seeds"] == 3 and r["top1_ci95"] > 0 for r in rows), dataset
+        pretrained = [r["top1"] for r in rows if r["strategy"] != board["control"]]
+        assert max(pretrained) - min(pretrained) >= 0.02, dataset
+        assert sum(top1 >= 0.99 for top1 in pretrained) <= 1, dataset
