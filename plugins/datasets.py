@@ -200,6 +200,36 @@ class FashionMnistOptions:
     )
     download: bool = tlbench.option(True, "download with torchvision when no copy is found")
 
+    def __post_init__(self):
+        # without a download to fall back on, a missing copy is a grid mistake: said before any cell runs
+        if not self.download and find_fashion_mnist(self.root)[0] is None:
+            raise ValueError(missing_fashion_mnist(find_fashion_mnist(self.root)[1]))
+
+
+def fashion_mnist_bases(root: str) -> list[str]:
+    """Where copies are looked for: ``root``, else $TLBENCH_DATA, Debian's folder, the cache."""
+    if root:
+        return [os.path.expanduser(root)]
+    return [base for base in (os.environ.get(DATA_ENV), DEBIAN_FASHION_MNIST, default_data_root()) if base]
+
+
+def find_fashion_mnist(root: str):
+    """(the first folder holding all four idx files or None, every folder looked in)."""
+    searched = []
+    for base in fashion_mnist_bases(root):
+        # as published, as torchvision downloads them (ROOT/FashionMNIST/raw), or in a folder of their own
+        for folder in (base, os.path.join(base, "FashionMNIST", "raw"), os.path.join(base, "fashion-mnist")):
+            searched.append(folder)
+            if _has_fashion_mnist(folder):
+                return folder, searched
+    return None, searched
+
+
+def missing_fashion_mnist(searched: list[str]) -> str:
+    return (f"Fashion-MNIST's idx files were not found (looked in {', '.join(searched)}). Fix: "
+            "`apt-get install dataset-fashion-mnist` (Debian; offline afterwards), or set "
+            "download = true in [dataset.fashion_mnist] with internet access once.")
+
 
 class FashionMnist(tlbench.Dataset):
     """Fashion-MNIST: 70,000 28×28 grey clothing images, 10 classes, official 10k test split (offline with Debian's dataset-fashion-mnist)."""
@@ -229,26 +259,13 @@ class FashionMnist(tlbench.Dataset):
         )
 
     def _find(self, options) -> str:
-        """The first folder that holds all four files; a download into the last resort."""
-        if options.root:
-            bases = [os.path.expanduser(options.root)]
-        else:
-            bases = [os.environ.get(DATA_ENV), DEBIAN_FASHION_MNIST, default_data_root()]
-        searched = []
-        for base in filter(None, bases):
-            # torchvision keeps them under ROOT/FashionMNIST/raw
-            for folder in (base, os.path.join(base, "FashionMNIST", "raw"), os.path.join(base, "fashion-mnist")):
-                searched.append(folder)
-                if _has_fashion_mnist(folder):
-                    return folder
-        target = os.path.expanduser(options.root) or default_data_root()
+        """The first folder that holds all four files; a download as the last resort."""
+        folder, searched = find_fashion_mnist(options.root)
+        if folder is not None:
+            return folder
         if options.download:
-            return self._download(target)
-        raise tlbench.ConfigError(
-            f"Fashion-MNIST's idx files were not found (looked in {', '.join(searched)}). Fix: "
-            "`apt-get install dataset-fashion-mnist` (Debian; offline afterwards), or set "
-            f"download = true in [dataset.{self.name}] with internet access once."
-        )
+            return self._download(os.path.expanduser(options.root) or default_data_root())
+        raise tlbench.ConfigError(missing_fashion_mnist(searched))
 
     def _download(self, root: str) -> str:
         import torchvision.datasets

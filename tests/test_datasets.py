@@ -267,3 +267,114 @@ def test_dtd_splits_are_concatenated_with_the_test_split_kept(registry, tmp_path
 def test_importing_the_plugin_does_not_import_torch():
     code = "import tlbench_plugins.datasets, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- Fashion-MNIST from idx files, Animal Shape from its pip package ---------------------------
+
+
+def write_idx(path, array, gz=True):
+    """An idx file as LeCun's format defines it: zero, zero, type 0x08 (ubyte), ndim, dims."""
+    import gzip
+
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    opener = gzip.open if gz else open
+    with opener(str(path) + (".gz" if gz else ""), "wb") as handle:
+        handle.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def tiny_fashion(folder, train=30, test=10, gz=True):
+    """Distinct images (pixel (0, 0) holds the index) with labels cycling through 10 classes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    parts = {}
+    for split, count, prefix in (("train", train, "train"), ("test", test, "t10k")):
+        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+        images[:, 0, 0] = np.arange(count)
+        labels = (np.arange(count) % 10).astype(np.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", images, gz)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels, gz)
+        parts[split] = (images, labels)
+    return parts
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_reads_idx_files_from_root_with_the_official_test_split(registry, tmp_path, gz):
+    parts = tiny_fashion(tmp_path / "fm", gz=gz)
+    images = load(registry, "fashion_mnist", root=str(tmp_path / "fm"), download=False)
+    assert len(images.samples) == len(images.labels) == 40
+    assert list(images.test_indices) == list(range(30, 40))
+    assert images.classes[0] == "T-shirt/top" and images.classes[9] == "Ankle boot"
+    assert np.array_equal(images.samples[:30], parts["train"][0])
+    assert np.array_equal(images.samples[30:], parts["test"][0])
+    assert images.labels.tolist() == [i % 10 for i in range(30)] + [i % 10 for i in range(10)]
+
+
+def test_fashion_mnist_looks_in_tlbench_data_in_torchvisions_layout(registry, tmp_path, monkeypatch):
+    tiny_fashion(tmp_path / "data" / "FashionMNIST" / "raw", gz=False)
+    monkeypatch.setenv("TLBENCH_DATA", str(tmp_path / "data"))
+    images = load(registry, "fashion_mnist", download=False)
+    assert len(images.samples) == 40
+    assert str(tmp_path / "data" / "FashionMNIST" / "raw") in images.source
+
+
+def test_fashion_mnist_from_debians_dataset_package(registry, monkeypatch):
+    """The default grid's source: `apt-get install dataset-fashion-mnist` (.ci/run installs it)."""
+    monkeypatch.delenv("TLBENCH_DATA", raising=False)
+    images = load(registry, "fashion_mnist", download=False)
+    assert "/usr/share/datasets/fashion-mnist" in images.source
+    assert len(images.samples) == 70000 and len(images.test_indices) == 10000
+    assert np.bincount(images.labels).tolist() == [7000] * 10
+    assert images.samples.shape[1:] == (28, 28) and images.samples.dtype == np.uint8
+
+
+def test_fashion_mnist_missing_without_download_names_both_ways_to_get_it(write_grid, cli, tmp_path):
+    grid = write_grid(f"""
+        name = "fm"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["fashion_mnist"]
+        [dataset.fashion_mnist]
+        root = "{tmp_path / 'empty'}"
+        download = false
+    """)
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path / "results")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "apt-get install dataset-fashion-mnist" in err and "download = true" in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_truncated_idx_file_is_reported_not_guessed(registry, tmp_path):
+    tiny_fashion(tmp_path / "fm", gz=False)
+    path = tmp_path / "fm" / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(tlbench.ConfigError, match="truncated or corrupt"):
+        load(registry, "fashion_mnist", root=str(tmp_path / "fm"), download=False)
+
+
+def test_animal_shape_is_de_duplicated(registry):
+    images = load(registry, "animal_shape")
+    samples = np.asarray(images.samples)
+    assert samples.shape == (9716, 28, 28) and samples.dtype == np.uint8
+    assert len(np.unique(samples.reshape(len(samples), -1), axis=0)) == len(samples)  # 284 copies gone
+    assert images.classes == ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse",
+                              "sheep", "zebra"]
+    # 1,000 a class as shipped; most copies were birds
+    assert np.bincount(images.labels).tolist() == [937, 812, 992, 996, 997, 1000, 1000, 997, 985, 1000]
+    assert images.test_indices is None
+
+
+def test_animal_shape_unpickles_numpy_arrays_and_nothing_else():
+    import io
+    import pickle
+
+    from tlbench_plugins.datasets import _NumpyArraysOnly
+
+    array = np.arange(6, dtype=np.int64).reshape(2, 3)
+    assert np.array_equal(_NumpyArraysOnly.load(io.BytesIO(pickle.dumps(array))), array)
+
+    class Hostile:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load builtins.print"):
+        _NumpyArraysOnly.load(io.BytesIO(pickle.dumps(Hostile())))
