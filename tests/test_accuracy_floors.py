@@ -21,7 +21,9 @@ def top1(tmp_path_factory):
     for grid in ("accuracy-floors", "few-shot"):
         assert main(["run", "--grid", str(GRIDS / f"{grid}.toml"), "--results", str(results), "-q"]) == 0
         for record in iter_records(results, grid):
-            scores.setdefault((grid, record["strategy"], record["dataset"]), []).append(record["top1"])
+            shots = record["settings"]["train_per_class"]
+            key = (grid, record["strategy"], record["dataset"]) + ((shots,) if shots else ())
+            scores.setdefault(key, []).append(record["top1"])
     return {key: sum(values) / len(values) for key, values in scores.items()}
 
 
@@ -36,5 +38,10 @@ def test_full_finetune_beats_linear_probe(top1, dataset):
 
 
 def test_pretrained_probe_beats_scratch_by_ten_points_at_ten_shots(top1):
-    gain = top1[("few-shot", "linear_probe", "digits")] - top1[("few-shot", "scratch", "digits")]
+    gain = top1[("few-shot", "linear_probe", "digits", 10)] - top1[("few-shot", "scratch", "digits", 10)]
     assert gain >= 0.10
+
+
+def test_pretrained_probe_improves_with_shots(top1):
+    curve = [top1[("few-shot", "linear_probe", "digits", shots)] for shots in (1, 5, 10, 25)]
+    assert curve == sorted(curve) and curve[-1] - curve[0] >= 0.10
