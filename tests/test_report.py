@@ -373,7 +373,7 @@ def test_readme_shows_the_published_tables_and_plot():
     md = (PUBLISHED / "leaderboard.md").read_text()
     tables = re.findall(r"^\|.*\|\n(?:^\|.*\|\n?)+", md, re.M)
     shown = [t for t in tables if "| field " not in t]  # all but the environment
-    assert len(shown) == 5  # overall, three datasets, transfer gain
+    assert len(shown) == 4  # overall, two datasets, transfer gain
     for table in shown:
         assert table.strip() in readme, table.splitlines()[2]
     assert "](results/offline-default/accuracy_vs_train_time.png)" in readme
