@@ -385,6 +385,7 @@ class FolderOptions:
     def __post_init__(self):
         if not self.path.strip():
             raise ValueError("path must name a folder of images")
+        folder_trees(Path(self.path).expanduser())  # a missing or wrong folder is a grid mistake
 
 
 class ImageFiles:
@@ -453,6 +454,23 @@ def _official_split(root: Path):
     return None
 
 
+def folder_trees(root: Path):
+    """([{class: image files}] for the train tree (and the test tree), the split or None),
+    checked for every mistake that would make the folder unusable."""
+    if not root.is_dir():
+        raise _folder_error(root, "is not a folder" if root.exists() else "does not exist")
+    split = _official_split(root)
+    trees = [_scan_classes(folder) for folder in (split or (root,))]
+    classes = sorted({name for tree in trees for name in tree})
+    if len(classes) < 2:
+        raise _folder_error(root, f"has only one class ({classes[0]}); classification needs two")
+    if split and set(trees[1]) - set(trees[0]):
+        unseen = ", ".join(sorted(set(trees[1]) - set(trees[0])))
+        raise _folder_error(root, f"has test classes with no training images ({unseen}): add them "
+                                  "to train/ or remove them from test/")
+    return trees, split
+
+
 class ImageFolder(tlbench.Dataset):
     """Your own images: one sub-folder per class (PATH/CLASS_NAME/IMAGE), classes sorted by name."""
 
@@ -461,14 +479,8 @@ class ImageFolder(tlbench.Dataset):
 
     def load(self, options) -> tlbench.Images:
         root = Path(options.path).expanduser()
-        if not root.is_dir():
-            raise _folder_error(root, "is not a folder" if root.exists() else "does not exist")
-        split = _official_split(root)
-        trees = [_scan_classes(folder) for folder in (split or (root,))]
+        trees, split = folder_trees(root)
         classes = sorted({name for tree in trees for name in tree})
-        if len(classes) < 2:
-            only = f"has only one class ({classes[0]}); classification needs two"
-            raise _folder_error(root, only)
         number = {name: i for i, name in enumerate(classes)}
         paths, labels = [], []
         for tree in trees:

@@ -41,6 +41,8 @@ datasets = ["faces"]
     (BASE + "[settings]\nbatch_size = 0\n", "batch_size must be at least 1"),
     (BASE + "[settings]\ntest_fraction = 0.9\n", "must leave some data for training"),
     (BASE + "[settings]\ntrain_size = -5\n", "train_size must be 0 (all) or a positive number"),
+    (BASE + "[settings]\nimage_size = 100000\n", "image_size must be 0 (native) or 2 to 4096 pixels"),
+    (BASE.replace('"g"', '"abc\\n"'), "not a safe folder name"),
     (BASE + "[settings]\ntest_size = -1\n", "test_size must be 0 (all) or a positive number"),
     (BASE + "[settings]\ntrain_size = 1000\ntrain_per_class = 5\n", "set one of them"),
     (BASE + "[settings]\ntrain_size = 1\n", "train_size must leave at least one example"),
@@ -136,3 +138,66 @@ def test_grid_file_is_data_not_code(write_grid, cli, tmp_path):
     text = BASE + f'[settings]\ndevice = "__import__(\'os\').system(\'touch {marker}\')"\n'
     code, out, err = cli("run", "--grid", write_grid(text), "--results", tmp_path / "r")
     assert code == 2 and "device must be" in err and not marker.exists()
+
+
+def test_a_byte_order_mark_at_the_top_of_a_grid_file_is_accepted(write_grid, cli, tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + (BASE.replace("linear_probe", "knn_probe").replace(
+        ', "full_finetune"', "") + "[settings]\nimage_size = 32\npretrained = false\n").encode())
+    code, out, err = cli("run", "--grid", path, "--results", tmp_path / "r", "-q")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["run", "--cell-timeout", "nan"], "'nan' is not a positive number of seconds"),
+    (["run", "--cell-timeout", "-3"], "'-3' is not a positive number of seconds"),
+    (["run", "--results", ""], "an empty folder name"),
+    (["rank", "--scores", ","], "names no score"),
+])
+def test_bad_command_line_values_are_exit_2(write_grid, cli, tmp_path, argv, expected, capsys):
+    argv = [argv[0], "--grid", str(write_grid(BASE)), *argv[1:]]
+    if argv[0] == "rank":
+        argv += ["--results", str(tmp_path / "r")]
+    try:
+        code, out, err = cli(*argv)
+    except SystemExit as exc:  # argparse's own exit for a value its type refuses
+        code, err = exc.code, capsys.readouterr().err
+    assert code == 2 and expected in err and "Traceback" not in err
+
+
+def test_an_unwritable_cache_dir_is_said_before_any_cell_runs(write_grid, cli, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("TLBENCH_CACHE_DIR", str(blocker / "cache"))
+    results = tmp_path / "results"
+    code, out, err = cli("run", "--grid", write_grid(BASE), "--results", results)
+    assert code == 2 and "Set TLBENCH_CACHE_DIR to a writable folder" in err
+    assert not list(results.glob("*/records/*.json"))
+
+
+def _image(path, classes_to_count):
+    from PIL import Image
+
+    for name, count in classes_to_count.items():
+        (path / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(path / name / f"{i}.png")
+
+
+@pytest.mark.parametrize("layout, expected", [
+    ({}, "does not exist"),
+    ({"cats": 0, "dogs": 0}, "has no images in its class sub-folders"),
+    ({"cats": 3}, "has only one class (cats)"),
+    ({"train/cats": 3, "train/dogs": 3, "test/cats": 1, "test/birds": 1},
+     "has test classes with no training images (birds)"),
+])
+def test_folder_mistakes_are_grid_mistakes_before_anything_runs(write_grid, cli, tmp_path, layout, expected):
+    root = tmp_path / "images"
+    if layout:
+        root.mkdir()
+        _image(root, layout)
+    grid = write_grid(BASE.replace('"faces"', '"folder"') + f'[dataset.folder]\npath = "{root}"\n')
+    results = tmp_path / "results"
+    code, out, err = cli("run", "--grid", grid, "--results", results)
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+    assert not results.exists()

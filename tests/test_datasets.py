@@ -378,3 +378,58 @@ def test_animal_shape_unpickles_numpy_arrays_and_nothing_else():
 
     with pytest.raises(pickle.UnpicklingError, match="refusing to load builtins.print"):
         _NumpyArraysOnly.load(io.BytesIO(pickle.dumps(Hostile())))
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "animal_shape"])
+def test_no_image_is_in_two_splits_of_the_default_grids_protocol(registry, name):
+    """Exact copies across splits would score memorised images as transferred ones."""
+    import hashlib
+
+    from tlbench.data import fixed_size_train_val, stratified_split
+
+    images = load(registry, name)
+    samples = np.asarray(images.samples)
+    base = stratified_split(images.labels, 0.2, 0.2, 0, images.test_indices)
+    splits = fixed_size_train_val(base, images.labels, 300, 0.2, seed=1)
+    digests = {part: {hashlib.sha1(samples[i].tobytes()).digest() for i in getattr(splits, part)}
+               for part in ("train", "val", "test")}
+    assert len(digests["train"]) == 240 and len(digests["val"]) == 60
+    assert not digests["train"] & digests["test"] and not digests["val"] & digests["test"]
+    assert not digests["train"] & digests["val"]
+    # and none anywhere in the whole dataset
+    assert len({hashlib.sha1(s.tobytes()).digest() for s in samples}) == len(samples)
+
+
+@pytest.mark.parametrize("mode, make, expected", [
+    ("1", lambda: Image.new("1", (4, 4), 1), 255),
+    ("L", lambda: Image.new("L", (4, 4), 100), 100),
+    ("P", lambda: Image.new("L", (4, 4), 100).convert("P"), 100),
+    ("RGBA", lambda: Image.new("RGBA", (4, 4), (100, 100, 100, 128)), 100),
+    ("CMYK", lambda: Image.new("RGB", (4, 4), (100, 100, 100)).convert("CMYK"), 100),
+    ("I;16", lambda: Image.fromarray(np.full((4, 4), 100 * 257, np.uint16)), 100),
+    ("I", lambda: Image.fromarray(np.full((4, 4), 100, np.int32)), 100),
+    ("F", lambda: Image.fromarray(np.full((4, 4), 100 / 255, np.float32)), 100),
+])
+def test_every_image_mode_a_folder_may_hold_becomes_faithful_rgb(tmp_path, mode, make, expected):
+    """Written to a real file and read back as a folder dataset would (16-bit PNGs used to come
+    out solid white: PIL's convert clips 16-bit levels at 255)."""
+    from tlbench.data import to_rgb_uint8
+    from tlbench_plugins.datasets import ImageFiles
+
+    suffix = ".tiff" if mode in ("F", "CMYK", "I") else ".png"
+    path = tmp_path / f"image{suffix}"
+    make().save(path)
+    (loaded,) = [ImageFiles([path])[0]]
+    pixels = to_rgb_uint8(loaded, 4)
+    assert pixels.shape == (4, 4, 3) and pixels.dtype == np.uint8
+    assert np.all(np.abs(pixels.astype(int) - expected) <= 1), (loaded.mode, pixels[0, 0])
+
+
+def test_a_sixteen_bit_gradient_keeps_its_levels(tmp_path):
+    from tlbench.data import to_rgb_uint8
+    from tlbench_plugins.datasets import ImageFiles
+
+    levels = (np.arange(256, dtype=np.uint32) * 257).astype(np.uint16).reshape(16, 16)
+    Image.fromarray(levels).save(tmp_path / "g.png")
+    pixels = to_rgb_uint8(ImageFiles([tmp_path / "g.png"])[0], 16)
+    assert pixels[:, :, 0].ravel().tolist() == list(range(256))

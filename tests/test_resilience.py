@@ -18,7 +18,7 @@ from tlbench.cli import main
 from tlbench.grid import load_grid
 from tlbench.plugins import load_registry
 from tlbench.results import (claim_cell, iter_records, read_record, records_dir,
-                             remove_leftovers)
+                             remove_leftovers, write_record)
 
 from conftest import TINY_SETTINGS
 
@@ -62,11 +62,55 @@ class OutOfMemory(tlbench.Strategy):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
 
+class NanLogits(tlbench.Strategy):
+    """Returns a model whose logits are NaN."""
+
+    name = "nan_logits"
+
+    def fit(self, model, train, val, ctx):
+        import torch
+
+        with torch.no_grad():
+            model.get_classifier().bias.fill_(float("nan"))
+        return model
+
+
+class ReturnsNone(tlbench.Strategy):
+    """Forgets to return the model."""
+
+    name = "returns_none"
+
+    def fit(self, model, train, val, ctx):
+        return None
+
+
+class Exits(tlbench.Strategy):
+    """Calls sys.exit() inside its fit."""
+
+    name = "exits"
+
+    def fit(self, model, train, val, ctx):
+        import sys
+
+        sys.exit(3)
+
+
+class LogsOddValues(tlbench.Strategy):
+    """Logs values JSON cannot hold."""
+
+    name = "logs_odd_values"
+
+    def fit(self, model, train, val, ctx):
+        import torch
+
+        ctx.log(nan=float("nan"), obj=object(), tensor=torch.tensor(0.25), pair=(1, 2))
+        return model
+
+
 @tlbench.hookimpl
 def register_strategies(register):
-    register(Logged)
-    register(Explodes)
-    register(OutOfMemory)
+    for strategy in (Logged, Explodes, OutOfMemory, NanLogits, ReturnsNone, Exits, LogsOddValues):
+        register(strategy)
 '''
 
 
@@ -417,3 +461,151 @@ def test_a_file_named_by_an_option_is_part_of_the_run_id(write_grid, tmp_path):
     assert run_id() == first
     weights.write_bytes(b"other")
     assert run_id() != first
+
+
+# -- a strategy's result is checked, not trusted -----------------------------------------------
+
+
+@pytest.mark.parametrize("executor", ["local", "subprocess"])
+def test_a_broken_strategy_fails_its_own_cell_only(write_grid, plugins, fit_log, tmp_path, cli, executor):
+    grid = logged_grid(write_grid, [0], '"nan_logits", "returns_none", "exits", "logs_odd_values", "logged"')
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path, "--plugins-dir", plugins,
+                         "--executor", executor)
+    assert code == 1 and "Traceback" not in err
+    records = {r["strategy"]: r for r in iter_records(tmp_path, "g")}
+    assert set(records) == {"nan_logits", "returns_none", "exits", "logs_odd_values", "logged"}
+    assert records["nan_logits"]["error_kind"] == "non_finite"
+    assert "non-finite logits" in records["nan_logits"]["error"]
+    assert records["returns_none"]["status"] == "failed"
+    assert "fit() returned NoneType; a strategy's fit must return the model to score" in records["returns_none"]["error"]
+    assert records["exits"]["status"] == "failed" and records["exits"]["error"] == "SystemExit: 3"
+    odd = records["logs_odd_values"]
+    assert odd["status"] == "ok"  # one rule in every executor: NaN -> null, objects -> str
+    assert odd["strategy_info"]["nan"] is None and odd["strategy_info"]["tensor"] == 0.25
+    assert odd["strategy_info"]["pair"] == [1, 2] and odd["strategy_info"]["obj"].startswith("<object")
+    assert records["logged"]["status"] == "ok"
+
+
+# -- records are data from disk ----------------------------------------------------------------
+
+
+def sound_record(run_id="abc", **fields):
+    return {"run_id": run_id, "grid": "g", "backbone": "b", "strategy": "s", "dataset": "d", "seed": 0,
+            "status": "ok", "top1": 0.5, **fields}
+
+
+@pytest.mark.parametrize("fields, why", [
+    ({"started_at": 12345}, "invalid 'started_at'"),
+    ({"environment": []}, "invalid 'environment'"),
+    ({"top1": 1e308}, "invalid 'top1'"),
+    ({"train_s": -1.0}, "invalid 'train_s'"),
+    ({"seed": True}, "missing or invalid 'seed'"),
+    ({"warnings": "one"}, "invalid 'warnings'"),
+    ({"sweep": {"train_per_class": [1]}}, "invalid 'sweep'"),
+    ({"error_kind": "gremlins"}, "invalid 'error_kind'"),
+])
+def test_a_record_with_a_wrongly_typed_field_is_set_aside(tmp_path, capsys, fields, why):
+    path = tmp_path / "records" / "abc.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(sound_record(**fields)))
+    assert read_record(path) is None
+    err = capsys.readouterr().err
+    assert why in err and str(path) in err and len(err.strip().splitlines()) == 1
+    assert not path.exists() and len(list((tmp_path / "records" / "corrupt").iterdir())) == 1
+
+
+def test_nan_in_a_record_file_is_corrupt_and_never_ranked(tmp_path, cli):
+    folder = tmp_path / "g" / "records"
+    folder.mkdir(parents=True)
+    (folder / "abc.json").write_text(json.dumps(sound_record()).replace('"top1": 0.5', '"top1": NaN'))
+    write_record(tmp_path, sound_record("def", strategy="t", top1=0.7))
+    code, out, err = cli("report", "--results", tmp_path)
+    assert code == 0 and "is not a JSON number" in err and "Traceback" not in err
+    board = (tmp_path / "g" / "leaderboard.json").read_text()
+    assert "NaN" not in board and json.loads(board)["strategies"] == ["t"]
+
+
+def test_a_record_is_never_written_with_bare_nan(tmp_path):
+    path = write_record(tmp_path, sound_record(strategy_info={"loss": float("nan"), "at": float("inf")}))
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text)["strategy_info"] == {"loss": None, "at": None}
+
+
+def test_a_record_this_user_cannot_read_is_not_corrupt(tmp_path, cli, monkeypatch):
+    """Root reads every file, so the permission error is simulated where the record is read."""
+    write_record(tmp_path, sound_record("abc"))
+    path = records_dir(tmp_path, "g") / "abc.json"
+    real = Path.read_text
+
+    def read_text(self, *args, **kwargs):
+        if self == path:
+            raise PermissionError(13, "Permission denied")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    code, out, err = cli("report", "--results", tmp_path)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "not readable by this user" in err and "chmod a+r" in err
+    assert path.exists() and not (path.parent / "corrupt").exists()
+
+
+def test_files_others_read_get_the_umask_mode(tmp_path, cli):
+    old = os.umask(0o022)
+    try:
+        write_record(tmp_path, sound_record("abc"))
+        assert cli("report", "--results", tmp_path)[0] == 0
+    finally:
+        os.umask(old)
+    assert (records_dir(tmp_path, "g") / "abc.json").stat().st_mode & 0o777 == 0o644
+    for name in ("leaderboard.md", "leaderboard.html", "leaderboard.json"):
+        assert (tmp_path / "g" / name).stat().st_mode & 0o777 == 0o644, name
+
+
+# -- faults during writing ---------------------------------------------------------------------
+
+
+def test_a_failed_leaderboard_write_leaves_the_old_set_and_no_temporaries(tmp_path, cli, monkeypatch):
+    write_record(tmp_path, sound_record("abc"))
+    assert cli("report", "--results", tmp_path)[0] == 0
+    folder = tmp_path / "g"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    write_record(tmp_path, sound_record("def", strategy="t", top1=0.9))
+    import tempfile
+
+    real_mkstemp = tempfile.mkstemp
+
+    def full_disk(*args, prefix="", **kwargs):
+        if prefix.startswith(".leaderboard.json"):  # the sixth file of the set: the disk is full
+            raise OSError(28, "No space left on device")
+        return real_mkstemp(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", full_disk)
+    code, out, err = cli("report", "--results", tmp_path)
+    monkeypatch.undo()
+    assert code == 2 and "No space left on device" in err and "Traceback" not in err
+    assert "the files there are unchanged" in err
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before  # all old, none new
+
+
+def test_a_full_disk_while_storing_a_record_stops_the_run_cleanly(write_grid, plugins, fit_log, tmp_path, cli,
+                                                                  monkeypatch):
+    grid = logged_grid(write_grid, [0, 1, 2])
+    import tlbench.executors as executors
+
+    real = executors.write_record
+    stored = []
+
+    def write_or_fail(results_dir, record):
+        if len(stored) == 1:
+            raise OSError(28, "No space left on device")
+        stored.append(record["seed"])
+        return real(results_dir, record)
+
+    monkeypatch.setattr(executors, "write_record", write_or_fail)
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path, "--plugins-dir", plugins)
+    assert code == 1 and "Traceback" not in err
+    assert "No space left on device" in err and "the records stored before are intact" in err
+    assert [r["seed"] for r in iter_records(tmp_path, "g")] == stored == [0]
+    assert fits(fit_log) == [0, 1]  # it stopped at the cell it could not store

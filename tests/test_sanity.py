@@ -87,3 +87,20 @@ def test_pretrained_features_collapse_at_32_px_and_not_at_64(lite0):
     assert "features collapse at 32 px" in sanity.collapse_warning(ratio[32], 32, lite0.input_size)
     assert sanity.collapse_warning(ratio[64], 64, lite0.input_size) is None
     assert lite0.model.training  # the check leaves the model as it found it
+
+
+def test_a_cell_whose_features_collapse_says_so_before_it_is_read(write_grid, cli, tmp_path):
+    grid = write_grid("""
+        name = "small"
+        backbones = ["efficientnet_lite0"]
+        strategies = ["linear_probe"]
+        datasets = ["faces"]
+        [settings]
+        image_size = 32
+    """)
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path)
+    assert code == 0, err
+    (record,) = iter_records(tmp_path, "small")
+    collapse = [w for w in record["warnings"] if "features collapse at 32 px" in w]
+    assert len(collapse) == 1 and "of their size at its own 224 px" in collapse[0]
+    assert f"WARNING: {collapse[0]}" in err

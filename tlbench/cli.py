@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import signal
 import sys
 import threading
 from typing import Optional, Sequence
 
 from tlbench import __version__, rank
-from tlbench.errors import ConfigError
+from tlbench.errors import ConfigError, RunStopped
 
 DEFAULT_GRID = object()  # `--grid` given without a file
 STATUSES = ("ok", "failed", "interrupted", "running")
@@ -39,11 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "share a results folder: each cell runs in one of them.")
     run.add_argument("--grid", nargs="?", const=DEFAULT_GRID, default=DEFAULT_GRID, metavar="GRID.toml",
                      help="grid file; without a file, the built-in offline default grid")
-    run.add_argument("--results", default="results", metavar="DIR", help="results folder (default: ./results)")
+    run.add_argument("--results", default="results", type=_folder, metavar="DIR",
+                     help="results folder (default: ./results)")
     run.add_argument("--executor", choices=["local", "subprocess", "ray"], default="local",
                      help="where cells run: local (default, in this process), subprocess (each cell "
                           "in a fresh process) or ray (Ray tasks on a local instance or a cluster)")
-    run.add_argument("--cell-timeout", type=float, metavar="SECONDS",
+    run.add_argument("--cell-timeout", type=_seconds, metavar="SECONDS",
                      help="kill a cell that runs longer and record it as failed (subprocess and ray)")
     run.add_argument("--ray-address", metavar="ADDR",
                      help="join this Ray cluster ('auto': the one started on this node with `ray start`); "
@@ -128,13 +130,14 @@ def cmd_run(args) -> int:
 
     from tlbench.report import build_report, terminal_summary, write_board
     from tlbench.results import grid_dir
-    from tlbench.runner import Runner, check_device
+    from tlbench.runner import Runner, check_cache_dir, check_device
 
     check_device(grid.settings.device)
     ensure_writable(args.results, grid.name)
 
     progress = Progress(enabled=not args.quiet)
     runner = Runner(registry, args.results, progress=progress)
+    check_cache_dir(runner.cache_dir)
     pool, job_for = _pool(args, registry, grid, runner)
     try:
         with _sigterm_as_interrupt():
@@ -382,6 +385,20 @@ def _report_broken(registry) -> None:
         print(f"warning: plugin {plugin!r} was skipped: {why}", file=sys.stderr)
 
 
+def _seconds(text: str) -> float:
+    """A finite, positive number of seconds (argparse's float takes nan and inf)."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _folder(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty folder name; give a folder, e.g. --results results")
+    return text
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -394,6 +411,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunStopped as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

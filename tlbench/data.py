@@ -130,12 +130,39 @@ class Resample:
         return self.shrink if scale <= 1 else self.enlarge
 
 
+def _grey_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """Integer or float grey levels to 0..255 by the range their format holds: PIL's own
+    convert() clips 16-bit levels at 255, which turns a 16-bit PNG solid white."""
+    values = values.astype(np.float64)
+    if mode.startswith("I;16"):
+        top = 65535.0
+    elif mode == "F" and values.size and values.min() >= 0 and values.max() <= 1:
+        top = 1.0  # floats as fractions
+    elif values.size and values.min() >= 0 and values.max() <= 255:
+        top = 255.0
+    elif values.size and values.min() >= 0 and values.max() <= 65535:
+        top = 65535.0  # 16-bit data in a 32-bit mode (how PIL opens many 16-bit PNGs)
+    else:  # anything else: stretch the range it uses
+        low, high = (values.min(), values.max()) if values.size else (0.0, 1.0)
+        values, top = values - low, max(high - low, 1e-12)
+    return np.clip(np.round(values * (255.0 / top)), 0, 255).astype(np.uint8)
+
+
+def _rgb(image):
+    """Any PIL mode a folder may hold (1, L, P, RGBA, CMYK, I;16, I, F, ...) as an RGB image."""
+    from PIL import Image
+
+    if image.mode.startswith("I") or image.mode == "F":
+        return Image.fromarray(_grey_to_uint8(np.asarray(image), image.mode)).convert("RGB")
+    return image.convert("RGB")
+
+
 def to_rgb_uint8(sample, size: int, resample: Resample = Resample()) -> np.ndarray:
     """Any sample a dataset yields -> H×W×3 uint8: shorter side to ``size``, centre crop."""
     from PIL import Image
 
     if isinstance(sample, Image.Image):
-        image = sample
+        image = _rgb(sample)
     else:
         array = np.asarray(sample)
         if array.dtype != np.uint8:

@@ -14,6 +14,11 @@ class ConfigError(Exception):
     """
 
 
+class RunStopped(Exception):
+    """The results folder stopped taking records mid-run (a full disk, say): the CLI prints the
+    message alone and exits 1; every record stored before is intact."""
+
+
 def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
 

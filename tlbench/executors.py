@@ -9,6 +9,7 @@ the record: workers need tlbench and the plugins installed, not the driver's dis
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+from tlbench.errors import RunStopped
 from tlbench.grid import Cell, Grid, build_grid
 from tlbench.results import claim_cell, claim_holder, read_record, record_path, records_by_run_id, \
     remove_leftovers, utc_now, write_atomic, write_record
@@ -321,11 +323,26 @@ def _store(runner, cell: Cell, claim, started_at: str, result: Outcome, lost: li
         if record is None:
             kind, message = result.failure
             record = runner.failed_record(cell, kind, message, started_at)
-        write_record(runner.results_dir, record)
+        try:
+            write_record(runner.results_dir, record)
+        except OSError as exc:
+            _store_failure_or_stop(runner, cell, started_at, exc)
     finally:
         claim.release()
     runner.progress.cell_done(cell.label, record)
     return record
+
+
+def _store_failure_or_stop(runner, cell: Cell, started_at: str, exc: OSError) -> None:
+    """The record could not be written (a full disk, a folder gone read-only): record the cell
+    as failed if even that small write works, then stop the run; records already stored stay."""
+    why = exc.strerror or str(exc)
+    with contextlib.suppress(OSError):
+        write_record(runner.results_dir, runner.failed_record(
+            cell, "exception", f"its record could not be stored ({why})", started_at))
+    raise RunStopped(f"Cannot store the record of {cell.label} in {runner.results_dir} ({why}); the run "
+                     "stopped, and the records stored before are intact. Fix: free space or fix the "
+                     "folder, then run the same command again (with --retry-failed for this cell).")
 
 
 def job_maker(grid: Grid, plugins_dir: Optional[str], cache_dir: Optional[str],

@@ -25,6 +25,7 @@ from tlbench.plugins import Registry
 
 GRID_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes nothing larger
+MAX_IMAGE_SIZE = 4096  # one 4096² image is 200 MB as floats: larger is a typo, not a benchmark
 TOP_LEVEL_KEYS = ("name", "backbones", "strategies", "datasets", "seeds", "settings",
                   "backbone", "strategy", "dataset")
 LIST_KEYS = {"backbones": "backbone", "strategies": "strategy", "datasets": "dataset"}
@@ -49,8 +50,8 @@ class Settings:
     device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
 
     def __post_init__(self):
-        if self.image_size < 0 or self.image_size == 1:
-            raise ValueError("image_size must be 0 (native) or at least 2 pixels")
+        if self.image_size < 0 or self.image_size == 1 or self.image_size > MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be 0 (native) or 2 to {MAX_IMAGE_SIZE} pixels, got {self.image_size}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -207,7 +208,7 @@ def read_grid_file(path: Optional[str]) -> tuple[dict, str]:
     """Parse a grid file (the built-in default when ``path`` is None) into plain data."""
     source = default_grid_path() if path is None else Path(path)
     try:
-        text = source.read_text(encoding="utf-8")
+        text = source.read_text(encoding="utf-8-sig")  # a byte-order mark from a Windows editor is fine
     except FileNotFoundError:
         raise ConfigError(f"Grid file {str(source)!r} not found. Check the path.") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
@@ -324,7 +325,7 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
     name = data.get("name", Path(source).stem)
     if not isinstance(name, str):
         raise ConfigError(f"'name' in {source!r} must be a string, e.g. name = \"my-grid\"; got {name!r}.")
-    if not GRID_NAME_PATTERN.match(name) or name in (".", ".."):
+    if not GRID_NAME_PATTERN.fullmatch(name) or name in (".", ".."):
         raise ConfigError(
             f"Grid name {name!r} in {source!r} is not a safe folder name: use letters, digits, "
             "'.', '_' and '-' (no slashes), e.g. name = \"my-grid\"."

@@ -73,6 +73,9 @@ def score_names(registry, requested: Optional[str]) -> list[str]:
     if not requested:
         return available
     names = [n.strip() for n in requested.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"--scores {requested!r} names no score; give comma-separated names, e.g. "
+                          f"--scores {available[0]}. Available: {', '.join(available)}")
     for name in names:
         registry.get("scores", name)  # raises with the closest names
     if len(set(names)) != len(names):

@@ -19,6 +19,7 @@ rendered without timestamps, and the only dates shown are those in the records.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from typing import Iterable, Optional
 
 from tlbench.report_stats import CONFIDENCE, average_ranks, mean_ci
 from tlbench.grid import task_name
-from tlbench.results import grid_dir, iter_records, write_atomic
+from tlbench.results import grid_dir, iter_records, write_set
 
 # The strategy that measures transfer gain: the same recipe from random weights. The core
 # knows no strategy by name except through this one parameter (`tlbench report --control`).
@@ -562,7 +563,7 @@ def to_json(board: Leaderboard) -> str:
     }
     if board.curves:  # only then: leaderboards of grids without curves stay byte-identical
         document["curves"] = board.curves
-    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 # -- terminal ----------------------------------------------------------------------------------
@@ -614,15 +615,11 @@ def write_board(board: Leaderboard, folder: Path) -> list[Path]:
     files["leaderboard_overall.csv"] = to_csv(tables["overall"])
     files["leaderboard_transfer_gain.csv"] = to_csv(tables["transfer_gain"])
     files["leaderboard.json"] = to_json(board)
-    paths = []
-    for name, text in files.items():
-        write_atomic(folder / name, text)
-        paths.append(folder / name)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = write_set(folder, {**files, **{name: plots[name] for name in PLOTS if name in plots}})
     for name in PLOTS:
         path = folder / name
-        if name in plots:
-            write_atomic(path, plots[name])
-            paths.append(path)
-        elif path.exists():
-            path.unlink()  # no plot for these records: an old one would describe other records
+        if name not in plots and path.exists():
+            with contextlib.suppress(OSError):
+                path.unlink()  # no plot for these records: an old one would describe other records
     return paths

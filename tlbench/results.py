@@ -13,8 +13,10 @@ claim may read, replace or set aside that cell's record without racing anyone.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
+import math
 import os
 import socket
 import sys
@@ -27,8 +29,49 @@ from typing import Iterator, Optional
 from tlbench.errors import ConfigError
 
 STATUSES = ("ok", "failed", "interrupted")
+ERROR_KINDS = ("exception", "oom", "non_finite", "interrupted", "timeout", "crashed")
 REQUIRED = {"run_id": str, "grid": str, "backbone": str, "strategy": str, "dataset": str,
             "seed": int, "status": str}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _share(value) -> bool:
+    return _is_number(value) and 0.0 <= value <= 1.0
+
+
+def _amount(value) -> bool:
+    return value is None or (_is_number(value) and value >= 0)
+
+
+def _count(value) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
+def _scalar(value) -> bool:
+    return value is None or isinstance(value, (str, bool)) or _is_number(value)
+
+
+# Every optional field the core reads, and what it must be when present: a record is data from
+# disk, and one wrong field must not crash a report or be ranked (NaN compares false to all).
+OPTIONAL = {
+    "config_id": lambda v: isinstance(v, str),
+    "started_at": lambda v: isinstance(v, str),
+    "finished_at": lambda v: v is None or isinstance(v, str),
+    "error": lambda v: v is None or isinstance(v, str),
+    "error_kind": lambda v: v in ERROR_KINDS,
+    "environment": lambda v: isinstance(v, dict) and all(_scalar(x) for x in v.values()),
+    "sweep": lambda v: isinstance(v, dict) and all(_scalar(x) for x in v.values()),
+    "warnings": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "top1": _share, "top5": _share, "mean_per_class_acc": _share,
+    "train_s": _amount, "eval_s": _amount, "run_s": _amount, "selection_s": _amount,
+    "train_samples_per_s": _amount, "peak_mem_mb": _amount,
+    "trainable_params": _count, "total_params": _count, "num_classes": _count,
+    "settings": lambda v: isinstance(v, dict), "options": lambda v: isinstance(v, dict),
+    "strategy_info": lambda v: isinstance(v, dict), "split_sizes": lambda v: isinstance(v, dict),
+}
 STALE_TEMP_S = 6 * 3600  # a temporary file this old was left by a killed writer
 
 
@@ -64,11 +107,31 @@ def ensure_writable(results_dir: str | Path, grid_name: str) -> Path:
     return folder
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where Linux allows (os.umask sets it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def shared_mode(fd: int) -> None:
+    """Give a file made by mkstemp (always 0600) the mode open() would: 0666 less the umask,
+    so that published leaderboards and shared results folders are readable by others."""
+    os.fchmod(fd, 0o666 & ~umask())
+
+
 def write_atomic(path: Path, content: str | bytes) -> None:
     """Write ``content`` to ``path`` so that readers see the old file or the new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        shared_mode(fd)
         with (os.fdopen(fd, "wb") if isinstance(content, bytes) else os.fdopen(fd, "w", encoding="utf-8")) as handle:
             handle.write(content)
             handle.flush()
@@ -85,29 +148,89 @@ def write_atomic(path: Path, content: str | bytes) -> None:
         os.close(dir_fd)
 
 
+def write_set(folder: Path, files: dict[str, str | bytes]) -> list[Path]:
+    """Write several files as one set: every file is written to a temporary first, and only when
+    all are complete are they renamed into place (milliseconds), so an interruption or a full
+    disk leaves the old set, never half of each, and no temporary behind. An unwritable folder
+    is a ConfigError."""
+    pending = []
+    try:
+        for name, content in files.items():
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+            pending.append((tmp, folder / name))
+            shared_mode(fd)
+            with (os.fdopen(fd, "wb") if isinstance(content, bytes) else os.fdopen(fd, "w", encoding="utf-8")) as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for tmp, path in pending:
+            os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigError(f"Cannot write the leaderboard into {str(folder)!r} ({exc.strerror or exc}); "
+                          "the files there are unchanged. Fix the folder's permissions or free space, "
+                          "or copy the results to a writable folder.") from None
+    finally:
+        for tmp, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    return [path for _, path in pending]
+
+
+def jsonable(value):
+    """``value`` as JSON holds it, by one rule for every executor: non-finite floats become None
+    (JSON has no NaN), tuples lists, anything else JSON cannot hold its ``str()``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy and torch scalars
+        return jsonable(value.item())
+    return str(value)
+
+
 def write_record(results_dir: str | Path, record: dict) -> Path:
     """Store a cell's record; the caller holds the cell's claim."""
     path = record_path(results_dir, record["grid"], record["run_id"])
-    write_atomic(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    write_atomic(path, json.dumps(jsonable(record), indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path
 
 
 # -- reading ---------------------------------------------------------------------------------
 
 
+class UnreadableRecord(ConfigError):
+    """A record this user may not read: not corrupt, so never set aside (it may be fine)."""
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _problem(path: Path) -> tuple[Optional[dict], Optional[str]]:
     """(record, None) for a sound record file, (None, why) for one that cannot be trusted."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
     except FileNotFoundError:
         raise
+    except PermissionError as exc:
+        raise UnreadableRecord(
+            f"Record {path} is not readable by this user ({exc.strerror or exc}); it was left as it "
+            "is. Fix: ask its owner to make it readable (chmod a+r), or use another --results folder."
+        ) from None
     except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         return None, f"unreadable: {exc}"
     if not isinstance(record, dict):
         return None, "not a JSON object"
     for key, kind in REQUIRED.items():
-        if not isinstance(record.get(key), kind):
+        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
             return None, f"missing or invalid {key!r}"
+    for key, valid in OPTIONAL.items():
+        if key in record and not valid(record[key]):
+            return None, f"invalid {key!r}: {record[key]!r:.60}"
     if record["status"] not in STATUSES:
         return None, f"unknown status {record['status']!r}"
     if record["run_id"] != path.stem:  # a copied or renamed file must not stand in for another cell

@@ -16,6 +16,7 @@ import random
 import resource
 import socket
 import subprocess
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from tlbench.grid import Cell, Grid
 from tlbench.options import options_as_dict
 from tlbench.plugins import Registry
 from tlbench.progress import Progress
-from tlbench.results import utc_now
+from tlbench.results import jsonable, utc_now
 
 
 
@@ -72,6 +73,18 @@ def device_name(device: torch.device) -> str:
 
 
 CACHE_DIR_ENV = "TLBENCH_CACHE_DIR"
+
+
+def check_cache_dir(cache_dir: str) -> None:
+    """Feature caches are written after minutes of extraction: an unusable folder is said before
+    the first cell, not after each cell's work is lost."""
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache_dir):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"The cache folder {cache_dir!r} is not writable ({exc.strerror or exc}). "
+                          f"Set {CACHE_DIR_ENV} to a writable folder.") from None
 
 
 def resampling(setting: str, weights_interpolation: str) -> Resample:
@@ -241,6 +254,9 @@ def evaluate(model: torch.nn.Module, test: ImageSplit, ctx: CellContext) -> dict
                 f"the fitted model returned logits of shape {tuple(logits.shape)}; "
                 f"expected (batch, {ctx.num_classes})"
             )
+        if not torch.isfinite(logits).all():  # argmax of NaN picks a class: a score from nothing
+            raise FloatingPointError("the fitted model returned non-finite logits (NaN or inf) on "
+                                     "the images it was scored on")
         predictions.append(logits.argmax(1).cpu())
         top5_hits.append((logits.topk(k, dim=1).indices == y[:, None]).any(1).cpu())
     predicted = torch.cat(predictions)
@@ -342,7 +358,7 @@ class Runner:
         except KeyboardInterrupt as exc:
             record.update(status="interrupted", error_kind="interrupted",
                           error=f"interrupted ({exc.args[0] if exc.args else 'Ctrl-C'})")
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a plugin's sys.exit() ends its cell, not the grid
             record.update(status="failed", error_kind=error_kind(exc), error=f"{type(exc).__name__}: {exc}",
                           traceback=traceback.format_exc())
         record["run_s"] = time.perf_counter() - start
@@ -351,7 +367,7 @@ class Runner:
             record["environment"] = environment(resolve_device(cell.settings.device), precision=None)
         if record.get("error_kind") == "oom":
             release_memory()  # here, not in the except block: its traceback still held the tensors
-        return record
+        return jsonable(record)  # one rule for what a record holds, whichever executor carries it
 
     def failed_record(self, cell: Cell, kind: str, error: str, started_at: Optional[str] = None) -> dict:
         """The record of a cell that failed where no record could be made (a killed process)."""
@@ -453,7 +469,12 @@ class Runner:
         start = time.perf_counter()
         fitted = cell_setup.strategy.fit(cell_setup.model, cell_setup.train, cell_setup.val, cell_setup.ctx)
         synchronize(device)
-        return fitted, time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        if not isinstance(fitted, torch.nn.Module):
+            raise TypeError(f"{type(cell_setup.strategy).__name__}.fit() returned {type(fitted).__name__}; "
+                            "a strategy's fit must return the model to score (a torch.nn.Module), "
+                            "usually the one it was given")
+        return fitted, elapsed
 
     def _measure(self, cell: Cell, record: dict) -> dict:
         """Fit every candidate, keep the best on validation, score it on test."""

@@ -65,12 +65,19 @@ def _set_aside(path: Path) -> None:
           file=sys.stderr)
 
 
+def _umask() -> int:
+    current = os.umask(0o022)  # the only portable way to read it; set straight back
+    os.umask(current)
+    return current
+
+
 def store(cache_dir: str, key: dict, features: torch.Tensor, labels: torch.Tensor) -> None:
     """Write an entry whole or not at all, so a killed run never leaves half a file behind."""
     path = _path(cache_dir, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide a shared cache from its other users
         with os.fdopen(fd, "wb") as handle:
             torch.save({"key": key, "features": features.cpu(), "labels": labels.cpu()}, handle)
             handle.flush()
