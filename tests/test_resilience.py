@@ -463,6 +463,34 @@ def test_a_file_named_by_an_option_is_part_of_the_run_id(write_grid, tmp_path):
     assert run_id() != first
 
 
+def test_a_checkpoint_replaced_while_the_grid_runs_is_never_recorded_under_the_old_run_id(write_grid, tmp_path):
+    import timm
+    import torch
+
+    from tlbench.runner import Runner
+
+    weights = tmp_path / "weights.pth"
+    torch.save(timm.create_model("test_efficientnet").state_dict(), weights)
+    grid = load_grid(str(write_grid(f"""
+        name = "g"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["faces"]
+        seeds = [0, 1]
+        {TINY_SETTINGS.replace("pretrained = false", "")}
+        [backbone.test_efficientnet]
+        checkpoint = "{weights}"
+    """)), load_registry())
+    runner = Runner(load_registry(), tmp_path)
+    first = runner.run_cell(grid.cells[0])
+    assert first["status"] == "ok" and first["run_id"] == grid.cells[0].run_id
+    torch.manual_seed(1)
+    torch.save(timm.create_model("test_efficientnet").state_dict(), weights)  # replaced mid-grid
+    second = runner.run_cell(grid.cells[1])
+    assert second["status"] == "failed" and "changed since the grid was read" in second["error"]
+    assert str(weights) in second["error"]
+
+
 # -- a strategy's result is checked, not trusted -----------------------------------------------
 
 

@@ -120,9 +120,19 @@ class Cell:
         return identity
 
     @functools.cached_property
+    def _identity_at_start(self) -> dict:
+        return self.identity()
+
+    @functools.cached_property
     def run_id(self) -> str:
         # cached: a file option's content must not change a cell's id in the middle of a run
-        return _digest(self.identity())
+        return _digest(self._identity_at_start)
+
+    def changed_files(self) -> list[str]:
+        """Files named by options whose content changed since the run_id was computed: the
+        cell would record one file's id with another file's result."""
+        then, now = self._identity_at_start.get("files", {}), self.identity().get("files", {})
+        return sorted(path for path in then if now.get(path) != then[path])
 
     @functools.cached_property
     def config_id(self) -> str:
@@ -357,5 +367,7 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
             dataset_options=options["dataset"][dataset],
             sweep=sweep,
         ))
+    for cell in grid.cells:
+        cell.run_id  # now: files named by options are hashed as the grid is read (see changed_files)
     return grid
 

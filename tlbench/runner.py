@@ -418,6 +418,11 @@ class Runner:
         pretrained = cell.settings.pretrained and strategy_cls.pretrained
         network = backbone.create(cell.backbone, num_classes=len(images.classes),
                                   pretrained=pretrained, options=cell.backbone_options)
+        changed = cell.changed_files()  # after the load: what was loaded is what the run_id names
+        if changed:
+            raise RuntimeError(f"{', '.join(changed)} changed since the grid was read, so this cell's "
+                               "run_id names other weights; run the same command again to run it "
+                               "under the file's new run_id")
         size = cell.settings.image_size or network.input_size
         resample = resampling(cell.settings.interpolation, network.interpolation)
         pixels = self._pixels_for(cell, images, size, resample)
