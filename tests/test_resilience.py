@@ -637,3 +637,35 @@ def test_a_full_disk_while_storing_a_record_stops_the_run_cleanly(write_grid, pl
     assert "No space left on device" in err and "the records stored before are intact" in err
     assert [r["seed"] for r in iter_records(tmp_path, "g")] == stored == [0]
     assert fits(fit_log) == [0, 1]  # it stopped at the cell it could not store
+
+
+def test_ctrl_c_during_report_leaves_the_old_set_and_no_temporaries(tmp_path, cli, monkeypatch):
+    write_record(tmp_path, sound_record("abc"))
+    assert cli("report", "--results", tmp_path)[0] == 0
+    folder = tmp_path / "g"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    write_record(tmp_path, sound_record("def", strategy="t", top1=0.9))
+    real_fsync, calls = os.fsync, []
+
+    def interrupted(fd):
+        calls.append(fd)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    code, out, err = cli("report", "--results", tmp_path)
+    monkeypatch.undo()
+    assert code == 130 and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+
+
+def test_temporaries_of_a_report_killed_with_sigkill_are_removed_by_the_next(tmp_path, cli):
+    write_record(tmp_path, sound_record("abc"))
+    folder = tmp_path / "g"
+    folder.mkdir(exist_ok=True)
+    stray = folder / ".leaderboard.md.x1y2.tmp"
+    stray.write_text("half")
+    os.utime(stray, (time.time() - 3600, time.time() - 3600))
+    assert cli("report", "--results", tmp_path)[0] == 0
+    assert not stray.exists() and (folder / "leaderboard.md").exists()

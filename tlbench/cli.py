@@ -414,6 +414,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RunStopped as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # `run` handles its own; elsewhere nothing is half-written
+        print("Interrupted.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

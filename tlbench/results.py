@@ -153,6 +153,7 @@ def write_set(folder: Path, files: dict[str, str | bytes]) -> list[Path]:
     all are complete are they renamed into place (milliseconds), so an interruption or a full
     disk leaves the old set, never half of each, and no temporary behind. An unwritable folder
     is a ConfigError."""
+    _remove_stale_temporaries(folder, files)
     pending = []
     try:
         for name, content in files.items():
@@ -174,6 +175,16 @@ def write_set(folder: Path, files: dict[str, str | bytes]) -> list[Path]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
     return [path for _, path in pending]
+
+
+def _remove_stale_temporaries(folder: Path, names, older_than_s: float = 60.0) -> None:
+    """Temporaries of this set left by a writer killed with -9 (a live writer's are seconds old)."""
+    now = time.time()
+    for name in names:
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                if now - tmp.stat().st_mtime > older_than_s:
+                    tmp.unlink()
 
 
 def jsonable(value):
