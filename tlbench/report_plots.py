@@ -7,6 +7,7 @@ and date metadata, so the same records give the same PNG bytes.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 
@@ -41,27 +42,12 @@ CURVES_PLOT = "accuracy_curves.png"
 def _plot_curves(curves: list[dict]) -> bytes:
     """Top-1 against each swept setting (log x: shots and sizes grow geometrically), one panel
     per dataset and setting, a line per backbone/strategy with its 95% interval."""
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     panels = sorted({(c["dataset"], c["setting"]) for c in curves})
-    strategies = sorted({c["strategy"] for c in curves})
     backbones = sorted({c["backbone"] for c in curves})
-    columns = min(MAX_COLUMNS, len(panels))
-    lines = math.ceil(len(panels) / columns)
-    with matplotlib.rc_context():
-        matplotlib.rcdefaults()
-        matplotlib.rcParams.update({"font.size": 10, "axes.titlesize": 11, "path.simplify": False})
-        colors = matplotlib.colormaps["tab10"].colors
-        color = {s: colors[i % len(colors)] for i, s in enumerate(strategies)}
-        marker = {b: MARKERS[i % len(MARKERS)] for i, b in enumerate(backbones)}
-        fig = Figure(figsize=(WIDTH_IN, PANEL_HEIGHT_IN * lines + 0.6), dpi=100, layout="constrained")
-        FigureCanvasAgg(fig)
-        axes = fig.subplots(lines, columns, squeeze=False)
-        for ax in axes.flat[len(panels):]:
-            ax.set_visible(False)
-        for ax, (dataset, setting) in zip(axes.flat, panels):
+    with _figure(len(panels), sorted({c["strategy"] for c in curves}), backbones, 0.6) as (fig, axes, color, marker):
+        for ax, (dataset, setting) in zip(axes, panels):
             for curve in (c for c in curves if (c["dataset"], c["setting"]) == (dataset, setting)):
                 points = [p for p in curve["points"] if p["top1"] is not None]
                 label = curve["strategy"] if len(backbones) == 1 else f"{curve['strategy']} / {curve['backbone']}"
@@ -69,15 +55,42 @@ def _plot_curves(curves: list[dict]) -> bytes:
                             yerr=[p["top1_ci95"] or 0.0 for p in points], color=color[curve["strategy"]],
                             marker=marker[curve["backbone"]], capsize=3, label=label)
             ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_short_number))
+            ax.xaxis.set_major_formatter(FuncFormatter(_short_number))
             ax.set_title(dataset)
             ax.set_xlabel(setting)
             ax.set_ylabel("top-1")
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=8, frameon=False)
+    return fig.png
+
+
+@contextlib.contextmanager
+def _figure(panels: int, strategies: list[str], backbones: list[str], legend_in: float):
+    """A figure of ``panels`` panels (at most MAX_COLUMNS a line), a colour per strategy and a
+    marker per backbone, drawn with matplotlib's defaults whatever the user's matplotlibrc says;
+    on leaving, ``fig.png`` holds the PNG bytes (no Software or date metadata: stable bytes)."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    columns = min(MAX_COLUMNS, panels)
+    lines = math.ceil(panels / columns)
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        matplotlib.rcParams.update({"font.size": 10, "axes.titlesize": 11, "svg.hashsalt": "tlbench",
+                                    "path.simplify": False})
+        colors = matplotlib.colormaps["tab10"].colors
+        color = {s: colors[i % len(colors)] for i, s in enumerate(strategies)}
+        marker = {b: MARKERS[i % len(MARKERS)] for i, b in enumerate(backbones)}
+        fig = Figure(figsize=(WIDTH_IN, PANEL_HEIGHT_IN * lines + legend_in), dpi=100, layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(lines, columns, squeeze=False)
+        for ax in axes.flat[panels:]:
+            ax.set_visible(False)
+        yield fig, list(axes.flat[:panels]), color, marker
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+        fig.png = buffer.getvalue()
 
 
 def _short_number(value: float, _position=None) -> str:
@@ -89,32 +102,14 @@ def _short_number(value: float, _position=None) -> str:
 
 
 def _plot(board, rows: list[dict], x_field: str, x_label: str) -> bytes:
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     datasets = sorted({r["dataset"] for r in rows})
     strategies = sorted({r["strategy"] for r in rows})
     backbones = sorted({r["backbone"] for r in rows})
-    columns = min(MAX_COLUMNS, len(datasets))
-    lines = math.ceil(len(datasets) / columns)
-
-    with matplotlib.rc_context():
-        matplotlib.rcdefaults()  # the same picture whatever the user's matplotlibrc says
-        matplotlib.rcParams.update({"font.size": 10, "axes.titlesize": 11, "svg.hashsalt": "tlbench",
-                                    "path.simplify": False})
-        colors = matplotlib.colormaps["tab10"].colors
-        color = {s: colors[i % len(colors)] for i, s in enumerate(strategies)}
-        marker = {b: MARKERS[i % len(MARKERS)] for i, b in enumerate(backbones)}
-
-        fig = Figure(figsize=(WIDTH_IN, PANEL_HEIGHT_IN * lines + 0.9), dpi=100, layout="constrained")
-        FigureCanvasAgg(fig)
-        axes = fig.subplots(lines, columns, squeeze=False)
-        for ax in axes.flat[len(datasets):]:
-            ax.set_visible(False)
-        for ax, dataset in zip(axes.flat, datasets):
+    with _figure(len(datasets), strategies, backbones, 0.9) as (fig, axes, color, marker):
+        for ax, dataset in zip(axes, datasets):
             mine = [r for r in rows if r["dataset"] == dataset]
             points = {(r["backbone"], r["strategy"]): (max(float(r[x_field]), 1e-3), r["top1"]) for r in mine}
             front = pareto_front(points)
@@ -152,6 +147,4 @@ def _plot(board, rows: list[dict], x_field: str, x_label: str) -> bytes:
         handles.append(Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="white",
                               markeredgewidth=1.5, label="Pareto front"))
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), frameon=False)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+    return fig.png
