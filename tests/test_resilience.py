@@ -645,15 +645,18 @@ def test_ctrl_c_during_report_leaves_the_old_set_and_no_temporaries(tmp_path, cl
     folder = tmp_path / "g"
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     write_record(tmp_path, sound_record("def", strategy="t", top1=0.9))
-    real_fsync, calls = os.fsync, []
+    import tempfile
 
-    def interrupted(fd):
-        calls.append(fd)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return real_fsync(fd)
+    real_mkstemp, calls = tempfile.mkstemp, []
 
-    monkeypatch.setattr(os, "fsync", interrupted)
+    def interrupted(*args, prefix="", **kwargs):
+        if str(kwargs.get("dir", "")) == str(folder):  # the leaderboard set only
+            calls.append(prefix)
+            if len(calls) == 4:  # Ctrl-C while the fourth file of the set is being written
+                raise KeyboardInterrupt
+        return real_mkstemp(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", interrupted)
     code, out, err = cli("report", "--results", tmp_path)
     monkeypatch.undo()
     assert code == 130 and "Traceback" not in err

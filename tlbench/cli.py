@@ -40,12 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "share a results folder: each cell runs in one of them.")
     run.add_argument("--grid", nargs="?", const=DEFAULT_GRID, default=DEFAULT_GRID, metavar="GRID.toml",
                      help="grid file; without a file, the built-in offline default grid")
-    run.add_argument("--results", default="results", type=_folder, metavar="DIR",
-                     help="results folder (default: ./results)")
+    run.add_argument("--results", default="results", metavar="DIR", help="results folder (default: ./results)")
     run.add_argument("--executor", choices=["local", "subprocess", "ray"], default="local",
                      help="where cells run: local (default, in this process), subprocess (each cell "
                           "in a fresh process) or ray (Ray tasks on a local instance or a cluster)")
-    run.add_argument("--cell-timeout", type=_seconds, metavar="SECONDS",
+    run.add_argument("--cell-timeout", type=float, metavar="SECONDS",
                      help="kill a cell that runs longer and record it as failed (subprocess and ray)")
     run.add_argument("--ray-address", metavar="ADDR",
                      help="join this Ray cluster ('auto': the one started on this node with `ray start`); "
@@ -170,7 +169,7 @@ def _pool(args, registry, grid, runner):
 
     from tlbench.executors import LocalPool, SubprocessPool, job_maker
 
-    if args.cell_timeout is not None and args.cell_timeout <= 0:
+    if args.cell_timeout is not None and not (math.isfinite(args.cell_timeout) and args.cell_timeout > 0):
         raise ConfigError(f"--cell-timeout must be a positive number of seconds, got {args.cell_timeout:g}.")
     if args.executor == "local":
         if args.cell_timeout is not None:
@@ -385,20 +384,6 @@ def _report_broken(registry) -> None:
         print(f"warning: plugin {plugin!r} was skipped: {why}", file=sys.stderr)
 
 
-def _seconds(text: str) -> float:
-    """A finite, positive number of seconds (argparse's float takes nan and inf)."""
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
-    return value
-
-
-def _folder(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("an empty folder name; give a folder, e.g. --results results")
-    return text
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -407,6 +392,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     handler = {"run": cmd_run, "ls": cmd_ls, "report": cmd_report, "runs": cmd_runs, "rank": cmd_rank}[args.command]
     try:
+        if getattr(args, "results", None) is not None and not args.results.strip():
+            raise ConfigError("--results is empty; name a folder, e.g. --results results.")
         return handler(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
