@@ -165,6 +165,16 @@ def test_lp_ft_fits_a_probe_then_trains_everything(setup_cell):
     assert "conv_stem.weight" in changed(model, before)
 
 
+def test_lp_ft_keeps_the_norm_statistics_its_probe_was_fitted_with(setup_cell):
+    """The probe saw features normalised by BatchNorm's running statistics; fine-tuning with
+    batch statistics handed it other features and undid it (0.81 -> 0.33 on validation)."""
+    cell_setup, before = setup_cell("lp_ft")
+    model = fit(cell_setup)
+    moved = changed(model, before)
+    assert "bn1.weight" in moved and "bn1.bias" in moved  # the norms' scale and shift train
+    assert not {k for k in moved if k.endswith(("running_mean", "running_var"))}
+
+
 def test_layer_decay_slows_stages_near_the_input(setup_cell):
     from tlbench_plugins.strategies.training import parameter_groups
 

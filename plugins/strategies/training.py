@@ -44,6 +44,16 @@ def train_mode_keeping_frozen_norms(model: nn.Module) -> None:
                 module.eval()
 
 
+def train_mode_keeping_norm_statistics(model: nn.Module) -> None:
+    """Train mode, except that every BatchNorm layer normalises with its running statistics
+    (its scale and shift still train): a head fitted on features computed that way keeps
+    receiving them, instead of features normalised by the statistics of each small batch."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def stage_groups(model: nn.Module) -> list[list[str]]:
     """Parameter names grouped into the network's stages, input to output, head excluded.
 
