@@ -593,12 +593,18 @@ def test_files_others_read_get_the_umask_mode(tmp_path, cli):
 # -- faults during writing ---------------------------------------------------------------------
 
 
-def test_a_failed_leaderboard_write_leaves_the_old_set_and_no_temporaries(tmp_path, cli, monkeypatch):
+def leaderboard_then_a_new_record(tmp_path, cli):
+    """(grid folder, {file: bytes} of its leaderboard set) with a record newer than that set."""
     write_record(tmp_path, sound_record("abc"))
     assert cli("report", "--results", tmp_path)[0] == 0
     folder = tmp_path / "g"
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     write_record(tmp_path, sound_record("def", strategy="t", top1=0.9))
+    return folder, before
+
+
+def test_a_failed_leaderboard_write_leaves_the_old_set_and_no_temporaries(tmp_path, cli, monkeypatch):
+    folder, before = leaderboard_then_a_new_record(tmp_path, cli)
     import tempfile
 
     real_mkstemp = tempfile.mkstemp
@@ -640,11 +646,7 @@ def test_a_full_disk_while_storing_a_record_stops_the_run_cleanly(write_grid, pl
 
 
 def test_ctrl_c_during_report_leaves_the_old_set_and_no_temporaries(tmp_path, cli, monkeypatch):
-    write_record(tmp_path, sound_record("abc"))
-    assert cli("report", "--results", tmp_path)[0] == 0
-    folder = tmp_path / "g"
-    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
-    write_record(tmp_path, sound_record("def", strategy="t", top1=0.9))
+    folder, before = leaderboard_then_a_new_record(tmp_path, cli)
     import tempfile
 
     real_mkstemp, calls = tempfile.mkstemp, []
