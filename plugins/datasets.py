@@ -202,8 +202,10 @@ class FashionMnistOptions:
 
     def __post_init__(self):
         # without a download to fall back on, a missing copy is a grid mistake: said before any cell runs
-        if not self.download and find_fashion_mnist(self.root)[0] is None:
-            raise ValueError(missing_fashion_mnist(find_fashion_mnist(self.root)[1]))
+        if not self.download:
+            folder, searched = find_fashion_mnist(self.root)
+            if folder is None:
+                raise ValueError(missing_fashion_mnist(searched))
 
 
 def fashion_mnist_bases(root: str) -> list[str]:

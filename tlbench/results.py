@@ -126,9 +126,9 @@ def shared_mode(fd: int) -> None:
     os.fchmod(fd, 0o666 & ~umask())
 
 
-def write_atomic(path: Path, content: str | bytes) -> None:
-    """Write ``content`` to ``path`` so that readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _write_temporary(path: Path, content: str | bytes) -> str:
+    """``content`` in a complete, synced temporary file beside ``path`` (never a part of it:
+    on any failure the temporary is removed); the caller renames it into place."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         shared_mode(fd)
@@ -136,9 +136,21 @@ def write_atomic(path: Path, content: str | bytes) -> None:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write ``content`` to ``path`` so that readers see the old file or the new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _write_temporary(path, content)
+    try:
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -157,13 +169,7 @@ def write_set(folder: Path, files: dict[str, str | bytes]) -> list[Path]:
     pending = []
     try:
         for name, content in files.items():
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-            pending.append((tmp, folder / name))
-            shared_mode(fd)
-            with (os.fdopen(fd, "wb") if isinstance(content, bytes) else os.fdopen(fd, "w", encoding="utf-8")) as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
+            pending.append((_write_temporary(folder / name, content), folder / name))
         for tmp, path in pending:
             os.replace(tmp, path)
     except OSError as exc:
