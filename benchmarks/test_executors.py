@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tlbench.executors import SubprocessPool, job_maker, run_grid_on
+from tlbench.executors import LocalPool, SubprocessPool, job_maker, run_grid_on
 from tlbench.grid import load_grid
 from tlbench.runner import Runner
 
@@ -64,11 +64,9 @@ class TimedPool:
 
 def run_grid(runner, grid, pool=None):
     start = time.perf_counter()
-    if pool is None:
-        outcome = runner.run_grid(grid)
-    else:
-        outcome, lost = run_grid_on(pool, runner, grid, job_maker(grid, None, None, threads=1))
-        assert not lost
+    job_for = None if pool is None else job_maker(grid, None, None, threads=1)
+    outcome = run_grid_on(pool or LocalPool(runner), runner, grid, job_for)
+    assert not outcome.lost
     wall = time.perf_counter() - start
     assert all(r["status"] == "ok" for r in outcome.ran), [r.get("error") for r in outcome.ran]
     return outcome.ran, wall

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tlbench.report import CONTROL_STRATEGY, build_report, terminal_summary
-from tlbench.report_stats import average_ranks, mean_ci, pareto_front, t_quantile
+from tlbench.report import build_report, terminal_summary
+from tlbench.report.stats import average_ranks, mean_ci, pareto_front, t_quantile
 from tlbench.results import write_record
 
 from conftest import TINY_SETTINGS
@@ -34,7 +34,7 @@ def _digest(value) -> str:
 
 
 def record(dataset, backbone, strategy, seed, top1=None, status="ok", grid=GRID, lr=0.001,
-           started="2026-03-01T10:00:00+00:00", error=None, **metrics):
+           started="2026-03-01T10:00:00+00:00", error=None, pretrained=True, **metrics):
     """A record as the runner writes it (field names and nesting of tlbench/runner.py)."""
     identity = {"backbone": backbone, "strategy": strategy, "dataset": dataset, "options": {"lr": lr}}
     rec = {
@@ -44,7 +44,7 @@ def record(dataset, backbone, strategy, seed, top1=None, status="ok", grid=GRID,
                      "interpolation": "auto", "pretrained": True, "split_seed": 0, "test_fraction": 0.2,
                      "train_per_class": 0, "val_fraction": 0.2},
         "options": {"lr": lr}, "backbone_options": {"checkpoint": "", "hub": True}, "dataset_options": {},
-        "status": status, "error": error, "started_at": started, "finished_at": started.replace("10:", "11:"),
+        "pretrained": pretrained, "status": status, "error": error, "started_at": started, "finished_at": started.replace("10:", "11:"),
         "run_s": 12.5,
         "environment": {"cuda": None, "device": "cpu", "device_name": "x86_64", "hostname": "node-1",
                         "platform": "Linux-x86_64", "precision": "fp32", "python": "3.11.7",
@@ -186,13 +186,14 @@ def test_overall_table_gives_mean_top1_and_mean_rank_across_datasets(tmp_path, c
 def test_transfer_gain_is_each_strategy_minus_the_control_with_paired_seeds(tmp_path, cli):
     write_all(tmp_path, [
         record("digits", "lite0", "linear_probe", 0, 0.90), record("digits", "lite0", "linear_probe", 1, 0.94),
-        record("digits", "lite0", CONTROL_STRATEGY, 0, 0.80), record("digits", "lite0", CONTROL_STRATEGY, 1, 0.82),
+        record("digits", "lite0", "scratch", 0, 0.80, pretrained=False),
+        record("digits", "lite0", "scratch", 1, 0.82, pretrained=False),
         record("digits", "lite0", "full_finetune", 0, 0.96),  # one seed: a gain, no interval
         record("digits", "lite1", "linear_probe", 0, 0.93),
     ])
     folder = report(cli, tmp_path)
     rows = {(r["backbone"], r["strategy"]): r for r in read_csv(folder / "leaderboard_transfer_gain.csv")}
-    assert (CONTROL_STRATEGY not in {s for _, s in rows})
+    assert "scratch" not in {s for _, s in rows}
     probe = rows[("lite0", "linear_probe")]
     assert float(probe["gain"]) == pytest.approx(0.11)
     # per-seed gains 0.10 and 0.12: mean 0.11, s = 0.01414, t(1) = 12.706
@@ -204,17 +205,35 @@ def test_transfer_gain_is_each_strategy_minus_the_control_with_paired_seeds(tmp_
     assert rows[("lite1", "linear_probe")]["gain"] == "" and rows[("lite1", "linear_probe")]["note"] == "scratch: 2 missing"
     md = (folder / "leaderboard.md").read_text()
     assert "## Transfer gain over `scratch`" in md and "+0.110 ± 0.127" in md
+    assert "(the same recipe from random weights)" in md
+
+
+def test_the_control_is_the_one_strategy_whose_records_start_from_random_weights(tmp_path, cli):
+    write_all(tmp_path, [record("digits", "lite0", "linear_probe", 0, 0.90),
+                         record("digits", "lite0", "from_nothing", 0, 0.70, pretrained=False)])
+    folder = report(cli, tmp_path)
+    (row,) = read_csv(folder / "leaderboard_transfer_gain.csv")
+    assert row["strategy"] == "linear_probe" and float(row["gain"]) == pytest.approx(0.2)
+    assert json.loads((folder / "leaderboard.json").read_text())["control"] == "from_nothing"
+    # a second strategy from random weights: which one is the control is the user's choice
+    write_all(tmp_path, [record("digits", "lite0", "also_random", 0, 0.60, pretrained=False)])
+    folder = report(cli, tmp_path)
+    assert read_csv(folder / "leaderboard_transfer_gain.csv") == []
+    md = (folder / "leaderboard.md").read_text()
+    assert "## Transfer gain\n" in md and "tlbench report --control STRATEGY" in md
 
 
 def test_control_strategy_is_a_parameter(tmp_path, cli):
     write_all(tmp_path, [record("digits", "lite0", "linear_probe", 0, 0.90),
                          record("digits", "lite0", "random_init", 0, 0.70)])
-    folder = report(cli, tmp_path)
+    folder = report(cli, tmp_path)  # both start from pretrained weights: no control
     assert read_csv(folder / "leaderboard_transfer_gain.csv") == []
-    assert "No `scratch` records" in (folder / "leaderboard.md").read_text()
+    assert "No control" in (folder / "leaderboard.md").read_text()
     report(cli, tmp_path, "--control", "random_init")
     (row,) = read_csv(folder / "leaderboard_transfer_gain.csv")
     assert float(row["gain"]) == pytest.approx(0.2)
+    md = (folder / "leaderboard.md").read_text()
+    assert "(the control chosen with --control)" in md and "random weights" not in md
     code, out, err = cli("report", "--results", tmp_path, "--control", "random_int")
     assert code == 2 and err.count("\n") == 1 and "Did you mean: random_init?" in err
 
@@ -296,7 +315,7 @@ def test_report_help_imports_no_heavy_module():
     code = ("import sys, runpy; sys.argv = ['tlbench', 'report', '--help']\n"
             "try:\n    runpy.run_module('tlbench.cli', run_name='__main__')\n"
             "except SystemExit:\n    pass\n"
-            "import tlbench.report, tlbench.report_stats, tlbench.report_browser\n"
+            "import tlbench.report, tlbench.report.stats, tlbench.report.browser\n"
             "heavy = [m for m in ('torch', 'pandas', 'matplotlib', 'scipy', 'playwright', 'numpy')"
             " if m in sys.modules]\n"
             "assert not heavy, heavy\n")
@@ -328,7 +347,8 @@ def test_report_over_records_of_two_separate_runs(write_grid, cli, tmp_path):
     assert cli("run", "--grid", grid(1), "--results", second, "-q")[0] == 0
     for path in (second / "merged" / "records").glob("*.json"):
         shutil.copy(path, first / "merged" / "records")
-    code, out, err = cli("report", "--results", first)
+    # every cell starts from random weights here (pretrained = false): no control unless named
+    code, out, err = cli("report", "--results", first, "--control", "scratch")
     assert code == 0, err
     rows = {r["strategy"]: r for r in read_csv(first / "merged" / "leaderboard.csv")}
     assert sorted(rows) == ["linear_probe", "scratch"]

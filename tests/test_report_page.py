@@ -19,7 +19,7 @@ SKIP_ENV = "TLBENCH_SKIP_BROWSER_TESTS"
 @pytest.fixture
 def needs_chromium():
     """Fail (or, with TLBENCH_SKIP_BROWSER_TESTS=1, skip) with the fix when there is no browser."""
-    from tlbench.report_browser import chromium
+    from tlbench.report.browser import chromium
 
     try:
         with chromium():
@@ -32,7 +32,7 @@ def needs_chromium():
 
 @pytest.fixture
 def browser(needs_chromium):
-    from tlbench.report_browser import chromium
+    from tlbench.report.browser import chromium
 
     with chromium() as browser:
         yield browser

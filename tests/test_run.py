@@ -239,7 +239,7 @@ def test_cpu_peak_memory_restarts_for_each_cell():
     (before, every record of a process showed the process's peak so far)."""
     import torch
 
-    from tlbench.runner import peak_memory_mb, reset_peak_memory
+    from tlbench.machine import peak_memory_mb, reset_peak_memory
 
     cpu = torch.device("cpu")
     earlier_cell = torch.ones(256 * 2**20 // 4)  # 256 MB, written, then freed

@@ -3,7 +3,7 @@
 The public API for plugins is exactly ``__all__``; importing it does not import torch.
 """
 
-from tlbench.api import Backbone, Component, Dataset, FitContext, Images, Network, Score, Strategy
+from tlbench.api import Backbone, Component, Dataset, FitContext, Images, Network, Score, Split, Strategy
 from tlbench.errors import ConfigError
 from tlbench.hookspecs import hookimpl
 from tlbench.options import NoOptions, option
@@ -20,6 +20,7 @@ __all__ = [
     "Network",
     "NoOptions",
     "Score",
+    "Split",
     "Strategy",
     "__version__",
     "hookimpl",

@@ -15,8 +15,7 @@ from tlbench.options import NoOptions
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from tlbench.data import ImageSplit
-    from tlbench.grid import Settings
+    from tlbench.settings import Settings
 
 
 class Component:
@@ -112,11 +111,55 @@ class Dataset(Component):
         raise NotImplementedError
 
 
-# -- strategies --------------------------------------------------------------------------------
+# -- what strategies and scores receive ---------------------------------------------------------
+
+
+class Split:
+    """One split of a dataset (train, val or test) as the core hands it to a strategy or score.
+
+    The core decodes, resizes and normalises the images (with the network's mean and std);
+    a split only serves them. Example::
+
+        for x, y in train.batches(ctx.settings.batch_size, shuffle=True, seed=epoch,
+                                  device=ctx.device):
+            loss = F.cross_entropy(model(x), y)
+    """
+
+    #: the split's labels, a CPU int64 tensor in the order ``batches()`` serves them unshuffled
+    labels: "torch.Tensor"
+    #: how many classes the dataset has (labels are ``0 .. num_classes - 1``)
+    num_classes: int
+    #: identifies exactly these images as the network sees them (dataset and its options,
+    #: indices, size, resampling, normalisation): a key for caches of anything computed from them
+    key: str
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0,
+                device="cpu") -> "Iterable[tuple[torch.Tensor, torch.Tensor]]":
+        """(images N×3×S×S float32, labels N int64) batches on ``device``; ``shuffle`` draws the
+        order with ``seed``. Pass ``device=ctx.device``: the default is the CPU."""
+        raise NotImplementedError
+
+    def num_batches(self, batch_size: int) -> int:
+        """How many batches ``batches(batch_size)`` yields."""
+        return (len(self) + batch_size - 1) // batch_size
 
 
 class FitContext:
-    """What the core gives a strategy besides the model and the data (see runner.py)."""
+    """What the core gives a strategy's ``fit`` (and a score's ``estimate``) besides the model
+    and the data. Example::
+
+        def fit(self, model, train, val, ctx):
+            for x, y in ctx.progress(train.batches(ctx.settings.batch_size, device=ctx.device),
+                                     total=train.num_batches(ctx.settings.batch_size), desc="epoch 1"):
+                with ctx.autocast():
+                    loss = F.cross_entropy(model(x), y)
+                ...
+            ctx.log(final_loss=loss.item())  # kept in the record's ``strategy_info``
+            return model
+    """
 
     device: "torch.device"
     settings: "Settings"
@@ -125,11 +168,22 @@ class FitContext:
     precision: str  # "fp32" or "bf16" (autocast on CUDA)
     weights: str  # identity of the initial weights (with the seed for random init), for caches
     cache_dir: str
+    #: ``ctx.progress(iterable, total=None, desc="")`` wraps a loop so the cell's progress bar shows it
     progress: Callable[..., Iterable]
+    #: ``ctx.log(**facts)`` keeps facts about the fit (chosen values, paths taken) in the record
     log: Callable[..., None]
     #: True while the core fits one of several candidates (a list-valued option) and will score
     #: the returned model on ``val`` to choose among them: the fit must not train on ``val`` then.
     selecting: bool = False
+    #: A dict that lives as long as this context. ``tlbench rank`` hands every score of one
+    #: backbone × dataset pair the same context, so what one score computes from the frozen
+    #: network (e.g. the training split's features) the next one can reuse from here.
+    memo: dict
+
+    def autocast(self):
+        """A context manager for forward passes: autocast to ``precision`` (bf16 on CUDA), or
+        nothing in fp32. Scoring runs under it too."""
+        raise NotImplementedError
 
 
 class Strategy(Component):
@@ -155,8 +209,8 @@ class Strategy(Component):
     def fit(
         self,
         model: "torch.nn.Module",
-        train: "ImageSplit",
-        val: "ImageSplit",
+        train: "Split",
+        val: "Split",
         ctx: FitContext,
     ) -> "torch.nn.Module":
         raise NotImplementedError
@@ -178,5 +232,5 @@ class Score(Component):
     def __init__(self, options: Any = None):
         self.options = options if options is not None else self.Options()
 
-    def estimate(self, model: "torch.nn.Module", train: "ImageSplit", ctx: FitContext) -> float:
+    def estimate(self, model: "torch.nn.Module", train: "Split", ctx: FitContext) -> float:
         raise NotImplementedError

@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="results folder, or one grid's folder in it (default: ./results)")
     report.add_argument("--grid", metavar="NAME", help="only this grid (default: every grid in DIR)")
     report.add_argument("--control", default=None, metavar="STRATEGY",
-                        help="the strategy transfer gain is measured against (default: scratch)")
+                        help="the strategy transfer gain is measured against (default: the grid's one "
+                             "strategy that starts from random weights)")
     report.add_argument("--screenshot", action="store_true",
                         help="also save leaderboard.png, the page as headless Chromium renders it "
                              "(needs Playwright and a system Chromium)")
@@ -129,7 +130,8 @@ def cmd_run(args) -> int:
 
     from tlbench.report import build_report, terminal_summary, write_board
     from tlbench.results import grid_dir
-    from tlbench.runner import Runner, check_cache_dir, check_device
+    from tlbench.machine import check_device
+    from tlbench.runner import Runner, check_cache_dir
 
     check_device(grid.settings.device)
     ensure_writable(args.results, grid.name)
@@ -142,8 +144,8 @@ def cmd_run(args) -> int:
         with _sigterm_as_interrupt():
             from tlbench.executors import run_grid_on
 
-            outcome, lost = run_grid_on(pool, runner, grid, job_for, retry_failed=args.retry_failed,
-                                        force=args.force)
+            outcome = run_grid_on(pool, runner, grid, job_for, retry_failed=args.retry_failed,
+                                  force=args.force)
     except KeyboardInterrupt as exc:
         progress.grid_done()
         record = getattr(exc, "record", None)
@@ -157,10 +159,10 @@ def cmd_run(args) -> int:
     print(_where(paths))
     if outcome.failed:
         _print_failures(outcome.failed)
-    if lost:
-        print(f"{len(lost)} cell(s) have no record because their worker was lost; run the same "
+    if outcome.lost:
+        print(f"{len(outcome.lost)} cell(s) have no record because their worker was lost; run the same "
               "command again to run them.", file=sys.stderr)
-    return 1 if outcome.failed or lost else 0
+    return 1 if outcome.failed or outcome.lost else 0
 
 
 def _pool(args, registry, grid, runner):
@@ -274,11 +276,11 @@ def _grids(args) -> list[str]:
 
 
 def cmd_report(args) -> int:
-    from tlbench.report import CONTROL_STRATEGY, build_report, write_board
+    from tlbench.report import build_report, write_board
     from tlbench.results import grid_dir
 
     _grid_folder_as_results(args)
-    boards = [build_report(args.results, name, control=args.control or CONTROL_STRATEGY)
+    boards = [build_report(args.results, name, control=args.control)
               for name in _grids(args)]
     if args.control and not any(args.control in board.strategies for board in boards):
         from tlbench.errors import unknown_name_error

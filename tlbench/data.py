@@ -15,7 +15,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from tlbench.api import Images
+from tlbench.api import Images, Split
 
 # Datasets whose resized uint8 pixels fit in this many bytes are decoded once and held in
 # memory; larger ones are decoded per batch by DataLoader workers.
@@ -226,7 +226,7 @@ class DecodedPixels:
         return self.pixels[torch.from_numpy(indices)]
 
 
-class ImageSplit:
+class ImageSplit(Split):
     """One split of a dataset, as strategies see it.
 
     ``batches()`` yields normalised float images and labels on a device. Small datasets are

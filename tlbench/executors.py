@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -247,90 +247,158 @@ class LocalPool:
         pass
 
 
-def run_grid_on(pool, runner, grid: Grid, job_for=None, retry_failed: bool = False, force: bool = False):
+def needs_run(record: Optional[dict], at_start: Optional[dict], retry_failed: bool, force: bool) -> bool:
+    """Whether this runner should run a cell whose stored record is ``record``.
+
+    ``at_start`` is the record as this runner first saw it: the flags apply to that one. A
+    record written since came from another runner working on the same grid, and is final.
+    """
+    if record is None or record["status"] == "interrupted":
+        return True  # an interrupted cell is not done: the next run, without flags, finishes it
+    if record != at_start:
+        return False
+    return force or (record["status"] == "failed" and retry_failed)
+
+
+class GridInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the grid; ``record`` is the interrupted cell's record, already stored."""
+
+    def __init__(self, record: dict):
+        super().__init__(record.get("error", "interrupted"))
+        self.record = record
+
+
+@dataclass
+class GridOutcome:
+    grid: str
+    ran: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    lost: list = field(default_factory=list)  # cells left pending because their worker was lost
+
+    @property
+    def failed(self) -> list:
+        return [r for r in self.ran + self.skipped if r["status"] != "ok"]
+
+
+def run_grid_on(pool, runner, grid: Grid, job_for=None, retry_failed: bool = False,
+                force: bool = False) -> GridOutcome:
     """Run a grid's pending cells on ``pool`` (up to ``pool.slots`` at once), each under its
     claim; this process writes every record. Several runners may share a results folder: a
     cell another process is running is left to it and looked at again later (its record then
-    counts as done here). Returns (GridOutcome, cells left pending because their worker was
-    lost); raises GridInterrupted after storing the records of the cells Ctrl-C stopped."""
-    from tlbench.runner import GridInterrupted, GridOutcome, needs_run
-
-    results_dir, progress = runner.results_dir, runner.progress
-    remove_leftovers(results_dir, grid.name)
-    at_start = records_by_run_id(results_dir, grid.name)
-    flags = {"retry_failed": retry_failed, "force": force}
-    outcome, lost = GridOutcome(grid=grid.name), []
-    todo: deque = deque()
-    for cell in grid.cells:
-        previous = at_start.get(cell.run_id)
-        (todo.append(cell) if needs_run(previous, previous, **flags) else outcome.skipped.append(previous))
-    progress.grid_start(len(grid.cells), len(outcome.skipped))
-    in_flight: dict = {}  # handle -> (cell, claim, start time)
-    waiting: list = []  # cells another process holds
-    try:
-        while todo or waiting or in_flight:
-            while todo and len(in_flight) < pool.slots:
-                cell = todo.popleft()
-                about = {"grid": cell.grid, "backbone": cell.backbone, "strategy": cell.strategy,
-                         "dataset": cell.dataset, "seed": cell.seed}
-                claim = claim_cell(results_dir, cell.grid, cell.run_id, about)
-                if claim is None:
-                    progress.cell_elsewhere(cell.label, claim_holder(results_dir, cell.grid, cell.run_id))
-                    waiting.append(cell)
-                    continue
-                # read again under the claim: another process may have finished it meanwhile
-                current = read_record(record_path(results_dir, cell.grid, cell.run_id), claimed=True)
-                if not needs_run(current, at_start.get(cell.run_id), **flags):
-                    claim.release()
-                    progress.cell_done_elsewhere(cell.label, current)
-                    outcome.skipped.append(current)
-                    continue
-                progress.cell_start(cell.label)
-                in_flight[pool.submit(cell, job_for(cell) if job_for else None)] = (cell, claim, utc_now())
-            if not todo and waiting and not in_flight:
-                time.sleep(WAIT_S)
-                todo.extend(waiting)
-                waiting.clear()
-            for handle, result in (pool.finished() if in_flight else []):
-                record = _store(runner, *in_flight.pop(handle), result, lost)
-                if record is not None:
-                    outcome.ran.append(record)
-                    if record["status"] == "interrupted":
-                        raise GridInterrupted(record)
-    except KeyboardInterrupt as exc:
-        records = [_store(runner, *in_flight.pop(handle), result, lost) for handle, result in pool.interrupt()]
-        stored = [r for r in records if r is not None]
-        outcome.ran.extend(stored)
-        first = getattr(exc, "record", None) or (stored[0] if stored else {"error": "interrupted"})
-        raise GridInterrupted(first) from None
-    finally:
-        for _, claim, _ in in_flight.values():
-            claim.release()
-        pool.close()
-    progress.grid_done()
-    return outcome, lost
+    counts as done here). Raises GridInterrupted after storing the records of the cells Ctrl-C
+    stopped."""
+    return GridDriver(pool, runner, grid, job_for, {"retry_failed": retry_failed, "force": force}).run()
 
 
-def _store(runner, cell: Cell, claim, started_at: str, result: Outcome, lost: list) -> Optional[dict]:
-    """Write the record of a finished cell and release its claim (a lost cell gets no record).
-    A cell whose process was killed gets its record here, started when it was handed out."""
-    try:
-        if result.lost is not None:
-            lost.append(cell)
-            runner.progress.cell_lost(cell.label, result.lost)
-            return None
-        record = result.record
-        if record is None:
-            kind, message = result.failure
-            record = runner.failed_record(cell, kind, message, started_at)
+class GridDriver:
+    """The driver's loop over one grid: which cells are pending, claiming each before it is
+    handed to the pool, and storing what comes back."""
+
+    def __init__(self, pool, runner, grid: Grid, job_for, flags: dict):
+        self.pool, self.runner, self.grid, self.job_for, self.flags = pool, runner, grid, job_for, flags
+        self.progress = runner.progress
+        remove_leftovers(runner.results_dir, grid.name)
+        self.at_start = records_by_run_id(runner.results_dir, grid.name)
+        self.outcome = GridOutcome(grid=grid.name)
+        self.todo: deque = deque()
+        self.waiting: list = []  # cells another process holds
+        self.in_flight: dict = {}  # handle -> (cell, claim, start time)
+
+    def run(self) -> GridOutcome:
+        self._sort_pending()
+        self.progress.grid_start(len(self.grid.cells), len(self.outcome.skipped))
         try:
-            write_record(runner.results_dir, record)
-        except OSError as exc:
-            _store_failure_or_stop(runner, cell, started_at, exc)
-    finally:
-        claim.release()
-    runner.progress.cell_done(cell.label, record)
-    return record
+            while self.todo or self.waiting or self.in_flight:
+                self._hand_out()
+                self._collect()
+        except KeyboardInterrupt as exc:
+            stored = self._store_interrupted()
+            first = getattr(exc, "record", None) or (stored[0] if stored else {"error": "interrupted"})
+            raise GridInterrupted(first) from None
+        finally:
+            for _, claim, _ in self.in_flight.values():
+                claim.release()
+            self.pool.close()
+        self.progress.grid_done()
+        return self.outcome
+
+    def _sort_pending(self) -> None:
+        for cell in self.grid.cells:
+            previous = self.at_start.get(cell.run_id)
+            if needs_run(previous, previous, **self.flags):
+                self.todo.append(cell)
+            else:
+                self.outcome.skipped.append(previous)
+
+    def _hand_out(self) -> None:
+        """Claim and submit cells while the pool has free slots; when only cells held by other
+        processes are left, wait a little and look at them again."""
+        while self.todo and len(self.in_flight) < self.pool.slots:
+            cell = self.todo.popleft()
+            claim = self._claim(cell)
+            if claim is not None:
+                self.progress.cell_start(cell.label)
+                job = self.job_for(cell) if self.job_for else None
+                self.in_flight[self.pool.submit(cell, job)] = (cell, claim, utc_now())
+        if not self.todo and self.waiting and not self.in_flight:
+            time.sleep(WAIT_S)
+            self.todo.extend(self.waiting)
+            self.waiting.clear()
+
+    def _claim(self, cell: Cell):
+        """The cell's claim, or None when another process holds it or has finished it."""
+        results_dir = self.runner.results_dir
+        about = {"grid": cell.grid, "backbone": cell.backbone, "strategy": cell.strategy,
+                 "dataset": cell.dataset, "seed": cell.seed}
+        claim = claim_cell(results_dir, cell.grid, cell.run_id, about)
+        if claim is None:
+            self.progress.cell_elsewhere(cell.label, claim_holder(results_dir, cell.grid, cell.run_id))
+            self.waiting.append(cell)
+            return None
+        # read again under the claim: another process may have finished it meanwhile
+        current = read_record(record_path(results_dir, cell.grid, cell.run_id), claimed=True)
+        if not needs_run(current, self.at_start.get(cell.run_id), **self.flags):
+            claim.release()
+            self.progress.cell_done_elsewhere(cell.label, current)
+            self.outcome.skipped.append(current)
+            return None
+        return claim
+
+    def _collect(self) -> None:
+        for handle, result in (self.pool.finished() if self.in_flight else []):
+            record = self._store(*self.in_flight.pop(handle), result)
+            if record is not None:
+                self.outcome.ran.append(record)
+                if record["status"] == "interrupted":
+                    raise GridInterrupted(record)
+
+    def _store_interrupted(self) -> list:
+        records = [self._store(*self.in_flight.pop(handle), result) for handle, result in self.pool.interrupt()]
+        stored = [r for r in records if r is not None]
+        self.outcome.ran.extend(stored)
+        return stored
+
+    def _store(self, cell: Cell, claim, started_at: str, result: Outcome) -> Optional[dict]:
+        """Write the record of a finished cell and release its claim (a lost cell gets no record).
+        A cell whose process was killed gets its record here, started when it was handed out."""
+        runner = self.runner
+        try:
+            if result.lost is not None:
+                self.outcome.lost.append(cell)
+                runner.progress.cell_lost(cell.label, result.lost)
+                return None
+            record = result.record
+            if record is None:
+                kind, message = result.failure
+                record = runner.failed_record(cell, kind, message, started_at)
+            try:
+                write_record(runner.results_dir, record)
+            except OSError as exc:
+                _store_failure_or_stop(runner, cell, started_at, exc)
+        finally:
+            claim.release()
+        runner.progress.cell_done(cell.label, record)
+        return record
 
 
 def _store_failure_or_stop(runner, cell: Cell, started_at: str, exc: OSError) -> None:

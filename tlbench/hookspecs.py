@@ -1,4 +1,4 @@
-"""The only extension surface: four hooks, each handed a ``register`` callback.
+"""The only extension surface: four hooks handed a ``register`` callback, and ``default_grid``.
 
 Implementations may accept a subset of a spec's arguments, so specs can grow keyword
 arguments later without breaking any plugin.
@@ -28,3 +28,9 @@ def register_datasets(register):
 @hookspec
 def register_scores(register):
     """Register transferability score classes for ``tlbench rank``: ``register(MyScore)``."""
+
+
+@hookspec
+def default_grid():
+    """The path of the grid file ``tlbench run --grid`` runs when given no file (a ``str`` or
+    ``pathlib.Path``), or None. Two plugins providing one is an error naming both."""

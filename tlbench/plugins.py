@@ -9,6 +9,7 @@ name is an error naming both.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -39,6 +40,15 @@ KINDS = {
 class Registration:
     component: type
     plugin: str  # the plugin that registered it, for error messages and `tlbench ls`
+    #: where that plugin came from, as records keep it: {"package", "version"} for an installed
+    #: distribution, {"file", "sha256"} for a loose .py file, {"module"} for one added in code
+    origin: dict = field(default_factory=dict)
+
+    def where(self) -> str:
+        """The origin in a user's words: ``tlbench 0.1.0`` or the file's path."""
+        if "package" in self.origin:
+            return f"{self.origin['package']} {self.origin.get('version') or ''}".strip()
+        return self.origin.get("file") or self.origin.get("module") or self.plugin
 
 
 @dataclass
@@ -49,6 +59,8 @@ class Registry:
         default_factory=lambda: {kind: {} for kind in KINDS}
     )
     broken: list[tuple[str, str]] = field(default_factory=list)  # (plugin, why)
+    origins: dict[str, dict] = field(default_factory=dict)  # plugin -> where it came from
+    default_grids: list[tuple[str, str]] = field(default_factory=list)  # (plugin, path of a TOML file)
 
     def add(self, kind: str, component: type, plugin: str) -> None:
         _, base, singular = KINDS[kind]
@@ -65,16 +77,19 @@ class Registry:
                 f"Two plugins register the {singular} {component.name!r}: "
                 f"{existing.plugin!r} and {plugin!r}. Uninstall or rename one of them."
             )
-        self.entries[kind][component.name] = Registration(component, plugin)
+        self.entries[kind][component.name] = Registration(component, plugin, self.origins.get(plugin, {}))
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.entries[kind])
 
     def get(self, kind: str, name: str) -> type:
         """The class registered as ``name``; for backbones, also the family that claims it."""
+        return self.registration(kind, name).component
+
+    def registration(self, kind: str, name: str) -> Registration:
         entries = self.entries[kind]
         if name in entries:
-            return entries[name].component
+            return entries[name]
         if kind == "backbones":
             families = [r for r in entries.values() if r.component.is_family()]
             claimed = [r for r in families if r.component().claims(name)]
@@ -82,7 +97,7 @@ class Registry:
                 owners = " and ".join(repr(r.plugin) for r in claimed)
                 raise ConfigError(f"Backbone {name!r} is claimed by two plugins: {owners}.")
             if claimed:
-                return claimed[0].component
+                return claimed[0]
             known = [n for r in entries.values() for n in (r.component.featured or [r.component.name])]
             raise unknown_name_error("backbone", name, [n for n in known if "*" not in n])
         raise unknown_name_error(KINDS[kind][2], name, entries)
@@ -113,15 +128,20 @@ def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
     return unknown
 
 
-def _register(pm: pluggy.PluginManager, registry: Registry, plugin: object, name: str) -> None:
+def _register(pm: pluggy.PluginManager, registry: Registry, plugin: object, name: str, origin: dict) -> None:
     unknown = _unknown_hooks(pm, plugin)
     if unknown:
-        registry.broken.append((name, f"unknown hook {unknown[0]!r} (valid: {', '.join(KINDS_HOOKS)})"))
+        registry.broken.append((name, f"unknown hook {unknown[0]!r} (valid: {', '.join(HOOKS)})"))
         return
     pm.register(plugin, name=name)
+    registry.origins[name] = origin
 
 
-KINDS_HOOKS = [hook for hook, _, _ in KINDS.values()]
+HOOKS = [hook for hook, _, _ in KINDS.values()] + ["default_grid"]
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _entry_point_plugins(pm, registry: Registry) -> None:
@@ -133,7 +153,9 @@ def _entry_point_plugins(pm, registry: Registry) -> None:
         except Exception as exc:  # a broken plugin must not take the others down
             registry.broken.append((ep.name, f"{type(exc).__name__}: {exc}"))
             continue
-        _register(pm, registry, plugin, ep.name)
+        dist = ep.dist
+        origin = ({"package": dist.name, "version": dist.version} if dist is not None else {"module": ep.value})
+        _register(pm, registry, plugin, ep.name, origin)
 
 
 def _directory_plugins(pm, registry: Registry, directory: Path) -> None:
@@ -150,7 +172,7 @@ def _directory_plugins(pm, registry: Registry, directory: Path) -> None:
             sys.modules.pop(module_name, None)
             registry.broken.append((str(path), f"{type(exc).__name__}: {exc}"))
             continue
-        _register(pm, registry, module, str(path))
+        _register(pm, registry, module, str(path), {"file": str(path.resolve()), "sha256": _file_sha256(path)})
 
 
 def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
@@ -168,6 +190,15 @@ def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
                 raise
             except Exception as exc:
                 registry.broken.append((plugin_name, f"{type(exc).__name__}: {exc}"))
+    for impl in pm.hook.default_grid.get_hookimpls():
+        plugin_name = pm.get_name(impl.plugin)
+        try:
+            path = impl.function()
+        except Exception as exc:
+            registry.broken.append((plugin_name, f"default_grid: {type(exc).__name__}: {exc}"))
+            continue
+        if path is not None:
+            registry.default_grids.append((plugin_name, str(path)))
 
 
 def load_registry(
@@ -186,7 +217,8 @@ def load_registry(
     if folder:
         _directory_plugins(pm, registry, Path(folder).expanduser())
     for i, plugin in enumerate(extra_plugins):
-        _register(pm, registry, plugin, getattr(plugin, "__name__", f"extra-{i}"))
+        name = getattr(plugin, "__name__", f"extra-{i}")
+        _register(pm, registry, plugin, name, {"module": name})
     _collect(pm, registry)
     return registry
 

@@ -95,7 +95,7 @@ def pair_cells(grid, registry) -> list:
             chosen[key] = cell
     if not chosen:
         raise ConfigError(f"Grid {grid.name!r} has no strategy that starts from pretrained weights; "
-                          "tlbench rank scores pretrained networks (add linear_probe, say).")
+                          "tlbench rank scores pretrained networks (add a strategy that does: `tlbench ls strategies -v`).")
     return [chosen[key] for key in sorted(chosen)]
 
 
@@ -382,7 +382,8 @@ def main(args, default_grid) -> int:
     names = score_names(registry, args.scores)
     pair_cells(grid, registry)  # a grid without a pretrained strategy fails before any work
 
-    from tlbench.runner import Runner, check_device
+    from tlbench.machine import check_device
+    from tlbench.runner import Runner
 
     check_device(grid.settings.device)
     folder = writable_folder(args.results, grid.name)

@@ -71,6 +71,9 @@ OPTIONAL = {
     "trainable_params": _count, "total_params": _count, "num_classes": _count,
     "settings": lambda v: isinstance(v, dict), "options": lambda v: isinstance(v, dict),
     "strategy_info": lambda v: isinstance(v, dict), "split_sizes": lambda v: isinstance(v, dict),
+    "pretrained": lambda v: isinstance(v, bool),
+    "plugins": lambda v: isinstance(v, dict) and all(
+        isinstance(part, dict) and all(_scalar(x) for x in part.values()) for part in v.values()),
 }
 STALE_TEMP_S = 6 * 3600  # a temporary file this old was left by a killed writer
 

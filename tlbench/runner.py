@@ -7,69 +7,31 @@ put in eval mode and scored here, the same way for every cell.
 from __future__ import annotations
 
 import contextlib
-import functools
-import gc
-import importlib.metadata
 import os
-import platform
 import random
-import resource
-import socket
-import subprocess
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
 import numpy as np
 import torch
 
-import tlbench
 from tlbench import sanity
 from tlbench.api import FitContext, Images
 from tlbench.data import (DecodedPixels, ImageSplit, Resample, SplitIndices, fits_in_memory, fixed_size_train_val,
                           per_class_subsample, stratified_sample, stratified_split)
 from tlbench.errors import ConfigError
-from tlbench.grid import Cell, Grid
+from tlbench.grid import Cell
+from tlbench.machine import (environment, peak_memory_mb, release_memory, reset_peak_memory, resolve_device,
+                             synchronize)
 from tlbench.options import options_as_dict
 from tlbench.plugins import Registry
 from tlbench.progress import Progress
 from tlbench.results import jsonable, utc_now
 
-
-
-def resolve_device(requested: str) -> torch.device:
-    if requested != "auto":
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def check_device(requested: str) -> None:
-    """A device this machine lacks is a mistake in the grid, reported before any cell runs."""
-    device = resolve_device(requested)
-    if device.type == "cuda" and (not torch.cuda.is_available()
-                                  or (device.index or 0) >= torch.cuda.device_count()):
-        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        raise ConfigError(f"[settings] device = {requested!r}, but this machine has {found} usable "
-                          "CUDA device(s). Use device = \"auto\" or \"cpu\".")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None)
-                                     and torch.backends.mps.is_available()):
-        raise ConfigError(f"[settings] device = {requested!r}, but MPS is not available here. "
-                          "Use device = \"auto\" or \"cpu\".")
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "cpu":
-        return platform.processor() or platform.machine()
-    return device.type
 
 
 CACHE_DIR_ENV = "TLBENCH_CACHE_DIR"
@@ -102,61 +64,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def package_version(name: str) -> Optional[str]:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-@functools.lru_cache(maxsize=1)
-def tlbench_checkout() -> tuple[Optional[str], Optional[bool]]:
-    """(commit, dirty) when tlbench runs from a git checkout, else (None, None).
-
-    The version number alone does not say which code made a record during development.
-    Dirty means uncommitted changes to the code (tlbench/, plugins/), not to results.
-    Asked once per process; any failure (no git, not a checkout) just gives None.
-    """
-    root = Path(tlbench.__file__).resolve().parent.parent
-    if not (root / ".git").exists():
-        return None, None
-    try:
-        def git(*argv):
-            return subprocess.run(["git", "-C", str(root), *argv], capture_output=True, text=True,
-                                  timeout=10, check=True).stdout.strip()
-
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--",
-                         "tlbench", "plugins", "pyproject.toml"))
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-    return commit or None, dirty
-
-
-def environment(device: torch.device, precision: Optional[str]) -> dict:
-    commit, dirty = tlbench_checkout()
-    return {
-        "tlbench": tlbench.__version__,
-        "tlbench_git_commit": commit,
-        "tlbench_git_dirty": dirty,
-        "hostname": socket.gethostname(),
-        "torch": torch.__version__,
-        "torchvision": package_version("torchvision"),
-        "timm": package_version("timm"),
-        "python": platform.python_version(),
-        "cuda": torch.version.cuda if device.type == "cuda" else None,
-        "device": device.type,
-        "device_name": device_name(device),
-        "precision": precision,
-        "platform": platform.platform(),
-    }
-
-
 OOM_MESSAGES = ("out of memory", "not enough memory", "can't allocate memory")
 
 
@@ -171,36 +78,6 @@ def error_kind(exc: BaseException) -> str:
     return "exception"
 
 
-def release_memory() -> None:
-    """After an out-of-memory error: give cached accelerator memory back so later cells fit."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Start measuring a new peak: on CUDA, of allocated memory; on the CPU, of the process's
-    resident memory (Linux: its high-water mark restarts from the current RSS; elsewhere it
-    cannot be reset, and the peak is the process's since it started)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS (proc(5))
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory since ``reset_peak_memory``: allocated on CUDA, the process's RSS on the CPU
-    (which counts what the process held before, e.g. the libraries and earlier cells' data)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 class CellContext(FitContext):
     def __init__(self, cell: Cell, device: torch.device, num_classes: int, cache_dir: str,
                  progress: Progress):
@@ -213,6 +90,7 @@ class CellContext(FitContext):
         self.cache_dir = cache_dir
         self.weights = ""
         self.info: dict = {}
+        self.memo: dict = {}
         self._progress = progress
 
     def progress(self, iterable: Iterable, total: Optional[int] = None, desc: str = "") -> Iterable:
@@ -378,6 +256,19 @@ class Runner:
                       environment=environment(resolve_device(cell.settings.device), precision=None))
         return record
 
+    def _provenance(self, cell: Cell) -> dict:
+        """Whether the cell starts from pretrained weights (the grid's setting and the strategy's
+        declaration together), and which plugin made each of its parts: a record made by
+        another version of a plugin says so (it keeps its run_id; see docs/records.md)."""
+        try:
+            parts = {"backbone": self.registry.registration("backbones", cell.backbone),
+                     "strategy": self.registry.registration("strategies", cell.strategy),
+                     "dataset": self.registry.registration("datasets", cell.dataset)}
+        except ConfigError:  # a worker without the plugin: its failure says so
+            return {}
+        return {"pretrained": bool(cell.settings.pretrained and parts["strategy"].component.pretrained),
+                "plugins": {part: {"plugin": reg.plugin, **reg.origin} for part, reg in parts.items()}}
+
     def _base_record(self, cell: Cell) -> dict:
         return {
             "run_id": cell.run_id,
@@ -392,6 +283,7 @@ class Runner:
             "options": options_as_dict(cell.strategy_options),
             "backbone_options": options_as_dict(cell.backbone_options),
             "dataset_options": options_as_dict(cell.dataset_options),
+            **self._provenance(cell),
             "status": "running",
             "error": None,
             "started_at": utc_now(),
@@ -415,7 +307,7 @@ class Runner:
         images = self._load_images(cell)
         splits = self.prepare_splits(cell, images)
         backbone = self.registry.get("backbones", cell.backbone)()
-        pretrained = cell.settings.pretrained and strategy_cls.pretrained
+        pretrained = cell.settings.pretrained and strategy_cls.pretrained  # as _provenance records it
         network = backbone.create(cell.backbone, num_classes=len(images.classes),
                                   pretrained=pretrained, options=cell.backbone_options)
         changed = cell.changed_files()  # after the load: what was loaded is what the run_id names
@@ -528,46 +420,3 @@ class Runner:
             result.update(candidates=candidates, selection_s=selection_s,
                           selected=[c["val_top1"] for c in candidates].index(best_val))
         return result
-
-    # -- a grid ----------------------------------------------------------------------------
-
-    def run_grid(self, grid: Grid, retry_failed: bool = False, force: bool = False) -> "GridOutcome":
-        """Run every cell that needs it here, one at a time, each under its claim (see
-        ``tlbench.executors.run_grid_on``, which other executors share)."""
-        from tlbench.executors import LocalPool, run_grid_on
-
-        check_device(grid.settings.device)
-        outcome, _ = run_grid_on(LocalPool(self), self, grid, retry_failed=retry_failed, force=force)
-        return outcome
-
-
-def needs_run(record: Optional[dict], at_start: Optional[dict], retry_failed: bool, force: bool) -> bool:
-    """Whether this runner should run a cell whose stored record is ``record``.
-
-    ``at_start`` is the record as this runner first saw it: the flags apply to that one. A
-    record written since came from another runner working on the same grid, and is final.
-    """
-    if record is None or record["status"] == "interrupted":
-        return True  # an interrupted cell is not done: the next run, without flags, finishes it
-    if record != at_start:
-        return False
-    return force or (record["status"] == "failed" and retry_failed)
-
-
-class GridInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped the grid; ``record`` is the interrupted cell's record, already stored."""
-
-    def __init__(self, record: dict):
-        super().__init__(record.get("error", "interrupted"))
-        self.record = record
-
-
-@dataclass
-class GridOutcome:
-    grid: str
-    ran: list = field(default_factory=list)
-    skipped: list = field(default_factory=list)
-
-    @property
-    def failed(self) -> list:
-        return [r for r in self.ran + self.skipped if r["status"] != "ok"]

@@ -8,8 +8,11 @@ import re
 from html import escape
 from importlib import resources
 
-from tlbench.report import (CI_NOTE, _sentence, OVERALL_NOTE, PLOTS, Leaderboard, View, dataset_view, describe,
-                            environment_view, gain_note, gain_view, overall_view)
+from tlbench.report.board import Leaderboard
+from tlbench.report.markdown import _sentence
+from tlbench.report.plots import PLOT_TITLES
+from tlbench.report.views import (CI_NOTE, OVERALL_NOTE, View, dataset_view, describe, environment_view, gain_note,
+                                  gain_view, no_gain_note, overall_view)
 
 
 def _template(name: str) -> str:
@@ -79,18 +82,18 @@ def to_html(board: Leaderboard, plots: dict[str, bytes]) -> str:
         for dataset in board.datasets:
             parts.append(f'<h3 id="{_anchor("dataset-" + dataset)}">{escape(dataset)}</h3>{_table(dataset_view(board, dataset))}')
         sections.append("".join(parts) + "</section>")
-        gain = f'<section id="transfer-gain"><h2>Transfer gain over <code>{escape(board.control)}</code></h2>'
+        over = f" over <code>{escape(board.control)}</code>" if board.control else ""
+        gain = f'<section id="transfer-gain"><h2>Transfer gain{over}</h2>'
         if board.transfer_gain:
             gain += f'<p class="note">{_note(gain_note(board))}</p>{_table(gain_view(board), key_columns=3)}'
         else:
-            gain += (f"<p>No <code>{escape(board.control)}</code> records: add it to the grid's strategies "
-                     f"to measure what pretraining adds.</p>")
+            gain += f"<p>{_note(no_gain_note(board))}</p>"
         sections.append(gain + "</section>")
         figures = []
         for name, png in plots.items():
             data = base64.b64encode(png).decode("ascii")
-            figures.append(f'<figure><img alt="{escape(PLOTS[name])}" src="data:image/png;base64,{data}">'
-                           f"<figcaption>{escape(PLOTS[name])} per dataset; points on the dashed "
+            figures.append(f'<figure><img alt="{escape(PLOT_TITLES[name])}" src="data:image/png;base64,{data}">'
+                           f"<figcaption>{escape(PLOT_TITLES[name])} per dataset; points on the dashed "
                            f"line are Pareto-optimal (nothing else is both cheaper and more accurate); "
                            f"bars are 95% intervals over seeds.</figcaption></figure>")
         sections.append('<section id="plots"><h2>Plots</h2>' + "".join(figures) + "</section>")

@@ -11,13 +11,20 @@ import contextlib
 import io
 import math
 
-from tlbench.report_stats import pareto_front
+from tlbench.report.stats import pareto_front
 
 WIDTH_IN = 10.0  # at 100 dpi, 1,000 px: sharp when a README shows it ~880 px wide
 PANEL_HEIGHT_IN = 3.4
 MAX_COLUMNS = 3
 MARKERS = "osD^vP*Xh<>p"
-PLOTS = (
+CURVES_PLOT = "accuracy_curves.png"
+# file -> title, for the markdown and the page
+PLOT_TITLES = {
+    "accuracy_vs_train_time.png": "Top-1 vs training time",
+    "accuracy_vs_trainable_params.png": "Top-1 vs trainable parameters",
+    CURVES_PLOT: "Top-1 against the swept settings",
+}
+SCATTER_PLOTS = (
     # file, x field, x label
     ("accuracy_vs_train_time.png", "train_s", "training time (s, log scale)"),
     ("accuracy_vs_trainable_params.png", "trainable_params", "trainable parameters (log scale)"),
@@ -27,16 +34,13 @@ PLOTS = (
 def render_plots(board) -> dict[str, bytes]:
     """{file name: PNG bytes} for the plots these records can draw (none without ok cells)."""
     out = {}
-    for name, x_field, x_label in PLOTS:
+    for name, x_field, x_label in SCATTER_PLOTS:
         rows = [r for r in board.per_dataset if r["top1"] is not None and r.get(x_field) is not None]
         if rows:
             out[name] = _plot(board, rows, x_field, x_label)
     if any(p["top1"] is not None for c in board.curves for p in c["points"]):
         out[CURVES_PLOT] = _plot_curves(board.curves)
     return out
-
-
-CURVES_PLOT = "accuracy_curves.png"
 
 
 def _plot_curves(curves: list[dict]) -> bytes:

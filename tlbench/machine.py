@@ -1,0 +1,140 @@
+"""What this machine is and what it has done: the device a cell runs on, synchronising and
+peak memory on it, and the environment a record keeps (versions, host, checkout).
+
+Probes only: nothing here knows about cells, grids or plugins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import importlib.metadata
+import platform
+import resource
+import socket
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+import tlbench
+from tlbench.errors import ConfigError
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def check_device(requested: str) -> None:
+    """A device this machine lacks is a mistake in the grid, reported before any cell runs."""
+    device = resolve_device(requested)
+    if device.type == "cuda" and (not torch.cuda.is_available()
+                                  or (device.index or 0) >= torch.cuda.device_count()):
+        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise ConfigError(f"[settings] device = {requested!r}, but this machine has {found} usable "
+                          "CUDA device(s). Use device = \"auto\" or \"cpu\".")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                     and torch.backends.mps.is_available()):
+        raise ConfigError(f"[settings] device = {requested!r}, but MPS is not available here. "
+                          "Use device = \"auto\" or \"cpu\".")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return platform.processor() or platform.machine()
+    return device.type
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def package_version(name: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def tlbench_checkout() -> tuple[Optional[str], Optional[bool]]:
+    """(commit, dirty) when tlbench runs from a git checkout, else (None, None).
+
+    The version number alone does not say which code made a record during development.
+    Dirty means uncommitted changes to the code (tlbench/, plugins/), not to results.
+    Asked once per process; any failure (no git, not a checkout) just gives None.
+    """
+    root = Path(tlbench.__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None, None
+    try:
+        def git(*argv):
+            return subprocess.run(["git", "-C", str(root), *argv], capture_output=True, text=True,
+                                  timeout=10, check=True).stdout.strip()
+
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--",
+                         "tlbench", "plugins", "pyproject.toml"))
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return commit or None, dirty
+
+
+def environment(device: torch.device, precision: Optional[str]) -> dict:
+    commit, dirty = tlbench_checkout()
+    return {
+        "tlbench": tlbench.__version__,
+        "tlbench_git_commit": commit,
+        "tlbench_git_dirty": dirty,
+        "hostname": socket.gethostname(),
+        "torch": torch.__version__,
+        "torchvision": package_version("torchvision"),
+        "timm": package_version("timm"),
+        "python": platform.python_version(),
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "device": device.type,
+        "device_name": device_name(device),
+        "precision": precision,
+        "platform": platform.platform(),
+    }
+
+
+def release_memory() -> None:
+    """After an out-of-memory error: give cached accelerator memory back so later cells fit."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start measuring a new peak: on CUDA, of allocated memory; on the CPU, of the process's
+    resident memory (Linux: its high-water mark restarts from the current RSS; elsewhere it
+    cannot be reset, and the peak is the process's since it started)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS (proc(5))
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory since ``reset_peak_memory``: allocated on CUDA, the process's RSS on the CPU
+    (which counts what the process held before, e.g. the libraries and earlier cells' data)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

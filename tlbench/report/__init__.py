@@ -1,0 +1,28 @@
+"""Leaderboards from stored records alone, so they can be rebuilt after a resume, a merge of
+records from several machines, or a run on a cluster.
+
+One grid's records become three tables (per dataset, overall, transfer gain over a control
+strategy), two plots and a self-contained page, all written next to the records::
+
+    RESULTS/GRID/leaderboard.md                       every table, GitHub markdown
+    RESULTS/GRID/leaderboard.csv                      per dataset (one row per backbone/strategy)
+    RESULTS/GRID/leaderboard_overall.csv              per backbone/strategy across datasets
+    RESULTS/GRID/leaderboard_transfer_gain.csv        each strategy minus the control
+    RESULTS/GRID/leaderboard.json                     all of the above and the environment
+    RESULTS/GRID/leaderboard.html                     one page, nothing remote, sortable tables
+    RESULTS/GRID/accuracy_vs_train_time.png           per dataset, Pareto front marked
+    RESULTS/GRID/accuracy_vs_trainable_params.png
+
+Output is byte-stable for the same records: rows are sorted, numbers formatted fixed, plots
+rendered without timestamps, and the only dates shown are those in the records.
+"""
+
+from __future__ import annotations
+
+from tlbench.report.board import Leaderboard, build
+from tlbench.report.files import build_report, write_board, write_report
+from tlbench.report.markdown import terminal_summary, to_markdown
+from tlbench.report.tables import frames
+
+__all__ = ["Leaderboard", "build", "build_report", "frames", "terminal_summary", "to_markdown", "write_board",
+           "write_report"]

@@ -1,0 +1,292 @@
+"""Records -> a Leaderboard: which records count, rows per dataset, overall ranks, transfer gain
+over a control, curves and the environment. Numbers only; formatting is in ``views``."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from tlbench.grid import task_name
+from tlbench.report.stats import average_ranks, mean_ci
+
+KEYS = ("dataset", "backbone", "strategy")
+STATUS_ORDER = ("ok", "failed", "interrupted", "missing")
+# mean over a row's ok seeds; (record field, short header)
+METRICS = (
+    ("top5", "top-5"), ("mean_per_class_acc", "mean class acc"), ("train_s", "train s"),
+    ("eval_s", "eval s"), ("train_samples_per_s", "samples/s"), ("trainable_params", "trainable params"),
+    ("total_params", "total params"), ("peak_mem_mb", "peak mem MB"),
+)
+INTEGER_METRICS = {"trainable_params", "total_params"}
+ENVIRONMENT_FIELDS = ("tlbench", "tlbench_git_commit", "tlbench_git_dirty", "torch", "torchvision",
+                      "timm", "python", "cuda", "device", "device_name", "precision", "platform",
+                      "hostname")
+
+
+# -- which records ----------------------------------------------------------------------------
+
+
+def current_records(records: Iterable[dict], cells: Optional[list] = None) -> list[dict]:
+    """The records a leaderboard shows, sorted.
+
+    With the grid's cells, exactly the records of those cells. Without them (``tlbench report``),
+    for each dataset/backbone/strategy the configuration run most recently: records of an
+    earlier version of the grid stay on disk but are not averaged with the current ones.
+    """
+    records = list(records)
+    if cells is not None:
+        wanted = {cell.run_id for cell in cells}
+        chosen = [r for r in records if r["run_id"] in wanted]
+    else:
+        newest: dict = {}
+        for r in sorted(records, key=lambda r: (r.get("started_at") or "", r["run_id"])):
+            newest[(r["dataset"], r["backbone"], r["strategy"])] = r.get("config_id")
+        chosen = [r for r in records
+                  if r.get("config_id") == newest[(r["dataset"], r["backbone"], r["strategy"])]]
+    return sorted(chosen, key=lambda r: (r["dataset"], r["backbone"], r["strategy"], r["seed"], r["run_id"]))
+
+
+def expected_cells(records: list[dict], cells: Optional[list] = None) -> set:
+    """(dataset, backbone, strategy, seed) of every cell the grid should have.
+
+    With the grid's cells, those. From records alone: every combination of the backbones,
+    strategies, datasets and seeds they name (a grid is such a product), so a cell that never
+    wrote a record - a runner lost with its node, a grid stopped early - shows as missing.
+    """
+    if cells is not None:
+        return {(c.task, c.backbone, c.strategy, c.seed) for c in cells}
+    axes = [sorted({r[k] for r in records}) for k in (*KEYS, "seed")]
+    return set(itertools.product(*axes))
+
+
+# -- tables -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Leaderboard:
+    """Every table of one grid, as plain rows (dicts) in display order."""
+
+    grid: str
+    control: Optional[str]  # the strategy transfer gain is measured against (None: no control)
+    per_dataset: list[dict]
+    overall: list[dict]
+    transfer_gain: list[dict]
+    environment: list[tuple[str, str]]
+    records: int
+    cells: int
+    first_started: Optional[str] = None
+    last_finished: Optional[str] = None
+    datasets: list[str] = field(default_factory=list)
+    backbones: list[str] = field(default_factory=list)
+    strategies: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    curves: list[dict] = field(default_factory=list)
+    #: True when the control's cells start from random weights (then gain is what pretraining adds)
+    control_from_random: bool = False
+
+    @property
+    def has_control(self) -> bool:
+        return self.control in self.strategies
+
+
+def starts_from_random(records: list[dict]) -> dict:
+    """{strategy: True when its cells started from random weights} for the strategies whose
+    records say (``pretrained``, the effective flag: a strategy can declare it starts from
+    random weights, and a grid can ask it of every strategy)."""
+    flags: dict = {}
+    for r in records:
+        if isinstance(r.get("pretrained"), bool):
+            flags.setdefault(r["strategy"], set()).add(not r["pretrained"])
+    return {strategy: all(values) for strategy, values in flags.items()}
+
+
+def find_control(records: list[dict]) -> Optional[str]:
+    """The control of a grid whose records do not name one: its one strategy that starts from
+    random weights, when other strategies start from pretrained ones (none when zero or
+    several strategies do: then ``tlbench report --control NAME`` chooses)."""
+    random_starts = starts_from_random(records)
+    controls = [s for s, random in random_starts.items() if random]
+    if len(controls) == 1 and not all(random_starts.values()):
+        return controls[0]
+    return None
+
+
+def build(records: list[dict], grid: str, cells: Optional[list] = None,
+          control: Optional[str] = None) -> Leaderboard:
+    """All tables from the current records of one grid (see ``current_records``); the transfer
+    gain is over ``control``, by default the one found by ``find_control``."""
+    control = control or find_control(records)
+    expected = expected_cells(records, cells)
+    by_key: dict = {}
+    for r in records:
+        by_key.setdefault((r["dataset"], r["backbone"], r["strategy"]), []).append(r)
+    seen = {(r["dataset"], r["backbone"], r["strategy"], r["seed"]) for r in records}
+    missing: dict = {}
+    for d, b, s, seed in expected - seen:
+        missing.setdefault((d, b, s), []).append(seed)
+    keys = sorted(set(by_key) | set(missing))
+
+    per_dataset = [_row(key, by_key.get(key, []), sorted(missing.get(key, []))) for key in keys]
+    for dataset, rows in itertools.groupby(per_dataset, key=lambda row: row["dataset"]):
+        rows = list(rows)
+        best = max((row["top1"] for row in rows if row["top1"] is not None), default=None)
+        for row in rows:
+            row["best"] = best is not None and row["top1"] == best
+    per_dataset.sort(key=lambda row: (row["dataset"], _desc(row["top1"]), row["backbone"], row["strategy"]))
+
+    names = {k: sorted({key[i] for key in keys}) for i, k in enumerate(KEYS)}
+    stamps = [r.get("started_at") for r in records if r.get("started_at")]
+    ends = [r.get("finished_at") for r in records if r.get("finished_at")]
+    return Leaderboard(
+        grid=grid, control=control, per_dataset=per_dataset,
+        overall=_overall(per_dataset, names["dataset"]),
+        transfer_gain=_transfer_gain(per_dataset, by_key, control),
+        environment=_environment(records), records=len(records), cells=len(expected | seen),
+        first_started=min(stamps) if stamps else None, last_finished=max(ends) if ends else None,
+        datasets=names["dataset"], backbones=names["backbone"], strategies=names["strategy"],
+        seeds=sorted({r["seed"] for r in records} | {key[3] for key in expected}),
+        curves=_curves(per_dataset),
+        control_from_random=starts_from_random(records).get(control, False),
+    )
+
+
+def as_task(record: dict) -> dict:
+    """The record as a leaderboard sees it: a cell of a curve (a list in [settings]) is ranked
+    among the cells with the same swept values, as its own task, e.g. ``digits (train_per_class=5)``."""
+    sweep = record.get("sweep") or {}
+    if not sweep:
+        return record
+    return {**record, "dataset": task_name(record["dataset"], sweep), "base_dataset": record["dataset"]}
+
+
+def _curves(per_dataset: list[dict]) -> list[dict]:
+    """Top-1 against each swept setting: one row per dataset (and other swept values), setting,
+    backbone and strategy, with a point per value."""
+    curves: dict = {}
+    for row in per_dataset:
+        sweep = row.get("sweep") or {}
+        for setting, value in sweep.items():
+            others = {k: v for k, v in sweep.items() if k != setting}
+            key = (task_name(row["base_dataset"], others), setting, row["backbone"], row["strategy"])
+            curves.setdefault(key, []).append({"value": value, "top1": row["top1"],
+                                               "top1_ci95": row["top1_ci95"], "seeds": row["seeds"]})
+    return [{"dataset": d, "setting": setting, "backbone": b, "strategy": st,
+             "points": sorted(points, key=lambda p: p["value"])}
+            for (d, setting, b, st), points in sorted(curves.items())]
+
+
+def _desc(value: Optional[float]) -> tuple:
+    """Sort key: larger values first, missing values last."""
+    return (value is None, -(value or 0.0))
+
+
+def _asc(value: Optional[float]) -> tuple:
+    return (value is None, value or 0.0)
+
+
+def _row(key: tuple, records: list[dict], missing_seeds: list[int]) -> dict:
+    ok = [r for r in records if r["status"] == "ok"]
+    top1 = mean_ci([r["top1"] for r in ok])
+    row = dict(zip(KEYS, key))
+    if records and records[0].get("sweep"):
+        row.update(sweep=records[0]["sweep"], base_dataset=records[0]["base_dataset"])
+    row["warnings"] = sorted({f"seed {r['seed']}: {w}" for r in ok for w in r.get("warnings") or ()})
+    row.update(top1=top1.mean, top1_ci95=top1.half_width, top1_std=top1.std, seeds=top1.n,
+               ok_seeds=[r["seed"] for r in ok])
+    for metric, _ in METRICS:
+        values = [r[metric] for r in ok if isinstance(r.get(metric), (int, float))]
+        row[metric] = mean_ci(values).mean
+    counts = {s: sum(r["status"] == s for r in records) for s in STATUS_ORDER}
+    counts["missing"] = len(missing_seeds)
+    row["status"] = ("ok" if counts["ok"] and sum(counts.values()) == counts["ok"]
+                     else ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s]))
+    errors = sorted({f"seed {r['seed']}: {r.get('error') or r['status']}" for r in records if r["status"] != "ok"})
+    errors += [f"seed {seed}: no record" for seed in missing_seeds]
+    row["error"] = "; ".join(errors)
+    return row
+
+
+def _overall(per_dataset: list[dict], datasets: list[str]) -> list[dict]:
+    """Mean top-1 and mean rank of each backbone/strategy pair over the datasets it ran on."""
+    ranks: dict = {}
+    for dataset in datasets:
+        scores = {(row["backbone"], row["strategy"]): row["top1"] for row in per_dataset
+                  if row["dataset"] == dataset and row["top1"] is not None}
+        for pair, rank in average_ranks(scores).items():
+            ranks.setdefault(pair, {})[dataset] = rank
+    pairs = sorted({(row["backbone"], row["strategy"]) for row in per_dataset})
+    rows = []
+    for pair in pairs:
+        mine = [row for row in per_dataset if (row["backbone"], row["strategy"]) == pair]
+        scored = [row for row in mine if row["top1"] is not None]
+        pair_ranks = ranks.get(pair, {})
+        rows.append({
+            "backbone": pair[0], "strategy": pair[1],
+            "mean_top1": mean_ci([row["top1"] for row in scored]).mean,
+            "mean_rank": mean_ci(list(pair_ranks.values())).mean,
+            "datasets": len(scored), "of_datasets": len(datasets),
+            "wins": sum(row["best"] for row in scored),
+            "not_ok": ", ".join(f"{row['dataset']} ({row['status']})" for row in mine if row["status"] != "ok"),
+        })
+    rows.sort(key=lambda row: (_asc(row["mean_rank"]), _desc(row["mean_top1"]), row["backbone"], row["strategy"]))
+    return rows
+
+
+def _transfer_gain(per_dataset: list[dict], by_key: dict, control: str) -> list[dict]:
+    """Each strategy's mean top-1 minus the control's on the same backbone and dataset.
+
+    The interval comes from per-seed differences (seed k of both shares the split and the
+    k-shot sample), so it needs the same two or more ok seeds on both sides.
+    """
+    if control is None or not any(row["strategy"] == control for row in per_dataset):
+        return []
+    controls = {(row["dataset"], row["backbone"]): row for row in per_dataset if row["strategy"] == control}
+    rows = []
+    for row in per_dataset:
+        if row["strategy"] == control:
+            continue
+        base = controls.get((row["dataset"], row["backbone"]))
+        gain = ci = None
+        n = 0
+        if base is None:
+            note = f"no {control} cell"
+        elif base["top1"] is None:
+            note = f"{control}: {base['status']}"
+        elif row["top1"] is None:
+            note = row["status"]
+        else:
+            note = ""
+            gain = row["top1"] - base["top1"]
+            if sorted(row["ok_seeds"]) == sorted(base["ok_seeds"]) and len(row["ok_seeds"]) >= 2:
+                mine = _top1_by_seed(by_key[(row["dataset"], row["backbone"], row["strategy"])])
+                theirs = _top1_by_seed(by_key[(row["dataset"], row["backbone"], control)])
+                paired = mean_ci([mine[s] - theirs[s] for s in sorted(mine)])
+                ci, n = paired.half_width, paired.n
+        rows.append({"dataset": row["dataset"], "backbone": row["backbone"], "strategy": row["strategy"],
+                     "top1": row["top1"], "control_top1": None if base is None else base["top1"],
+                     "gain": gain, "gain_ci95": ci, "paired_seeds": n, "note": note})
+    rows.sort(key=lambda r: (r["dataset"], r["backbone"], _desc(r["gain"]), r["strategy"]))
+    return rows
+
+
+def _top1_by_seed(records: list[dict]) -> dict:
+    return {r["seed"]: r["top1"] for r in records if r["status"] == "ok"}
+
+
+def _environment(records: list[dict]) -> list[tuple[str, str]]:
+    """What ran the records: each field's distinct values (with counts when they differ)."""
+    fields = [f for f in ENVIRONMENT_FIELDS if any(f in (r.get("environment") or {}) for r in records)]
+    extra = sorted({f for r in records for f in (r.get("environment") or {})} - set(fields))
+    rows = []
+    for name in fields + extra:
+        values: dict = {}
+        for r in records:
+            value = (r.get("environment") or {}).get(name)
+            text = "-" if value is None else str(value)
+            values[text] = values.get(text, 0) + 1
+        if len(values) == 1:
+            rows.append((name, next(iter(values))))
+        else:
+            rows.append((name, "; ".join(f"{v} ({n} records)" for v, n in sorted(values.items()))))
+    return rows

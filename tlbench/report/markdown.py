@@ -1,0 +1,79 @@
+"""leaderboard.md and the summary printed after a run."""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+from tlbench.report.board import Leaderboard
+from tlbench.report.plots import PLOT_TITLES
+from tlbench.report.views import (CI_NOTE, CURVE_NOTE, OVERALL_NOTE, View, _curve_views, dataset_view, describe,
+                                  environment_view, fmt_ci, fmt_seconds, gain_note, gain_view, no_gain_note, overall_view)
+
+# -- markdown ---------------------------------------------------------------------------------
+
+
+def _markdown_table(view: View, bold_best: Optional[int] = None) -> str:
+    from tabulate import tabulate
+
+    rows = []
+    for cells, style in zip(view.rows, view.styles):
+        cells = [c.replace("|", "\\|") for c in cells]
+        if bold_best is not None and style == "best":
+            cells[bold_best] = f"**{cells[bold_best]}**"
+        rows.append(cells)
+    align = ["right" if n else "left" for n in view.numeric]
+    return tabulate(rows, headers=view.headers, tablefmt="github", disable_numparse=True,
+                    colalign=align) + "\n"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def to_markdown(board: Leaderboard, plots: Iterable[str] = ()) -> str:
+    parts = [f"# {board.grid}\n", f"{describe(board)}.\n"]
+    if not board.per_dataset:
+        return "".join(p + "\n" for p in parts) + "No records yet.\n"
+    parts.append(f"## Overall\n\n{_sentence(OVERALL_NOTE)}.\n\n{_markdown_table(overall_view(board))}")
+    parts.append(f"## Per dataset\n\n{_sentence(CI_NOTE)}. Best top-1 on each dataset in bold.\n")
+    for dataset in board.datasets:
+        parts.append(f"### {dataset}\n\n{_markdown_table(dataset_view(board, dataset), bold_best=2)}")
+        warnings = [f"- {row['strategy']} on {row['backbone']}, {w}" for row in board.per_dataset
+                    if row["dataset"] == dataset for w in row["warnings"]]
+        if warnings:
+            parts[-1] += "\nWarnings (see the records):\n\n" + "\n".join(warnings) + "\n"
+    if board.curves:
+        parts.append(f"## Curves\n\n{_sentence(CURVE_NOTE)}.\n")
+        for (dataset, setting), views in _curve_views(board):
+            parts.append(f"### {dataset}: top-1 against {setting}\n\n{_markdown_table(views)}")
+    parts.append(f"## Transfer gain over `{board.control}`\n" if board.control else "## Transfer gain\n")
+    if board.transfer_gain:
+        parts[-1] += f"\n{_sentence(gain_note(board))}.\n\n{_markdown_table(gain_view(board))}"
+    else:
+        parts[-1] += f"\n{no_gain_note(board)}.\n"
+    plots = list(plots)
+    if plots:
+        parts.append("## Plots\n\n" + "\n\n".join(f"![{PLOT_TITLES[name]}]({name})" for name in plots) + "\n")
+    parts.append("## Environment\n\n" + _markdown_table(environment_view(board)))
+    return "\n".join(parts)
+
+
+# -- CSV and JSON ------------------------------------------------------------------------------
+
+
+def terminal_summary(board: Leaderboard, color: bool = False) -> str:
+    """The compact table printed after a run: one row per cell group, best per dataset marked."""
+    from tabulate import tabulate
+
+    bold, reset = ("\033[1m", "\033[0m") if color else ("", "")
+    rows = []
+    for row in board.per_dataset:
+        top1 = fmt_ci(row["top1"], row["top1_ci95"])
+        cells = [row["dataset"], row["backbone"], row["strategy"], top1 + (" *" if row["best"] else ""),
+                 str(row["seeds"]), fmt_seconds(row["train_s"]), row["status"]]
+        rows.append([f"{bold}{c}{reset}" for c in cells] if row["best"] else cells)
+    table = tabulate(rows, headers=["dataset", "backbone", "strategy", "top-1", "seeds", "train s", "status"],
+                     tablefmt="github", disable_numparse=True)
+    warnings = [f"WARNING {row['dataset']} / {row['backbone']} / {row['strategy']}, {w}"
+                for row in board.per_dataset for w in row["warnings"]]
+    return table + "\n* best top-1 on its dataset\n" + "".join(w + "\n" for w in warnings)

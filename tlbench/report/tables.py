@@ -1,0 +1,63 @@
+"""The leaderboard as data: pandas DataFrames (for notebooks and the CSV files) and JSON."""
+
+from __future__ import annotations
+
+import json
+
+from tlbench.report.board import INTEGER_METRICS, METRICS, Leaderboard
+from tlbench.report.stats import CONFIDENCE
+
+PER_DATASET_COLUMNS = ["dataset", "backbone", "strategy", "seeds", "top1", "top1_ci95", "top1_std",
+                       *[m for m, _ in METRICS], "best", "status", "error"]
+OVERALL_COLUMNS = ["backbone", "strategy", "mean_top1", "mean_rank", "datasets", "of_datasets", "wins", "not_ok"]
+GAIN_COLUMNS = ["dataset", "backbone", "strategy", "top1", "control_top1", "gain", "gain_ci95",
+                "paired_seeds", "note"]
+
+
+def frames(board: Leaderboard) -> dict:
+    """The three tables as pandas DataFrames (numbers unformatted), for notebooks and CSV:
+    ``frames(build_report("results", "my-grid"))["per_dataset"]``."""
+    import pandas as pd
+
+    out = {}
+    for name, rows, columns in (("per_dataset", board.per_dataset, PER_DATASET_COLUMNS),
+                                ("overall", board.overall, OVERALL_COLUMNS),
+                                ("transfer_gain", board.transfer_gain, GAIN_COLUMNS)):
+        frame = pd.DataFrame([{c: row.get(c) for c in columns} for row in rows], columns=columns)
+        for column in columns:
+            if column in INTEGER_METRICS:  # a mean of identical counts; keep it an integer
+                frame[column] = pd.array([None if pd.isna(v) else round(v) for v in frame[column]], dtype="Int64")
+            elif column in ("top1", "top1_ci95", "top1_std", "mean_top1", "mean_rank", "control_top1",
+                            "gain", "gain_ci95") or column in dict(METRICS):
+                frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+        out[name] = frame
+    return out
+
+
+def to_csv(frame) -> str:
+    return frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+
+
+def to_json(board: Leaderboard) -> str:
+    def clean(row: dict) -> dict:
+        # warnings only where there are some: leaderboards of clean grids stay byte-identical
+        return {k: (round(v, 9) if isinstance(v, float) else v) for k, v in row.items()
+                if k != "ok_seeds" and not (k == "warnings" and not v)}
+
+    document = {
+        "grid": board.grid, "control": board.control, "confidence": CONFIDENCE,
+        "records": board.records, "cells": board.cells,
+        "first_started_at": board.first_started, "last_finished_at": board.last_finished,
+        "datasets": board.datasets, "backbones": board.backbones, "strategies": board.strategies,
+        "seeds": board.seeds,
+        "per_dataset": [clean(r) for r in board.per_dataset],
+        "overall": [clean(r) for r in board.overall],
+        "transfer_gain": [clean(r) for r in board.transfer_gain],
+        "environment": dict(board.environment),
+    }
+    if board.curves:  # only then: leaderboards of grids without curves stay byte-identical
+        document["curves"] = board.curves
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+# -- terminal ----------------------------------------------------------------------------------

@@ -1,0 +1,188 @@
+"""How a Leaderboard's numbers are shown: one set of formatting rules and table views shared by
+the markdown, the page and the terminal."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Optional
+
+from tlbench.report.board import Leaderboard
+from tlbench.report.stats import CONFIDENCE
+
+# -- formatting (one set of rules for markdown, CSV-free views, the page and the terminal) -----
+
+
+def fmt_fixed(value: Optional[float], digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def fmt_ci(mean: Optional[float], half: Optional[float], digits: int = 3, signed: bool = False) -> str:
+    if mean is None:
+        return "-"
+    text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+    return text if half is None else f"{text} ± {half:.{digits}f}"
+
+
+def fmt_seconds(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def fmt_rate(value: Optional[float]) -> str:
+    """Three significant figures without exponents: 1,320 · 132 · 13.2 · 1.32 · 0.13."""
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def fmt_count(value: Optional[float]) -> str:
+    """Parameter counts as timm's tables give them: 3.38M, 12.8k, 842."""
+    if value is None:
+        return "-"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            scaled = value / scale
+            return f"{scaled:.{2 if scaled < 10 else 1 if scaled < 100 else 0}f}{suffix}"
+    return f"{value:.0f}"
+
+
+def fmt_mb(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+@dataclass
+class View:
+    """A table as shown: headers, cell texts, sort values (None sorts last), row styles."""
+
+    name: str
+    headers: list[str]
+    numeric: list[bool]
+    rows: list[list[str]] = field(default_factory=list)
+    sort_values: list[list] = field(default_factory=list)
+    styles: list[str] = field(default_factory=list)  # "best", "problem" or ""
+    titles: list[str] = field(default_factory=list)  # hover text for a row (why it failed)
+
+    def add(self, cells: list[tuple[str, object]], style: str = "", title: str = "") -> None:
+        self.rows.append([text for text, _ in cells])
+        self.sort_values.append([value for _, value in cells])
+        self.styles.append(style)
+        self.titles.append(title)
+
+
+def _style(row: dict) -> str:
+    return "best" if row.get("best") else ("problem" if row["status"] != "ok" else "")
+
+
+def dataset_view(board: Leaderboard, dataset: str) -> View:
+    view = View(f"dataset-{dataset}", ["backbone", "strategy", "top-1", "n", "train s", "samples/s",
+                          "trainable params", "peak mem MB", "status"],
+                [False, False, True, True, True, True, True, True, False])
+    for row in board.per_dataset:
+        if row["dataset"] != dataset:
+            continue
+        view.add([(row["backbone"], row["backbone"]), (row["strategy"], row["strategy"]),
+                  (fmt_ci(row["top1"], row["top1_ci95"]), row["top1"]), (str(row["seeds"]), row["seeds"]),
+                  (fmt_seconds(row["train_s"]), row["train_s"]),
+                  (fmt_rate(row["train_samples_per_s"]), row["train_samples_per_s"]),
+                  (fmt_count(row["trainable_params"]), row["trainable_params"]),
+                  (fmt_mb(row["peak_mem_mb"]), row["peak_mem_mb"]), (row["status"], row["status"])],
+                 _style(row), row["error"])
+    return view
+
+
+def overall_view(board: Leaderboard) -> View:
+    view = View("overall", ["backbone", "strategy", "mean top-1", "mean rank", "datasets", "best on",
+                            "not ok"],
+                [False, False, True, True, True, True, False])
+    for row in board.overall:
+        view.add([(row["backbone"], row["backbone"]), (row["strategy"], row["strategy"]),
+                  (fmt_fixed(row["mean_top1"]), row["mean_top1"]), (fmt_fixed(row["mean_rank"], 2), row["mean_rank"]),
+                  (f"{row['datasets']}/{row['of_datasets']}", row["datasets"]), (str(row["wins"]), row["wins"]),
+                  (row["not_ok"] or "-", row["not_ok"])],
+                 "problem" if row["not_ok"] else "")
+    return view
+
+
+def gain_view(board: Leaderboard) -> View:
+    control = board.control
+    view = View("transfer_gain", ["dataset", "backbone", "strategy", "top-1", control, "gain", "n", "note"],
+                [False, False, False, True, True, True, True, False])
+    for row in board.transfer_gain:
+        view.add([(row["dataset"], row["dataset"]), (row["backbone"], row["backbone"]),
+                  (row["strategy"], row["strategy"]), (fmt_fixed(row["top1"]), row["top1"]),
+                  (fmt_fixed(row["control_top1"]), row["control_top1"]),
+                  (fmt_ci(row["gain"], row["gain_ci95"], signed=True), row["gain"]),
+                  (str(row["paired_seeds"]) if row["paired_seeds"] else "-", row["paired_seeds"]),
+                  (row["note"] or "-", row["note"])],
+                 "problem" if row["note"] else "")
+    return view
+
+
+def environment_view(board: Leaderboard) -> View:
+    view = View("environment", ["field", "value"], [False, False])
+    for name, value in board.environment:
+        view.add([(name, name), (value, value)])
+    return view
+
+
+def describe(board: Leaderboard) -> str:
+    """One line: what the grid is and when its records were made (dates from the records only)."""
+    def plural(n, word, many=None):
+        return f"{n} {word if n == 1 else (many or word + 's')}"
+
+    done = sum(1 for row in board.per_dataset for _ in row["ok_seeds"])
+    parts = [f"{plural(board.cells, 'cell')} ({done} ok)",
+             " × ".join([plural(len(board.backbones), "backbone"),
+                         plural(len(board.strategies), "strategy", "strategies"),
+                         plural(len(board.datasets), "dataset"), plural(len(board.seeds), "seed")])]
+    if board.first_started and board.last_finished:
+        parts.append(f"records from {board.first_started} to {board.last_finished}")
+    return "; ".join(parts)
+
+
+CI_NOTE = (f"top-1 on each dataset's test split: mean over seeds ± half-width of the "
+           f"{CONFIDENCE:.0%} confidence interval (Student t; none with one seed); n = seeds that ran ok")
+OVERALL_NOTE = ("mean top-1 and mean rank (1 = best on a dataset, ties share the average rank) over "
+                "the datasets where the pair ran ok; best on = datasets where it has the highest top-1")
+
+
+CURVE_NOTE = ("top-1 for each value of a setting the grid lists several values of (mean over seeds ± "
+              "half-width of the 95% confidence interval)")
+
+
+def _curve_views(board: Leaderboard) -> list[tuple[tuple, View]]:
+    """One table per dataset and swept setting: a row per backbone/strategy, a column per value."""
+    out = []
+    for key, rows in itertools.groupby(board.curves, key=lambda c: (c["dataset"], c["setting"])):
+        rows = list(rows)
+        values = sorted({p["value"] for c in rows for p in c["points"]})
+        view = View(f"curve-{key[0]}-{key[1]}", ["backbone", "strategy", *map(str, values)],
+                    [False, False, *[True] * len(values)])
+        for curve in rows:
+            by_value = {p["value"]: p for p in curve["points"]}
+            cells = [(curve["backbone"], curve["backbone"]), (curve["strategy"], curve["strategy"])]
+            for value in values:
+                point = by_value.get(value)
+                cells.append(("-", None) if point is None else
+                             (fmt_ci(point["top1"], point["top1_ci95"]), point["top1"]))
+            view.add(cells)
+        out.append((key, view))
+    return out
+
+
+def gain_note(board: Leaderboard) -> str:
+    what = ("the same recipe from random weights" if board.control_from_random
+            else "the control chosen with --control")
+    return (f"each strategy's top-1 minus `{board.control}` ({what}) on "
+            f"the same backbone and dataset; ± from per-seed differences, n = paired seeds")
+
+
+def no_gain_note(board: Leaderboard) -> str:
+    if board.control is not None:
+        return (f"No `{board.control}` records: add `{board.control}` to the grid's strategies "
+                f"to measure what pretraining adds")
+    return ("No control: no single strategy of this grid starts from random weights. Add one "
+            "(`tlbench ls strategies -v` says which do) to measure what pretraining adds, or choose "
+            "a control with `tlbench report --control STRATEGY`")
