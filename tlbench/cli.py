@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Optional, Sequence
 
-from tlbench import __version__, rank
+from tlbench import __version__
 from tlbench.errors import ConfigError, RunStopped
 
 DEFAULT_GRID = object()  # `--grid` given without a file
@@ -26,6 +26,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="also load every .py file in DIR as a plugin (env: TLBENCH_PLUGINS_DIR)")
 
 
+def _add_grid_options(parser: argparse.ArgumentParser) -> None:
+    """What `run` and `rank` share: the grid, the results folder, quiet, the plugins folder."""
+    parser.add_argument("--grid", nargs="?", const=DEFAULT_GRID, default=DEFAULT_GRID, metavar="GRID.toml",
+                        help="grid file; without a file, the default grid the installed plugins provide")
+    parser.add_argument("--results", default="results", metavar="DIR", help="results folder (default: ./results)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _add_common(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tlbench",
@@ -38,9 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run every cell of a grid and write records + leaderboard",
         description="Run every cell of a grid; cells with records are skipped. Several runs may "
                     "share a results folder: each cell runs in one of them.")
-    run.add_argument("--grid", nargs="?", const=DEFAULT_GRID, default=DEFAULT_GRID, metavar="GRID.toml",
-                     help="grid file; without a file, the built-in offline default grid")
-    run.add_argument("--results", default="results", metavar="DIR", help="results folder (default: ./results)")
+    _add_grid_options(run)
     run.add_argument("--executor", choices=["local", "subprocess", "ray"], default="local",
                      help="where cells run: local (default, in this process), subprocess (each cell "
                           "in a fresh process) or ray (Ray tasks on a local instance or a cluster)")
@@ -59,8 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
                           "cell has no record and the next run picks it up")
     run.add_argument("--retry-failed", action="store_true", help="rerun cells whose record says failed")
     run.add_argument("--force", action="store_true", help="rerun every cell, even those already done")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    _add_common(run)
 
     ls = commands.add_parser("ls", help="list registered backbones, strategies or datasets",
                              description="List what the installed plugins register, one name a line.")
@@ -92,12 +97,53 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--strategy", metavar="PATTERN", help="only these strategies")
     runs.add_argument("--dataset", metavar="PATTERN", help="only these datasets")
     runs.add_argument("--status", choices=STATUSES, help="only records with this status")
-    rank.add_parser(commands, DEFAULT_GRID)
+
+    rank = commands.add_parser(
+        "rank", help="forecast which backbone transfers best, from frozen features only",
+        description="Compute every transferability score (tlbench ls scores) for each backbone x "
+                    "dataset pair of a grid, from cached frozen features, and, where the grid's "
+                    "records have measured top-1 for those pairs, Kendall's tau between each score "
+                    "and the best measured accuracy. Writes rank.md, rank.csv and rank.json next "
+                    "to the grid's records.")
+    _add_grid_options(rank)
+    rank.add_argument("--scores", metavar="NAMES", help="comma-separated scores (default: every registered one)")
     return parser
 
 
+def _load_grid(args):
+    """(registry, grid) for `run` and `rank`: plugins loaded (the broken ones said), grid validated."""
+    from tlbench.grid import load_grid
+    from tlbench.plugins import load_registry
+
+    registry = load_registry(args.plugins_dir)
+    _report_broken(registry)
+    return registry, load_grid(None if args.grid is DEFAULT_GRID else args.grid, registry)
+
+
 def cmd_rank(args) -> int:
-    return rank.main(args, DEFAULT_GRID)
+    """`tlbench rank`; exit 0, or 1 when a score failed for some pair."""
+    from tlbench import rank
+
+    registry, grid = _load_grid(args)
+    names = rank.score_names(registry, args.scores)
+    rank.pair_cells(grid, registry)  # a grid without a pretrained strategy fails before any work
+
+    from tlbench.machine import check_device
+    from tlbench.results import ensure_writable, grid_dir, iter_records
+    from tlbench.runner import Runner
+
+    check_device(grid.settings.device)
+    ensure_writable(args.results, grid.name)
+    log = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    ranking = rank.rank(grid, registry, names, Runner(registry, args.results),
+                        iter_records(args.results, grid.name), log=log)
+    paths = rank.write(ranking, grid_dir(args.results, grid.name))
+    print(rank.to_markdown(ranking), end="")
+    print(f"\nRanking in {paths[0].parent}/: " + ", ".join(p.name for p in paths))
+    if ranking.failed:
+        print(f"{len(ranking.failed)} score(s) failed; see the Failed section.", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_ls(args) -> int:
@@ -110,7 +156,7 @@ def cmd_ls(args) -> int:
     width = max((len(name) for name, _, _ in rows), default=0)
     described = set()
     for name, text, reg in rows:
-        print(f"{name:<{width}}  {text}  ({reg.plugin})")
+        print(f"{name:<{width}}  {text}  (from {reg.where()})")
         if args.verbose and reg.component not in described:
             described.add(reg.component)
             for opt, kind, default, help_text in describe_options(reg.component.Options):
@@ -119,14 +165,10 @@ def cmd_ls(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from tlbench.grid import load_grid
-    from tlbench.plugins import load_registry
     from tlbench.progress import Progress
     from tlbench.results import ensure_writable
 
-    registry = load_registry(args.plugins_dir)
-    _report_broken(registry)
-    grid = load_grid(None if args.grid is DEFAULT_GRID else args.grid, registry)
+    registry, grid = _load_grid(args)
 
     from tlbench.report import build_report, terminal_summary, write_board
     from tlbench.results import grid_dir
@@ -220,8 +262,9 @@ def _gpu_shares(pairs: list[str], registry) -> dict:
         except ValueError:
             share = -1.0
         if not 0 < share <= 1:
+            example = f"{name or registry.names('strategies')[0]}=0.25"
             raise ConfigError(f"--gpu-share {pair!r}: expected STRATEGY=FRACTION with 0 < FRACTION <= 1, "
-                              "e.g. --gpu-share linear_probe=0.25.")
+                              f"e.g. --gpu-share {example}.")
         registry.get("strategies", name)  # an unknown name: one message with the closest names
         shares[name] = share
     return shares
@@ -290,7 +333,7 @@ def cmd_report(args) -> int:
     for board in boards:
         paths = write_board(board, grid_dir(args.results, board.grid))
         if args.screenshot:
-            from tlbench.report_browser import screenshot
+            from tlbench.report.browser import screenshot
 
             page = next(p for p in paths if p.suffix == ".html")
             paths.append(screenshot(page, page.with_suffix(".png")))
@@ -396,7 +439,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if getattr(args, "results", None) is not None and not args.results.strip():
             raise ConfigError("--results is empty; name a folder, e.g. --results results.")
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # here, so that a reader gone away is seen below, not at exit
+        return code
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -406,6 +451,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:  # `run` handles its own; elsewhere nothing is half-written
         print("Interrupted.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tlbench ls | head`: the reader has gone, which is not an error
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, as a shell reports it
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that flushing it at exit raises nothing more."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

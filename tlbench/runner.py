@@ -375,6 +375,16 @@ class Runner:
 
     def _measure(self, cell: Cell, record: dict) -> dict:
         """Fit every candidate, keep the best on validation, score it on test."""
+        best, candidates, selection_s = self._select(cell, record)
+        result = self._score(*best)
+        if candidates:
+            result.update(candidates=candidates, selection_s=selection_s,
+                          selected=[c["val_top1"] for c in candidates].index(max(c["val_top1"] for c in candidates)))
+        return result
+
+    def _select(self, cell: Cell, record: dict) -> tuple[tuple, list, float]:
+        """((set-up, fitted model, train_s) of the candidate to score, what each candidate scored
+        on validation, the time all fits took). One candidate is fitted and kept as it is."""
         candidates, best, best_val, selection_s = [], None, -1.0, 0.0
         for options in cell.strategy_candidates:
             cell_setup = self.setup(cell, options)
@@ -383,26 +393,27 @@ class Runner:
             fitted, train_s = self._fit(cell_setup)
             selection_s += train_s
             if len(cell.strategy_candidates) == 1:
-                best = (cell_setup, fitted, train_s)
-                break
+                return (cell_setup, fitted, train_s), [], selection_s
             # the harness, not the strategy, scores each candidate, on validation only
             val_top1 = evaluate(fitted, cell_setup.val, cell_setup.ctx)["top1"]
             candidates.append({"options": options_as_dict(options), "val_top1": val_top1,
                                "train_s": train_s, "strategy_info": cell_setup.ctx.info})
             if val_top1 > best_val:
                 best, best_val = (cell_setup, fitted, train_s), val_top1
-        cell_setup, fitted, train_s = best
-        ctx, device = cell_setup.ctx, cell_setup.ctx.device
+        return best, candidates, selection_s
 
+    def _score(self, cell_setup: CellSetup, fitted: torch.nn.Module, train_s: float) -> dict:
+        """The chosen model's metrics on the test split, and what the record says about its fit."""
+        ctx, device = cell_setup.ctx, cell_setup.ctx.device
         start = time.perf_counter()
         metrics = evaluate(fitted, cell_setup.test, ctx)
         synchronize(device)
         eval_s = time.perf_counter() - start
         trainable, total = count_parameters(fitted)  # after a forward pass: lazy modules are sized
         served = cell_setup.train.served + cell_setup.val.served
-        warnings = record.get("warnings", []) + list(filter(None, [
+        warnings = cell_setup.facts["warnings"] + list(filter(None, [
             sanity.chance_warning(metrics["top1"], cell_setup.test.labels.numpy())]))
-        result = {
+        return {
             **metrics,
             "warnings": warnings,
             "options": options_as_dict(cell_setup.strategy.options),
@@ -416,7 +427,3 @@ class Runner:
             "num_classes": ctx.num_classes,
             "strategy_info": ctx.info,
         }
-        if candidates:
-            result.update(candidates=candidates, selection_s=selection_s,
-                          selected=[c["val_top1"] for c in candidates].index(best_val))
-        return result
