@@ -129,17 +129,17 @@ def cmd_rank(args) -> int:
     rank.pair_cells(grid, registry)  # a grid without a pretrained strategy fails before any work
 
     from tlbench.machine import check_device
-    from tlbench.results import ensure_writable, grid_dir, iter_records
+    from tlbench.results import grid_dir, iter_records, writable_folder
     from tlbench.runner import Runner
 
     check_device(grid.settings.device)
-    ensure_writable(args.results, grid.name)
+    folder = writable_folder(grid_dir(args.results, grid.name))  # no records folder: rank runs no cell
     log = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     ranking = rank.rank(grid, registry, names, Runner(registry, args.results),
                         iter_records(args.results, grid.name), log=log)
-    paths = rank.write(ranking, grid_dir(args.results, grid.name))
+    paths = rank.write(ranking, folder)
     print(rank.to_markdown(ranking), end="")
-    print(f"\nRanking in {paths[0].parent}/: " + ", ".join(p.name for p in paths))
+    print(f"\nRanking in {folder}/: " + ", ".join(p.name for p in paths))
     if ranking.failed:
         print(f"{len(ranking.failed)} score(s) failed; see the Failed section.", file=sys.stderr)
         return 1

@@ -97,7 +97,11 @@ def record_path(results_dir: str | Path, grid_name: str, run_id: str) -> Path:
 
 def ensure_writable(results_dir: str | Path, grid_name: str) -> Path:
     """Create the records folder or explain why it cannot be used."""
-    folder = records_dir(results_dir, grid_name)
+    return writable_folder(records_dir(results_dir, grid_name))
+
+
+def writable_folder(folder: Path) -> Path:
+    """``folder``, created if needed, or a ConfigError saying why it cannot be written."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-", delete=True)
