@@ -1,56 +1,439 @@
-"""README.md is the manual: it must match the code (datasette's habit)."""
+"""README.md and docs/ are the manual: they must match the code (datasette's habit).
 
+The pages are parsed, not searched: a table's first column is compared, as a set of code spans,
+with the names the code has, in both directions (nothing missing, nothing stale), so "`backbone"
+no longer passes for "`backbones`". The examples of docs/plugins.md run in test_docs_example.py.
+"""
+
+import argparse
 import dataclasses
+import inspect
+import json
 import re
 from pathlib import Path
 
+import tlbench
 from tlbench import hookspecs
-from tlbench.grid import Settings, TOP_LEVEL_KEYS
-from tlbench.results import iter_records
+from tlbench.cli import build_parser
+from tlbench.grid import TOP_LEVEL_KEYS
+from tlbench.options import describe_options
+from tlbench.results import ERROR_KINDS, OPTIONAL, REQUIRED, STATUSES
 
-from conftest import TINY_SETTINGS
+try:
+    from tlbench.settings import Settings
+except ImportError:  # before [settings] had its own module
+    from tlbench.grid import Settings
 
-README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).parent.parent
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+PAGES = [README, *sorted(DOCS.glob("*.md"))]
+KINDS = {"backbone": "backbones", "strategy": "strategies", "dataset": "datasets", "score": "scores"}
 
-
-def test_every_setting_is_documented():
-    for field in dataclasses.fields(Settings):
-        assert f"| `{field.name}` |" in README, field.name
-
-
-def test_every_top_level_grid_key_is_documented():
-    for key in TOP_LEVEL_KEYS:
-        assert f"`{key}" in README or f"[{key}" in README, key
-
-
-def test_every_hook_is_documented():
-    hooks = [name for name in dir(hookspecs) if name.startswith("register_")]
-    assert len(hooks) == 4
-    for hook in hooks:
-        assert hook in README, hook
+# Record fields written only by some cells: a failed one (traceback), one whose options were lists.
+FIELDS_OF_SOME_RECORDS = {"traceback", "candidates", "selected", "selection_s", "error_kind"}
 
 
-def test_every_first_party_component_is_listed(registry):
-    for kind in ("strategies", "datasets"):
-        for name in registry.names(kind):
-            assert f"`{name}`" in README, name
+def read(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
 
 
-def test_readme_plugin_example_runs_as_a_loose_file(tmp_path, write_grid, cli):
-    """The strategy plugin printed in README.md loads from --plugins-dir and trains."""
-    example = re.search(r"```python\n(# tlbench_head_only.py\n.*?)```", README, re.S).group(1)
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "tlbench_head_only.py").write_text(example)
-    grid = write_grid(f"""
-        name = "readme"
-        backbones = ["test_efficientnet"]
-        strategies = ["head_only_sgd"]
-        datasets = ["digits"]
-        {TINY_SETTINGS}
-    """)
-    code, out, err = cli("run", "--grid", grid, "--results", tmp_path / "r", "--plugins-dir", plugins)
-    assert code == 0, err
-    (record,) = iter_records(tmp_path / "r", "readme")
-    assert record["status"] == "ok"
-    assert record["trainable_params"] == 256 * 10 + 10
+# -- a small markdown parser -----------------------------------------------------------------
+
+
+def prose_lines(text: str):
+    """(line, inside a fenced code block) for every line; fence lines count as inside."""
+    fence = None
+    for line in text.splitlines():
+        marker = re.match(r"^\s*(```+|~~~+)", line)
+        if fence is None and marker:
+            fence = marker.group(1)
+            yield line, True
+        elif fence is not None:
+            if line.strip().startswith(fence):
+                fence = None
+            yield line, True
+        else:
+            yield line, False
+
+
+def headings(text: str) -> list[tuple[int, str, int]]:
+    """(level, title, line index) of every heading outside code blocks."""
+    found = []
+    for i, (line, fenced) in enumerate(prose_lines(text)):
+        match = None if fenced else re.match(r"^(#{1,6})\s+(.*?)\s*#*\s*$", line)
+        if match:
+            found.append((len(match.group(1)), match.group(2), i))
+    return found
+
+
+def section(text: str, title: str) -> str:
+    """The text under the heading ``title`` up to the next heading of the same or a higher level."""
+    lines = text.splitlines()
+    marks = headings(text)
+    for n, (level, heading, start) in enumerate(marks):
+        if heading == title:
+            end = next((i for lvl, _, i in marks[n + 1:] if lvl <= level), len(lines))
+            return "\n".join(lines[start + 1:end])
+    raise AssertionError(f"no heading {title!r}")
+
+
+def subsections(text: str, level: int) -> dict[str, str]:
+    """{title: text} of every heading of ``level`` in ``text``."""
+    return {title: section(text, title) for lvl, title, _ in headings(text) if lvl == level}
+
+
+def code_blocks(text: str, lang: str = "python") -> list[str]:
+    blocks, current, opened = [], None, None
+    for line in text.splitlines():
+        marker = re.match(r"^\s*(```+)\s*(\S*)", line)
+        if current is None and marker:
+            current, opened = [], marker
+        elif current is not None and line.strip().startswith(opened.group(1)):
+            if opened.group(2) == lang:
+                blocks.append("\n".join(current) + "\n")
+            current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def split_row(line: str) -> list[str]:
+    """The cells of a table row; a `|` inside a code span does not split."""
+    cells, cell, in_code = [], "", False
+    for char in line.strip().strip("|"):
+        if char == "`":
+            in_code = not in_code
+        if char == "|" and not in_code:
+            cells.append(cell.strip())
+            cell = ""
+        else:
+            cell += char
+    return cells + [cell.strip()]
+
+
+def tables(text: str) -> list[list[list[str]]]:
+    """Every table outside code blocks: its rows (header first, the --- row left out)."""
+    found, rows = [], []
+    for line, fenced in list(prose_lines(text)) + [("", False)]:
+        if not fenced and line.lstrip().startswith("|"):
+            if not re.fullmatch(r"\s*\|?[\s:|-]+\|?\s*", line):
+                rows.append(split_row(line))
+        elif rows:
+            found.append(rows)
+            rows = []
+    return found
+
+
+def spans(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+def column(table: list[list[str]], header: str) -> list[str]:
+    index = table[0].index(header)
+    return [row[index] for row in table[1:]]
+
+
+def names_in(cells) -> set[str]:
+    return {name for cell in cells for name in spans(cell)}
+
+
+def mismatch(documented, actual, what: str) -> list[str]:
+    """What the docs lack and what they name that the code does not have."""
+    documented, actual = set(documented), set(actual)
+    problems = []
+    if actual - documented:
+        problems.append(f"{what}: not documented: {sorted(actual - documented)}")
+    if documented - actual:
+        problems.append(f"{what}: documented but not in the code: {sorted(documented - actual)}")
+    return problems
+
+
+def slug(title: str) -> str:
+    """GitHub's anchor for a heading."""
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    seen, result = {}, set()
+    for _, title, _ in headings(text):
+        base = slug(title)
+        result.add(base if base not in seen else f"{base}-{seen[base]}")
+        seen[base] = seen.get(base, 0) + 1
+    return result
+
+
+def link_problems(page: Path) -> list[str]:
+    """Relative links (and images) in ``page`` whose file or heading does not exist."""
+    problems = []
+    prose = "\n".join(line for line, fenced in prose_lines(read(page)) if not fenced)
+    prose = re.sub(r"`[^`]*`", "", prose)
+    for target in re.findall(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", prose):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        if not file.exists():
+            problems.append(f"{page.name}: link to {target}: no such file")
+        elif anchor and (file.suffix != ".md" or anchor not in anchors(read(file))):
+            problems.append(f"{page.name}: link to {target}: no such heading")
+    return problems
+
+
+# -- the public API's sections -----------------------------------------------------------------
+
+
+def public_members(obj) -> set[str]:
+    """What a class of the public API defines itself: methods, attributes, fields."""
+    if not inspect.isclass(obj):
+        return set()
+    own = {name for name in vars(obj) if not name.startswith("_")}
+    return own | set(inspect.get_annotations(obj))
+
+
+def api_problems(text: str, namespace) -> list[str]:
+    """Every name of ``namespace.__all__`` needs a ``### `tlbench.NAME` `` section whose first
+    python block is its signature (with every member the class defines) and a further python
+    block, an example that uses it."""
+    sections = subsections(text, 3)
+    documented = {m.group(1) for title in sections if (m := re.fullmatch(r"`tlbench\.(\w+)`", title))}
+    problems = [f"tlbench.{name}: documented but not in tlbench.__all__"
+                for name in sorted(documented - set(namespace.__all__))]
+    for name in namespace.__all__:
+        title = f"`tlbench.{name}`"
+        if title not in sections:
+            problems.append(f"tlbench.{name}: no '### {title}' section")
+            continue
+        blocks = code_blocks(sections[title])
+        if len(blocks) < 2:
+            problems.append(f"tlbench.{name}: needs a python block with its signature and one with an example")
+            continue
+        signature, examples = blocks[0], blocks[1:]
+        obj = getattr(namespace, name)
+        if inspect.isclass(obj):
+            declared = rf"^\s*class {name}\b"
+        elif inspect.isfunction(obj):
+            declared = rf"^\s*def {name}\("
+        else:
+            declared = rf"^\s*{re.escape(name)}\s*[:=]"
+        if not re.search(declared, signature, re.M):
+            problems.append(f"tlbench.{name}: its signature block does not declare it")
+        for member in sorted(public_members(obj)):
+            if not re.search(rf"\b{re.escape(member)}\b", signature):
+                problems.append(f"tlbench.{name}.{member}: missing from its signature block")
+        if not any(re.search(rf"\b{re.escape(name)}\b", example) for example in examples):
+            problems.append(f"tlbench.{name}: no example uses it")
+    return problems
+
+
+# -- README ------------------------------------------------------------------------------------
+
+
+def test_readme_is_at_most_200_lines():
+    assert len(read(README).splitlines()) <= 200
+
+
+def test_readme_table_lists_every_registered_component(registry):
+    (table,) = tables(section(read(README), "What is installed"))
+    documented = {kind: set() for kind in KINDS.values()}
+    for kind, name in zip(column(table, "kind"), column(table, "name")):
+        documented[KINDS[kind]] |= set(spans(name))
+    problems = []
+    for kind in KINDS.values():
+        registered = set()
+        for reg in registry.entries[kind].values():
+            component = reg.component
+            registered |= set(component.featured) if component.is_family() else {component.name}
+        problems += mismatch(documented[kind], registered, f"README's {kind}")
+    assert problems == []
+
+
+def test_readme_keeps_the_test_command_ci_runs():
+    """.ci/run runs the README's test command: both must name the same one."""
+    ci = read(ROOT / ".ci" / "run")
+    commands = [line.strip() for block in code_blocks(section(read(README), "Tests"), "bash")
+                for line in block.splitlines()]
+    assert 'pip install -e ".[test]" && python3 -m pytest -q' in commands
+    assert re.search(r'^python3 -m pip install -e "\.\[test\]"$', ci, re.M)
+    assert re.search(r"^python3 -m pytest -q$", ci, re.M)
+
+
+# -- grid files --------------------------------------------------------------------------------
+
+
+def test_settings_table_matches_the_settings_dataclass():
+    grids = read(DOCS / "grids.md")
+    (table, *_) = tables(section(grids, "`[settings]`"))
+    documented = {names[0]: spans(default)[0] for names, default
+                  in zip(map(spans, column(table, "key")), column(table, "default"))}
+    actual = {name: default for name, _, default, _ in describe_options(Settings)}
+    assert mismatch(documented, actual, "[settings] keys") == []
+    assert documented == actual  # the defaults too
+
+
+def test_top_level_keys_table_matches_the_grid_keys():
+    (table,) = tables(section(read(DOCS / "grids.md"), "Top-level keys"))
+    keys = {re.sub(r"^\[(\w+)(\.NAME)?\]$", r"\1", name) for name in names_in(column(table, "key"))}
+    assert mismatch(keys, TOP_LEVEL_KEYS, "top-level grid keys") == []
+
+
+def option_pairs(cell: str) -> dict[str, str]:
+    """`lr` (0.001), `path` (required) -> {"lr": "0.001", "path": "required"}"""
+    return dict(re.findall(r"`(\w+)` \(([^()]*)\)", cell))
+
+
+def test_option_tables_match_every_plugins_options(registry):
+    text = section(read(DOCS / "grids.md"), "Options per plugin")
+    problems = []
+    for kind in KINDS.values():
+        (table,) = tables(section(text, kind.capitalize()))
+        documented = {name: option_pairs(options) for names, options
+                      in zip(map(spans, column(table, "name")), column(table, "options (default)"))
+                      for name in names[:1]}
+        problems += mismatch(documented, registry.names(kind), f"options table of {kind}")
+        for name in set(documented) & set(registry.names(kind)):
+            actual = {option: default.strip("()") for option, _, default, _
+                      in describe_options(registry.entries[kind][name].component.Options)}
+            if documented[name] != actual:
+                problems.append(f"options of {kind} {name}: documented {documented[name]}, code {actual}")
+    assert problems == []
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def flags(parser: argparse.ArgumentParser) -> set[str]:
+    return {flag for action in parser._actions for flag in action.option_strings
+            if flag not in ("-h", "--help")}
+
+
+def test_cli_page_documents_every_command_and_flag():
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    parsers = {"tlbench": parser, **{f"tlbench {name}": sub for name, sub in commands.choices.items()}}
+    text = read(DOCS / "cli.md")
+    sections = {title.strip("`"): body for title, body in subsections(text, 2).items()}
+    problems = mismatch(sections, parsers, "commands in docs/cli.md")
+    for command in set(sections) & set(parsers):
+        (table,) = tables(sections[command])
+        problems += mismatch(names_in(column(table, "flag")), flags(parsers[command]), f"`{command}` flags")
+    assert problems == []
+
+
+# -- plugins -----------------------------------------------------------------------------------
+
+
+def test_every_hook_has_a_section():
+    hooks = {name for name, value in vars(hookspecs).items() if hasattr(value, "tlbench_spec")}
+    documented = {title.strip("`").split("(")[0]
+                  for title in subsections(section(read(DOCS / "plugins.md"), "Hooks"), 3)}
+    assert mismatch(documented, hooks, "hooks") == []
+
+
+def test_every_public_name_has_its_signature_and_an_example():
+    assert api_problems(read(DOCS / "plugins.md"), tlbench) == []
+
+
+# -- records -----------------------------------------------------------------------------------
+
+
+def published_record_fields() -> set[str]:
+    return {key for path in ROOT.glob("results/*/records/*.json") for key in json.loads(read(path))}
+
+
+def documented_record_fields() -> set[str]:
+    (table,) = tables(section(read(DOCS / "records.md"), "Fields"))
+    return names_in(column(table, "field"))
+
+
+def test_record_field_table_matches_the_schema_and_the_published_records():
+    documented = documented_record_fields()
+    written = set(REQUIRED) | set(OPTIONAL) | published_record_fields()
+    problems = mismatch(documented, written | FIELDS_OF_SOME_RECORDS, "record fields")
+    assert problems == []
+
+
+def test_status_and_error_kind_tables_match_the_code():
+    text = read(DOCS / "records.md")
+    (statuses,) = tables(section(text, "Statuses"))
+    (kinds,) = tables(section(text, "Error kinds"))
+    problems = (mismatch(names_in(column(statuses, "status")), STATUSES, "statuses")
+                + mismatch(names_in(column(kinds, "kind")), ERROR_KINDS, "error kinds"))
+    assert problems == []
+
+
+# -- links and published results ---------------------------------------------------------------
+
+
+def test_every_relative_link_resolves():
+    assert [problem for page in PAGES for problem in link_problems(page)] == []
+
+
+def test_every_published_leaderboard_is_linked_from_the_results_page():
+    page = DOCS / "results.md"
+    prose = "\n".join(line for line, fenced in prose_lines(read(page)) if not fenced)
+    linked = {(page.parent / target).resolve() for target in re.findall(r"\]\(([^)#\s]+)", prose)}
+    published = {path.resolve() for path in ROOT.glob("results/*/leaderboard.md")}
+    assert published and published <= linked
+    commands = [line for block in code_blocks(read(page), "bash") for line in block.splitlines()]
+    assert "tlbench report --results results/offline-default --screenshot" in commands
+
+
+def test_every_tlbench_import_in_the_docs_resolves():
+    """`from tlbench.report import build_report, frames` and the like, in prose or code."""
+    import importlib
+
+    problems = []
+    for page in PAGES:
+        for module, names in re.findall(r"from (tlbench(?:\.\w+)*) import ([\w, ]+)", read(page)):
+            try:
+                imported = importlib.import_module(module)
+            except ImportError:
+                problems.append(f"{page.name}: no module {module}")
+                continue
+            problems += [f"{page.name}: {module} has no {name}" for name in re.findall(r"\w+", names)
+                         if not hasattr(imported, name)]
+    assert problems == []
+
+
+def test_the_layout_names_every_module_of_the_core():
+    (layout,) = code_blocks(section(read(DOCS / "development.md"), "Layout"), "")
+    lines = layout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("tlbench/"))
+    documented = set()
+    for line in lines[start + 1:]:
+        if not line.startswith("  "):
+            break
+        documented.add(line.split()[0])
+    core = ROOT / "tlbench"
+    actual = {p.name for p in core.glob("*.py")} | {f"{p.name}/" for p in core.iterdir()
+                                                    if p.is_dir() and not p.name.startswith(("_", "."))}
+    assert mismatch(documented, actual, "modules of tlbench/ in docs/development.md") == []
+
+
+# -- the checks above can fail -----------------------------------------------------------------
+
+
+def test_a_table_naming_backbone_for_backbones_is_reported_both_ways():
+    wrong = "| key | meaning |\n|---|---|\n| `backbone` | the models |\n| `seeds` | seeds |\n"
+    (table,) = tables(wrong)
+    problems = mismatch(names_in(column(table, "key")), {"backbones", "seeds"}, "keys")
+    assert problems == ["keys: not documented: ['backbones']",
+                        "keys: documented but not in the code: ['backbone']"]
+
+
+def test_a_public_name_without_docs_is_reported():
+    text = read(DOCS / "plugins.md")
+    without_split = re.sub(r"^### `tlbench\.Split`$.*?(?=^### )", "", text, flags=re.M | re.S)
+    assert api_problems(without_split, tlbench) == ["tlbench.Split: no '### `tlbench.Split`' section"]
+    without_memo = text.replace("    memo: dict ", "    scratchpad: dict ")
+    assert api_problems(without_memo, tlbench) == ["tlbench.FitContext.memo: missing from its signature block"]
+
+
+def test_broken_links_are_reported(tmp_path):
+    (tmp_path / "other.md").write_text("# Other page\n\n## A heading\n", encoding="utf-8")
+    page = tmp_path / "page.md"
+    page.write_text("[ok](other.md#a-heading) [gone](missing.md) [no anchor](other.md#nowhere)\n"
+                    "`[in code](missing.md)`\n\n```\n[in a block](missing.md)\n```\n", encoding="utf-8")
+    assert link_problems(page) == ["page.md: link to missing.md: no such file",
+                                   "page.md: link to other.md#nowhere: no such heading"]

@@ -388,18 +388,6 @@ def test_published_leaderboard_is_what_its_records_say(tmp_path, cli):
         assert (PUBLISHED / name).read_bytes().startswith(b"\x89PNG"), name
 
 
-def test_readme_shows_the_published_tables_and_plot():
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    md = (PUBLISHED / "leaderboard.md").read_text()
-    tables = re.findall(r"^\|.*\|\n(?:^\|.*\|\n?)+", md, re.M)
-    shown = [t for t in tables if "| field " not in t]  # all but the environment
-    assert len(shown) == 4  # overall, two datasets, transfer gain
-    for table in shown:
-        assert table.strip() in readme, table.splitlines()[2]
-    assert "](results/offline-default/accuracy_vs_train_time.png)" in readme
-    assert "tlbench report --results results/offline-default --screenshot" in readme
-
-
 def shots_record(strategy, seed, shots, top1):
     rec = record("digits", "lite0", strategy, seed, top1)
     rec["sweep"] = {"train_per_class": shots}
