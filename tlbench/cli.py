@@ -220,6 +220,9 @@ def _pool(args, registry, grid, runner):
             raise ConfigError("--cell-timeout needs --executor subprocess or ray: a cell running in "
                               "this process cannot be stopped safely.")
         _only_with_ray(args)
+        from tlbench.cpus import size_threads
+
+        size_threads()  # as many as this process's CPUs (affinity, cgroup quota), not the host's
         return LocalPool(runner), None
     plugins_dir = args.plugins_dir or os.environ.get("TLBENCH_PLUGINS_DIR")
     if plugins_dir:
@@ -430,6 +433,9 @@ def _report_broken(registry) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from tlbench.cpus import quiet_threads
+
+    quiet_threads()  # before any command imports torch
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -42,7 +42,7 @@ class CellJob:
     run_id: str
     plugins_dir: Optional[str] = None
     cache_dir: Optional[str] = None
-    threads: Optional[int] = None  # torch intra-op threads in the worker (None: torch's choice)
+    threads: Optional[int] = None  # torch intra-op threads in the worker (None: its usable CPUs)
     progress: bool = False  # draw the cell's step bars (a worker that shares the driver's terminal)
 
 
@@ -66,14 +66,12 @@ _runners: dict = {}  # one Runner per worker process and configuration: datasets
 
 def run_job(job: CellJob) -> dict:
     """Run one cell here (in a worker) and return its record."""
-    import torch
-
+    from tlbench.cpus import size_threads
     from tlbench.plugins import load_registry
     from tlbench.progress import Progress
     from tlbench.runner import Runner
 
-    if job.threads:
-        torch.set_num_threads(job.threads)
+    size_threads(job.threads)
     key = (job.plugins_dir, job.cache_dir, job.progress)
     if key not in _runners:
         registry = load_registry(job.plugins_dir)
@@ -170,6 +168,9 @@ def _exit_when_orphaned(parent: int) -> None:
 
 def _child_main(job_path: str, result_path: str) -> int:
     """Entry point of an isolated cell's process."""
+    from tlbench.cpus import quiet_threads
+
+    quiet_threads()  # before the cell imports torch (the driver's environment usually has it already)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stores the cell as interrupted
     _exit_when_orphaned(os.getppid())
     job = CellJob(**json.loads(Path(job_path).read_text(encoding="utf-8")))

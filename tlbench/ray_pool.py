@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from tlbench.cpus import QUIET_THREADS_ENV
 from tlbench.errors import ConfigError
 from tlbench.executors import CellJob, IsolatedCell, Outcome, run_job
 
@@ -44,8 +45,10 @@ class RayPool:
         if not ray.is_initialized():
             try:
                 # without an address: a local instance sized to this machine
+                # workers on a node share its cores: their torch threads must not spin (tlbench.cpus)
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                         logging_level="ERROR", configure_logging=True)
+                         logging_level="ERROR", configure_logging=True,
+                         runtime_env={"env_vars": dict(QUIET_THREADS_ENV)})
             except ConnectionError as exc:
                 why = str(exc).rstrip(".")
                 raise ConfigError(f"Cannot join the Ray cluster at {address!r}: {why}. Start one with "
