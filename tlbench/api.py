@@ -137,9 +137,9 @@ class Split:
         raise NotImplementedError
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0,
-                device="cpu") -> "Iterable[tuple[torch.Tensor, torch.Tensor]]":
-        """(images N×3×S×S float32, labels N int64) batches on ``device``; ``shuffle`` draws the
-        order with ``seed``. Pass ``device=ctx.device``: the default is the CPU."""
+                device=None) -> "Iterable[tuple[torch.Tensor, torch.Tensor]]":
+        """(images N×3×S×S float32, labels N int64) batches on ``device`` (default: the cell's
+        device, ``ctx.device``); ``shuffle`` draws the order with ``seed``."""
         raise NotImplementedError
 
     def num_batches(self, batch_size: int) -> int:
@@ -165,7 +165,10 @@ class FitContext:
     settings: "Settings"
     seed: int
     num_classes: int
-    precision: str  # "fp32" or "bf16" (autocast on CUDA)
+    #: what ``autocast()`` computes in: "fp32" (CPU, MPS), "bf16" (GPUs of compute capability 8.0
+    #: and up) or "fp16" (older GPUs; a strategy that trains under it scales its loss, e.g. with
+    #: ``torch.amp.GradScaler``, or fp16 gradients underflow). The record keeps it.
+    precision: str
     weights: str  # identity of the initial weights (with the seed for random init), for caches
     cache_dir: str
     #: ``ctx.progress(iterable, total=None, desc="")`` wraps a loop so the cell's progress bar shows it
@@ -181,7 +184,7 @@ class FitContext:
     memo: dict
 
     def autocast(self):
-        """A context manager for forward passes: autocast to ``precision`` (bf16 on CUDA), or
+        """A context manager for forward passes: autocast to ``precision`` (bf16 or fp16 on CUDA), or
         nothing in fp32. Scoring runs under it too."""
         raise NotImplementedError
 

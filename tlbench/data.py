@@ -234,8 +234,10 @@ class ImageSplit(Split):
     """
 
     def __init__(self, images: Images, indices: np.ndarray, size: int, mean, std,
-                 resample: Resample = Resample(), pixels: Optional[torch.Tensor] = None, key: str = ""):
+                 resample: Resample = Resample(), pixels: Optional[torch.Tensor] = None, key: str = "",
+                 device="cpu"):
         self.indices = np.asarray(indices, dtype=np.int64)
+        self.device = torch.device(device)  # where batches() puts them unless told otherwise
         all_labels = np.asarray(images.labels, dtype=np.int64)
         self.labels = torch.from_numpy(all_labels[self.indices])
         self.num_classes = len(images.classes)
@@ -256,7 +258,8 @@ class ImageSplit(Split):
         return x.sub_(self.mean.to(device)).div_(self.std.to(device))
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0,
-                device="cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                device=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = self.device if device is None else device
         order = (torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
                  if shuffle else torch.arange(len(self)))
         if self.pixels is not None:

@@ -226,6 +226,7 @@ class LocalPool:
     interrupted, so there is nothing left to interrupt here."""
 
     slots = 1
+    shares_the_process = True  # a device fault in one cell breaks every later one (see GridDriver)
 
     def __init__(self, runner):
         self.runner = runner
@@ -372,6 +373,17 @@ class GridDriver:
                 self.outcome.ran.append(record)
                 if record["status"] == "interrupted":
                     raise GridInterrupted(record)
+                if record.get("error_kind") == "device_fault" and getattr(self.pool, "shares_the_process", False):
+                    self._stop_after_device_fault(record)
+
+    def _stop_after_device_fault(self, record: dict) -> None:
+        """A device-side assert or illegal access leaves this process's CUDA context broken:
+        every later cell here would fail the same way, so the run stops with its record stored."""
+        raise RunStopped(
+            f"{record['backbone']} / {record['strategy']} / {record['dataset']} / seed {record['seed']} "
+            f"failed with a GPU fault ({record['error']}), which leaves this process unable to use the "
+            "GPU; the other cells were not run. Run the same command with --executor subprocess: each "
+            "cell then has a process of its own, and a fault fails only its cell.")
 
     def _store_interrupted(self) -> list:
         records = [self._store(*self.in_flight.pop(handle), result) for handle, result in self.pool.interrupt()]

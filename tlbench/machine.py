@@ -107,7 +107,41 @@ def environment(device: torch.device, precision: Optional[str]) -> dict:
         "device_name": device_name(device),
         "precision": precision,
         "platform": platform.platform(),
+        **(cuda_settings(device) if device.type == "cuda" else {}),
     }
+
+
+def cuda_settings(device: torch.device) -> dict:
+    """What else changes a number on a GPU: which one, its compute capability, cuDNN's version
+    and whether TF32 and cuDNN's autotuner were on."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    major, minor = torch.cuda.get_device_capability(index)
+    return {
+        "device_index": index,
+        "compute_capability": f"{major}.{minor}",
+        "cudnn": torch.backends.cudnn.version(),
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+    }
+
+
+def precision_for(device: torch.device) -> str:
+    """The autocast precision of a cell: bf16 on GPUs that compute it natively (compute
+    capability 8.0 and up: A100, H100, RTX 30xx on), fp16 on older ones (T4, V100: there bf16 is
+    emulated and slower than fp32; fp16 training needs loss scaling, see FitContext.precision),
+    fp32 elsewhere."""
+    if device.type != "cuda":
+        return "fp32"
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return "bf16" if torch.cuda.get_device_capability(index) >= (8, 0) else "fp16"
+
+
+def use_device(device: torch.device) -> None:
+    """Make ``cuda:N`` the current device too, so that nothing (cuBLAS handles, a library's own
+    allocation) creates a context on GPU 0 beside it."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
 
 
 def release_memory() -> None:

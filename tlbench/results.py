@@ -29,7 +29,7 @@ from typing import Iterator, Optional
 from tlbench.errors import ConfigError
 
 STATUSES = ("ok", "failed", "interrupted")
-ERROR_KINDS = ("exception", "oom", "non_finite", "interrupted", "timeout", "crashed")
+ERROR_KINDS = ("exception", "oom", "non_finite", "device_fault", "interrupted", "timeout", "crashed")
 REQUIRED = {"run_id": str, "grid": str, "backbone": str, "strategy": str, "dataset": str,
             "seed": int, "status": str}
 

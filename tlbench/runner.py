@@ -25,8 +25,8 @@ from tlbench.data import (DecodedPixels, ImageSplit, Resample, SplitIndices, fit
                           per_class_subsample, stratified_sample, stratified_split)
 from tlbench.errors import ConfigError
 from tlbench.grid import Cell
-from tlbench.machine import (environment, peak_memory_mb, release_memory, reset_peak_memory, resolve_device,
-                             synchronize)
+from tlbench.machine import (environment, peak_memory_mb, precision_for, release_memory, reset_peak_memory,
+                             resolve_device, synchronize, use_device)
 from tlbench.options import options_as_dict
 from tlbench.plugins import Registry
 from tlbench.progress import Progress
@@ -64,18 +64,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-OOM_MESSAGES = ("out of memory", "not enough memory", "can't allocate memory")
+OOM_MESSAGES = ("out of memory", "not enough memory", "can't allocate memory",
+                "cublas_status_alloc_failed")  # cuBLAS cannot allocate its workspace: memory too
+# Errors after which the process's CUDA context is unusable: every later CUDA call fails too
+DEVICE_FAULT_MESSAGES = ("device-side assert", "illegal memory access", "illegal instruction",
+                         "unspecified launch failure", "misaligned address", "cuda error: an illegal")
 
 
 def error_kind(exc: BaseException) -> str:
-    """What went wrong, for the record and the summary: oom, non_finite or exception."""
+    """What went wrong, for the record and the summary: oom, non_finite, device_fault or exception."""
+    message = str(exc).lower()
     if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
         return "oom"
-    if isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in OOM_MESSAGES):
-        return "oom"  # MPS and the CPU allocator raise plain RuntimeErrors
+    if isinstance(exc, RuntimeError) and any(m in message for m in DEVICE_FAULT_MESSAGES):
+        return "device_fault"
+    if isinstance(exc, RuntimeError) and any(m in message for m in OOM_MESSAGES):
+        return "oom"  # MPS, the CPU allocator and cuBLAS raise plain RuntimeErrors
     if isinstance(exc, FloatingPointError):  # strategies raise it for a non-finite loss
         return "non_finite"
     return "exception"
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class CellContext(FitContext):
@@ -85,7 +95,7 @@ class CellContext(FitContext):
         self.settings = cell.settings
         self.seed = cell.seed
         self.num_classes = num_classes
-        self.precision = "bf16" if device.type == "cuda" else "fp32"
+        self.precision = precision_for(device)
         self.selecting = len(cell.strategy_candidates) > 1  # the core scores each fit on val
         self.cache_dir = cache_dir
         self.weights = ""
@@ -102,9 +112,8 @@ class CellContext(FitContext):
         self.info.update(info)
 
     def autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        dtype = AUTOCAST_DTYPES.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
 class CountingSplit(ImageSplit):
@@ -112,7 +121,7 @@ class CountingSplit(ImageSplit):
 
     served = 0
 
-    def batches(self, batch_size, shuffle=False, seed=0, device="cpu"):
+    def batches(self, batch_size, shuffle=False, seed=0, device=None):
         for x, y in super().batches(batch_size, shuffle=shuffle, seed=seed, device=device):
             self.served += len(y)
             yield x, y
@@ -303,6 +312,7 @@ class Runner:
         candidate), a freshly built network, the splits and the context."""
         seed_everything(cell.seed)
         device = resolve_device(cell.settings.device)
+        use_device(device)
         strategy_cls = self.registry.get("strategies", cell.strategy)
         images = self._load_images(cell)
         splits = self.prepare_splits(cell, images)
@@ -323,7 +333,7 @@ class Runner:
         def split(kind, indices):
             part = None if pixels is None else self._pixels_on(pixels.rows(indices), device)
             return kind(images, indices, size, network.mean, network.std, resample, part,
-                        key=f"{data_key}|{network.mean}|{network.std}")
+                        key=f"{data_key}|{network.mean}|{network.std}", device=device)
 
         model = network.model.to(device)
         warnings = []

@@ -1,0 +1,97 @@
+"""GPU errors, simulated on the CPU: what kind of failure a record says, and a fault that breaks
+the process's CUDA context stopping an in-process run instead of failing every later cell."""
+
+import json
+import textwrap
+
+import pytest
+
+from tlbench.runner import error_kind
+
+FAULTY = textwrap.dedent('''
+    import tlbench
+
+
+    class Faulty(tlbench.Strategy):
+        """Raises what PyTorch raises after a device-side assert."""
+
+        name = "faulty"
+
+        def fit(self, model, train, val, ctx):
+            raise RuntimeError("CUDA error: device-side assert triggered\\nCUDA kernel errors might be "
+                               "asynchronously reported at some other API call")
+
+
+    class Untouched(tlbench.Strategy):
+        """Returns the network as it was built."""
+
+        name = "untouched"
+
+        def fit(self, model, train, val, ctx):
+            model.requires_grad_(False)
+            return model
+
+
+    @tlbench.hookimpl
+    def register_strategies(register):
+        register(Faulty)
+        register(Untouched)
+''')
+
+GRID = """
+    name = "faults"
+    backbones = ["test_efficientnet"]
+    strategies = ["faulty", "untouched"]
+    datasets = ["digits"]
+    [settings]
+    image_size = 16
+    batch_size = 64
+    train_size = 40
+    test_size = 20
+    pretrained = false
+"""
+
+
+@pytest.mark.parametrize("message, kind", [
+    ("CUDA error: an illegal memory access was encountered", "device_fault"),
+    ("CUDA error: device-side assert triggered", "device_fault"),
+    ("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`", "oom"),
+    ("CUDA out of memory. Tried to allocate 2.00 GiB", "oom"),
+    ("mat1 and mat2 shapes cannot be multiplied", "exception"),
+])
+def test_error_kinds_of_gpu_errors(message, kind):
+    assert error_kind(RuntimeError(message)) == kind
+
+
+def stored(results):
+    return {r["strategy"]: r for r in (json.loads(p.read_text())
+                                       for p in (results / "faults" / "records").glob("*.json"))}
+
+
+@pytest.fixture
+def faulty_plugins(tmp_path):
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "faulty.py").write_text(FAULTY, encoding="utf-8")
+    return folder
+
+
+def test_a_device_fault_stops_an_in_process_run_and_says_how_to_go_on(tmp_path, cli, write_grid, faulty_plugins):
+    results = tmp_path / "results"
+    code, out, err = cli("run", "--grid", write_grid(GRID), "--results", results,
+                         "--plugins-dir", faulty_plugins, "-q")
+    assert code == 1
+    assert "--executor subprocess" in err and "Traceback" not in err
+    records = stored(results)
+    assert set(records) == {"faulty"}  # the next cell was left pending, not failed
+    assert records["faulty"]["error_kind"] == "device_fault"
+
+
+def test_with_a_process_per_cell_a_device_fault_fails_only_its_cell(tmp_path, cli, write_grid, faulty_plugins):
+    results = tmp_path / "results"
+    code, out, err = cli("run", "--grid", write_grid(GRID), "--results", results,
+                         "--plugins-dir", faulty_plugins, "--executor", "subprocess", "-q")
+    assert code == 1
+    records = stored(results)
+    assert records["faulty"]["error_kind"] == "device_fault"
+    assert records["untouched"]["status"] == "ok"
