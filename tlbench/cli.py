@@ -175,7 +175,8 @@ def cmd_run(args) -> int:
     from tlbench.machine import check_device
     from tlbench.runner import Runner, check_cache_dir
 
-    check_device(grid.settings.device)
+    if args.executor != "ray":  # on Ray, the cluster's GPUs count, not the driver's (see RayPool)
+        check_device(grid.settings.device)
     ensure_writable(args.results, grid.name)
 
     progress = Progress(enabled=not args.quiet)
@@ -241,7 +242,7 @@ def _pool(args, registry, grid, runner):
     shares = _gpu_shares(args.gpu_share, registry)
     pool = RayPool(registry, args.ray_address, args.cpus_per_cell, shares,
                    use_gpus=grid.settings.device != "cpu", max_retries=args.ray_max_retries,
-                   timeout_s=args.cell_timeout)
+                   timeout_s=args.cell_timeout, needs_gpu=grid.settings.device.startswith("cuda"))
     if not args.quiet:
         print(pool.describe(), file=sys.stderr)
     return pool, job_maker(grid, plugins_dir, cache_dir)

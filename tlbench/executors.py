@@ -44,6 +44,8 @@ class CellJob:
     cache_dir: Optional[str] = None
     threads: Optional[int] = None  # torch intra-op threads in the worker (None: its usable CPUs)
     progress: bool = False  # draw the cell's step bars (a worker that shares the driver's terminal)
+    device: Optional[str] = None  # the device to use instead of [settings] device (a Ray GPU worker's own)
+    resources: Optional[dict] = None  # what the executor reserved for the cell, for its record
 
 
 @dataclass
@@ -83,7 +85,11 @@ def run_job(job: CellJob) -> dict:
     if cell is None:
         raise LookupError(f"this worker's tlbench or plugins build different cells from the grid "
                           f"(no cell has run_id {job.run_id}): install the driver's versions on every worker")
-    return runner.run_cell(cell)
+    runner.device = job.device
+    record = runner.run_cell(cell)
+    if job.resources is not None:
+        record["resources"] = dict(job.resources)  # e.g. num_gpus 0.25: the GPU was shared
+    return record
 
 
 class IsolatedCell:

@@ -39,7 +39,8 @@ class RayPool:
     """Submits cells as Ray tasks, at most ``slots`` in flight (each holds its cell's claim)."""
 
     def __init__(self, registry, address: Optional[str], cpus_per_cell: float, gpu_shares: dict,
-                 use_gpus: bool, max_retries: int, timeout_s: Optional[float] = None):
+                 use_gpus: bool, max_retries: int, timeout_s: Optional[float] = None,
+                 needs_gpu: bool = False):
         self.registry = registry
         ray = self.ray = import_ray()
         if not ray.is_initialized():
@@ -55,6 +56,9 @@ class RayPool:
                                   "`ray start --head`, or leave out --ray-address for a local instance.") from None
         resources = ray.cluster_resources()
         self.gpus = resources.get("GPU", 0.0) if use_gpus else 0.0
+        if needs_gpu and not self.gpus:
+            raise ConfigError("The grid asks for a CUDA device ([settings] device), but the Ray cluster "
+                              "has no GPUs. Add GPU nodes, or use device = \"auto\" or \"cpu\".")
         self.cpus_per_cell = cpus_per_cell
         if cpus_per_cell > resources.get("CPU", 0.0):
             raise ConfigError(f"--cpus-per-cell {cpus_per_cell:g} is more than the Ray cluster has "
@@ -79,13 +83,24 @@ class RayPool:
             return {"num_cpus": self.cpus_per_cell, "num_gpus": min(share, self.gpus)}
         return {"num_cpus": self.cpus_per_cell, "num_gpus": 0}
 
+    def options_for(self, resources: dict) -> dict:
+        """Ray task options. A GPU task gets a worker of its own (``max_calls=1``): a reused
+        worker keeps its CUDA context on the GPU it first had, ignores the next task's
+        CUDA_VISIBLE_DEVICES and holds memory Ray cannot see."""
+        options = {**resources, "max_retries": self.max_retries}
+        if resources["num_gpus"]:
+            options["max_calls"] = 1
+        return options
+
     def submit(self, cell, job: CellJob) -> object:
         from dataclasses import replace
 
         resources = self.resources_for(self.registry.get("strategies", cell.strategy))
         threads = max(1, int(resources["num_cpus"]))
-        ref = self._remote.options(**resources, max_retries=self.max_retries).remote(
-            replace(job, threads=threads), self.timeout_s)
+        # a worker sees only the GPUs Ray gave it, as cuda:0..: "cuda:N" names one of the driver's
+        device = "cuda" if resources["num_gpus"] else None
+        ref = self._remote.options(**self.options_for(resources)).remote(
+            replace(job, threads=threads, device=device, resources=resources), self.timeout_s)
         handle = object()
         self._refs[ref] = handle
         return handle

@@ -185,6 +185,7 @@ class Runner:
         self.progress = progress or Progress(enabled=False)
         self.cache_dir = cache_dir or os.environ.get(CACHE_DIR_ENV) or str(Path.home() / ".cache" / "tlbench")
         self._images: dict = {}
+        self.device: Optional[str] = None  # set by an executor: this worker's device, not [settings]
         self._pixels: dict = {}
         self._checks: dict = {}  # sanity checks already made: their warnings
 
@@ -251,7 +252,7 @@ class Runner:
         record["run_s"] = time.perf_counter() - start
         record["finished_at"] = utc_now()
         if "environment" not in record:  # the cell stopped before its set-up said where it ran
-            record["environment"] = environment(resolve_device(cell.settings.device), precision=None)
+            record["environment"] = environment(resolve_device(self.device or cell.settings.device), precision=None)
         if record.get("error_kind") == "oom":
             release_memory()  # here, not in the except block: its traceback still held the tensors
         return jsonable(record)  # one rule for what a record holds, whichever executor carries it
@@ -311,7 +312,7 @@ class Runner:
         """Everything one fit needs: the strategy (with ``options``, default the cell's first
         candidate), a freshly built network, the splits and the context."""
         seed_everything(cell.seed)
-        device = resolve_device(cell.settings.device)
+        device = resolve_device(self.device or cell.settings.device)
         use_device(device)
         strategy_cls = self.registry.get("strategies", cell.strategy)
         images = self._load_images(cell)

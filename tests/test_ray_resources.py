@@ -1,0 +1,94 @@
+"""What the Ray executor asks Ray for, checked without a GPU: a GPU cell gets a worker of its
+own and the worker's own device, a record says how the GPU was shared, and a cluster without
+GPUs is told apart from a driver without one."""
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+
+from tlbench import ray_pool
+from tlbench.errors import ConfigError
+from tlbench.executors import CellJob, job_maker, run_job
+from tlbench.grid import load_grid
+from tlbench.ray_pool import RayPool
+
+
+class FakeRay:
+    """Ray as RayPool sees it: an initialised instance with these resources, and a remote
+    function that remembers what it was asked to run and with which options."""
+
+    def __init__(self, resources):
+        self.resources, self.submitted = resources, []
+
+    def is_initialized(self):
+        return True
+
+    def cluster_resources(self):
+        return self.resources
+
+    def remote(self, function):
+        ray = self
+
+        class Remote:
+            def options(self, **options):
+                return SimpleNamespace(remote=lambda job, timeout: ray.submitted.append((options, job)))
+
+        return Remote()
+
+
+def pool_on(monkeypatch, registry, resources, **kwargs):
+    fake = FakeRay(resources)
+    monkeypatch.setattr(ray_pool, "import_ray", lambda: fake)
+    options = dict(address=None, cpus_per_cell=1.0, gpu_shares={}, use_gpus=True, max_retries=2)
+    options.update(kwargs)
+    return RayPool(registry, **options), fake
+
+
+def test_a_gpu_cell_gets_a_fresh_worker_its_own_device_and_a_share_on_record(monkeypatch, registry):
+    pool, fake = pool_on(monkeypatch, registry, {"CPU": 8.0, "GPU": 2.0}, gpu_shares={"linear_probe": 0.25})
+    for strategy in ("linear_probe", "full_finetune"):
+        pool.submit(SimpleNamespace(strategy=strategy), a_job())
+    (probe_options, probe_job), (ft_options, ft_job) = fake.submitted
+    assert probe_options["num_gpus"] == 0.25 and ft_options["num_gpus"] == 1.0
+    assert probe_options["max_calls"] == ft_options["max_calls"] == 1  # no reused CUDA context
+    assert probe_job.device == ft_job.device == "cuda"  # the worker's GPU, whatever cuda:N the grid says
+    assert probe_job.resources == {"num_cpus": 1.0, "num_gpus": 0.25}
+
+
+def test_cpu_cells_keep_reusable_workers_and_the_grids_device(monkeypatch, registry):
+    pool, fake = pool_on(monkeypatch, registry, {"CPU": 4.0}, use_gpus=False)
+    pool.submit(SimpleNamespace(strategy="full_finetune"), a_job())
+    ((options, job),) = fake.submitted
+    assert options["num_gpus"] == 0 and "max_calls" not in options
+    assert job.device is None and job.threads == 1
+
+
+def test_a_grid_asking_for_cuda_on_a_cluster_without_gpus_is_a_config_error(monkeypatch, registry):
+    with pytest.raises(ConfigError, match="the Ray cluster has no GPUs"):
+        pool_on(monkeypatch, registry, {"CPU": 4.0}, needs_gpu=True)
+    pool_on(monkeypatch, registry, {"CPU": 4.0, "GPU": 1.0}, needs_gpu=True)  # fine with one
+
+
+def a_job():
+    return CellJob(grid_data={}, grid_source="grid.toml", run_id="0" * 16)
+
+
+def test_a_workers_record_keeps_what_was_reserved_for_it(registry, write_grid):
+    grid = load_grid(str(write_grid("""
+        name = "r"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["digits"]
+        [settings]
+        image_size = 16
+        train_size = 40
+        test_size = 20
+        pretrained = false
+    """)), registry)
+    job = replace(job_maker(grid, None, None)(grid.cells[0]), device="cpu",
+                  resources={"num_cpus": 1.0, "num_gpus": 0.5})
+    record = run_job(job)
+    assert record["status"] == "ok", record.get("error")
+    assert record["resources"] == {"num_cpus": 1.0, "num_gpus": 0.5}
+    assert record["environment"]["device"] == "cpu"
