@@ -79,3 +79,42 @@ def test_batches_go_to_the_cells_device_when_a_strategy_names_none():
     assert x.device.type == y.device.type == "meta"
     x, y = next(iter(split.batches(2, device="cpu")))
     assert x.device.type == "cpu"
+
+
+def test_a_candidates_peak_leaves_out_what_others_held(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3000 * 2**20)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1000 * 2**20)
+    gpu = torch.device("cuda")
+    held = machine.held_memory_mb(gpu)  # the best candidate so far, before this one is built
+    assert held == 1000
+    assert machine.peak_memory_mb(gpu, held) == 2000
+    assert machine.held_memory_mb(torch.device("cpu")) == 0.0
+
+
+def test_memory_pytorch_keeps_cached_counts_as_available(monkeypatch):
+    """Whether a split goes to the GPU must not depend on what earlier cells left in the cache."""
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 6 * 2**30)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2 * 2**30)
+    assert machine.available_memory(torch.device("cuda")) == 5 * 2**30
+
+
+def test_the_record_says_where_the_pixels_were(registry, write_grid, tmp_path):
+    from tlbench.grid import load_grid
+    from tlbench.runner import Runner
+
+    grid = load_grid(str(write_grid("""
+        name = "p"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["digits"]
+        [settings]
+        image_size = 16
+        train_size = 40
+        test_size = 20
+        pretrained = false
+    """)), registry)
+    record = Runner(registry, tmp_path).run_cell(grid.cells[0])
+    assert record["status"] == "ok", record.get("error")
+    assert record["pixels"] == "held on cpu"
+    assert record["peak_mem_mb"] > 0

@@ -137,6 +137,14 @@ def precision_for(device: torch.device) -> str:
     return "bf16" if torch.cuda.get_device_capability(index) >= (8, 0) else "fp16"
 
 
+def available_memory(device: torch.device) -> int:
+    """Bytes a new tensor can take on a CUDA device: free on the device plus what PyTorch's
+    allocator holds unused (``mem_get_info`` alone counts that as taken, so the answer would
+    depend on what earlier cells left cached)."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
 def use_device(device: torch.device) -> None:
     """Make ``cuda:N`` the current device too, so that nothing (cuBLAS handles, a library's own
     allocation) creates a context on GPU 0 beside it."""
@@ -162,11 +170,18 @@ def reset_peak_memory(device: torch.device) -> None:
         Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS (proc(5))
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory since ``reset_peak_memory``: allocated on CUDA, the process's RSS on the CPU
-    (which counts what the process held before, e.g. the libraries and earlier cells' data)."""
+def held_memory_mb(device: torch.device) -> float:
+    """What this process holds on ``device`` now (on CUDA; 0 on the CPU, where a peak is the
+    process's RSS): taken before a candidate is built, so that its peak leaves it out."""
+    return torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+
+
+def peak_memory_mb(device: torch.device, held_mb: float = 0.0) -> float:
+    """Peak memory since ``reset_peak_memory``: allocated on CUDA less ``held_mb`` (what others,
+    e.g. the best candidate so far, held before this one was built), the process's RSS on the
+    CPU (which counts what the process held before, e.g. the libraries and earlier cells' data)."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        return max(0.0, torch.cuda.max_memory_allocated(device) / 2**20 - held_mb)
     with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):

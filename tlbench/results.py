@@ -72,6 +72,7 @@ OPTIONAL = {
     "settings": lambda v: isinstance(v, dict), "options": lambda v: isinstance(v, dict),
     "strategy_info": lambda v: isinstance(v, dict), "split_sizes": lambda v: isinstance(v, dict),
     "pretrained": lambda v: isinstance(v, bool),
+    "pixels": lambda v: isinstance(v, str),
     "resources": lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
     "plugins": lambda v: isinstance(v, dict) and all(
         isinstance(part, dict) and all(_scalar(x) for x in part.values()) for part in v.values()),

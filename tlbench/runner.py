@@ -25,8 +25,8 @@ from tlbench.data import (DecodedPixels, ImageSplit, Resample, SplitIndices, fit
                           per_class_subsample, stratified_sample, stratified_split)
 from tlbench.errors import ConfigError
 from tlbench.grid import Cell
-from tlbench.machine import (environment, peak_memory_mb, precision_for, release_memory, reset_peak_memory,
-                             resolve_device, synchronize, use_device)
+from tlbench.machine import (available_memory, environment, held_memory_mb, peak_memory_mb, precision_for,
+                             release_memory, reset_peak_memory, resolve_device, synchronize, use_device)
 from tlbench.options import options_as_dict
 from tlbench.plugins import Registry
 from tlbench.progress import Progress
@@ -301,12 +301,11 @@ class Runner:
 
     @staticmethod
     def _pixels_on(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """On CUDA, a split that fits is held decoded in GPU memory so batches never wait on
-        the host."""
+        """On CUDA, a split that takes at most a quarter of the memory available is held decoded
+        in GPU memory, so batches never wait on the host."""
         if device.type != "cuda":
             return pixels
-        free, _ = torch.cuda.mem_get_info(device)
-        return pixels.to(device) if pixels.numel() <= free // 4 else pixels
+        return pixels.to(device) if pixels.numel() <= available_memory(device) // 4 else pixels
 
     def setup(self, cell: Cell, options=None) -> "CellSetup":
         """Everything one fit needs: the strategy (with ``options``, default the cell's first
@@ -331,8 +330,11 @@ class Runner:
         pixels = self._pixels_for(cell, images, size, resample)
         data_key = f"{cell.dataset}|{options_as_dict(cell.dataset_options)}|{size}|{resample}"
 
+        placed = set()  # where each split's pixels are: the record says
+
         def split(kind, indices):
             part = None if pixels is None else self._pixels_on(pixels.rows(indices), device)
+            placed.add("decoded per batch" if part is None else f"held on {part.device.type}")
             return kind(images, indices, size, network.mean, network.std, resample, part,
                         key=f"{data_key}|{network.mean}|{network.std}", device=device)
 
@@ -343,14 +345,17 @@ class Runner:
         ctx = CellContext(cell, device, len(images.classes), self.cache_dir, self.progress)
         # random weights differ by seed, so their identity (e.g. for feature caches) includes it
         ctx.weights = network.weights if pretrained else f"{network.weights}@seed{cell.seed}"
+        train, val, test = (split(CountingSplit, splits.train), split(CountingSplit, splits.val),
+                            split(ImageSplit, splits.test))
         return CellSetup(
             strategy=strategy_cls(options if options is not None else cell.strategy_options),
             model=model,
-            train=split(CountingSplit, splits.train),
-            val=split(CountingSplit, splits.val),
-            test=split(ImageSplit, splits.test),
+            train=train,
+            val=val,
+            test=test,
             ctx=ctx,
             facts={
+                "pixels": ", ".join(sorted(placed)),
                 "split_sizes": splits.sizes(),
                 "split_digest": splits.digest(),
                 "weights": network.weights,
@@ -397,12 +402,15 @@ class Runner:
         """((set-up, fitted model, train_s) of the candidate to score, what each candidate scored
         on validation, the time all fits took). One candidate is fitted and kept as it is."""
         candidates, best, best_val, selection_s = [], None, -1.0, 0.0
+        device = resolve_device(self.device or cell.settings.device)
         for options in cell.strategy_candidates:
+            held = held_memory_mb(device)  # the best candidate so far: not this one's memory
             cell_setup = self.setup(cell, options)
             record.update(cell_setup.facts)
-            reset_peak_memory(cell_setup.ctx.device)
+            reset_peak_memory(device)
             fitted, train_s = self._fit(cell_setup)
             selection_s += train_s
+            cell_setup.facts["fit_peak_mem_mb"] = peak_memory_mb(device, held)
             if len(cell.strategy_candidates) == 1:
                 return (cell_setup, fitted, train_s), [], selection_s
             # the harness, not the strategy, scores each candidate, on validation only
@@ -416,6 +424,7 @@ class Runner:
     def _score(self, cell_setup: CellSetup, fitted: torch.nn.Module, train_s: float) -> dict:
         """The chosen model's metrics on the test split, and what the record says about its fit."""
         ctx, device = cell_setup.ctx, cell_setup.ctx.device
+        reset_peak_memory(device)  # the other candidates are gone: what is held now is this cell's
         start = time.perf_counter()
         metrics = evaluate(fitted, cell_setup.test, ctx)
         synchronize(device)
@@ -432,7 +441,8 @@ class Runner:
             "eval_s": eval_s,
             # none when the fit drew no images (features from a cache): a rate of 0 would rank it slowest
             "train_samples_per_s": served / train_s if train_s > 0 and served else None,
-            "peak_mem_mb": peak_memory_mb(device),
+            # its own fit's peak, or scoring's if higher (on the CPU: the process's, see machine)
+            "peak_mem_mb": max(cell_setup.facts.pop("fit_peak_mem_mb"), peak_memory_mb(device)),
             "trainable_params": trainable,
             "total_params": total,
             "num_classes": ctx.num_classes,
