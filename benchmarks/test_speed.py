@@ -226,14 +226,15 @@ def test_probe_solver_vs_torch_lbfgs(benchmark, report, make_cell, runner_with_c
     """tlbench's probe path + refit vs the same written with torch.optim.LBFGS, on the digits
     features of efficientnet_lite0 at 64 px: >= 1.5x faster, and no penalty's train loss worse
     by more than 1e-4. Alternating A B five times; median times."""
-    from tlbench_plugins.strategies import probe, training
+    from tlbench_plugins.machinery import linear_head as probe, training
+    from tlbench_plugins.machinery.features import frozen_features
     from tlbench_plugins.strategies.linear_probe import LinearProbe
 
     cell = make_cell(grid("linear_probe", batch=None))
     runner, _ = runner_with_clock()
     cs = runner.setup(cell)
     training.freeze(cs.model)
-    (train_x, val_x), _ = probe.frozen_features(cs.model, [cs.train, cs.val], cs.ctx, use_cache=False)
+    (train_x, val_x), _ = frozen_features(cs.model, [cs.train, cs.val], cs.ctx, use_cache=False)
     train_y, val_y = cs.train.labels, cs.val.labels
     options, classes = LinearProbe.Options(), cs.ctx.num_classes
 

@@ -346,7 +346,8 @@ def check_before_running(options) -> None:
 
 
 def _label_values(split, column: str) -> list:
-    # to_dict reads the column in one Arrow pass; list(split[column]) takes seconds per 100k rows
+    # to_dict reads the column in one Arrow pass; list(split[column]) goes row by row, far slower
+    # on large splits (measured: benchmarks/README.md, "Reading a label column")
     return split.select_columns([column]).with_format(None).to_dict()[column]
 
 

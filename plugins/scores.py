@@ -13,23 +13,25 @@ from dataclasses import dataclass
 import tlbench
 
 
-def training_features(model, train, ctx):
+def training_features(model, train: tlbench.Split, ctx: tlbench.FitContext):
     """(features as float64 numpy, labels as int numpy) of ``train``, through the feature cache.
 
-    Kept on ``ctx`` after the first call, so the second score of a pair costs no reading; the
-    first logs where the features came from and how long they took.
+    Kept in ``ctx.memo`` after the first call (``tlbench rank`` hands every score of a backbone
+    × dataset pair the same context), so the second score of a pair costs no reading; the first
+    logs where the features came from and how long they took.
     """
     import time
 
-    from tlbench_plugins.strategies import probe, training
+    from tlbench_plugins.machinery import training
+    from tlbench_plugins.machinery.features import frozen_features
 
-    memo = getattr(ctx, "_score_features", None)
+    memo = ctx.memo.get("training_features")
     if memo is None or memo[0] is not train:
         start = time.perf_counter()
         training.freeze(model)
-        (features,), cache = probe.frozen_features(model, [train], ctx, use_cache=True)
+        (features,), cache = frozen_features(model, [train], ctx, use_cache=True)
         memo = (train, features.double().cpu().numpy(), train.labels.cpu().numpy())
-        ctx._score_features = memo
+        ctx.memo["training_features"] = memo
         ctx.log(feature_cache=cache, features_s=time.perf_counter() - start,
                 feature_dim=memo[1].shape[1], images=len(memo[2]))
     return memo[1], memo[2]
@@ -140,7 +142,7 @@ def knn_accuracy(features, labels, k: int = 20, temperature: float = 0.07) -> fl
     import torch
     import torch.nn.functional as F
 
-    from tlbench_plugins.strategies.knn import weighted_votes
+    from tlbench_plugins.machinery.knn import weighted_votes
 
     f = F.normalize(torch.as_tensor(np.asarray(features), dtype=torch.float32), dim=1)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)

@@ -7,8 +7,9 @@ import threading
 import pytest
 import torch
 
-from tlbench_plugins.strategies import boundary, probe, training
-from tlbench_plugins.strategies.folding import Extraction
+from tlbench_plugins.machinery import freeze_boundary, training
+from tlbench_plugins.machinery.extraction import Extraction
+from tlbench_plugins.machinery.features import pooled_features
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def threads():
 def features(cell_setup, set_threads, count: int) -> torch.Tensor:
     set_threads(count)
     with Extraction(cell_setup.model, cell_setup.ctx) as extraction:
-        result, = probe.pooled_features(extraction, [cell_setup.train], cell_setup.ctx)
+        result, = pooled_features(extraction, [cell_setup.train], cell_setup.ctx)
     assert torch.get_num_threads() == count  # the streams' share is given back
     return result
 
@@ -91,13 +92,13 @@ def test_each_stream_captures_its_own_boundary_activation(setup_cell, threads):
     training.freeze(model)
     training.unfreeze(model.blocks[-1].parameters())
     sample, _ = next(iter(train.batches(8)))
-    split = boundary.find_split(model, sample)
+    split = freeze_boundary.find_split(model, sample)
     assert split is not None
     threads(2)
-    cached = boundary.cached_batches(model, split, train, ctx)
+    cached = freeze_boundary.cached_batches(model, split, train, ctx)
     unit = model.get_submodule(split.boundary)
     with torch.no_grad():
-        expected = torch.cat([boundary.capture(model.eval(), unit, x) for x, _ in train.batches(ctx.settings.batch_size)])
+        expected = torch.cat([freeze_boundary.capture(model.eval(), unit, x) for x, _ in train.batches(ctx.settings.batch_size)])
     assert cached.activations.shape == expected.shape
     assert torch.allclose(cached.activations, expected, rtol=1e-4, atol=1e-4)
 
@@ -108,8 +109,8 @@ def test_splits_extracted_in_one_stream_come_back_apart(setup_cell, threads):
     threads(2)
     train, val, ctx = cell_setup.train, cell_setup.val, cell_setup.ctx
     with Extraction(cell_setup.model, ctx) as extraction:
-        together = probe.pooled_features(extraction, [val, train], ctx)
-        apart = [probe.pooled_features(extraction, [split], ctx)[0] for split in (val, train)]
+        together = pooled_features(extraction, [val, train], ctx)
+        apart = [pooled_features(extraction, [split], ctx)[0] for split in (val, train)]
     assert [len(f) for f in together] == [len(val), len(train)]
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(together, apart))
 
@@ -125,7 +126,7 @@ def test_an_empty_split_gets_no_features_of_the_same_width(setup_cell, threads):
         empty.pixels = empty.pixels[:0]
     assert len(empty) == 0 and list(empty.batches(8)) == []
     with Extraction(cell_setup.model, ctx) as extraction:
-        first, gap, last = probe.pooled_features(extraction, [train, empty, train], ctx)
+        first, gap, last = pooled_features(extraction, [train, empty, train], ctx)
     assert gap.shape == (0, first.shape[1]) and torch.allclose(first, last, rtol=1e-4, atol=1e-5)
 
 

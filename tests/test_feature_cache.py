@@ -57,7 +57,7 @@ def test_cache_false_extracts_every_time_and_writes_nothing(setup_cell):
 def test_a_fit_on_cached_features_reports_no_images_per_second(probe_cell, registry, tmp_path):
     """A warm probe draws no images: its record has no rate (not 0, which tables would rank
     slowest), and the leaderboard shows none."""
-    from tlbench.report import fmt_rate
+    from tlbench.report.views import fmt_rate
 
     cold, warm = (Runner(registry, tmp_path).run_cell(probe_cell()) for _ in range(2))
     assert (cold["strategy_info"]["feature_cache"], warm["strategy_info"]["feature_cache"]) == ("miss", "hit")
@@ -95,11 +95,11 @@ def test_corrupt_or_stale_entries_are_set_aside_and_rebuilt(probe_cell, registry
 
 
 def test_probe_selection_never_touches_test_images(probe_cell, registry, tmp_path, monkeypatch):
-    from tlbench_plugins.strategies import probe
+    from tlbench_plugins.machinery import features
 
     seen = []
-    original = probe.pooled_features
-    monkeypatch.setattr(probe, "pooled_features", lambda extraction, splits, ctx: seen.extend(
+    original = features.pooled_features
+    monkeypatch.setattr(features, "pooled_features", lambda extraction, splits, ctx: seen.extend(
         set(split.indices.tolist()) for split in splits) or original(extraction, splits, ctx))
     cell_setup, _ = run_probe(registry, tmp_path, probe_cell())
     test = set(cell_setup.test.indices.tolist())

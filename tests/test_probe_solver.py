@@ -6,7 +6,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from tlbench_plugins.strategies import probe
+from tlbench_plugins.machinery import linear_head
 
 
 def problem(seed=0, samples=240, dims=12, classes=4):
@@ -21,7 +21,7 @@ def problem(seed=0, samples=240, dims=12, classes=4):
 def test_fit_matches_scikit_learn(l2):
     """Same objective as scikit-learn's (mean cross-entropy + l2/2 |W|^2, bias unpenalised,
     i.e. C = 1 / (l2 * n)), so the same minimiser."""
-    from tlbench_plugins.strategies import softmax_regression
+    from tlbench_plugins.machinery import softmax_regression
 
     features, labels = problem()
     weight, bias = softmax_regression.fit(features, labels, 4, l2=l2, max_iter=500)
@@ -38,7 +38,7 @@ def test_fit_probe_takes_raw_features():
     """The standardisation used for solving is folded into the returned head."""
     features, labels = problem(seed=1)
     shifted = features * 50 + 7  # badly scaled raw features
-    weight, bias = probe.fit_probe(shifted, labels, num_classes=4, penalty=1e-3, max_iter=200)
+    weight, bias = linear_head.fit_probe(shifted, labels, num_classes=4, penalty=1e-3, max_iter=200)
     logits = shifted @ weight.t() + bias
     assert (logits.argmax(1) == labels).float().mean().item() > 0.9
     mean, scale = shifted.mean(0), shifted.std(0)
@@ -55,7 +55,7 @@ def mean_loss(weight, bias, features, labels, l2):
 def test_solver_reaches_scikit_learns_optimum_with_a_short_memory(memory):
     """More iterations than memory slots (the ring wraps many times), 8 classes, a weak
     penalty: the loss reached is scikit-learn's to float32 precision."""
-    from tlbench_plugins.strategies import softmax_regression
+    from tlbench_plugins.machinery import softmax_regression
 
     features, labels = problem(seed=2, samples=400, dims=30, classes=8)
     l2 = 1e-3
@@ -68,7 +68,7 @@ def test_solver_reaches_scikit_learns_optimum_with_a_short_memory(memory):
 
 def test_solver_started_at_the_optimum_does_not_leave_it():
     """A warm start (the path's) at the optimum: the loss does not rise, the model stays put."""
-    from tlbench_plugins.strategies import softmax_regression
+    from tlbench_plugins.machinery import softmax_regression
 
     features, labels = problem(seed=3)
     weight, bias = softmax_regression.fit(features, labels, 4, l2=1e-2, max_iter=500)
@@ -83,9 +83,9 @@ def test_constant_features_get_zero_weight_and_change_nothing_else():
     the probe equals the one fitted without them, with zero weight there."""
     features, labels = problem(seed=4, samples=200, dims=6, classes=3)
     padded = torch.cat([torch.zeros(200, 2), features[:, :3], torch.full((200, 1), 7.0), features[:, 3:]], 1)
-    assert probe.varying(padded).tolist() == [2, 3, 4, 6, 7, 8]
-    weight, bias = probe.fit_probe(padded, labels, num_classes=3, penalty=1e-2, max_iter=300)
-    plain_weight, plain_bias = probe.fit_probe(features, labels, num_classes=3, penalty=1e-2, max_iter=300)
+    assert linear_head.varying(padded).tolist() == [2, 3, 4, 6, 7, 8]
+    weight, bias = linear_head.fit_probe(padded, labels, num_classes=3, penalty=1e-2, max_iter=300)
+    plain_weight, plain_bias = linear_head.fit_probe(features, labels, num_classes=3, penalty=1e-2, max_iter=300)
     assert weight[:, [0, 1, 5]].abs().max() == 0
     assert torch.allclose(weight[:, [2, 3, 4, 6, 7, 8]], plain_weight, atol=1e-4)
     assert torch.allclose(padded @ weight.t() + bias, features @ plain_weight.t() + plain_bias, atol=1e-3)
@@ -96,7 +96,7 @@ def test_the_path_keeps_full_width_states_that_score_like_the_head():
     features, labels = problem(seed=5, samples=300, dims=8, classes=4)
     features[:, 2] = 0.0  # a unit that never fires on train
     train_x, train_y, val_x, val_y = features[:200], labels[:200], features[200:], labels[200:]
-    path = probe.probe_path(train_x, train_y, val_x, val_y, 4, [1.0, 0.1, 0.01], max_iter=100)
+    path = linear_head.probe_path(train_x, train_y, val_x, val_y, 4, [1.0, 0.1, 0.01], max_iter=100)
     mean, scale = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
     for _, accuracy, (weight, bias) in path:
         assert weight.shape == (4, 8) and weight[:, 2].abs().max() == 0
@@ -107,7 +107,7 @@ def test_the_path_keeps_full_width_states_that_score_like_the_head():
 def test_badly_scaled_features_still_train():
     """The first step is steepest descent, as long as the gradient: its first trial is scaled
     down (else no trial step of a halving search lowers the loss and the zero model comes back)."""
-    from tlbench_plugins.strategies import softmax_regression
+    from tlbench_plugins.machinery import softmax_regression
 
     features, labels = problem(seed=1)
     weight, bias = softmax_regression.fit(features * 1e6, labels, 4, l2=1e-2, max_iter=50)
@@ -115,7 +115,7 @@ def test_badly_scaled_features_still_train():
 
 
 def test_non_finite_features_are_refused():
-    from tlbench_plugins.strategies import softmax_regression
+    from tlbench_plugins.machinery import softmax_regression
 
     features, labels = problem()
     features[3, 2] = float("nan")

@@ -11,9 +11,30 @@ from tlbench.runner import Runner, count_parameters
 
 from conftest import TINY_SETTINGS, changed, fit, trainable_names
 
+# 100 of digits' 1,797 images (80 train, 20 val): enough for every batch shape and for a few
+# optimiser steps, so which parameters train and which path a fit takes show; not enough to
+# learn digits, so a test that checks an accuracy keeps the whole dataset.
+SMALL_DIGITS = "train_size = 100\n"
 
-def test_linear_probe_trains_only_the_head(setup_cell):
-    cell_setup, before = setup_cell("linear_probe")
+
+@pytest.fixture
+def small_cell(setup_cell):
+    """``setup_cell`` on 100 digits. The lines go into the grid's [settings] table: ``setup_cell``
+    writes its ``options`` right after that table, before any ``[strategy.*]`` table."""
+    def make(strategy, options="", **kwargs):
+        return setup_cell(strategy, SMALL_DIGITS + options, **kwargs)
+
+    return make
+
+
+def test_small_cell_trains_on_a_small_sample(small_cell):
+    cell_setup, _ = small_cell("full_finetune", "[strategy.full_finetune]\nlr = 0.01\n")
+    assert (len(cell_setup.train), len(cell_setup.val)) == (80, 20)
+    assert cell_setup.strategy.options.lr == 0.01
+
+
+def test_linear_probe_trains_only_the_head(small_cell):
+    cell_setup, before = small_cell("linear_probe")
     model = fit(cell_setup)
     assert trainable_names(model) == {"classifier.weight", "classifier.bias"}
     assert count_parameters(model)[0] == 256 * 10 + 10  # test_efficientnet: 256 features, 10 digits
@@ -24,8 +45,8 @@ def test_linear_probe_trains_only_the_head(setup_cell):
     assert not cell_setup.ctx.selecting and cell_setup.ctx.info["refit_on_val"] is True
 
 
-def test_partial_unfreeze_trains_the_last_stages_and_head(setup_cell):
-    cell_setup, before = setup_cell("partial_unfreeze", "[strategy.partial_unfreeze]\nblocks = 2\n")
+def test_partial_unfreeze_trains_the_last_stages_and_head(small_cell):
+    cell_setup, before = small_cell("partial_unfreeze", "[strategy.partial_unfreeze]\nblocks = 2\n")
     model = fit(cell_setup)
     names = {n for n, _ in model.named_parameters()}
     expected = {n for n in names if n.startswith(("blocks.3.", "blocks.4.", "conv_head.", "bn2.", "classifier."))}
@@ -37,14 +58,14 @@ def test_partial_unfreeze_trains_the_last_stages_and_head(setup_cell):
     assert "blocks.4.0.bn1.running_mean" in touched  # trainable BN layers do update
 
 
-def test_partial_unfreeze_with_more_blocks_than_stages_fails_clearly(setup_cell, registry, tmp_path):
-    cell_setup, _ = setup_cell("partial_unfreeze", "[strategy.partial_unfreeze]\nblocks = 40\n")
+def test_partial_unfreeze_with_more_blocks_than_stages_fails_clearly(small_cell):
+    cell_setup, _ = small_cell("partial_unfreeze", "[strategy.partial_unfreeze]\nblocks = 40\n")
     with pytest.raises(ValueError, match="blocks = 40.*6 stages"):
         fit(cell_setup)
 
 
-def test_full_finetune_trains_everything(setup_cell):
-    cell_setup, before = setup_cell("full_finetune")
+def test_full_finetune_trains_everything(small_cell):
+    cell_setup, before = small_cell("full_finetune")
     model = fit(cell_setup)
     assert trainable_names(model) == {n for n, _ in model.named_parameters()}
     assert count_parameters(model) == (101_766, 101_766)  # test_efficientnet with 10 classes
@@ -58,14 +79,16 @@ def test_strategies_never_receive_the_test_split(setup_cell):
     assert len(train | val | test) == 1797
 
 
-def test_partial_unfreeze_trains_on_cached_boundary_activations(setup_cell):
-    cell_setup, _ = setup_cell("partial_unfreeze")
+def test_partial_unfreeze_trains_on_cached_boundary_activations(small_cell):
+    cell_setup, _ = small_cell("partial_unfreeze")
     fit(cell_setup)
     info = cell_setup.ctx.info
     assert info["path"] == "cached_activations" and info["boundary"] == "blocks.3"
 
 
 def test_cached_and_full_forward_paths_train_the_same_model(setup_cell):
+    # all of digits: after a few steps only, the BatchNorm running statistics have not caught
+    # up with the biases AdamW walks on rounding noise (see below), and eval outputs differ
     cached, _ = setup_cell("partial_unfreeze")
     full, _ = setup_cell("partial_unfreeze", "[strategy.partial_unfreeze]\ncache_mb = 0\n")
     a, b = fit(cached).eval(), fit(full).eval()
@@ -82,12 +105,12 @@ def test_cached_and_full_forward_paths_train_the_same_model(setup_cell):
     assert cached.ctx.info["val_top1"] == pytest.approx(full.ctx.info["val_top1"], abs=0.01)
 
 
-def test_activations_over_the_memory_budget_go_to_disk_and_train_the_same_model(setup_cell):
+def test_activations_over_the_memory_budget_go_to_disk_and_train_the_same_model(small_cell):
     """With cache_mb = 0 and a disk budget, the boundary activations live in a file under the
     cache dir, mapped into memory, and train what the in-memory cache trains. The file leaves
     the directory as soon as it is mapped, so not even a killed run leaves it behind."""
-    in_memory, _ = setup_cell("partial_unfreeze")
-    on_disk, _ = setup_cell("partial_unfreeze", "[strategy.partial_unfreeze]\ncache_mb = 0\ndisk_cache_mb = 100\n")
+    in_memory, _ = small_cell("partial_unfreeze")
+    on_disk, _ = small_cell("partial_unfreeze", "[strategy.partial_unfreeze]\ncache_mb = 0\ndisk_cache_mb = 100\n")
     folder = Path(on_disk.ctx.cache_dir) / "activations"
     mapped = []
     on_disk.ctx.progress = watching_mappings(on_disk.ctx.progress, folder, mapped)
@@ -112,8 +135,8 @@ def watching_mappings(progress, folder: Path, mapped: list):
     return watch
 
 
-def test_activations_over_both_budgets_run_the_frozen_part_every_step(setup_cell):
-    cell_setup, _ = setup_cell("partial_unfreeze", "[strategy.partial_unfreeze]\ncache_mb = 0\ndisk_cache_mb = 0\n")
+def test_activations_over_both_budgets_run_the_frozen_part_every_step(small_cell):
+    cell_setup, _ = small_cell("partial_unfreeze", "[strategy.partial_unfreeze]\ncache_mb = 0\ndisk_cache_mb = 0\n")
     fit(cell_setup)
     assert cell_setup.ctx.info["path"] == "full_forward"
     reason = cell_setup.ctx.info["reason"]
@@ -128,6 +151,7 @@ def test_boundary_split_works_for_a_vision_transformer(write_grid, registry, tmp
         strategies = ["partial_unfreeze"]
         datasets = ["faces"]
         {TINY_SETTINGS.replace("image_size = 32", "image_size = 0")}
+        train_size = 40
     """)
     cell_setup = Runner(registry, tmp_path).setup(load_grid(str(path), registry).cells[0])
     fit(cell_setup)
@@ -135,8 +159,8 @@ def test_boundary_split_works_for_a_vision_transformer(write_grid, registry, tmp
     assert cell_setup.ctx.info["boundary"] == "blocks.4"
 
 
-def test_augmentation_runs_the_frozen_part_every_step(setup_cell):
-    cell_setup, _ = setup_cell("partial_unfreeze", "[strategy.partial_unfreeze]\naugment = true\n")
+def test_augmentation_runs_the_frozen_part_every_step(small_cell):
+    cell_setup, _ = small_cell("partial_unfreeze", "[strategy.partial_unfreeze]\naugment = true\n")
     fit(cell_setup)
     assert cell_setup.ctx.info["path"] == "full_forward"
     assert "augmentation" in cell_setup.ctx.info["reason"]
@@ -156,8 +180,8 @@ def test_scratch_starts_from_random_weights_even_when_pretrained_is_set(write_gr
     assert weights["full_finetune"].startswith("bundled:")
 
 
-def test_lp_ft_fits_a_probe_then_trains_everything(setup_cell):
-    cell_setup, before = setup_cell("lp_ft")
+def test_lp_ft_fits_a_probe_then_trains_everything(small_cell):
+    cell_setup, before = small_cell("lp_ft")
     model = fit(cell_setup)
     assert trainable_names(model) == {n for n, _ in model.named_parameters()}
     info = cell_setup.ctx.info
@@ -165,10 +189,10 @@ def test_lp_ft_fits_a_probe_then_trains_everything(setup_cell):
     assert "conv_stem.weight" in changed(model, before)
 
 
-def test_lp_ft_keeps_the_norm_statistics_its_probe_was_fitted_with(setup_cell):
+def test_lp_ft_keeps_the_norm_statistics_its_probe_was_fitted_with(small_cell):
     """The probe saw features normalised by BatchNorm's running statistics; fine-tuning with
     batch statistics handed it other features and undid it (0.81 -> 0.33 on validation)."""
-    cell_setup, before = setup_cell("lp_ft")
+    cell_setup, before = small_cell("lp_ft")
     model = fit(cell_setup)
     moved = changed(model, before)
     assert "bn1.weight" in moved and "bn1.bias" in moved  # the norms' scale and shift train
@@ -176,7 +200,7 @@ def test_lp_ft_keeps_the_norm_statistics_its_probe_was_fitted_with(setup_cell):
 
 
 def test_layer_decay_slows_stages_near_the_input(setup_cell):
-    from tlbench_plugins.strategies.training import parameter_groups
+    from tlbench_plugins.machinery.training import parameter_groups
 
     cell_setup, _ = setup_cell("full_finetune")
     model = cell_setup.model

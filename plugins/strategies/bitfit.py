@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import tlbench
 
-from tlbench_plugins.strategies.options import SupervisedOptions
+from tlbench_plugins.machinery.options import SupervisedOptions
 
 
 @dataclass(frozen=True)
@@ -16,17 +16,16 @@ class Bitfit(tlbench.Strategy):
     Every parameter named ``*.bias`` trains, norm-layer biases included (BatchNorm's shift is a
     bias); norm-layer scales (``weight``) stay frozen, as in the paper, which trains biases only.
     BatchNorm layers also keep their running statistics (eval mode): nothing but the biases
-    changes. (Letting the statistics follow the target data cost 20 points of top-1 on digits
-    with efficientnet_lite0, 0.69 against 0.90 at 64 px, 3 epochs.) Networks whose
-    convolutions have no bias (EfficientNet, ResNet: a BatchNorm follows each) train their
-    norm biases.
+    changes (letting the statistics follow the target data cost much accuracy; measured in
+    benchmarks/README.md, "bitfit"). Networks whose convolutions have no bias (EfficientNet,
+    ResNet: a BatchNorm follows each) train their norm biases.
     """
 
     name = "bitfit"
     Options = BitfitOptions
 
     def fit(self, model, train, val, ctx):
-        from tlbench_plugins.strategies import training
+        from tlbench_plugins.machinery import training
 
         training.freeze(model)
         training.unfreeze(p for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] == "bias")

@@ -1,6 +1,6 @@
 import tlbench
 
-from tlbench_plugins.strategies.options import FinetuneOptions
+from tlbench_plugins.machinery.options import FinetuneOptions
 
 
 class FullFinetune(tlbench.Strategy):
@@ -10,17 +10,6 @@ class FullFinetune(tlbench.Strategy):
     Options = FinetuneOptions
 
     def fit(self, model, train, val, ctx):
-        from tlbench_plugins.strategies import training
+        from tlbench_plugins.machinery import training
 
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
-        training.fit_supervised(model, train, ctx, self.options.recipe())
-        ctx.log(val_top1=training.accuracy(model, val, ctx))
-        return model
-
-
-class Scratch(FullFinetune):
-    """The full_finetune recipe from random weights: the control that measures transfer gain."""
-
-    name = "scratch"
-    pretrained = False
+        return training.finetune_everything(model, train, val, ctx, self.options.recipe())

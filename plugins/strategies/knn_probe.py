@@ -30,10 +30,11 @@ class KnnProbe(tlbench.Strategy):
                 raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
     def fit(self, model, train, val, ctx):
-        from tlbench_plugins.strategies import knn, probe, training
+        from tlbench_plugins.machinery import knn, training
+        from tlbench_plugins.machinery.features import frozen_features
 
         training.freeze(model)
-        (train_x,), cache = probe.frozen_features(model, [train], ctx, self.options.cache)
+        (train_x,), cache = frozen_features(model, [train], ctx, self.options.cache)
         head = knn.KnnHead(train_x, train.labels.to(ctx.device), ctx.num_classes, self.options.k,
                            self.options.temperature, self.options.center)
         model.reset_classifier(0)  # after the features: the cache key counts the parameters

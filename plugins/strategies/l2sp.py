@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import tlbench
 
-from tlbench_plugins.strategies.options import FinetuneOptions
+from tlbench_plugins.machinery.options import FinetuneOptions
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class L2sp(tlbench.Strategy):
     def fit(self, model, train, val, ctx):
         import torch
 
-        from tlbench_plugins.strategies import training
+        from tlbench_plugins.machinery import training
 
         training.channels_last(model)  # before the anchors: the layout change must not follow them
         head = {id(p) for p in training.classifier(model).parameters()}

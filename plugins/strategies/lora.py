@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import tlbench
 
-from tlbench_plugins.strategies.options import SupervisedOptions
+from tlbench_plugins.machinery.options import SupervisedOptions
 
 INSTALL_HINT = "the lora strategy needs the peft library: pip install 'tlbench[peft]' (or pip install peft)"
 
@@ -51,7 +51,7 @@ class Lora(tlbench.Strategy):
         import peft  # noqa: F401
 
     def fit(self, model, train, val, ctx):
-        from tlbench_plugins.strategies import training
+        from tlbench_plugins.machinery import training
 
         targets = target_modules(model, self.options.targets)
         adapt(model, targets, self.options)
@@ -94,7 +94,7 @@ def adapt(model, targets: list[str], options) -> None:
     """Freeze ``model`` and inject trainable LoRA adapters into ``targets`` (in place)."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    from tlbench_plugins.strategies import training
+    from tlbench_plugins.machinery import training
 
     training.freeze(model)
     config = LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout,

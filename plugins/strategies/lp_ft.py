@@ -2,8 +2,7 @@ from dataclasses import dataclass
 
 import tlbench
 
-from tlbench_plugins.strategies.linear_probe import LinearProbe, fit_linear_probe
-from tlbench_plugins.strategies.options import FinetuneOptions
+from tlbench_plugins.machinery.options import FinetuneOptions, LinearProbeOptions
 
 
 @dataclass(frozen=True)
@@ -18,16 +17,17 @@ class LpFt(tlbench.Strategy):
     Options = LpFtOptions
 
     def fit(self, model, train, val, ctx):
-        from tlbench_plugins.strategies import training
+        from tlbench_plugins.machinery import training
+        from tlbench_plugins.machinery.linear_head import fit_linear_probe
 
         # the probe selects its penalty on val but is not refitted on it: val stays unseen
         # for the validation score (and any selection the harness makes on it)
-        probe_val_top1 = fit_linear_probe(model, train, val, ctx, LinearProbe.Options(), refit_on_val=False)
+        probe_val_top1 = fit_linear_probe(model, train, val, ctx, LinearProbeOptions(), refit_on_val=False)
         for parameter in model.parameters():
             parameter.requires_grad_(True)
         # The probe was fitted on features normalised by BatchNorm's running statistics; batch
         # statistics would hand it other features and fine-tuning would start by undoing it
-        # (VTAB-1k Fashion-MNIST, 48 px, batch 16: val 0.81 after the probe, 0.33 after FT).
+        # (measured: benchmarks/README.md, "lp_ft").
         training.fit_supervised(model, train, ctx, self.options.recipe(),
                                 train_mode=lambda: training.train_mode_keeping_norm_statistics(model))
         ctx.log(probe_val_top1=probe_val_top1, val_top1=training.accuracy(model, val, ctx))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import tlbench
 
-from tlbench_plugins.strategies.options import SupervisedOptions
+from tlbench_plugins.machinery.options import SupervisedOptions
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class PartialUnfreeze(tlbench.Strategy):
     Options = PartialUnfreezeOptions
 
     def fit(self, model, train, val, ctx):
-        from tlbench_plugins.strategies import boundary, training
+        from tlbench_plugins.machinery import freeze_boundary, training
 
         groups = training.stage_groups(model)
         if self.options.blocks > len(groups):
@@ -44,9 +44,9 @@ class PartialUnfreeze(tlbench.Strategy):
         training.unfreeze([training.classifier(model)])
 
         sample, _ = next(iter(train.batches(min(8, len(train)), device=ctx.device)))
-        split = boundary.find_split(model, sample)
+        split = freeze_boundary.find_split(model, sample)
         recipe = self.options.recipe()
-        train_mode = (lambda: boundary.eval_prefix_train_suffix(model, split)) if split else None
+        train_mode = (lambda: freeze_boundary.eval_prefix_train_suffix(model, split)) if split else None
         storage, why_not = self._storage(split, len(train), ctx.cache_dir)
         if storage is None:
             training.fit_supervised(model, train, ctx, recipe, train_mode=train_mode)
@@ -54,7 +54,7 @@ class PartialUnfreeze(tlbench.Strategy):
         else:
             file = Path(ctx.cache_dir) / "activations" / f"{uuid.uuid4().hex}.f32" if storage == "disk" else None
             try:
-                cached = boundary.cached_batches(model, split, train, ctx, file)
+                cached = freeze_boundary.cached_batches(model, split, train, ctx, file)
                 training.fit_supervised(model, train, ctx, recipe, forward=cached.forward,
                                         batches=cached.batches, train_mode=train_mode)
                 ctx.log(path="cached_activations", boundary=split.boundary, storage=storage,

@@ -1,4 +1,6 @@
-"""k-nearest-neighbour classification on frozen features (imported inside ``fit`` only)."""
+"""k-nearest-neighbour classification on frozen features: the weighted vote (shared by the
+knn_probe strategy and the knn_accuracy score) and the head and classifier knn_probe installs.
+Imported inside ``fit``/``estimate`` only."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tlbench_plugins.strategies.training import as_channels_last
+from tlbench_plugins.machinery.training import as_channels_last
 
 
 def weighted_votes(query: torch.Tensor, memory: torch.Tensor, labels: torch.Tensor, num_classes: int,

@@ -1,56 +1,49 @@
-"""The linear probe: features of the frozen network (cached) and a logistic-regression head
-fitted full-batch with L-BFGS along a path of L2 penalties."""
+"""A logistic-regression head on frozen features: the linear probe.
+
+The features are standardised for the solver (softmax_regression.py), with constant ones left
+out; the head is fitted along a path of L2 penalties (strongest first, warm-started), the best
+on validation is refitted, rewritten to take raw features and installed as the network's
+classifier. Shared by the linear_probe strategy and lp_ft's first stage.
+"""
 
 from __future__ import annotations
-
-import contextlib
-import itertools
 
 import torch
 from torch import nn
 
-from tlbench_plugins.strategies.training import as_channels_last, channels_last
+import tlbench
 
 
-def pooled_features(extraction, splits, ctx) -> list:
-    """Pre-logit features of the frozen network (a folding.Extraction) for every image of each
-    of ``splits``. All splits go through as one stream of batches, so the extraction's
-    two-at-a-time pipeline fills and drains once."""
-    def features(network, x):
-        return network.forward_head(network.forward_features(x), pre_logits=True).float()
+def fit_linear_probe(model: nn.Module, train: tlbench.Split, val: tlbench.Split, ctx: tlbench.FitContext,
+                     options, refit_on_val: bool = True) -> float:
+    """Freeze ``model``, install the selected probe as its classifier and return its validation
+    accuracy: the whole fit of linear_probe and the first stage of lp_ft. ``options`` is an
+    options.LinearProbeOptions.
 
-    size = ctx.settings.batch_size
-    images = (as_channels_last(x) for split in splits for x, _ in split.batches(size, device=ctx.device))
-    counts = [split.num_batches(size) for split in splits]
-    with contextlib.closing(extraction.outputs(images, features)) as batches:
-        outputs = list(ctx.progress(batches, total=sum(counts), desc="features"))
-    none = outputs[0][:0] if outputs else torch.empty(0, 0, device=ctx.device)  # for an empty split
-    ends = itertools.accumulate(counts)
-    return [torch.cat(outputs[end - count:end] or [none]) for count, end in zip(counts, ends)]
+    With ``refit_on_val``, the chosen penalty is refitted on train + val; lp_ft keeps val unseen
+    because it still selects on it later, and so does the core while it selects among a grid's
+    list values (``ctx.selecting``).
+    """
+    from tlbench_plugins.machinery import training
+    from tlbench_plugins.machinery.features import frozen_features
 
-
-def frozen_features(model: nn.Module, splits, ctx, use_cache: bool = True) -> tuple[list, str]:
-    """``pooled_features`` of each of ``splits`` through the on-disk cache; returns (features on
-    ctx.device per split, the cache's part: "hit" when all came from it, "miss" when some were
-    extracted, "off" without ``use_cache``). The network is folded for extraction once, and
-    only if some split has to be extracted."""
-    from tlbench_plugins.strategies import feature_cache
-    from tlbench_plugins.strategies.folding import Extraction
-
-    # keys first: while folded, the network's own parameters are not the ones it was built with
-    keys = [feature_cache.cache_key(model, split, ctx, pooling="pre_logits") for split in splits]
-    found = [feature_cache.load(ctx.cache_dir, key, split.labels) if use_cache else None
-             for split, key in zip(splits, keys)]
-    missing = [i for i, features in enumerate(found) if features is None]
-    if missing:
-        with Extraction(channels_last(model), ctx) as extraction:
-            extracted = pooled_features(extraction, [splits[i] for i in missing], ctx)
-        for i, features in zip(missing, extracted):
-            if use_cache:
-                feature_cache.store(ctx.cache_dir, keys[i], features, splits[i].labels)
-            found[i] = features
-    cache = "off" if not use_cache else "miss" if missing else "hit"
-    return [features.to(ctx.device) for features in found], cache
+    training.freeze(model)
+    # The frozen network runs once per image, and not at all when the cache has its features.
+    (train_x, val_x), cache = frozen_features(model, [train, val], ctx, options.cache)
+    train_y, val_y = train.labels.to(ctx.device), val.labels.to(ctx.device)
+    path = probe_path(train_x, train_y, val_x, val_y, ctx.num_classes, options.penalties(), options.max_iter)
+    penalty, val_top1, state = max(path, key=lambda step: step[1])  # first (strongest) on ties
+    if refit_on_val:  # selection is done, so val is just more data
+        train_x, train_y = torch.cat([train_x, val_x]), torch.cat([train_y, val_y])
+    weight, bias = fit_probe(train_x, train_y, ctx.num_classes, penalty, options.max_iter, start=state)
+    head = training.classifier(model)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
+    training.unfreeze([head])
+    ctx.log(l2=penalty, val_top1=val_top1, l2_path=[[p, acc] for p, acc, _ in path],
+            feature_dim=train_x.shape[1], feature_cache=cache, refit_on_val=refit_on_val)
+    return val_top1
 
 
 class Standardization:
@@ -99,7 +92,7 @@ def probe_path(train_x, train_y, val_x, val_y, num_classes: int, penalties, max_
     fitted path as [(penalty, val accuracy, (weight, bias))], strongest first; each weight is
     for all features, standardised by train's mean and scale (zeros where train's are constant).
     """
-    from tlbench_plugins.strategies import softmax_regression
+    from tlbench_plugins.machinery import softmax_regression
 
     view = Standardization(train_x)
     train_x, val_x = view(train_x), view(val_x)
@@ -120,7 +113,7 @@ def fit_probe(features, labels, num_classes: int, penalty: float, max_iter: int,
               start: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight, bias) of the final probe on ``features``, warm-started from ``start`` (a path
     state), rewritten to take raw features."""
-    from tlbench_plugins.strategies import softmax_regression
+    from tlbench_plugins.machinery import softmax_regression
 
     view = Standardization(features)
     weight, bias = (start[0][:, view.columns], start[1]) if start is not None else (None, None)

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import torch
 
+import tlbench
+
 FORMAT = 1  # bump when what is stored changes
 
 
-def cache_key(model: torch.nn.Module, split, ctx, pooling: str) -> dict:
+def cache_key(model: torch.nn.Module, split: tlbench.Split, ctx: tlbench.FitContext, pooling: str) -> dict:
     return {
         "format": FORMAT,
         "weights": ctx.weights,

@@ -13,9 +13,9 @@ iteration here makes exactly two passes:
 torch.optim.LBFGS's strong-Wolfe search instead evaluates loss and gradient (two passes) at
 every trial step, and applies its memory as 2m separate vector updates; here the memory is
 applied in the compact form of Byrd, Nocedal & Schnabel (1994): two matrix-vector products
-and an m x m solve. With probe.py leaving out constant features, the probe's path and refit
-on digits' efficientnet_lite0 features ran 2.1-2.6x faster than the same written with
-torch.optim.LBFGS on all features, to the same losses (benchmarks/test_speed.py, 1b).
+and an m x m solve. Benchmark 1b (benchmarks/test_speed.py) compares the probe's path and refit
+(this solver, with linear_head.py leaving out constant features) against the same written with
+torch.optim.LBFGS; its measurements are in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ class Objective:
     [W (K x p, row-major), b (K)].
 
     Logits are kept class-major (K x n): the softmax then reduces over the outer dimension,
-    elementwise across samples, 2-5x faster than over rows of K (measured at K = 10)."""
+    elementwise across samples, which is faster than reducing over short rows of K (measured:
+    benchmarks/README.md, "The probe's solver")."""
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor, num_classes: int, l2: float):
         self.features, self.l2 = features, l2

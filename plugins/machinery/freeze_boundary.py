@@ -19,8 +19,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from tlbench_plugins.strategies.training import (as_channels_last, channels_last,
-                                                  train_mode_keeping_frozen_norms)
+import tlbench
+from tlbench_plugins.machinery.training import as_channels_last, channels_last, train_mode_keeping_frozen_norms
 
 
 class _Stop(Exception):
@@ -28,7 +28,9 @@ class _Stop(Exception):
 
 
 @dataclass
-class Split:
+class BoundarySplit:
+    """A network cut at its freeze boundary (not a data split)."""
+
     boundary: str  # name of the first trainable unit
     prefix: list  # frozen units, run once
     suffix: list  # (name, module) from the boundary on
@@ -118,7 +120,7 @@ def capture(model: nn.Module, unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def find_split(model: nn.Module, sample: torch.Tensor) -> Optional[Split]:
+def find_split(model: nn.Module, sample: torch.Tensor) -> Optional[BoundarySplit]:
     """The split of ``model`` (frozen parameters already set), or None when there is no exact one."""
     units = _units(model)
     if not units:
@@ -135,14 +137,14 @@ def find_split(model: nn.Module, sample: torch.Tensor) -> Optional[Split]:
         activation = capture(model, modules[order[first]], sample)
     except ValueError:
         return None
-    split = Split(order[first], [modules[n] for n in order[:first]],
+    split = BoundarySplit(order[first], [modules[n] for n in order[:first]],
                   [(n, modules[n]) for n in order[first:]], activation)
     rebuilt = split.forward(model, activation)
     expected = model(sample)
     return split if torch.allclose(rebuilt, expected, rtol=1e-4, atol=1e-5) else None
 
 
-def eval_prefix_train_suffix(model: nn.Module, split: Split) -> None:
+def eval_prefix_train_suffix(model: nn.Module, split: BoundarySplit) -> None:
     """The frozen part is fixed (eval: no dropout, running statistics); the rest trains."""
     model.eval()
     model.training = True  # the root flag alone: forward_head's functional dropout still applies
@@ -154,7 +156,7 @@ def eval_prefix_train_suffix(model: nn.Module, split: Split) -> None:
 @dataclass
 class CachedActivations:
     model: nn.Module
-    split: Split
+    split: BoundarySplit
     activations: torch.Tensor  # on the device, or on the CPU backed by a file
     labels: torch.Tensor  # on the device
     batch_size: int
@@ -168,7 +170,8 @@ class CachedActivations:
         return self.split.forward(self.model, activation)
 
     def batches(self, epoch: int):
-        # the same order ImageSplit.batches would give, so both paths see the same batches
+        # the order the core's tlbench.Split.batches(shuffle=True, seed=...) gives (a randperm
+        # drawn with that seed), so both paths see the same batches
         generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
         order = torch.randperm(len(self.labels), generator=generator)
         device = self.labels.device
@@ -179,11 +182,12 @@ class CachedActivations:
 
 
 @torch.no_grad()
-def cached_batches(model: nn.Module, split: Split, train, ctx, file: Optional[Path] = None) -> CachedActivations:
+def cached_batches(model: nn.Module, split: BoundarySplit, train: tlbench.Split, ctx: tlbench.FitContext,
+                   file: Optional[Path] = None) -> CachedActivations:
     """Run the frozen part once over ``train`` and keep its output at the boundary: in memory
     on the device, or, given ``file``, in that file (created), mapped into memory, so the page
     cache holds what RAM allows and the disk the rest."""
-    from tlbench_plugins.strategies.folding import Extraction
+    from tlbench_plugins.machinery.extraction import Extraction
 
     size = ctx.settings.batch_size
     images = (as_channels_last(x) for x, _ in train.batches(size, device=ctx.device))

@@ -1,4 +1,7 @@
-"""Training pieces shared by the first-party strategies (imported inside ``fit`` only).
+"""The supervised training loop and its recipe, shared by the first-party strategies
+(imported inside ``fit`` only): freezing and unfreezing, train modes that keep BatchNorm
+statistics, AdamW groups with layer-wise decay, warm-up and cosine schedule, augmentation,
+the loop itself and the validation accuracy a strategy logs.
 
 Models follow timm's API: ``get_classifier``, ``forward_features``, ``forward_head`` and, where
 available, ``group_matcher`` for the network's stages.
@@ -12,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+import tlbench
 
 
 def freeze(model: nn.Module) -> None:
@@ -134,8 +139,9 @@ class Recipe:
 
 
 def channels_last(model: nn.Module) -> nn.Module:
-    """Convolutions in NHWC layout: faster on every device we measured (oneDNN on CPU made
-    efficientnet_lite0 inference 4x and training 1.7x faster at 64 px; tensor cores on CUDA)."""
+    """Convolutions in NHWC layout: oneDNN's NHWC kernels on CPUs and tensor cores on CUDA are
+    faster for inference and training alike (measured speed-ups: benchmarks/README.md,
+    "channels_last")."""
     return model.to(memory_format=torch.channels_last)
 
 
@@ -143,7 +149,7 @@ def as_channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
 
 
-def image_batches(train, ctx, recipe: Recipe):
+def image_batches(train: tlbench.Split, ctx: tlbench.FitContext, recipe: Recipe):
     """(epoch -> batches of (images, labels)) from the split, augmented when asked."""
     generator = torch.Generator().manual_seed(ctx.seed)
 
@@ -157,8 +163,9 @@ def image_batches(train, ctx, recipe: Recipe):
     return batches
 
 
-def fit_supervised(model: nn.Module, train, ctx, recipe: Recipe, *, forward=None, batches=None,
-                   steps_per_epoch: int | None = None, train_mode=None) -> None:
+def fit_supervised(model: nn.Module, train: tlbench.Split, ctx: tlbench.FitContext, recipe: Recipe, *,
+                   forward=None, batches=None, steps_per_epoch: int | None = None,
+                   train_mode=None) -> None:
     """AdamW with warm-up and cosine decay over ``ctx.settings.epochs`` on the parameters that
     require grad. By default it trains ``model`` on images of ``train``; the cached-activation
     path passes its own ``forward``, ``batches`` and ``train_mode``."""
@@ -189,8 +196,19 @@ def fit_supervised(model: nn.Module, train, ctx, recipe: Recipe, *, forward=None
     model.eval()
 
 
+def finetune_everything(model: nn.Module, train: tlbench.Split, val: tlbench.Split,
+                        ctx: tlbench.FitContext, recipe: Recipe) -> nn.Module:
+    """Every parameter trains with ``recipe``; logs the validation top-1. The whole fit of
+    full_finetune and of scratch (the same recipe from random weights)."""
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    fit_supervised(model, train, ctx, recipe)
+    ctx.log(val_top1=accuracy(model, val, ctx))
+    return model
+
+
 @torch.no_grad()
-def accuracy(model: nn.Module, split, ctx) -> float:
+def accuracy(model: nn.Module, split: tlbench.Split, ctx: tlbench.FitContext) -> float:
     """Top-1 on a split the strategy may use (validation), for the record."""
     model.eval()
     correct = 0

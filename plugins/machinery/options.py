@@ -1,4 +1,7 @@
-"""Option sets shared by the supervised strategies (fields of their Options dataclasses)."""
+"""Option dataclasses shared by several first-party strategies: the supervised recipe's
+(fields of their Options), and the linear probe's, which lp_ft's first stage uses too.
+
+Importing this module does not import torch: ``tlbench ls`` reads these classes."""
 
 from dataclasses import dataclass
 
@@ -24,7 +27,7 @@ class SupervisedOptions:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
 
     def recipe(self, **extra):
-        from tlbench_plugins.strategies.training import Recipe
+        from tlbench_plugins.machinery.training import Recipe
 
         return Recipe(lr=self.lr, weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
                       warmup_epochs=self.warmup_epochs, augment=self.augment, **extra)
@@ -42,3 +45,24 @@ class FinetuneOptions(SupervisedOptions):
 
     def recipe(self, **extra):
         return super().recipe(layer_decay=self.layer_decay, compile=self.compile, **extra)
+
+
+@dataclass(frozen=True)
+class LinearProbeOptions:
+    l2_max: float = tlbench.option(10.0, "strongest L2 penalty on the path (on standardised features)")
+    l2_min: float = tlbench.option(1e-5, "weakest L2 penalty on the path")
+    l2_steps: int = tlbench.option(7, "penalties on the log-spaced path (it stops two steps past the best); 1 = l2_max alone")
+    max_iter: int = tlbench.option(30, "L-BFGS iterations per penalty (the path is warm-started)")
+    cache: bool = tlbench.option(True, "keep features on disk (under the cache dir) for later cells")
+
+    def __post_init__(self):
+        if not 0 < self.l2_min <= self.l2_max:
+            raise ValueError(f"need 0 < l2_min <= l2_max, got {self.l2_min} and {self.l2_max}")
+        if self.l2_steps < 1 or self.max_iter < 1:
+            raise ValueError("l2_steps and max_iter must be at least 1")
+
+    def penalties(self) -> list[float]:
+        if self.l2_steps == 1:
+            return [self.l2_max]
+        ratio = (self.l2_min / self.l2_max) ** (1 / (self.l2_steps - 1))
+        return [self.l2_max * ratio ** i for i in range(self.l2_steps)]

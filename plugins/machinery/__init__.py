@@ -1,0 +1,24 @@
+"""Machinery the first-party strategy and score plugins share: a library, not a plugin.
+
+Nothing here registers anything or is an entry point; ``tlbench_plugins.strategies`` and
+``tlbench_plugins.scores`` import it, and it imports nothing of tlbench but the public
+``tlbench`` module, exactly as a third-party package's own helpers would.
+
+- ``training``: the supervised training loop and its recipe (freezing, train modes that keep
+  BatchNorm statistics, AdamW groups with layer-wise decay, schedule, augmentation, accuracy).
+- ``options``: option dataclasses shared by several strategies (the supervised recipe's, the
+  linear probe's).
+- ``features``: pre-logit features of a frozen network, through the on-disk cache.
+- ``feature_cache``: that cache, keyed by weights, images, pooling and precision.
+- ``extraction``: frozen-network passes over many batches (folded once, two batches at a time).
+- ``batchnorm_folding``: BatchNorm folded into the convolution before it, for those passes.
+- ``freeze_boundary``: a partly frozen network cut where training starts, so its frozen part
+  runs once and its output (the boundary activations) is cached.
+- ``linear_head``: the linear probe's logistic-regression head (standardisation, L2 path,
+  refit, installation as the classifier).
+- ``softmax_regression``: the full-batch L-BFGS solver that head is fitted with.
+- ``knn``: the weighted k-nearest-neighbour vote, its head and classifier.
+
+Only ``options`` may be imported at module level by a plugin: the others import torch, and
+``tlbench ls`` must not. Import them inside ``fit`` or ``estimate``.
+"""

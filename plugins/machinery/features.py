@@ -1,0 +1,60 @@
+"""Pre-logit features of a frozen network, each image through the network at most once.
+
+``frozen_features`` looks every split up in the on-disk cache (feature_cache.py) and extracts
+only the missing ones, all in one stream through a folded network (extraction.py). Shared by
+the linear_probe, knn_probe and lp_ft strategies and the transferability scores, so they reuse
+each other's features.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+
+import torch
+from torch import nn
+
+import tlbench
+from tlbench_plugins.machinery.training import as_channels_last, channels_last
+
+
+def pooled_features(extraction, splits: list[tlbench.Split], ctx: tlbench.FitContext) -> list:
+    """Pre-logit features of the frozen network (an extraction.Extraction) for every image of
+    each of ``splits``. All splits go through as one stream of batches, so the extraction's
+    two-at-a-time pipeline fills and drains once."""
+    def features(network, x):
+        return network.forward_head(network.forward_features(x), pre_logits=True).float()
+
+    size = ctx.settings.batch_size
+    images = (as_channels_last(x) for split in splits for x, _ in split.batches(size, device=ctx.device))
+    counts = [split.num_batches(size) for split in splits]
+    with contextlib.closing(extraction.outputs(images, features)) as batches:
+        outputs = list(ctx.progress(batches, total=sum(counts), desc="features"))
+    none = outputs[0][:0] if outputs else torch.empty(0, 0, device=ctx.device)  # for an empty split
+    ends = itertools.accumulate(counts)
+    return [torch.cat(outputs[end - count:end] or [none]) for count, end in zip(counts, ends)]
+
+
+def frozen_features(model: nn.Module, splits: list[tlbench.Split], ctx: tlbench.FitContext,
+                    use_cache: bool = True) -> tuple[list, str]:
+    """``pooled_features`` of each of ``splits`` through the on-disk cache; returns (features on
+    ctx.device per split, the cache's part: "hit" when all came from it, "miss" when some were
+    extracted, "off" without ``use_cache``). The network is folded for extraction once, and
+    only if some split has to be extracted."""
+    from tlbench_plugins.machinery import feature_cache
+    from tlbench_plugins.machinery.extraction import Extraction
+
+    # keys first: while folded, the network's own parameters are not the ones it was built with
+    keys = [feature_cache.cache_key(model, split, ctx, pooling="pre_logits") for split in splits]
+    found = [feature_cache.load(ctx.cache_dir, key, split.labels) if use_cache else None
+             for split, key in zip(splits, keys)]
+    missing = [i for i, features in enumerate(found) if features is None]
+    if missing:
+        with Extraction(channels_last(model), ctx) as extraction:
+            extracted = pooled_features(extraction, [splits[i] for i in missing], ctx)
+        for i, features in zip(missing, extracted):
+            if use_cache:
+                feature_cache.store(ctx.cache_dir, keys[i], features, splits[i].labels)
+            found[i] = features
+    cache = "off" if not use_cache else "miss" if missing else "hit"
+    return [features.to(ctx.device) for features in found], cache
