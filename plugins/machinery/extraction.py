@@ -54,8 +54,10 @@ class Extraction:
         return self._network
 
     def outputs(self, batches, compute):
-        """``compute(network, x)`` for each batch ``x``, in order, without gradients and under
-        ctx.autocast().
+        """``compute(network, x)`` for each batch ``x``, in order, without gradients and in fp32
+        whatever ``ctx.precision`` (TF32 where the GPU allows it): frozen outputs are computed
+        once and reused by every epoch and cell, so their precision costs little and counts
+        (bf16 features cost a linear probe points of accuracy: benchmarks/README.md).
 
         On the CPU, with two or more threads, the batches run two at a time, each on half the
         threads (2 + 1 of 3): a frozen forward is hundreds of small operations, and splitting
@@ -64,7 +66,7 @@ class Extraction:
         are in memory beyond the one the caller holds. Close the generator (contextlib.closing)
         inside the block: until it is closed or exhausted it holds the two workers."""
         def run(network, x):
-            with torch.no_grad(), self.ctx.autocast():  # both are per thread
+            with torch.no_grad():  # per thread
                 return compute(network, x)
 
         batches = iter(batches)

@@ -21,6 +21,7 @@ import torch
 import tlbench
 
 FORMAT = 1  # bump when what is stored changes
+FEATURE_PRECISION = "fp32"  # frozen features are extracted in fp32 whatever the cell's precision (extraction.py)
 
 
 def cache_key(model: torch.nn.Module, split: tlbench.Split, ctx: tlbench.FitContext, pooling: str) -> dict:
@@ -31,7 +32,7 @@ def cache_key(model: torch.nn.Module, split: tlbench.Split, ctx: tlbench.FitCont
         "parameters": sum(p.numel() for p in model.parameters()),
         "images": split.key,
         "pooling": pooling,
-        "precision": ctx.precision,
+        "precision": FEATURE_PRECISION,
     }
 
 

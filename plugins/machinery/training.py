@@ -9,7 +9,9 @@ available, ``group_matcher`` for the network's stages.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -171,7 +173,8 @@ def fit_supervised(model: nn.Module, train: tlbench.Split, ctx: tlbench.FitConte
     path passes its own ``forward``, ``batches`` and ``train_mode``."""
     settings = ctx.settings
     channels_last(model)
-    forward = forward or (torch.compile(model) if recipe.compile else model)
+    compiling = recipe.compile and forward is None
+    forward = forward or (compiled(model) if compiling else model)
     batches = batches or image_batches(train, ctx, recipe)
     steps_per_epoch = steps_per_epoch or train.num_batches(settings.batch_size)
     train_mode = train_mode or (lambda: train_mode_keeping_frozen_norms(model))
@@ -179,21 +182,65 @@ def fit_supervised(model: nn.Module, train: tlbench.Split, ctx: tlbench.FitConte
     schedule = cosine_with_warmup(optimizer, steps_per_epoch * settings.epochs,
                                   int(recipe.warmup_epochs * steps_per_epoch))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    # fp16 gradients underflow without loss scaling; in fp32 and bf16 the scaler passes through
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.precision == "fp16")
+    compile_clock = CompileClock(ctx.device) if compiling else None
     for epoch in range(settings.epochs):
         train_mode()
         desc = f"epoch {epoch + 1}/{settings.epochs}"
         for x, y in ctx.progress(batches(epoch), total=steps_per_epoch, desc=desc):
             if len(y) < 2:  # BatchNorm cannot train on a batch of one
                 continue
-            with ctx.autocast():
-                loss = loss_fn(forward(x), y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss ({loss.item()}) in epoch {epoch + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            with compile_clock or contextlib.nullcontext():
+                with ctx.autocast():
+                    loss = loss_fn(forward(x), y)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite training loss ({loss.item()}) in epoch {epoch + 1}")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             schedule.step()
+    if scaler.is_enabled():
+        ctx.log(loss_scale=scaler.get_scale())
+    if compile_clock is not None:
+        ctx.log(compile_s=compile_clock.seconds, compiled_graphs=compile_clock.graphs)
     model.eval()
+
+
+def compiled(model: nn.Module):
+    """``torch.compile(model)`` from a clean slate: dynamo's caches are per process, so without
+    the reset the first cell of an architecture would pay its compilation and later cells none
+    (and after eight recompilations dynamo silently stops compiling)."""
+    torch._dynamo.reset()
+    return torch.compile(model)
+
+
+def _graphs_compiled() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+class CompileClock:
+    """Around each training step of a compiled model: the time of the steps that compiled a
+    graph (the first, and the first of each new batch shape), logged as ``compile_s`` so that
+    a reader can tell compilation from training in ``train_s``."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds, self.graphs = device, 0.0, 0
+
+    def __enter__(self):
+        self._graphs, self._start = _graphs_compiled(), time.perf_counter()
+
+    def __exit__(self, *exc):
+        added = _graphs_compiled() - self._graphs
+        if added > 0:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)  # only on steps that compiled: no sync otherwise
+            self.seconds += time.perf_counter() - self._start
+            self.graphs += added
+        return False
 
 
 def finetune_everything(model: nn.Module, train: tlbench.Split, val: tlbench.Split,
