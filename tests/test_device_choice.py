@@ -118,3 +118,10 @@ def test_the_record_says_where_the_pixels_were(registry, write_grid, tmp_path):
     assert record["status"] == "ok", record.get("error")
     assert record["pixels"] == "held on cpu"
     assert record["peak_mem_mb"] > 0
+
+
+def test_the_untimed_warm_up_runs_once_per_device(monkeypatch):
+    monkeypatch.setattr(machine, "_warmed_up", set())
+    cpu = torch.device("cpu")
+    assert machine.warm_up(cpu, torch.bfloat16) is True  # forward and backward under autocast
+    assert machine.warm_up(cpu) is False

@@ -197,8 +197,9 @@ def cmd_run(args) -> int:
               file=sys.stderr)
         return 130
     board = build_report(args.results, grid.name, cells=grid.cells)
+    # the answer first: the files (plots, page) take seconds to render
+    print(terminal_summary(board, color=_color(sys.stdout)), end="", flush=True)
     paths = write_board(board, grid_dir(args.results, grid.name))
-    print(terminal_summary(board, color=_color(sys.stdout)), end="")
     print(_where(paths))
     if outcome.failed:
         _print_failures(outcome.failed)

@@ -245,6 +245,7 @@ class ImageSplit(Split):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self._images, self._resample = images, resample
+        self._on_device: dict = {}
         self.pixels = pixels  # N×3×S×S uint8 (on the CPU or the GPU), or None: decoded on the fly
         # identifies exactly these images as the model sees them (dataset, indices, size,
         # normalisation): a key for caches of anything computed from them
@@ -254,8 +255,17 @@ class ImageSplit(Split):
         return len(self.indices)
 
     def normalize(self, pixels: torch.Tensor, device) -> torch.Tensor:
+        mean, std = self._constants(device)
         x = pixels.to(device, non_blocking=True).float().div_(255.0)
-        return x.sub_(self.mean.to(device)).div_(self.std.to(device))
+        return x.sub_(mean).div_(std)
+
+    def _constants(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std on ``device``, copied there once: a copy per batch is a blocking
+        host-to-device transfer on a GPU."""
+        device = torch.device(device)
+        if device not in self._on_device:
+            self._on_device[device] = (self.mean.to(device), self.std.to(device))
+        return self._on_device[device]
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0,
                 device=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -145,6 +145,27 @@ def available_memory(device: torch.device) -> int:
     return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
 
+_warmed_up: set = set()
+
+
+def warm_up(device: torch.device, dtype: Optional[torch.dtype] = None) -> bool:
+    """Once per process and device, untimed, before the first fit: a small convolution and
+    matrix product, forward and backward (under autocast to ``dtype``), so that CUDA's lazy
+    loading, cuBLAS and cuDNN set-up and the allocator's first blocks are not paid inside the
+    first cell's ``train_s``. True when it ran."""
+    if device in _warmed_up:
+        return False
+    _warmed_up.add(device)
+    x = torch.randn(4, 3, 16, 16, device=device, requires_grad=True)
+    weight = torch.randn(8, 3, 3, 3, device=device, requires_grad=True)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        y = torch.nn.functional.conv2d(x, weight).flatten(1)
+        y = y @ torch.randn(y.shape[1], 4, device=device)
+    y.float().sum().backward()
+    synchronize(device)
+    return True
+
+
 def use_device(device: torch.device) -> None:
     """Make ``cuda:N`` the current device too, so that nothing (cuBLAS handles, a library's own
     allocation) creates a context on GPU 0 beside it."""

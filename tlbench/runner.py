@@ -26,7 +26,8 @@ from tlbench.data import (DecodedPixels, ImageSplit, Resample, SplitIndices, fit
 from tlbench.errors import ConfigError
 from tlbench.grid import Cell
 from tlbench.machine import (available_memory, environment, held_memory_mb, peak_memory_mb, precision_for,
-                             release_memory, reset_peak_memory, resolve_device, synchronize, use_device)
+                             release_memory, reset_peak_memory, resolve_device, synchronize, use_device,
+                             warm_up)
 from tlbench.options import options_as_dict
 from tlbench.plugins import Registry
 from tlbench.progress import Progress
@@ -130,8 +131,9 @@ class CountingSplit(ImageSplit):
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, test: ImageSplit, ctx: CellContext) -> dict:
     model.eval()
-    predictions, top5_hits = [], []
+    predictions, top5_hits, finite = [], [], []
     k = min(5, ctx.num_classes)
+    # everything stays on the device until the end: one host synchronisation, not one a batch
     for x, y in test.batches(ctx.settings.batch_size, device=ctx.device):
         with ctx.autocast():
             logits = model(x)
@@ -141,12 +143,13 @@ def evaluate(model: torch.nn.Module, test: ImageSplit, ctx: CellContext) -> dict
                 f"the fitted model returned logits of shape {tuple(logits.shape)}; "
                 f"expected (batch, {ctx.num_classes})"
             )
-        if not torch.isfinite(logits).all():  # argmax of NaN picks a class: a score from nothing
-            raise FloatingPointError("the fitted model returned non-finite logits (NaN or inf) on "
-                                     "the images it was scored on")
-        predictions.append(logits.argmax(1).cpu())
-        top5_hits.append((logits.topk(k, dim=1).indices == y[:, None]).any(1).cpu())
-    predicted = torch.cat(predictions)
+        finite.append(torch.isfinite(logits).all())
+        predictions.append(logits.argmax(1))
+        top5_hits.append((logits.topk(k, dim=1).indices == y[:, None]).any(1))
+    if finite and not torch.stack(finite).all():  # argmax of NaN picks a class: a score from nothing
+        raise FloatingPointError("the fitted model returned non-finite logits (NaN or inf) on "
+                                 "the images it was scored on")
+    predicted = torch.cat(predictions).cpu()
     labels = test.labels
     correct = predicted == labels
     per_class = [correct[labels == c].float().mean().item()
@@ -378,6 +381,8 @@ class Runner:
 
     def _fit(self, cell_setup: "CellSetup") -> tuple[torch.nn.Module, float]:
         device = cell_setup.ctx.device
+        if device.type == "cuda":  # the first cell of a process would pay CUDA's set-up in train_s
+            warm_up(device, AUTOCAST_DTYPES.get(cell_setup.ctx.precision))
         synchronize(device)
         start = time.perf_counter()
         fitted = cell_setup.strategy.fit(cell_setup.model, cell_setup.train, cell_setup.val, cell_setup.ctx)

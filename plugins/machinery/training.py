@@ -188,19 +188,22 @@ def fit_supervised(model: nn.Module, train: tlbench.Split, ctx: tlbench.FitConte
     for epoch in range(settings.epochs):
         train_mode()
         desc = f"epoch {epoch + 1}/{settings.epochs}"
+        # checked once an epoch, not once a step: reading a flag from the GPU waits for it
+        non_finite = torch.zeros((), dtype=torch.bool, device=ctx.device)
         for x, y in ctx.progress(batches(epoch), total=steps_per_epoch, desc=desc):
             if len(y) < 2:  # BatchNorm cannot train on a batch of one
                 continue
             with compile_clock or contextlib.nullcontext():
                 with ctx.autocast():
                     loss = loss_fn(forward(x), y)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite training loss ({loss.item()}) in epoch {epoch + 1}")
+                non_finite |= ~torch.isfinite(loss.detach())
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
             schedule.step()
+        if non_finite:
+            raise FloatingPointError(f"non-finite training loss in epoch {epoch + 1}")
     if scaler.is_enabled():
         ctx.log(loss_scale=scaler.get_scale())
     if compile_clock is not None:
