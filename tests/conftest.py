@@ -1,12 +1,29 @@
+"""Fixtures shared by the test files. Test files take what they need from here as fixtures;
+none imports this module (the module-level names below stay importable for files that still do).
+
+Test-only plugins live in tests/plugins/, one definition each, as real plugin files: pass
+``test_plugins_dir`` to ``--plugins-dir`` (or to ``load_registry``) to load them.
+"""
+
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import pytest
+from tlbench.cpus import quiet_threads
 
-from tlbench.cli import main
-from tlbench.plugins import load_registry
+# As the CLI does, before anything imports torch (its OpenMP runtime reads this once): idle
+# intra-op threads sleep instead of spinning. The suite shares a few cores with the processes it
+# starts (isolated cells, concurrent runners, Ray workers), and spinning threads there made every
+# forward pass many times slower. Inherited by those processes too.
+quiet_threads()
+
+import pytest  # noqa: E402
+
+from tlbench.cli import main  # noqa: E402
+from tlbench.plugins import load_registry  # noqa: E402
+
+TEST_PLUGINS_DIR = Path(__file__).parent / "plugins"
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +61,13 @@ def run_tlbench(*argv, env=None, cwd=None):
                           capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
+@pytest.fixture(name="run_tlbench", scope="session")
+def run_tlbench_fixture():
+    """``run_tlbench(*argv, env=None, cwd=None)``: `tlbench` in a fresh interpreter (a
+    CompletedProcess). Only for what needs one: start-up imports, entry points, exit paths."""
+    return run_tlbench
+
+
 TINY_SETTINGS = """
 [settings]
 image_size = 32
@@ -53,10 +77,24 @@ pretrained = false
 """
 
 
+@pytest.fixture(scope="session")
+def tiny_settings():
+    """A grid's [settings] table for cells that take a second: 32 px, one epoch, random weights."""
+    return TINY_SETTINGS
+
+
+@pytest.fixture(scope="session")
+def test_plugins_dir():
+    """tests/plugins/: the test-only strategies and scores, as a --plugins-dir folder."""
+    return TEST_PLUGINS_DIR
+
+
 @pytest.fixture(autouse=True)
 def private_cache_dir(tmp_path_factory, monkeypatch):
-    """Feature caches go to a fresh folder per test, never to the user's ~/.cache."""
-    monkeypatch.setenv("TLBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    """Feature caches go to a fresh folder per test, never to the user's ~/.cache; returns it."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("TLBENCH_CACHE_DIR", str(folder))
+    return folder
 
 
 # -- one cell of a tiny model, set up for a strategy's fit (strategy tests) -----------------------
@@ -107,3 +145,12 @@ def changed(model, snapshot):
         return state[f"{layer}.base_layer.{leaf}"]
 
     return {k for k, v in snapshot.items() if not torch.equal(now(k), v)}
+
+
+@pytest.fixture(scope="session")
+def cell_tools():
+    """``fit(cell_setup)``, ``trainable_names(model)`` and ``changed(model, snapshot)`` for tests
+    of a strategy's fit on a ``setup_cell`` (the same functions this module defines)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(fit=fit, trainable_names=trainable_names, changed=changed)

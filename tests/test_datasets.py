@@ -16,7 +16,6 @@ from PIL import Image
 
 import tlbench
 from tlbench.options import build_options
-from tlbench.plugins import load_registry
 
 OFFLINE = {  # name: (images, classes), as documented
     "digits": (1797, 10),
@@ -25,11 +24,6 @@ OFFLINE = {  # name: (images, classes), as documented
     "faces": (200, 2),
 }
 TORCHVISION = ["cifar10", "cifar100", "flowers102", "pets", "dtd", "eurosat", "food101"]
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return load_registry()
 
 
 def load(registry, name, **options):
@@ -317,10 +311,26 @@ def test_fashion_mnist_looks_in_tlbench_data_in_torchvisions_layout(registry, tm
     assert str(tmp_path / "data" / "FashionMNIST" / "raw") in images.source
 
 
-def test_fashion_mnist_from_debians_dataset_package(registry, monkeypatch):
+@pytest.fixture(scope="module")
+def installed(registry):
+    """name -> the default grid's dataset as this machine has it installed (TLBENCH_DATA unset,
+    nothing downloaded), loaded once for the module."""
+    loaded = {}
+    offline = {"fashion_mnist": {"download": False}}
+
+    def get(name):
+        if name not in loaded:
+            with pytest.MonkeyPatch.context() as env:
+                env.delenv("TLBENCH_DATA", raising=False)
+                loaded[name] = load(registry, name, **offline.get(name, {}))
+        return loaded[name]
+
+    return get
+
+
+def test_fashion_mnist_from_debians_dataset_package(installed):
     """The default grid's source: `apt-get install dataset-fashion-mnist` (.ci/run installs it)."""
-    monkeypatch.delenv("TLBENCH_DATA", raising=False)
-    images = load(registry, "fashion_mnist", download=False)
+    images = installed("fashion_mnist")
     assert "/usr/share/datasets/fashion-mnist" in images.source
     assert len(images.samples) == 70000 and len(images.test_indices) == 10000
     assert np.bincount(images.labels).tolist() == [7000] * 10
@@ -351,8 +361,8 @@ def test_a_truncated_idx_file_is_reported_not_guessed(registry, tmp_path):
         load(registry, "fashion_mnist", root=str(tmp_path / "fm"), download=False)
 
 
-def test_animal_shape_is_de_duplicated(registry):
-    images = load(registry, "animal_shape")
+def test_animal_shape_is_de_duplicated(installed):
+    images = installed("animal_shape")
     samples = np.asarray(images.samples)
     assert samples.shape == (9716, 28, 28) and samples.dtype == np.uint8
     assert len(np.unique(samples.reshape(len(samples), -1), axis=0)) == len(samples)  # 284 copies gone
@@ -381,13 +391,13 @@ def test_animal_shape_unpickles_numpy_arrays_and_nothing_else():
 
 
 @pytest.mark.parametrize("name", ["fashion_mnist", "animal_shape"])
-def test_no_image_is_in_two_splits_of_the_default_grids_protocol(registry, name):
+def test_no_image_is_in_two_splits_of_the_default_grids_protocol(installed, name):
     """Exact copies across splits would score memorised images as transferred ones."""
     import hashlib
 
     from tlbench.data import fixed_size_train_val, stratified_split
 
-    images = load(registry, name)
+    images = installed(name)
     samples = np.asarray(images.samples)
     base = stratified_split(images.labels, 0.2, 0.2, 0, images.test_indices)
     splits = fixed_size_train_val(base, images.labels, 300, 0.2, seed=1)

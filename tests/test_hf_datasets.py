@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import tlbench
-from conftest import run_tlbench
 from tlbench.options import build_options
 
 datasets = pytest.importorskip("datasets")
@@ -374,7 +373,7 @@ def test_missing_datasets_package_names_the_extra(cli, write_grid, standard, tmp
     assert_one_line_error(code, err, 'pip install "tlbench[hf]"')
 
 
-def test_unreachable_hub_dataset_names_offline_mode_and_save_to_disk(write_grid, tmp_path):
+def test_unreachable_hub_dataset_names_offline_mode_and_save_to_disk(write_grid, run_tlbench, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "HF_HOME": str(tmp_path / "hf-home")}  # an empty cache: nothing to fall back on
     grid = hf_grid(write_grid, path="someone/no-such-dataset")

@@ -10,8 +10,6 @@ import tlbench
 from tlbench.errors import ConfigError
 from tlbench.plugins import load_registry
 
-from conftest import run_tlbench
-
 STRATEGY_PLUGIN = '''
 import tlbench
 
@@ -51,7 +49,7 @@ def test_plugins_dir_from_environment(tmp_path, monkeypatch):
     assert "echo_env" in load_registry().names("strategies")
 
 
-def test_third_party_package_entry_point_is_discovered(tmp_path):
+def test_third_party_package_entry_point_is_discovered(tmp_path, run_tlbench):
     """A package installed with an entry point in group `tlbench` is found by `tlbench ls`."""
     (tmp_path / "thirdparty_strategy.py").write_text(plugin_source("third_party"))
     dist = tmp_path / "thirdparty_strategy-1.0.dist-info"

@@ -1,7 +1,6 @@
 """Transferability scores (LogME, H-score, kNN accuracy) and `tlbench rank`."""
 
 import json
-import textwrap
 
 import numpy as np
 import pytest
@@ -9,8 +8,6 @@ from scipy import optimize, stats
 
 from tlbench.rank import kendall_tau
 from tlbench_plugins.scores import h_score, knn_accuracy, logme
-
-from conftest import TINY_SETTINGS
 
 
 def labelled(n=300, classes=5, seed=0):
@@ -117,14 +114,14 @@ def test_kendall_tau_never_compares_across_groups():
 
 
 @pytest.fixture
-def tiny_grid(write_grid):
+def tiny_grid(write_grid, tiny_settings):
     def make(strategies='"linear_probe"', extra=""):
         return write_grid(f"""
             name = "zoo"
             backbones = ["test_efficientnet", "test_resnet", "test_vit"]
             strategies = [{strategies}]
             datasets = ["faces"]
-            {TINY_SETTINGS}
+            {tiny_settings}
             {extra}
         """)
 
@@ -189,48 +186,19 @@ def test_ls_scores_lists_the_first_party_scores(cli):
     assert "k (int, default 20)" in out
 
 
-def test_a_third_party_score_from_a_plugins_folder_is_ranked(cli, tiny_grid, tmp_path):
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "feature_count.py").write_text(textwrap.dedent("""
-        import tlbench
-
-        class Width(tlbench.Score):
-            '''How many pre-logit features the network has.'''
-            name = "width"
-
-            def estimate(self, model, train, ctx):
-                return float(model.num_features)
-
-        @tlbench.hookimpl
-        def register_scores(register):
-            register(Width)
-    """))
+def test_a_third_party_score_from_a_plugins_folder_is_ranked(cli, tiny_grid, test_plugins_dir, tmp_path):
+    # width (tests/plugins/scores.py): how many pre-logit features the network has
     code, out, err = cli("rank", "--grid", tiny_grid(), "--results", tmp_path / "r", "--scores", "width",
-                         "--plugins-dir", plugins)
+                         "--plugins-dir", test_plugins_dir)
     assert code == 0, err
     ranking = json.loads((tmp_path / "r" / "zoo" / "rank.json").read_text())
     assert [p["scores"]["width"] for p in ranking["pairs"]] == [256.0, 96.0, 64.0]
 
 
-def test_a_score_that_fails_is_reported_and_the_rest_still_run(cli, tiny_grid, tmp_path):
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "broken.py").write_text(textwrap.dedent("""
-        import tlbench
-
-        class Broken(tlbench.Score):
-            name = "broken"
-
-            def estimate(self, model, train, ctx):
-                raise RuntimeError("no luck")
-
-        @tlbench.hookimpl
-        def register_scores(register):
-            register(Broken)
-    """))
+def test_a_score_that_fails_is_reported_and_the_rest_still_run(cli, tiny_grid, test_plugins_dir, tmp_path):
+    # broken (tests/plugins/scores.py) raises RuntimeError("no luck")
     code, out, err = cli("rank", "--grid", tiny_grid(), "--results", tmp_path / "r", "--scores", "broken,logme",
-                         "--plugins-dir", plugins, "-q")
+                         "--plugins-dir", test_plugins_dir, "-q")
     assert code == 1
     assert "test_vit / faces / broken: RuntimeError: no luck" in out
     ranking = json.loads((tmp_path / "r" / "zoo" / "rank.json").read_text())

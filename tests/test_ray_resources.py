@@ -27,12 +27,17 @@ class FakeRay:
     def cluster_resources(self):
         return self.resources
 
-    def remote(self, function):
+    def remote(self, function=None, **decorator_options):
+        """``ray.remote(f)`` or ``ray.remote(max_calls=1)(f)``, as Ray takes them."""
+        if function is None:
+            return lambda f: self.remote(f, **decorator_options)
         ray = self
 
         class Remote:
-            def options(self, **options):
-                return SimpleNamespace(remote=lambda job, timeout: ray.submitted.append((options, job)))
+            def options(self, **options):  # Ray refuses max_calls here: it is the function's
+                assert "max_calls" not in options
+                merged = {**decorator_options, **options}
+                return SimpleNamespace(remote=lambda job, timeout: ray.submitted.append((merged, job)))
 
         return Remote()
 
@@ -46,7 +51,8 @@ def pool_on(monkeypatch, registry, resources, **kwargs):
 
 
 def test_a_gpu_cell_gets_a_fresh_worker_its_own_device_and_a_share_on_record(monkeypatch, registry):
-    pool, fake = pool_on(monkeypatch, registry, {"CPU": 8.0, "GPU": 2.0}, gpu_shares={"linear_probe": 0.25})
+    pool, fake = pool_on(monkeypatch, registry, {"CPU": 8.0, "GPU": 2.0}, gpu_shares={"linear_probe": 0.25},
+                         needs_gpu=True)  # [settings] device = "cuda:1", say
     for strategy in ("linear_probe", "full_finetune"):
         pool.submit(SimpleNamespace(strategy=strategy), a_job())
     (probe_options, probe_job), (ft_options, ft_job) = fake.submitted
@@ -54,6 +60,13 @@ def test_a_gpu_cell_gets_a_fresh_worker_its_own_device_and_a_share_on_record(mon
     assert probe_options["max_calls"] == ft_options["max_calls"] == 1  # no reused CUDA context
     assert probe_job.device == ft_job.device == "cuda"  # the worker's GPU, whatever cuda:N the grid says
     assert probe_job.resources == {"num_cpus": 1.0, "num_gpus": 0.25}
+
+
+def test_with_device_auto_a_gpu_worker_chooses_its_device_itself(monkeypatch, registry):
+    pool, fake = pool_on(monkeypatch, registry, {"CPU": 8.0, "GPU": 1.0})
+    pool.submit(SimpleNamespace(strategy="full_finetune"), a_job())
+    ((options, job),) = fake.submitted
+    assert options["max_calls"] == 1 and job.device is None
 
 
 def test_cpu_cells_keep_reusable_workers_and_the_grids_device(monkeypatch, registry):

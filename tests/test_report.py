@@ -21,8 +21,6 @@ from tlbench.report import build_report, terminal_summary
 from tlbench.report.stats import average_ranks, mean_ci, pareto_front, t_quantile
 from tlbench.results import write_record
 
-from conftest import TINY_SETTINGS
-
 GRID = "paper"
 FILES = ["leaderboard.md", "leaderboard.html", "leaderboard.csv", "leaderboard_overall.csv",
          "leaderboard_transfer_gain.csv", "leaderboard.json", "accuracy_vs_train_time.png",
@@ -328,16 +326,16 @@ def test_report_help_imports_no_heavy_module():
 # -- real runs ---------------------------------------------------------------------------------
 
 
-def test_report_over_records_of_two_separate_runs(write_grid, cli, tmp_path):
+def test_report_over_records_of_two_separate_runs(write_grid, tiny_settings, cli, tmp_path):
     """Two machines each run one seed of the same grid; their records are merged into one folder."""
     def grid(seed):
         return write_grid(f"""
             name = "merged"
             backbones = ["test_efficientnet"]
             strategies = ["linear_probe", "scratch"]
-            datasets = ["digits"]
+            datasets = ["faces"]
             seeds = [{seed}]
-            {TINY_SETTINGS}
+            {tiny_settings}
         """, name=f"seed{seed}.toml")
 
     first, second = tmp_path / "machine1", tmp_path / "machine2"

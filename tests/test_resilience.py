@@ -16,110 +16,16 @@ import pytest
 
 from tlbench.cli import main
 from tlbench.grid import load_grid
-from tlbench.plugins import load_registry
 from tlbench.results import (claim_cell, iter_records, read_record, records_dir,
                              remove_leftovers, write_record)
 
-from conftest import TINY_SETTINGS
-
-# Loose-file plugin: strategies whose behaviour the tests control through the environment.
-PLUGIN = '''
-import os
-import time
-
-import tlbench
-
-
-class Logged(tlbench.Strategy):
-    """Appends its fit to $TLBENCH_TEST_LOG, sleeps $TLBENCH_TEST_SLEEP s, trains nothing."""
-
-    name = "logged"
-
-    def fit(self, model, train, val, ctx):
-        with open(os.environ["TLBENCH_TEST_LOG"], "a") as log:
-            log.write(f"{os.getpid()} seed {ctx.seed}\\n")
-        time.sleep(float(os.environ.get("TLBENCH_TEST_SLEEP", "0")))
-        return model
-
-
-class Explodes(tlbench.Strategy):
-    """Raises during fit."""
-
-    name = "explodes"
-
-    def fit(self, model, train, val, ctx):
-        raise RuntimeError("boom")
-
-
-class OutOfMemory(tlbench.Strategy):
-    """Raises what PyTorch raises when CUDA runs out of memory."""
-
-    name = "oom"
-
-    def fit(self, model, train, val, ctx):
-        import torch
-
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-
-
-class NanLogits(tlbench.Strategy):
-    """Returns a model whose logits are NaN."""
-
-    name = "nan_logits"
-
-    def fit(self, model, train, val, ctx):
-        import torch
-
-        with torch.no_grad():
-            model.get_classifier().bias.fill_(float("nan"))
-        return model
-
-
-class ReturnsNone(tlbench.Strategy):
-    """Forgets to return the model."""
-
-    name = "returns_none"
-
-    def fit(self, model, train, val, ctx):
-        return None
-
-
-class Exits(tlbench.Strategy):
-    """Calls sys.exit() inside its fit."""
-
-    name = "exits"
-
-    def fit(self, model, train, val, ctx):
-        import sys
-
-        sys.exit(3)
-
-
-class LogsOddValues(tlbench.Strategy):
-    """Logs values JSON cannot hold."""
-
-    name = "logs_odd_values"
-
-    def fit(self, model, train, val, ctx):
-        import torch
-
-        ctx.log(nan=float("nan"), obj=object(), tensor=torch.tensor(0.25), pair=(1, 2))
-        return model
-
-
-@tlbench.hookimpl
-def register_strategies(register):
-    for strategy in (Logged, Explodes, OutOfMemory, NanLogits, ReturnsNone, Exits, LogsOddValues):
-        register(strategy)
-'''
-
 
 @pytest.fixture
-def plugins(tmp_path):
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    (folder / "resilience.py").write_text(PLUGIN)
-    return folder
+def plugins(test_plugins_dir):
+    """The --plugins-dir of the test-only strategies: `logged` (tests/plugins/logged.py) appends
+    each fit to $TLBENCH_TEST_LOG and sleeps $TLBENCH_TEST_SLEEP s; broken_results.py fails in
+    every other way."""
+    return test_plugins_dir
 
 
 @pytest.fixture
@@ -136,15 +42,21 @@ def fits(log: Path) -> list[int]:
     return [int(line.split()[-1]) for line in log.read_text().splitlines()]
 
 
-def logged_grid(write_grid, seeds, strategies='"logged"'):
-    return write_grid(f"""
-        name = "g"
-        backbones = ["test_efficientnet"]
-        strategies = [{strategies}]
-        datasets = ["faces"]
-        seeds = {list(seeds)}
-        {TINY_SETTINGS}
-    """)
+@pytest.fixture
+def logged_grid(write_grid, tiny_settings):
+    """(seeds, strategies) -> a grid file of those cells on faces."""
+
+    def write(seeds, strategies='"logged"'):
+        return write_grid(f"""
+            name = "g"
+            backbones = ["test_efficientnet"]
+            strategies = [{strategies}]
+            datasets = ["faces"]
+            seeds = {list(seeds)}
+            {tiny_settings}
+        """)
+
+    return write
 
 
 def start(grid, results, plugins, *extra, sleep=0.0):
@@ -152,7 +64,11 @@ def start(grid, results, plugins, *extra, sleep=0.0):
     return subprocess.Popen(
         [sys.executable, "-m", "tlbench.cli", "run", "--grid", str(grid), "--results", str(results),
          "--plugins-dir", str(plugins), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        # Ctrl-C must reach the runner even when these tests run where SIGINT is ignored (a
+        # background job, nohup): Python turns SIGINT into KeyboardInterrupt only where it was
+        # not ignored when the interpreter started
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_until(condition, proc, timeout=120.0):
@@ -181,9 +97,9 @@ def fingerprint(path: Path):
 # -- kill -9, resume, concurrency --------------------------------------------------------------
 
 
-def test_sigkill_at_any_point_then_resume_gives_one_ok_record_per_cell(write_grid, plugins, fit_log, tmp_path,
+def test_sigkill_at_any_point_then_resume_gives_one_ok_record_per_cell(logged_grid, plugins, fit_log, tmp_path,
                                                                        cli):
-    grid, results = logged_grid(write_grid, range(5)), tmp_path / "results"
+    grid, results = logged_grid(range(5)), tmp_path / "results"
     kept = {}  # records that existed when a runner was killed: they must never be redone
     checkpoints = []  # (fits logged so far, seeds with a record) at each kill
 
@@ -216,8 +132,8 @@ def test_sigkill_at_any_point_then_resume_gives_one_ok_record_per_cell(write_gri
     assert not (records_dir(results, "g") / "corrupt").exists()
 
 
-def test_two_concurrent_runners_share_the_cells(write_grid, plugins, fit_log, tmp_path):
-    grid, results = logged_grid(write_grid, range(4)), tmp_path / "results"
+def test_two_concurrent_runners_share_the_cells(logged_grid, plugins, fit_log, tmp_path):
+    grid, results = logged_grid(range(4)), tmp_path / "results"
     procs = [start(grid, results, plugins, sleep=1.0) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
     for proc, (out, err) in zip(procs, outputs):
@@ -229,9 +145,9 @@ def test_two_concurrent_runners_share_the_cells(write_grid, plugins, fit_log, tm
     assert all(r["status"] == "ok" for r in records)
 
 
-def test_ctrl_c_records_the_cell_as_interrupted_and_the_next_run_finishes_it(write_grid, plugins, fit_log,
+def test_ctrl_c_records_the_cell_as_interrupted_and_the_next_run_finishes_it(logged_grid, plugins, fit_log,
                                                                              tmp_path, cli):
-    grid, results = logged_grid(write_grid, range(2)), tmp_path / "results"
+    grid, results = logged_grid(range(2)), tmp_path / "results"
     proc = start(grid, results, plugins, sleep=60)
     wait_until(lambda: fits(fit_log), proc)
     proc.send_signal(signal.SIGINT)
@@ -249,9 +165,9 @@ def test_ctrl_c_records_the_cell_as_interrupted_and_the_next_run_finishes_it(wri
     assert fits(fit_log) == [0, 0, 1]
 
 
-def test_sigterm_stops_the_grid_like_ctrl_c(write_grid, plugins, fit_log, tmp_path, cli, monkeypatch):
+def test_sigterm_stops_the_grid_like_ctrl_c(logged_grid, plugins, fit_log, tmp_path, cli, monkeypatch):
     """As a batch scheduler stops a job; in this process, from a thread, once the fit runs."""
-    grid, results = logged_grid(write_grid, range(2)), tmp_path / "results"
+    grid, results = logged_grid(range(2)), tmp_path / "results"
     monkeypatch.setenv("TLBENCH_TEST_SLEEP", "60")
 
     def terminate_when_fitting():
@@ -273,19 +189,17 @@ def test_sigterm_stops_the_grid_like_ctrl_c(write_grid, plugins, fit_log, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def failed_grid(tmp_path_factory):
+def failed_grid(tmp_path_factory, test_plugins_dir, tiny_settings):
     """A grid where one cell raises, one runs out of memory, one diverges and one works."""
     folder = tmp_path_factory.mktemp("failures")
     (folder / "fits.log").touch()
-    (folder / "plugins").mkdir()
-    (folder / "plugins" / "resilience.py").write_text(PLUGIN)
     grid = folder / "grid.toml"
     grid.write_text(f"""
 name = "failures"
 backbones = ["test_efficientnet"]
 strategies = ["explodes", "oom", "full_finetune", "logged"]
 datasets = ["faces"]
-{TINY_SETTINGS}
+{tiny_settings}
 [strategy.full_finetune]
 lr = 1e30
 """)
@@ -293,8 +207,9 @@ lr = 1e30
     with (pytest.MonkeyPatch.context() as env, contextlib.redirect_stderr(err),
           contextlib.redirect_stdout(io.StringIO())):
         env.setenv("TLBENCH_TEST_LOG", str(folder / "fits.log"))
+        env.setenv("TLBENCH_CACHE_DIR", str(folder / "cache"))
         code = main(["run", "--grid", str(grid), "--results", str(folder / "results"),
-                     "--plugins-dir", str(folder / "plugins")])
+                     "--plugins-dir", str(test_plugins_dir)])
     return folder / "results", code, err.getvalue()
 
 
@@ -379,8 +294,8 @@ def test_runs_does_not_import_torch(failed_grid):
 # -- corrupt records, claims, leftovers --------------------------------------------------------
 
 
-def test_corrupt_record_is_set_aside_and_only_its_cell_reruns(write_grid, plugins, fit_log, tmp_path, cli):
-    grid, results = logged_grid(write_grid, range(3)), tmp_path / "results"
+def test_corrupt_record_is_set_aside_and_only_its_cell_reruns(logged_grid, plugins, fit_log, tmp_path, cli):
+    grid, results = logged_grid(range(3)), tmp_path / "results"
     argv = ("run", "--grid", grid, "--results", results, "--plugins-dir", plugins, "-q")
     assert cli(*argv)[0] == 0
     paths = {json.loads(p.read_text())["seed"]: p for p in record_files(results)}
@@ -440,7 +355,7 @@ def test_leftovers_of_killed_writers_are_removed(tmp_path):
     assert not old.exists() and young.exists() and not (folder / "dead.lock").exists()
 
 
-def test_a_file_named_by_an_option_is_part_of_the_run_id(write_grid, tmp_path):
+def test_a_file_named_by_an_option_is_part_of_the_run_id(write_grid, registry, tmp_path):
     weights = tmp_path / "weights.pth"
     weights.write_bytes(b"first")
     grid = write_grid(f"""
@@ -451,7 +366,6 @@ def test_a_file_named_by_an_option_is_part_of_the_run_id(write_grid, tmp_path):
         [backbone.test_efficientnet]
         checkpoint = "{weights}"
     """)
-    registry = load_registry()
 
     def run_id():
         return load_grid(str(grid), registry).cells[0].run_id
@@ -463,7 +377,8 @@ def test_a_file_named_by_an_option_is_part_of_the_run_id(write_grid, tmp_path):
     assert run_id() != first
 
 
-def test_a_checkpoint_replaced_while_the_grid_runs_is_never_recorded_under_the_old_run_id(write_grid, tmp_path):
+def test_a_checkpoint_replaced_while_the_grid_runs_is_never_recorded_under_the_old_run_id(write_grid, registry,
+                                                                                          tiny_settings, tmp_path):
     import timm
     import torch
 
@@ -477,11 +392,11 @@ def test_a_checkpoint_replaced_while_the_grid_runs_is_never_recorded_under_the_o
         strategies = ["linear_probe"]
         datasets = ["faces"]
         seeds = [0, 1]
-        {TINY_SETTINGS.replace("pretrained = false", "")}
+        {tiny_settings.replace("pretrained = false", "")}
         [backbone.test_efficientnet]
         checkpoint = "{weights}"
-    """)), load_registry())
-    runner = Runner(load_registry(), tmp_path)
+    """)), registry)
+    runner = Runner(registry, tmp_path)
     first = runner.run_cell(grid.cells[0])
     assert first["status"] == "ok" and first["run_id"] == grid.cells[0].run_id
     torch.manual_seed(1)
@@ -494,24 +409,50 @@ def test_a_checkpoint_replaced_while_the_grid_runs_is_never_recorded_under_the_o
 # -- a strategy's result is checked, not trusted -----------------------------------------------
 
 
-@pytest.mark.parametrize("executor", ["local", "subprocess"])
-def test_a_broken_strategy_fails_its_own_cell_only(write_grid, plugins, fit_log, tmp_path, cli, executor):
-    grid = logged_grid(write_grid, [0], '"nan_logits", "returns_none", "exits", "logs_odd_values", "logged"')
+def check_nan_logits(record):
+    assert record["error_kind"] == "non_finite" and "non-finite logits" in record["error"]
+
+
+def check_returns_none(record):
+    assert record["status"] == "failed"
+    assert "fit() returned NoneType; a strategy's fit must return the model to score" in record["error"]
+
+
+def check_exits(record):
+    assert record["status"] == "failed" and record["error"] == "SystemExit: 3"
+
+
+def check_logs_odd_values(record):
+    assert record["status"] == "ok"  # one rule in every executor: NaN -> null, objects -> str
+    info = record["strategy_info"]
+    assert info["nan"] is None and info["tensor"] == 0.25
+    assert info["pair"] == [1, 2] and info["obj"].startswith("<object")
+
+
+def check_logged(record):
+    assert record["status"] == "ok"
+
+
+EXPECTED = {"nan_logits": check_nan_logits, "returns_none": check_returns_none, "exits": check_exits,
+            "logs_odd_values": check_logs_odd_values, "logged": check_logged}
+
+
+@pytest.mark.parametrize("executor, strategies", [
+    ("local", list(EXPECTED)),
+    # in a process of its own, what differs: sys.exit() there, and the record's trip as JSON
+    # (each cell there costs a Python start-up with torch)
+    ("subprocess", ["exits", "logs_odd_values"]),
+])
+def test_a_broken_strategy_fails_its_own_cell_only(logged_grid, plugins, fit_log, tmp_path, cli, executor,
+                                                   strategies):
+    grid = logged_grid([0], ", ".join(f'"{s}"' for s in strategies))
     code, out, err = cli("run", "--grid", grid, "--results", tmp_path, "--plugins-dir", plugins,
                          "--executor", executor)
     assert code == 1 and "Traceback" not in err
     records = {r["strategy"]: r for r in iter_records(tmp_path, "g")}
-    assert set(records) == {"nan_logits", "returns_none", "exits", "logs_odd_values", "logged"}
-    assert records["nan_logits"]["error_kind"] == "non_finite"
-    assert "non-finite logits" in records["nan_logits"]["error"]
-    assert records["returns_none"]["status"] == "failed"
-    assert "fit() returned NoneType; a strategy's fit must return the model to score" in records["returns_none"]["error"]
-    assert records["exits"]["status"] == "failed" and records["exits"]["error"] == "SystemExit: 3"
-    odd = records["logs_odd_values"]
-    assert odd["status"] == "ok"  # one rule in every executor: NaN -> null, objects -> str
-    assert odd["strategy_info"]["nan"] is None and odd["strategy_info"]["tensor"] == 0.25
-    assert odd["strategy_info"]["pair"] == [1, 2] and odd["strategy_info"]["obj"].startswith("<object")
-    assert records["logged"]["status"] == "ok"
+    assert set(records) == set(strategies)
+    for strategy in strategies:
+        EXPECTED[strategy](records[strategy])
 
 
 # -- records are data from disk ----------------------------------------------------------------
@@ -623,9 +564,9 @@ def test_a_failed_leaderboard_write_leaves_the_old_set_and_no_temporaries(tmp_pa
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before  # all old, none new
 
 
-def test_a_full_disk_while_storing_a_record_stops_the_run_cleanly(write_grid, plugins, fit_log, tmp_path, cli,
+def test_a_full_disk_while_storing_a_record_stops_the_run_cleanly(logged_grid, plugins, fit_log, tmp_path, cli,
                                                                   monkeypatch):
-    grid = logged_grid(write_grid, [0, 1, 2])
+    grid = logged_grid([0, 1, 2])
     import tlbench.executors as executors
 
     real = executors.write_record

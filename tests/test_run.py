@@ -7,53 +7,34 @@ import pytest
 
 from tlbench.results import iter_records
 
-from conftest import TINY_SETTINGS
 
-FAILING_PLUGIN = '''
-import tlbench
+@pytest.fixture
+def tiny_grid(write_grid, tiny_settings):
+    """A grid of one backbone, these strategies and one small dataset (faces: 200 images, two
+    classes)."""
 
-class Explodes(tlbench.Strategy):
-    """Raises during fit."""
-    name = "explodes"
+    def write(strategies='"linear_probe", "full_finetune"', dataset="faces"):
+        return write_grid(f"""
+            name = "tiny"
+            backbones = ["test_efficientnet"]
+            strategies = [{strategies}]
+            datasets = ["{dataset}"]
+            {tiny_settings}
+        """)
 
-    def fit(self, model, train, val, ctx):
-        raise RuntimeError("boom")
-
-class WrongShape(tlbench.Strategy):
-    """Returns a model whose output is not one logit per class."""
-    name = "wrong_shape"
-
-    def fit(self, model, train, val, ctx):
-        import torch
-        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3))
-
-@tlbench.hookimpl
-def register_strategies(register):
-    register(Explodes)
-    register(WrongShape)
-'''
+    return write
 
 
-def tiny_grid(write_grid, strategies='"linear_probe", "full_finetune"'):
-    return write_grid(f"""
-        name = "tiny"
-        backbones = ["test_efficientnet"]
-        strategies = [{strategies}]
-        datasets = ["digits"]
-        {TINY_SETTINGS}
-    """)
-
-
-def test_grid_run_writes_records_and_leaderboard(write_grid, cli, tmp_path):
+def test_grid_run_writes_records_and_leaderboard(tiny_grid, cli, tmp_path):
     results = tmp_path / "results"
-    code, out, err = cli("run", "--grid", tiny_grid(write_grid), "--results", results)
+    code, out, err = cli("run", "--grid", tiny_grid(), "--results", results)
     assert code == 0, err
     records = sorted(iter_records(results, "tiny"), key=lambda r: r["strategy"])
     assert [r["strategy"] for r in records] == ["full_finetune", "linear_probe"]
     for record in records:
         assert record["status"] == "ok"
         assert 0.0 <= record["top1"] <= record["top5"] <= 1.0
-        assert record["split_sizes"] == {"train": 1079, "val": 359, "test": 359}
+        assert record["split_sizes"] == {"train": 120, "val": 40, "test": 40}
         assert record["trainable_params"] <= record["total_params"]
         assert record["train_s"] > 0 and record["train_samples_per_s"] > 0
         assert record["environment"]["torch"] and record["environment"]["device"] == "cpu"
@@ -61,14 +42,14 @@ def test_grid_run_writes_records_and_leaderboard(write_grid, cli, tmp_path):
     # the probe is scored on the same split as the fine-tune
     assert len({r["split_digest"] for r in records}) == 1
     board = (results / "tiny" / "leaderboard.md").read_text()
-    assert "linear_probe" in board and "full_finetune" in board and "digits" in board
+    assert "linear_probe" in board and "full_finetune" in board and "faces" in board
     csv = (results / "tiny" / "leaderboard.csv").read_text().splitlines()
     assert csv[0].startswith("dataset,backbone,strategy") and len(csv) == 3
     assert "[2/2]" in err  # progress lines
 
 
-def test_rerun_skips_done_cells_and_force_reruns(write_grid, cli, tmp_path):
-    grid = tiny_grid(write_grid, '"linear_probe"')
+def test_rerun_skips_done_cells_and_force_reruns(tiny_grid, cli, tmp_path):
+    grid = tiny_grid('"linear_probe"')
     results = tmp_path / "results"
     assert cli("run", "--grid", grid, "--results", results)[0] == 0
     (path,) = (results / "tiny" / "records").glob("*.json")
@@ -80,11 +61,9 @@ def test_rerun_skips_done_cells_and_force_reruns(write_grid, cli, tmp_path):
     assert len(list((results / "tiny" / "records").glob("*.json"))) == 1
 
 
-def test_failing_cells_are_recorded_and_the_rest_still_run(write_grid, cli, tmp_path):
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "failing.py").write_text(FAILING_PLUGIN)
-    grid = tiny_grid(write_grid, '"explodes", "wrong_shape", "linear_probe"')
+def test_failing_cells_are_recorded_and_the_rest_still_run(tiny_grid, cli, test_plugins_dir, tmp_path):
+    plugins = test_plugins_dir
+    grid = tiny_grid('"explodes", "wrong_shape", "linear_probe"')
     results = tmp_path / "results"
     code, out, err = cli("run", "--grid", grid, "--results", results, "--plugins-dir", plugins)
     assert code == 1
@@ -92,7 +71,7 @@ def test_failing_cells_are_recorded_and_the_rest_still_run(write_grid, cli, tmp_
     assert by_strategy["linear_probe"]["status"] == "ok"
     assert by_strategy["explodes"]["status"] == "failed"
     assert by_strategy["explodes"]["error"] == "RuntimeError: boom"
-    assert "expected (batch, 10)" in by_strategy["wrong_shape"]["error"]
+    assert "expected (batch, 2)" in by_strategy["wrong_shape"]["error"]  # faces: 2 classes
     assert "2 cell(s) failed" in err and "explodes" in err and "--retry-failed" in err
     board = (results / "tiny" / "leaderboard.md").read_text()
     assert "1 failed" in board
@@ -104,9 +83,9 @@ def test_failing_cells_are_recorded_and_the_rest_still_run(write_grid, cli, tmp_
     assert code == 1 and "1 of 3 cells already have records" in err
 
 
-def test_report_rebuilds_leaderboard_from_records(write_grid, cli, tmp_path):
+def test_report_rebuilds_leaderboard_from_records(tiny_grid, cli, tmp_path):
     results = tmp_path / "results"
-    assert cli("run", "--grid", tiny_grid(write_grid, '"linear_probe"'), "--results", results, "-q")[0] == 0
+    assert cli("run", "--grid", tiny_grid('"linear_probe"'), "--results", results, "-q")[0] == 0
     board = results / "tiny" / "leaderboard.md"
     original = board.read_text()
     board.unlink()
@@ -129,39 +108,39 @@ def test_cli_errors_are_one_line_exit_2_no_traceback(write_grid, cli, tmp_path):
     assert code == 2 and "No records" in err
 
 
-def test_unwritable_results_dir_is_a_config_error(write_grid, cli, tmp_path):
+def test_unwritable_results_dir_is_a_config_error(tiny_grid, cli, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    code, out, err = cli("run", "--grid", tiny_grid(write_grid), "--results", blocker)
+    code, out, err = cli("run", "--grid", tiny_grid(), "--results", blocker)
     assert code == 2 and "not writable" in err and "--results" in err
 
 
-def test_k_shot_setting_reaches_the_cell(write_grid, cli, tmp_path):
+def test_k_shot_setting_reaches_the_cell(write_grid, tiny_settings, cli, tmp_path):
     grid = write_grid(f"""
         name = "kshot"
         backbones = ["test_efficientnet"]
         strategies = ["linear_probe"]
-        datasets = ["digits"]
+        datasets = ["faces"]
         seeds = [0, 1]
-        {TINY_SETTINGS}
+        {tiny_settings}
         train_per_class = 5
     """)
     assert cli("run", "--grid", grid, "--results", tmp_path, "-q")[0] == 0
     records = list(iter_records(tmp_path, "kshot"))
     # k per class to train on and at most k per class to select with: a probe that refits on
-    # train + val must not learn from the 359 validation images
-    assert [r["split_sizes"] for r in records] == [{"train": 50, "val": 50, "test": 359}] * 2
-    assert all(r["trainable_params"] == 2570 for r in records)
+    # train + val must not learn from the 40 validation images
+    assert [r["split_sizes"] for r in records] == [{"train": 10, "val": 10, "test": 40}] * 2
+    assert all(r["trainable_params"] == 256 * 2 + 2 for r in records)  # the head: 256 features, 2 classes
 
 
-def test_vtab_style_train_size_and_test_size_reach_the_cell(write_grid, cli, tmp_path):
+def test_vtab_style_train_size_and_test_size_reach_the_cell(write_grid, tiny_settings, cli, tmp_path):
     grid = write_grid(f"""
         name = "vtab"
         backbones = ["test_efficientnet"]
         strategies = ["linear_probe"]
         datasets = ["digits"]
         seeds = [0, 1]
-        {TINY_SETTINGS}
+        {tiny_settings}
         train_size = 100
         test_size = 50
     """)
@@ -172,13 +151,13 @@ def test_vtab_style_train_size_and_test_size_reach_the_cell(write_grid, cli, tmp
     assert records[0]["split_digest"] != records[1]["split_digest"]
 
 
-def test_train_size_larger_than_the_dataset_fails_the_cell_saying_how_many_there_are(write_grid, cli, tmp_path):
+def test_train_size_larger_than_the_dataset_fails_the_cell_saying_how_many_there_are(write_grid, tiny_settings, cli, tmp_path):
     grid = write_grid(f"""
         name = "big"
         backbones = ["test_efficientnet"]
         strategies = ["linear_probe"]
         datasets = ["faces"]
-        {TINY_SETTINGS}
+        {tiny_settings}
         train_size = 1000
     """)
     code, out, err = cli("run", "--grid", grid, "--results", tmp_path, "-q")
@@ -187,8 +166,8 @@ def test_train_size_larger_than_the_dataset_fails_the_cell_saying_how_many_there
     assert "train_size = 1000, but the dataset has only 160 examples outside its test split" in record["error"]
 
 
-def test_changed_grid_gets_new_records_and_leaderboard_shows_only_current(write_grid, cli, tmp_path):
-    grid = tiny_grid(write_grid, '"linear_probe"')
+def test_changed_grid_gets_new_records_and_leaderboard_shows_only_current(tiny_grid, cli, tmp_path):
+    grid = tiny_grid('"linear_probe"')
     assert cli("run", "--grid", grid, "--results", tmp_path, "-q")[0] == 0
     grid.write_text(grid.read_text().replace("epochs = 1", "epochs = 2").replace(
         "batch_size = 32", "batch_size = 16"))
@@ -204,13 +183,13 @@ def test_changed_grid_gets_new_records_and_leaderboard_shows_only_current(write_
         assert cli("report", "--results", tmp_path)[0] == 0
 
 
-def test_list_of_values_is_selected_on_validation(write_grid, cli, tmp_path):
+def test_list_of_values_is_selected_on_validation(write_grid, tiny_settings, cli, tmp_path):
     grid = write_grid(f"""
         name = "sweep"
         backbones = ["test_efficientnet"]
         strategies = ["linear_probe"]
         datasets = ["digits"]
-        {TINY_SETTINGS}
+        {tiny_settings}
         [strategy.linear_probe]
         l2_max = [1000.0, 0.001]
         l2_steps = 1

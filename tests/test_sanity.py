@@ -9,31 +9,6 @@ from tlbench import sanity
 from tlbench.data import Resample
 from tlbench.results import iter_records
 
-from conftest import TINY_SETTINGS
-
-CONSTANT_PLUGIN = '''
-import tlbench
-
-class AlwaysZero(tlbench.Strategy):
-    """Answers class 0 whatever the image: a model that learned nothing."""
-    name = "always_zero"
-
-    def fit(self, model, train, val, ctx):
-        import torch
-        head = model.get_classifier()
-        with torch.no_grad():
-            head.weight.zero_()
-            head.bias.zero_()
-            head.bias[0] = 1.0
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return model
-
-@tlbench.hookimpl
-def register_strategies(register):
-    register(AlwaysZero)
-'''
-
 
 def test_chance_level_is_the_majority_class_within_two_standard_errors():
     labels = np.repeat([0, 1, 2, 3], [40, 20, 20, 20])  # majority 0.4, n = 100: band up to 0.498
@@ -44,22 +19,21 @@ def test_chance_level_is_the_majority_class_within_two_standard_errors():
     assert sanity.chance_warning(0.9, labels) is None
 
 
-def test_a_cell_at_chance_says_so_in_its_record_and_the_progress_output(write_grid, cli, tmp_path):
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "constant.py").write_text(CONSTANT_PLUGIN)
+def test_a_cell_at_chance_says_so_in_its_record_and_the_progress_output(write_grid, tiny_settings, cli,
+                                                                        test_plugins_dir, tmp_path):
     grid = write_grid(f"""
         name = "chance"
         backbones = ["test_efficientnet"]
         strategies = ["always_zero", "linear_probe"]
-        datasets = ["digits"]
-        {TINY_SETTINGS}
-    """)
-    code, out, err = cli("run", "--grid", grid, "--results", tmp_path, "--plugins-dir", plugins)
+        datasets = ["faces"]
+        {tiny_settings}
+    """)  # always_zero (tests/plugins/broken_results.py) answers class 0 whatever the image
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path, "--plugins-dir", test_plugins_dir)
     assert code == 0, err
     records = {r["strategy"]: r for r in iter_records(tmp_path, "chance")}
     (warning,) = records["always_zero"]["warnings"]
-    assert "top-1 0.100 is at chance level" in warning and "scores 0.103 on these 359 test images" in warning
+    # faces: 20 faces and 20 non-faces to test on, so answering "face" scores 0.500
+    assert "top-1 0.500 is at chance level" in warning and "scores 0.500 on these 40 test images" in warning
     assert records["linear_probe"]["warnings"] == []
     assert f"WARNING: {warning}" in err
     board = json.loads((tmp_path / "chance" / "leaderboard.json").read_text())

@@ -67,7 +67,12 @@ class RayPool:
         self.slots = max(1, int(resources.get("CPU", 1) // cpus_per_cell))
         self.max_retries = max_retries
         self.timeout_s = timeout_s
+        self.cuda_requested = needs_gpu
         self._remote = ray.remote(_task)
+        # a GPU task gets a worker of its own: a reused worker keeps its CUDA context on the GPU
+        # it first had, ignores the next task's CUDA_VISIBLE_DEVICES and holds memory Ray cannot
+        # see (max_calls is an option of the remote function, not of .options())
+        self._remote_gpu = ray.remote(max_calls=1)(_task)
         self._refs: dict = {}  # ObjectRef -> handle
 
     def describe(self) -> str:
@@ -83,23 +88,16 @@ class RayPool:
             return {"num_cpus": self.cpus_per_cell, "num_gpus": min(share, self.gpus)}
         return {"num_cpus": self.cpus_per_cell, "num_gpus": 0}
 
-    def options_for(self, resources: dict) -> dict:
-        """Ray task options. A GPU task gets a worker of its own (``max_calls=1``): a reused
-        worker keeps its CUDA context on the GPU it first had, ignores the next task's
-        CUDA_VISIBLE_DEVICES and holds memory Ray cannot see."""
-        options = {**resources, "max_retries": self.max_retries}
-        if resources["num_gpus"]:
-            options["max_calls"] = 1
-        return options
-
     def submit(self, cell, job: CellJob) -> object:
         from dataclasses import replace
 
         resources = self.resources_for(self.registry.get("strategies", cell.strategy))
         threads = max(1, int(resources["num_cpus"]))
+        on_gpu = bool(resources["num_gpus"])
         # a worker sees only the GPUs Ray gave it, as cuda:0..: "cuda:N" names one of the driver's
-        device = "cuda" if resources["num_gpus"] else None
-        ref = self._remote.options(**self.options_for(resources)).remote(
+        device = "cuda" if on_gpu and self.cuda_requested else None
+        remote = self._remote_gpu if on_gpu else self._remote
+        ref = remote.options(**resources, max_retries=self.max_retries).remote(
             replace(job, threads=threads, device=device, resources=resources), self.timeout_s)
         handle = object()
         self._refs[ref] = handle
