@@ -8,11 +8,9 @@ import torch
 from tlbench.grid import load_grid
 from tlbench.runner import Runner
 
-from conftest import TINY_SETTINGS
-
 
 @pytest.fixture
-def probe_cell(write_grid, registry, tmp_path):
+def probe_cell(write_grid, registry, tmp_path, tiny_settings):
     def make(image_size=32, seed=0):
         path = write_grid(f"""
             name = "cache"
@@ -20,7 +18,7 @@ def probe_cell(write_grid, registry, tmp_path):
             strategies = ["linear_probe"]
             datasets = ["faces"]
             seeds = [{seed}]
-            {TINY_SETTINGS.replace("image_size = 32", f"image_size = {image_size}")}
+            {tiny_settings.replace("image_size = 32", f"image_size = {image_size}")}
         """)
         return load_grid(str(path), registry).cells[0]
 

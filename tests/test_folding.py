@@ -167,21 +167,17 @@ def test_a_conv_feeding_two_norms_is_not_folded_and_the_rest_is():
 # -- through a strategy: the record says how many were folded -----------------------------------
 
 
-def test_the_probe_record_says_how_many_batchnorms_were_folded(setup_cell):
-    from conftest import fit
-
+def test_the_probe_record_says_how_many_batchnorms_were_folded(setup_cell, cell_tools):
     cell_setup, _ = setup_cell("linear_probe")
-    model = fit(cell_setup)
+    model = cell_tools.fit(cell_setup)
     assert cell_setup.ctx.info["folded_batchnorms"] == len(batchnorms(model)) == 13
 
 
-def test_no_folding_under_bf16_autocast(setup_cell):
+def test_no_folding_under_bf16_autocast(setup_cell, cell_tools):
     """Under autocast the folded weights would round differently from the network the core
     scores (on CUDA, where tlbench uses bf16); run on the CPU with the precision set by hand."""
-    from conftest import fit
-
     cell_setup, _ = setup_cell("linear_probe")
     cell_setup.ctx.precision = "bf16"
-    model = fit(cell_setup)
+    model = cell_tools.fit(cell_setup)
     assert cell_setup.ctx.info["folded_batchnorms"] == 0
     assert len(batchnorms(model)) == 13

@@ -10,7 +10,6 @@ import torch
 from tlbench.grid import load_grid
 from tlbench.runner import Runner, count_parameters
 
-from conftest import TINY_SETTINGS, changed, fit, trainable_names
 
 # 100 of digits' 1,797 images (80 train, 20 val): enough for a few optimiser steps, so which
 # parameters train shows; tests that check an accuracy keep the whole dataset.
@@ -30,27 +29,27 @@ def small_cell(setup_cell):
 # -- bitfit ------------------------------------------------------------------------------------
 
 
-def test_bitfit_trains_every_bias_and_the_head_only(small_cell):
+def test_bitfit_trains_every_bias_and_the_head_only(small_cell, cell_tools):
     cell_setup, before = small_cell("bitfit")
     assert len(cell_setup.train) == 80
     names = {n for n, _ in cell_setup.model.named_parameters()}
-    model = fit(cell_setup)
+    model = cell_tools.fit(cell_setup)
     biases = {n for n in names if n.endswith(".bias")}
-    assert trainable_names(model) == biases | {"classifier.weight"}
+    assert cell_tools.trainable_names(model) == biases | {"classifier.weight"}
     # test_efficientnet: its convolutions have no bias; BatchNorm shifts (bn*.bias) and SE biases do
     assert "bn1.bias" in biases and "blocks.3.0.se.conv_reduce.bias" in biases
     assert count_parameters(model) == (4_174, 101_766)
-    touched = changed(model, before)
+    touched = cell_tools.changed(model, before)
     assert "bn1.bias" in touched and "classifier.weight" in touched
     # norm scales, every weight but the head's and every BatchNorm statistic are exactly as before
     assert touched == {n for n in biases if n in touched} | {"classifier.weight"}
     assert not any("running" in k for k in touched)
 
 
-def test_bitfit_trains_the_attention_and_mlp_biases_of_a_vision_transformer(setup_cell):
+def test_bitfit_trains_the_attention_and_mlp_biases_of_a_vision_transformer(setup_cell, cell_tools):
     cell_setup, _ = setup_cell("bitfit", backbone="test_vit", dataset="faces")
-    model = fit(cell_setup)
-    trained = trainable_names(model)
+    model = cell_tools.fit(cell_setup)
+    trained = cell_tools.trainable_names(model)
     assert "blocks.0.attn.qkv.bias" in trained and "blocks.0.norm1.bias" in trained
     assert "blocks.0.norm1.weight" not in trained and "cls_token" not in trained
     assert trained == {n for n, _ in model.named_parameters() if n.endswith(".bias")} | {"head.weight"}
@@ -64,13 +63,13 @@ ADAPTED = ["blocks.1.0.conv_pwl", "blocks.2.0.conv_pwl", "blocks.3.0.conv_pw", "
            "blocks.4.0.se.conv_expand", "blocks.4.0.conv_pwl", "conv_head"]
 
 
-def test_lora_adapts_every_1x1_conv_and_trains_adapters_and_head_only(small_cell):
+def test_lora_adapts_every_1x1_conv_and_trains_adapters_and_head_only(small_cell, cell_tools):
     cell_setup, before = small_cell("lora", "[strategy.lora]\nrank = 4\n")
     assert len(cell_setup.train) == 80 and cell_setup.strategy.options.rank == 4
-    model = fit(cell_setup)
+    model = cell_tools.fit(cell_setup)
     expected = {f"{m}.lora_{ab}.default.weight" for m in ADAPTED for ab in "AB"}
     expected |= {"classifier.weight", "classifier.bias"}
-    assert trainable_names(model) == expected
+    assert cell_tools.trainable_names(model) == expected
     named = dict(model.named_parameters())
     adapters = sum(named[n].numel() for n in expected if ".lora_" in n)
     # rank 4: A is (4, in, 1, 1), B is (out, 4, 1, 1), so 4 * (in + out) per layer
@@ -81,18 +80,18 @@ def test_lora_adapts_every_1x1_conv_and_trains_adapters_and_head_only(small_cell
     assert cell_setup.ctx.info["adapter_params"] == adapters
     assert cell_setup.ctx.info["adapted_modules"] == len(ADAPTED)
     # the pretrained weights of layers without adapters and every BatchNorm statistic are untouched
-    touched = changed(model, before)
+    touched = cell_tools.changed(model, before)
     assert "conv_stem.weight" not in touched and not any("running" in k for k in touched)
     # the adapted layers' weights now hold the merged update W + (alpha / rank) B A
     assert {f"{m}.weight" for m in ADAPTED} <= touched
     assert touched - {f"{m}.weight" for m in ADAPTED} == {"classifier.weight", "classifier.bias"}
 
 
-def test_lora_is_merged_for_scoring_and_merging_changes_nothing_but_speed(setup_cell):
+def test_lora_is_merged_for_scoring_and_merging_changes_nothing_but_speed(setup_cell, cell_tools):
     from peft.tuners.lora import LoraLayer
 
     cell_setup, _ = setup_cell("lora")
-    model = fit(cell_setup)
+    model = cell_tools.fit(cell_setup)
     layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
     assert len(layers) == len(ADAPTED) and all(layer.merged for layer in layers)
     x, _ = next(iter(cell_setup.val.batches(16)))
@@ -103,35 +102,35 @@ def test_lora_is_merged_for_scoring_and_merging_changes_nothing_but_speed(setup_
     assert cell_setup.ctx.info["val_top1"] > 0.15  # it learnt something (10 classes)
 
 
-def test_lora_targets_option_selects_layers_by_pattern(small_cell):
+def test_lora_targets_option_selects_layers_by_pattern(small_cell, cell_tools):
     cell_setup, _ = small_cell("lora", '[strategy.lora]\ntargets = ["conv_head", "blocks.4.*.conv_p*"]\n')
-    model = fit(cell_setup)
-    adapted = {n.split(".lora_")[0] for n in trainable_names(model) if ".lora_" in n}
+    model = cell_tools.fit(cell_setup)
+    adapted = {n.split(".lora_")[0] for n in cell_tools.trainable_names(model) if ".lora_" in n}
     assert adapted == {"conv_head", "blocks.4.0.conv_pw", "blocks.4.0.conv_pwl"}
 
 
-def test_lora_targets_a_vision_transformer_linear_layers(setup_cell):
+def test_lora_targets_a_vision_transformer_linear_layers(setup_cell, cell_tools):
     cell_setup, _ = setup_cell("lora", backbone="test_vit", dataset="faces")
-    model = fit(cell_setup)
-    adapted = {n.split(".lora_")[0] for n in trainable_names(model) if ".lora_" in n}
+    model = cell_tools.fit(cell_setup)
+    adapted = {n.split(".lora_")[0] for n in cell_tools.trainable_names(model) if ".lora_" in n}
     blocks = {n.split(".")[1] for n in adapted}
     assert {"blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.0.mlp.fc1", "blocks.0.mlp.fc2"} <= adapted
     assert len(adapted) == 4 * len(blocks) and "head" not in adapted
 
 
-def test_lora_target_matching_nothing_names_real_layers(small_cell):
+def test_lora_target_matching_nothing_names_real_layers(small_cell, cell_tools):
     cell_setup, _ = small_cell("lora", '[strategy.lora]\ntargets = ["attn.qkv"]\n')
     with pytest.raises(ValueError, match=r"'attn.qkv' matches no Linear.*conv_stem"):
-        fit(cell_setup)
+        cell_tools.fit(cell_setup)
 
 
-def test_lora_without_peft_is_a_grid_error_naming_the_install(write_grid):
+def test_lora_without_peft_is_a_grid_error_naming_the_install(write_grid, tiny_settings):
     grid = write_grid(f"""
         name = "nopeft"
         backbones = ["test_efficientnet"]
         strategies = ["lora"]
         datasets = ["digits"]
-        {TINY_SETTINGS}
+        {tiny_settings}
     """)
     code = ("import sys; sys.modules['peft'] = None\n"  # as if peft were not installed
             "from tlbench.cli import main\n"
@@ -145,23 +144,23 @@ def test_lora_without_peft_is_a_grid_error_naming_the_install(write_grid):
 # -- knn_probe ---------------------------------------------------------------------------------
 
 
-def test_knn_probe_trains_nothing_and_shares_the_linear_probe_feature_cache(setup_cell):
+def test_knn_probe_trains_nothing_and_shares_the_linear_probe_feature_cache(setup_cell, cell_tools):
     probe_setup, _ = setup_cell("linear_probe")
-    fit(probe_setup)
+    cell_tools.fit(probe_setup)
     assert probe_setup.ctx.info["feature_cache"] == "miss"
     cell_setup, before = setup_cell("knn_probe")
-    model = fit(cell_setup)
+    model = cell_tools.fit(cell_setup)
     assert cell_setup.ctx.info["feature_cache"] == "hit"
     assert count_parameters(model)[0] == 0
     assert count_parameters(model)[1] == 101_766 - (256 * 10 + 10)  # the unused random head is gone
-    assert changed(model.backbone, {k: v for k, v in before.items() if not k.startswith("classifier.")}) == set()
+    assert cell_tools.changed(model.backbone, {k: v for k, v in before.items() if not k.startswith("classifier.")}) == set()
     assert cell_setup.ctx.info["memory"] == len(cell_setup.train)
     assert cell_setup.ctx.info["val_top1"] > 0.5
 
 
-def test_knn_probe_votes_are_the_logits_the_core_scores(small_cell):
+def test_knn_probe_votes_are_the_logits_the_core_scores(small_cell, cell_tools):
     cell_setup, _ = small_cell("knn_probe", "[strategy.knn_probe]\nk = 1\n")
-    model = fit(cell_setup).eval()
+    model = cell_tools.fit(cell_setup).eval()
     x, y = next(iter(cell_setup.train.batches(64)))
     with torch.no_grad():
         logits = model(x)
@@ -185,13 +184,13 @@ def test_weighted_votes_by_hand():
     assert votes[0, 1] == pytest.approx(torch.exp(torch.tensor(-0.2)).item())
 
 
-def test_knn_probe_k_list_is_selected_on_validation_by_the_harness(write_grid, registry, tmp_path):
+def test_knn_probe_k_list_is_selected_on_validation_by_the_harness(write_grid, registry, tmp_path, tiny_settings):
     grid = write_grid(f"""
         name = "k"
         backbones = ["test_efficientnet"]
         strategies = ["knn_probe"]
         datasets = ["digits"]
-        {TINY_SETTINGS}
+        {tiny_settings}
         [strategy.knn_probe]
         k = [1, 10]
     """)
@@ -207,19 +206,19 @@ def test_knn_probe_k_list_is_selected_on_validation_by_the_harness(write_grid, r
 # -- l2sp --------------------------------------------------------------------------------------
 
 
-def test_l2sp_trains_everything_and_stays_nearer_the_pretrained_weights(small_cell):
+def test_l2sp_trains_everything_and_stays_nearer_the_pretrained_weights(small_cell, cell_tools):
     loose, _ = small_cell("l2sp", "[strategy.l2sp]\nalpha = 0.0\nbeta = 0.0\nlr = 0.01\n")
     tight, _ = small_cell("l2sp", "[strategy.l2sp]\nalpha = 50.0\nlr = 0.01\n")
-    model = fit(tight)
-    assert trainable_names(model) == {n for n, _ in model.named_parameters()}
+    model = cell_tools.fit(tight)
+    assert cell_tools.trainable_names(model) == {n for n, _ in model.named_parameters()}
     assert count_parameters(model) == (101_766, 101_766)
-    fit(loose)
+    cell_tools.fit(loose)
     drifts = tight.ctx.info["relative_drift"], loose.ctx.info["relative_drift"]
     assert drifts[0] < 0.5 * drifts[1], drifts
 
 
-def test_l2sp_without_penalties_is_full_finetune_without_weight_decay(small_cell):
+def test_l2sp_without_penalties_is_full_finetune_without_weight_decay(small_cell, cell_tools):
     l2sp, _ = small_cell("l2sp", "[strategy.l2sp]\nalpha = 0.0\nbeta = 0.0\n")
     full, _ = small_cell("full_finetune", "[strategy.full_finetune]\nweight_decay = 0.0\n")
-    a, b = fit(l2sp).state_dict(), fit(full).state_dict()
+    a, b = cell_tools.fit(l2sp).state_dict(), cell_tools.fit(full).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

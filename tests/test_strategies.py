@@ -9,7 +9,6 @@ import torch
 from tlbench.grid import load_grid
 from tlbench.runner import Runner, count_parameters
 
-from conftest import TINY_SETTINGS, changed, fit, trainable_names
 
 # 100 of digits' 1,797 images (80 train, 20 val): enough for every batch shape and for a few
 # optimiser steps, so which parameters train and which path a fit takes show; not enough to
@@ -33,43 +32,43 @@ def test_small_cell_trains_on_a_small_sample(small_cell):
     assert cell_setup.strategy.options.lr == 0.01
 
 
-def test_linear_probe_trains_only_the_head(small_cell):
+def test_linear_probe_trains_only_the_head(small_cell, cell_tools):
     cell_setup, before = small_cell("linear_probe")
-    model = fit(cell_setup)
-    assert trainable_names(model) == {"classifier.weight", "classifier.bias"}
+    model = cell_tools.fit(cell_setup)
+    assert cell_tools.trainable_names(model) == {"classifier.weight", "classifier.bias"}
     assert count_parameters(model)[0] == 256 * 10 + 10  # test_efficientnet: 256 features, 10 digits
     # frozen BatchNorm statistics and weights are exactly as before; the head was fitted
-    assert changed(model, before) == {"classifier.weight", "classifier.bias"}
+    assert cell_tools.changed(model, before) == {"classifier.weight", "classifier.bias"}
     assert cell_setup.ctx.info["feature_dim"] == 256
     # one candidate: nothing is selected on val afterwards, so the probe is refitted with it
     assert not cell_setup.ctx.selecting and cell_setup.ctx.info["refit_on_val"] is True
 
 
-def test_partial_unfreeze_trains_the_last_stages_and_head(small_cell):
+def test_partial_unfreeze_trains_the_last_stages_and_head(small_cell, cell_tools):
     cell_setup, before = small_cell("partial_unfreeze", "[strategy.partial_unfreeze]\nblocks = 2\n")
-    model = fit(cell_setup)
+    model = cell_tools.fit(cell_setup)
     names = {n for n, _ in model.named_parameters()}
     expected = {n for n in names if n.startswith(("blocks.3.", "blocks.4.", "conv_head.", "bn2.", "classifier."))}
-    assert trainable_names(model) == expected
+    assert cell_tools.trainable_names(model) == expected
     assert count_parameters(model)[0] == sum(p.numel() for n, p in model.named_parameters() if n in expected)
-    touched = changed(model, before)
+    touched = cell_tools.changed(model, before)
     frozen_buffers = {k for k in before if k.startswith(("conv_stem.", "bn1.", "blocks.0.", "blocks.1.", "blocks.2."))}
     assert frozen_buffers and not (touched & frozen_buffers)  # frozen BN running stats included
     assert "blocks.4.0.bn1.running_mean" in touched  # trainable BN layers do update
 
 
-def test_partial_unfreeze_with_more_blocks_than_stages_fails_clearly(small_cell):
+def test_partial_unfreeze_with_more_blocks_than_stages_fails_clearly(small_cell, cell_tools):
     cell_setup, _ = small_cell("partial_unfreeze", "[strategy.partial_unfreeze]\nblocks = 40\n")
     with pytest.raises(ValueError, match="blocks = 40.*6 stages"):
-        fit(cell_setup)
+        cell_tools.fit(cell_setup)
 
 
-def test_full_finetune_trains_everything(small_cell):
+def test_full_finetune_trains_everything(small_cell, cell_tools):
     cell_setup, before = small_cell("full_finetune")
-    model = fit(cell_setup)
-    assert trainable_names(model) == {n for n, _ in model.named_parameters()}
+    model = cell_tools.fit(cell_setup)
+    assert cell_tools.trainable_names(model) == {n for n, _ in model.named_parameters()}
     assert count_parameters(model) == (101_766, 101_766)  # test_efficientnet with 10 classes
-    assert "conv_stem.weight" in changed(model, before)
+    assert "conv_stem.weight" in cell_tools.changed(model, before)
 
 
 def test_strategies_never_receive_the_test_split(setup_cell):
@@ -79,19 +78,19 @@ def test_strategies_never_receive_the_test_split(setup_cell):
     assert len(train | val | test) == 1797
 
 
-def test_partial_unfreeze_trains_on_cached_boundary_activations(small_cell):
+def test_partial_unfreeze_trains_on_cached_boundary_activations(small_cell, cell_tools):
     cell_setup, _ = small_cell("partial_unfreeze")
-    fit(cell_setup)
+    cell_tools.fit(cell_setup)
     info = cell_setup.ctx.info
     assert info["path"] == "cached_activations" and info["boundary"] == "blocks.3"
 
 
-def test_cached_and_full_forward_paths_train_the_same_model(setup_cell):
+def test_cached_and_full_forward_paths_train_the_same_model(setup_cell, cell_tools):
     # all of digits: after a few steps only, the BatchNorm running statistics have not caught
     # up with the biases AdamW walks on rounding noise (see below), and eval outputs differ
     cached, _ = setup_cell("partial_unfreeze")
     full, _ = setup_cell("partial_unfreeze", "[strategy.partial_unfreeze]\ncache_mb = 0\n")
-    a, b = fit(cached).eval(), fit(full).eval()
+    a, b = cell_tools.fit(cached).eval(), cell_tools.fit(full).eval()
     assert full.ctx.info["path"] == "full_forward" and "cache_mb = 0" in full.ctx.info["reason"]
     # The same function, compared by outputs: the cached activations come from the folded
     # network (equal up to rounding), and a bias whose effect the next train-mode BatchNorm
@@ -105,7 +104,7 @@ def test_cached_and_full_forward_paths_train_the_same_model(setup_cell):
     assert cached.ctx.info["val_top1"] == pytest.approx(full.ctx.info["val_top1"], abs=0.01)
 
 
-def test_activations_over_the_memory_budget_go_to_disk_and_train_the_same_model(small_cell):
+def test_activations_over_the_memory_budget_go_to_disk_and_train_the_same_model(small_cell, cell_tools):
     """With cache_mb = 0 and a disk budget, the boundary activations live in a file under the
     cache dir, mapped into memory, and train what the in-memory cache trains. The file leaves
     the directory as soon as it is mapped, so not even a killed run leaves it behind."""
@@ -114,7 +113,7 @@ def test_activations_over_the_memory_budget_go_to_disk_and_train_the_same_model(
     folder = Path(on_disk.ctx.cache_dir) / "activations"
     mapped = []
     on_disk.ctx.progress = watching_mappings(on_disk.ctx.progress, folder, mapped)
-    a, b = fit(in_memory), fit(on_disk)
+    a, b = cell_tools.fit(in_memory), cell_tools.fit(on_disk)
     assert in_memory.ctx.info["storage"] == "memory"
     assert on_disk.ctx.info["path"] == "cached_activations" and on_disk.ctx.info["storage"] == "disk"
     assert on_disk.ctx.info["activations_mb"] == in_memory.ctx.info["activations_mb"] > 0
@@ -135,33 +134,33 @@ def watching_mappings(progress, folder: Path, mapped: list):
     return watch
 
 
-def test_activations_over_both_budgets_run_the_frozen_part_every_step(small_cell):
+def test_activations_over_both_budgets_run_the_frozen_part_every_step(small_cell, cell_tools):
     cell_setup, _ = small_cell("partial_unfreeze", "[strategy.partial_unfreeze]\ncache_mb = 0\ndisk_cache_mb = 0\n")
-    fit(cell_setup)
+    cell_tools.fit(cell_setup)
     assert cell_setup.ctx.info["path"] == "full_forward"
     reason = cell_setup.ctx.info["reason"]
     assert "cache_mb = 0 and > disk_cache_mb = 0 (raise either" in reason
     assert float(re.search(r"activations need ([\d.]+) MB", reason).group(1)) > 0  # small, not "0 MB"
 
 
-def test_boundary_split_works_for_a_vision_transformer(write_grid, registry, tmp_path):
+def test_boundary_split_works_for_a_vision_transformer(write_grid, registry, tmp_path, cell_tools, tiny_settings):
     path = write_grid(f"""
         name = "vit"
         backbones = ["test_vit"]
         strategies = ["partial_unfreeze"]
         datasets = ["faces"]
-        {TINY_SETTINGS.replace("image_size = 32", "image_size = 0")}
+        {tiny_settings.replace("image_size = 32", "image_size = 0")}
         train_size = 40
     """)
     cell_setup = Runner(registry, tmp_path).setup(load_grid(str(path), registry).cells[0])
-    fit(cell_setup)
+    cell_tools.fit(cell_setup)
     assert cell_setup.ctx.info["path"] == "cached_activations"
     assert cell_setup.ctx.info["boundary"] == "blocks.4"
 
 
-def test_augmentation_runs_the_frozen_part_every_step(small_cell):
+def test_augmentation_runs_the_frozen_part_every_step(small_cell, cell_tools):
     cell_setup, _ = small_cell("partial_unfreeze", "[strategy.partial_unfreeze]\naugment = true\n")
-    fit(cell_setup)
+    cell_tools.fit(cell_setup)
     assert cell_setup.ctx.info["path"] == "full_forward"
     assert "augmentation" in cell_setup.ctx.info["reason"]
 
@@ -180,21 +179,21 @@ def test_scratch_starts_from_random_weights_even_when_pretrained_is_set(write_gr
     assert weights["full_finetune"].startswith("bundled:")
 
 
-def test_lp_ft_fits_a_probe_then_trains_everything(small_cell):
+def test_lp_ft_fits_a_probe_then_trains_everything(small_cell, cell_tools):
     cell_setup, before = small_cell("lp_ft")
-    model = fit(cell_setup)
-    assert trainable_names(model) == {n for n, _ in model.named_parameters()}
+    model = cell_tools.fit(cell_setup)
+    assert cell_tools.trainable_names(model) == {n for n, _ in model.named_parameters()}
     info = cell_setup.ctx.info
     assert 0 < info["probe_val_top1"] <= 1 and "l2" in info
-    assert "conv_stem.weight" in changed(model, before)
+    assert "conv_stem.weight" in cell_tools.changed(model, before)
 
 
-def test_lp_ft_keeps_the_norm_statistics_its_probe_was_fitted_with(small_cell):
+def test_lp_ft_keeps_the_norm_statistics_its_probe_was_fitted_with(small_cell, cell_tools):
     """The probe saw features normalised by BatchNorm's running statistics; fine-tuning with
     batch statistics handed it other features and undid it (0.81 -> 0.33 on validation)."""
     cell_setup, before = small_cell("lp_ft")
-    model = fit(cell_setup)
-    moved = changed(model, before)
+    model = cell_tools.fit(cell_setup)
+    moved = cell_tools.changed(model, before)
     assert "bn1.weight" in moved and "bn1.bias" in moved  # the norms' scale and shift train
     assert not {k for k in moved if k.endswith(("running_mean", "running_var"))}
 
