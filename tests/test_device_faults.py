@@ -87,11 +87,25 @@ def test_a_device_fault_stops_an_in_process_run_and_says_how_to_go_on(tmp_path, 
     assert records["faulty"]["error_kind"] == "device_fault"
 
 
-def test_with_a_process_per_cell_a_device_fault_fails_only_its_cell(tmp_path, cli, write_grid, faulty_plugins):
-    results = tmp_path / "results"
-    code, out, err = cli("run", "--grid", write_grid(GRID), "--results", results,
-                         "--plugins-dir", faulty_plugins, "--executor", "subprocess", "-q")
-    assert code == 1
-    records = stored(results)
-    assert records["faulty"]["error_kind"] == "device_fault"
-    assert records["untouched"]["status"] == "ok"
+def test_with_a_process_per_cell_a_device_fault_fails_only_its_cell(tmp_path, write_grid, faulty_plugins):
+    """The driver stops only for a pool that runs cells in its own process. Checked with the
+    driver's real loop over real cells, in this process, for speed: a pool that says each cell
+    has a process of its own (as SubprocessPool and RayPool do) goes on after the fault."""
+    from tlbench.executors import LocalPool, SubprocessPool, run_grid_on
+    from tlbench.grid import load_grid
+    from tlbench.plugins import load_registry
+    from tlbench.runner import Runner
+
+    class ProcessPerCell(LocalPool):
+        shares_the_process = False
+
+    registry = load_registry(str(faulty_plugins))
+    grid = load_grid(str(write_grid(GRID)), registry)
+    runner = Runner(registry, tmp_path / "results")
+    outcome = run_grid_on(ProcessPerCell(runner), runner, grid)
+    assert {r["strategy"]: r.get("error_kind") for r in outcome.failed} == {"faulty": "device_fault"}
+    assert {r["strategy"]: r["status"] for r in outcome.ran} == {"faulty": "failed", "untouched": "ok"}
+    assert not getattr(SubprocessPool, "shares_the_process", False)
+    from tlbench.ray_pool import RayPool
+
+    assert not getattr(RayPool, "shares_the_process", False)

@@ -253,9 +253,10 @@ def test_readme_keeps_the_test_command_ci_runs():
     ci = read(ROOT / ".ci" / "run")
     commands = [line.strip() for block in code_blocks(section(read(README), "Tests"), "bash")
                 for line in block.splitlines()]
-    assert 'pip install -e ".[test]" && python3 -m pytest -q' in commands
+    test_command = "python3 -m pytest -q -n auto --dist loadfile"
+    assert f'pip install -e ".[test]" && {test_command}' in commands
     assert re.search(r'^python3 -m pip install -e "\.\[test\]"$', ci, re.M)
-    assert re.search(r"^python3 -m pytest -q$", ci, re.M)
+    assert re.search(rf"^{re.escape(test_command)}$", ci, re.M)
 
 
 # -- grid files --------------------------------------------------------------------------------

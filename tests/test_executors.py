@@ -211,13 +211,11 @@ def test_ray_gpu_cells_get_a_worker_each_and_say_how_the_gpu_was_shared(ray_inst
                                                                          grid_text, tmp_path):
     """With device = "auto" the cells ask Ray for the instance's (logical) GPU: shares by
     strategy, a fresh worker per GPU task, and each worker picks its own device (the CPU here)."""
-    grid = write_grid(grid_text(["linear_probe", "full_finetune"]).replace('device = "cpu"', 'device = "auto"'))
+    grid = write_grid(grid_text(["linear_probe"]).replace('device = "cpu"', 'device = "auto"'))
     code, out, err = cli("run", "--grid", grid, "--results", tmp_path, "--executor", "ray", "-q")
     assert code == 0, err
-    records = by_strategy(tmp_path)
-    assert records["linear_probe"]["resources"] == {"num_cpus": 1.0, "num_gpus": 0.25}
-    assert records["full_finetune"]["resources"] == {"num_cpus": 1.0, "num_gpus": 1.0}
-    assert {r["status"] for r in records.values()} == {"ok"}
+    record = by_strategy(tmp_path)["linear_probe"]
+    assert record["status"] == "ok" and record["resources"] == {"num_cpus": 1.0, "num_gpus": 0.25}
 
 
 def test_ray_resources_by_strategy(ray_instance, registry):
