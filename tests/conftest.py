@@ -154,3 +154,38 @@ def cell_tools():
     from types import SimpleNamespace
 
     return SimpleNamespace(fit=fit, trainable_names=trainable_names, changed=changed)
+
+
+# 100 of digits' 1,797 images (80 train, 20 val): enough for a few optimiser steps, so which
+# parameters train and which path a fit takes show; tests that check an accuracy keep the whole
+# dataset.
+SMALL_DIGITS = "train_size = 100\n"
+
+
+@pytest.fixture
+def small_cell(setup_cell):
+    """``setup_cell`` on 100 digits. The lines go into the grid's [settings] table: ``setup_cell``
+    writes its ``options`` right after that table, before any ``[strategy.*]`` table."""
+    def make(strategy, options="", **kwargs):
+        return setup_cell(strategy, SMALL_DIGITS + options, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def one_cell_grid(write_grid, registry):
+    """A validated grid of one cell that takes about a second: a tiny random network's linear
+    probe on 60 digits at 16 px."""
+    from tlbench.grid import load_grid
+
+    return load_grid(str(write_grid("""
+        name = "one"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["digits"]
+        [settings]
+        image_size = 16
+        train_size = 40
+        test_size = 20
+        pretrained = false
+    """)), registry)

@@ -99,22 +99,10 @@ def test_memory_pytorch_keeps_cached_counts_as_available(monkeypatch):
     assert machine.available_memory(torch.device("cuda")) == 5 * 2**30
 
 
-def test_the_record_says_where_the_pixels_were(registry, write_grid, tmp_path):
-    from tlbench.grid import load_grid
+def test_the_record_says_where_the_pixels_were(registry, one_cell_grid, tmp_path):
     from tlbench.runner import Runner
 
-    grid = load_grid(str(write_grid("""
-        name = "p"
-        backbones = ["test_efficientnet"]
-        strategies = ["linear_probe"]
-        datasets = ["digits"]
-        [settings]
-        image_size = 16
-        train_size = 40
-        test_size = 20
-        pretrained = false
-    """)), registry)
-    record = Runner(registry, tmp_path).run_cell(grid.cells[0])
+    record = Runner(registry, tmp_path).run_cell(one_cell_grid.cells[0])
     assert record["status"] == "ok", record.get("error")
     assert record["pixels"] == "held on cpu"
     assert record["peak_mem_mb"] > 0

@@ -11,21 +11,6 @@ from tlbench.grid import load_grid
 from tlbench.runner import Runner, count_parameters
 
 
-# 100 of digits' 1,797 images (80 train, 20 val): enough for a few optimiser steps, so which
-# parameters train shows; tests that check an accuracy keep the whole dataset.
-SMALL_DIGITS = "train_size = 100\n"
-
-
-@pytest.fixture
-def small_cell(setup_cell):
-    """``setup_cell`` on 100 digits. The lines go into the grid's [settings] table: ``setup_cell``
-    writes its ``options`` right after that table, before any ``[strategy.*]`` table."""
-    def make(strategy, options="", **kwargs):
-        return setup_cell(strategy, SMALL_DIGITS + options, **kwargs)
-
-    return make
-
-
 # -- bitfit ------------------------------------------------------------------------------------
 
 

@@ -10,7 +10,6 @@ import pytest
 from tlbench import ray_pool
 from tlbench.errors import ConfigError
 from tlbench.executors import CellJob, job_maker, run_job
-from tlbench.grid import load_grid
 from tlbench.ray_pool import RayPool
 
 
@@ -87,19 +86,8 @@ def a_job():
     return CellJob(grid_data={}, grid_source="grid.toml", run_id="0" * 16)
 
 
-def test_a_workers_record_keeps_what_was_reserved_for_it(registry, write_grid):
-    grid = load_grid(str(write_grid("""
-        name = "r"
-        backbones = ["test_efficientnet"]
-        strategies = ["linear_probe"]
-        datasets = ["digits"]
-        [settings]
-        image_size = 16
-        train_size = 40
-        test_size = 20
-        pretrained = false
-    """)), registry)
-    job = replace(job_maker(grid, None, None)(grid.cells[0]), device="cpu",
+def test_a_workers_record_keeps_what_was_reserved_for_it(one_cell_grid):
+    job = replace(job_maker(one_cell_grid, None, None)(one_cell_grid.cells[0]), device="cpu",
                   resources={"num_cpus": 1.0, "num_gpus": 0.5})
     record = run_job(job)
     assert record["status"] == "ok", record.get("error")

@@ -10,22 +10,6 @@ from tlbench.grid import load_grid
 from tlbench.runner import Runner, count_parameters
 
 
-# 100 of digits' 1,797 images (80 train, 20 val): enough for every batch shape and for a few
-# optimiser steps, so which parameters train and which path a fit takes show; not enough to
-# learn digits, so a test that checks an accuracy keeps the whole dataset.
-SMALL_DIGITS = "train_size = 100\n"
-
-
-@pytest.fixture
-def small_cell(setup_cell):
-    """``setup_cell`` on 100 digits. The lines go into the grid's [settings] table: ``setup_cell``
-    writes its ``options`` right after that table, before any ``[strategy.*]`` table."""
-    def make(strategy, options="", **kwargs):
-        return setup_cell(strategy, SMALL_DIGITS + options, **kwargs)
-
-    return make
-
-
 def test_small_cell_trains_on_a_small_sample(small_cell):
     cell_setup, _ = small_cell("full_finetune", "[strategy.full_finetune]\nlr = 0.01\n")
     assert (len(cell_setup.train), len(cell_setup.val)) == (80, 20)
