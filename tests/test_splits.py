@@ -70,3 +70,54 @@ def test_vtab_1k_protocol_says_when_the_dataset_is_too_small():
     base = stratified_split(LABELS, 0.2, 0.2, 0)
     with pytest.raises(ValueError, match="only 88 examples outside its test split"):
         fixed_size_train_val(base, LABELS, 500, 0.2, seed=0)
+
+
+# -- a split too large to hold decoded is decoded per batch, by workers kept between passes ------
+
+
+def _numbered_images(count: int):
+    """Images whose pixels say which image they are, labelled by parity."""
+    import tlbench
+
+    return tlbench.Images(samples=[np.full((6, 6), 10 * i, dtype=np.uint8) for i in range(count)],
+                          labels=[i % 2 for i in range(count)], classes=["even", "odd"])
+
+
+def test_streamed_batches_are_the_held_ones_pass_after_pass():
+    import torch
+
+    from tlbench.data import ImageSplit, Resample, decode_all
+
+    images = _numbered_images(12)
+    indices = np.array([11, 3, 5, 0, 8, 9, 1])
+    held = ImageSplit(images, indices, 4, (0.5,) * 3, (0.25,) * 3,
+                      pixels=decode_all(images.samples, indices, 4, Resample()))
+    streamed = ImageSplit(images, indices, 4, (0.5,) * 3, (0.25,) * 3)
+    for batch_size, shuffle, seed in [(3, False, 0), (3, True, 1), (3, True, 2), (4, True, 1)]:
+        a = list(held.batches(batch_size, shuffle=shuffle, seed=seed))
+        b = list(streamed.batches(batch_size, shuffle=shuffle, seed=seed))
+        assert len(a) == len(b) == held.num_batches(batch_size)
+        for (xa, ya), (xb, yb) in zip(a, b):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    loader = streamed._persistent[1]
+    list(streamed.batches(4, shuffle=True, seed=9))
+    assert streamed._persistent[1] is loader  # the same loader, and workers, for the next epoch
+
+
+def test_a_pass_inside_another_and_an_abandoned_pass_are_served_right():
+    import torch
+
+    from tlbench.data import ImageSplit
+
+    split = ImageSplit(_numbered_images(9), np.arange(9), 4, (0.0,) * 3, (1.0,) * 3)
+
+    def first_pixels(batches):
+        return [round(float(x[0, 0, 0, 0]) * 255) for x, _ in batches]
+
+    outer = split.batches(3, shuffle=True, seed=4)
+    x, _ = next(outer)  # a pass left half-way ...
+    inner = first_pixels(split.batches(3))  # ... while another runs: a loader of its own
+    assert inner == [0, 30, 60]
+    assert torch.equal(x, next(iter(split.batches(3, shuffle=True, seed=4)))[0])
+    outer.close()
+    assert first_pixels(split.batches(3)) == [0, 30, 60]  # the kept loader after the abandoned pass

@@ -195,6 +195,20 @@ class _DecodeDataset(torch.utils.data.Dataset):
         return torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), i
 
 
+class _NextOrder(torch.utils.data.Sampler):
+    """The rows of the next pass, set before each: one DataLoader, and its worker processes,
+    serves every epoch of a split (starting workers per epoch costs seconds each time)."""
+
+    def __init__(self):
+        self.rows: list = []
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
 def decode_all(samples, indices, size: int, resample: Resample) -> torch.Tensor:
     """Decode and resize ``samples[indices]`` into one N×3×S×S uint8 tensor."""
     out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
@@ -246,6 +260,8 @@ class ImageSplit(Split):
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self._images, self._resample = images, resample
         self._on_device: dict = {}
+        self._persistent = None  # ((batch size, pinned), DataLoader, its sampler) for large datasets
+        self._streaming = 0  # passes of the persistent loader in progress
         self.pixels = pixels  # N×3×S×S uint8 (on the CPU or the GPU), or None: decoded on the fly
         # identifies exactly these images as the model sees them (dataset, indices, size,
         # normalisation): a key for caches of anything computed from them
@@ -278,14 +294,32 @@ class ImageSplit(Split):
                 pixels = self.pixels[rows.to(self.pixels.device)]
                 yield self.normalize(pixels, device), self.labels[rows].to(device)
             return
+        persistent = not self._streaming  # a pass inside another pass gets a loader of its own
+        loader, next_order = self._loader(batch_size, torch.device(device).type == "cuda", persistent)
+        next_order.rows = order.tolist()
+        self._streaming += 1
+        try:
+            for pixels, rows in loader:
+                yield self.normalize(pixels, device), self.labels[rows].to(device)
+        finally:
+            self._streaming -= 1
+
+    def _loader(self, batch_size: int, pin: bool, persistent: bool):
+        """(DataLoader decoding this split's images, the sampler whose order it follows); the
+        persistent one is kept for the next pass with the same batch size."""
+        from tlbench.cpus import usable_cpus
+
+        if persistent and self._persistent is not None and self._persistent[0] == (batch_size, pin):
+            return self._persistent[1:]
+        workers = min(8, usable_cpus())
+        next_order = _NextOrder()
         loader = torch.utils.data.DataLoader(
-            _DecodeDataset(self._images.samples, self.indices[order.numpy()], self.size,
-                           self._resample),
-            batch_size=batch_size, num_workers=min(8, os.cpu_count() or 1),
-            pin_memory=torch.device(device).type == "cuda",
-        )
-        for pixels, rows in loader:
-            yield self.normalize(pixels, device), self.labels[order[rows]].to(device)
+            _DecodeDataset(self._images.samples, self.indices, self.size, self._resample),
+            batch_size=batch_size, sampler=next_order, num_workers=workers, pin_memory=pin,
+            persistent_workers=persistent and workers > 0)
+        if persistent:
+            self._persistent = ((batch_size, pin), loader, next_order)
+        return loader, next_order
 
     def num_batches(self, batch_size: int) -> int:
         return (len(self) + batch_size - 1) // batch_size
