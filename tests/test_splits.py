@@ -121,3 +121,17 @@ def test_a_pass_inside_another_and_an_abandoned_pass_are_served_right():
     assert torch.equal(x, next(iter(split.batches(3, shuffle=True, seed=4)))[0])
     outer.close()
     assert first_pixels(split.batches(3)) == [0, 30, 60]  # the kept loader after the abandoned pass
+
+
+def test_decoding_on_threads_gives_the_same_pixels_in_the_same_rows(monkeypatch):
+    import torch
+
+    from tlbench import data
+
+    images = [np.full((20 + i, 30, 3), (7 * i) % 256, dtype=np.uint8) for i in range(40)]
+    rows = np.arange(39, -1, -1)
+    alone = data.decode_all(images, rows, 8, data.Resample(), threads=1)
+    monkeypatch.setattr(data, "THREADED_DECODE_S", 0.0)  # as for photos: every image is worth a thread
+    threaded = data.decode_all(images, rows, 8, data.Resample(), threads=2)
+    assert torch.equal(alone, threaded)
+    assert [int(x[0, 4, 4]) for x in threaded[:3]] == [(7 * 39) % 256, (7 * 38) % 256, (7 * 37) % 256]
