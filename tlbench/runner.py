@@ -33,8 +33,6 @@ from tlbench.plugins import Registry
 from tlbench.progress import Progress
 from tlbench.results import jsonable, utc_now
 
-
-
 CACHE_DIR_ENV = "TLBENCH_CACHE_DIR"
 
 
