@@ -415,12 +415,16 @@ class ImageFiles:
         return len(self.paths)
 
     def __getitem__(self, index):
-        from PIL import Image, ImageOps
+        from PIL import ExifTags, Image, ImageOps
 
         path = self.paths[index]
         try:
-            with Image.open(path) as image:
-                # Cameras store rotation in EXIF; the transposed copy is loaded, so the file closes.
+            image = Image.open(path)
+            if image.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+                # opened, not decoded: the core decodes it at the size it needs (a JPEG far
+                # larger than that decodes at a fraction of its size); the file closes then
+                return image
+            with image:  # cameras store rotation in EXIF; the transposed copy is loaded
                 return ImageOps.exif_transpose(image)
         except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
             message = f"Cannot read image {path}: {exc}. Remove or replace it."

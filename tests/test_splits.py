@@ -135,3 +135,61 @@ def test_decoding_on_threads_gives_the_same_pixels_in_the_same_rows(monkeypatch)
     threaded = data.decode_all(images, rows, 8, data.Resample(), threads=2)
     assert torch.equal(alone, threaded)
     assert [int(x[0, 4, 4]) for x in threaded[:3]] == [(7 * 39) % 256, (7 * 38) % 256, (7 * 37) % 256]
+
+
+def _photo(path, size=(1200, 900), exif_orientation=None):
+    """A smooth colour gradient saved as JPEG (smooth: its reduced decodes agree closely)."""
+    from PIL import Image
+
+    x = np.linspace(0, 255, size[0])[None, :, None]
+    y = np.linspace(0, 255, size[1])[:, None, None]
+    pixels = np.concatenate([np.broadcast_to(x, (size[1], size[0], 1)),
+                             np.broadcast_to(y, (size[1], size[0], 1)),
+                             np.full((size[1], size[0], 1), 128.0)], axis=2).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    exif = Image.Exif()
+    if exif_orientation:
+        exif[0x0112] = exif_orientation
+    image.save(path, "JPEG", quality=95, exif=exif)
+
+
+def test_a_large_jpeg_from_a_folder_is_decoded_at_a_fraction_of_its_size(tmp_path):
+    from PIL import Image
+
+    from tlbench.data import Resample, to_rgb_uint8
+    from tlbench_plugins.datasets import ImageFiles
+
+    _photo(tmp_path / "a.jpg")
+    sample = ImageFiles([tmp_path / "a.jpg"])[0]
+    assert sample.tile  # opened, not decoded: the core decides at what size
+    drafted = to_rgb_uint8(sample, 64, Resample())
+    assert sample.size == (150, 113)  # decoded at 1/8: the smallest scale that still covers 64 px
+    with Image.open(tmp_path / "a.jpg") as full:
+        full.load()
+        reference = to_rgb_uint8(full, 64, Resample())
+    assert drafted.shape == reference.shape == (64, 64, 3)
+    assert np.abs(drafted.astype(int) - reference.astype(int)).mean() < 2.0
+    # an image only a little larger than the size is decoded whole
+    small = ImageFiles([tmp_path / "a.jpg"])[0]
+    to_rgb_uint8(small, 600, Resample())
+    assert small.size == (1200, 900)
+
+
+def test_a_rotated_photo_is_still_turned_upright(tmp_path):
+    from tlbench_plugins.datasets import ImageFiles
+
+    _photo(tmp_path / "r.jpg", size=(120, 90), exif_orientation=6)  # 6: rotate 90° to display
+    sample = ImageFiles([tmp_path / "r.jpg"])[0]
+    assert sample.size == (90, 120) and not getattr(sample, "tile", None)  # turned, so decoded
+
+
+def test_a_file_that_cannot_be_decoded_is_named(tmp_path):
+    from tlbench.data import Resample, to_rgb_uint8
+    from tlbench_plugins.datasets import ImageFiles
+
+    _photo(tmp_path / "t.jpg")
+    data = (tmp_path / "t.jpg").read_bytes()
+    (tmp_path / "t.jpg").write_bytes(data[: len(data) // 3])  # truncated after the header
+    sample = ImageFiles([tmp_path / "t.jpg"])[0]
+    with pytest.raises(OSError, match=r"cannot decode image .*t\.jpg.*Remove or replace it"):
+        to_rgb_uint8(sample, 64, Resample())
