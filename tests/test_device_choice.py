@@ -113,3 +113,18 @@ def test_the_untimed_warm_up_runs_once_per_device(monkeypatch):
     cpu = torch.device("cpu")
     assert machine.warm_up(cpu, torch.bfloat16) is True  # forward and backward under autocast
     assert machine.warm_up(cpu) is False
+
+
+def test_a_gpu_record_names_the_driver_when_nvml_can(monkeypatch, fake_gpu):
+    import sys
+
+    fake_gpu()
+    nvml = SimpleNamespace(nvmlInit=lambda: None, nvmlShutdown=lambda: None,
+                           nvmlSystemGetDriverVersion=lambda: b"580.159.04")
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    machine.cuda_driver_version.cache_clear()
+    assert machine.cuda_settings(torch.device("cuda"))["cuda_driver"] == "580.159.04"
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed
+    machine.cuda_driver_version.cache_clear()
+    assert machine.cuda_driver_version() is None
+    machine.cuda_driver_version.cache_clear()

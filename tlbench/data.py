@@ -316,16 +316,16 @@ class ImageSplit(Split):
         return len(self.indices)
 
     def normalize(self, pixels: torch.Tensor, device) -> torch.Tensor:
-        mean, std = self._constants(device)
+        mean, std, _ = self._constants(device)
         x = pixels.to(device, non_blocking=True).float().div_(255.0)
         return x.sub_(mean).div_(std)
 
-    def _constants(self, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std on ``device``, copied there once: a copy per batch is a blocking
-        host-to-device transfer on a GPU."""
+    def _constants(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean, std and the labels on ``device``, copied there once: a copy per batch is a
+        blocking host-to-device transfer on a GPU."""
         device = torch.device(device)
         if device not in self._on_device:
-            self._on_device[device] = (self.mean.to(device), self.std.to(device))
+            self._on_device[device] = (self.mean.to(device), self.std.to(device), self.labels.to(device))
         return self._on_device[device]
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0,
@@ -334,10 +334,12 @@ class ImageSplit(Split):
         order = (torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
                  if shuffle else torch.arange(len(self)))
         if self.pixels is not None:
+            # the order where the pixels are, the labels where the batches go: once a pass
+            rows_here, labels = order.to(self.pixels.device), self._constants(device)[2]
+            rows_there = rows_here.to(labels.device)
             for start in range(0, len(self), batch_size):
-                rows = order[start:start + batch_size]
-                pixels = self.pixels[rows.to(self.pixels.device)]
-                yield self.normalize(pixels, device), self.labels[rows].to(device)
+                pixels = self.pixels[rows_here[start:start + batch_size]]
+                yield self.normalize(pixels, device), labels[rows_there[start:start + batch_size]]
             return
         persistent = not self._streaming  # a pass inside another pass gets a loader of its own
         loader, next_order = self._loader(batch_size, torch.device(device).type == "cuda", persistent)

@@ -123,7 +123,24 @@ def cuda_settings(device: torch.device) -> dict:
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cuda_driver": cuda_driver_version(),
     }
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_driver_version() -> Optional[str]:
+    """The NVIDIA driver's version through NVML (package nvidia-ml-py), None without it."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            version = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no NVML, no driver, an old library: the record just lacks it
+        return None
+    return version.decode() if isinstance(version, bytes) else str(version)
 
 
 def precision_for(device: torch.device) -> str:

@@ -110,9 +110,10 @@ def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int):
 
 def random_resized_crop_flip(x: torch.Tensor, generator: torch.Generator,
                              scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
-    """Per-image random resized crop and horizontal flip of a batch, on its own device."""
+    """Per-image random resized crop and horizontal flip of a batch, on its own device. The
+    crops are drawn on the CPU (the generator's device) and sent in one transfer."""
     n = x.shape[0]
-    rand = lambda: torch.rand(n, generator=generator).to(x.device)
+    rand = lambda: torch.rand(n, generator=generator)
     area = scale[0] + (scale[1] - scale[0]) * rand()
     log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * rand()
     width = (area * log_ratio.exp()).sqrt().clamp(max=1.0)
@@ -120,9 +121,10 @@ def random_resized_crop_flip(x: torch.Tensor, generator: torch.Generator,
     centre_x = (rand() * 2 - 1) * (1 - width)
     centre_y = (rand() * 2 - 1) * (1 - height)
     flip = torch.where(rand() < 0.5, -1.0, 1.0)
-    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2] = width * flip, centre_x
     theta[:, 1, 1], theta[:, 1, 2] = height, centre_y
+    theta = theta.to(x.device, x.dtype, non_blocking=True)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
