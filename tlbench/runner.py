@@ -29,6 +29,7 @@ from tlbench.machine import (available_memory, environment, held_memory_mb, peak
                              release_memory, reset_peak_memory, resolve_device, synchronize, use_device,
                              warm_up)
 from tlbench.options import options_as_dict
+from tlbench.pixel_store import PixelStore, StoredRows, store_key
 from tlbench.plugins import Registry
 from tlbench.progress import Progress
 from tlbench.results import jsonable, utc_now
@@ -205,13 +206,21 @@ class Runner:
             self._images[key] = images
         return self._images[key]
 
-    def _pixels_for(self, cell: Cell, images: Images, size: int, resample: Resample) -> Optional[DecodedPixels]:
-        if not fits_in_memory(len(images.samples), size):
-            return None
+    def _pixels_for(self, cell: Cell, images: Images, size: int, resample: Resample):
+        """Where the cell's decoded pixels come from: this process's memory when the dataset fits
+        (DecodedPixels), else a file under the cache folder that every cell and process shares
+        (PixelStore), else nothing (each batch decoded as it is served)."""
+        count = len(images.samples)
         key = (cell.dataset, repr(cell.dataset_options), size, resample)
         if key not in self._pixels:
             self._pixels.clear()
-            self._pixels[key] = DecodedPixels(images.samples, size, resample)
+            if fits_in_memory(count, size):
+                self._pixels[key] = DecodedPixels(images.samples, size, resample)
+            elif PixelStore.room_for(self.cache_dir, count, size):
+                store = store_key(cell.dataset, options_as_dict(cell.dataset_options), count, size, resample)
+                self._pixels[key] = PixelStore(self.cache_dir, store, images.samples, size, resample)
+            else:
+                self._pixels[key] = None
         return self._pixels[key]
 
     def prepare_splits(self, cell: Cell, images: Images) -> SplitIndices:
@@ -304,7 +313,7 @@ class Runner:
     def _pixels_on(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
         """On CUDA, a split that takes at most a quarter of the memory available is held decoded
         in GPU memory, so batches never wait on the host."""
-        if device.type != "cuda":
+        if device.type != "cuda" or isinstance(pixels, StoredRows):
             return pixels
         return pixels.to(device) if pixels.numel() <= available_memory(device) // 4 else pixels
 
@@ -335,7 +344,8 @@ class Runner:
 
         def split(kind, indices):
             part = None if pixels is None else self._pixels_on(pixels.rows(indices), device)
-            placed.add("decoded per batch" if part is None else f"held on {part.device.type}")
+            placed.add("decoded per batch" if part is None else "stored decoded on disk"
+                       if isinstance(part, StoredRows) else f"held on {part.device.type}")
             return kind(images, indices, size, network.mean, network.std, resample, part,
                         key=f"{data_key}|{network.mean}|{network.std}", device=device)
 
