@@ -443,3 +443,22 @@ def test_a_sixteen_bit_gradient_keeps_its_levels(tmp_path):
     Image.fromarray(levels).save(tmp_path / "g.png")
     pixels = to_rgb_uint8(ImageFiles([tmp_path / "g.png"])[0], 16)
     assert pixels[:, :, 0].ravel().tolist() == list(range(256))
+
+
+def test_digits_are_scikit_learns_read_without_importing_it():
+    """digits reads load_digits()'s file itself (importing scikit-learn took 3 s of a one-cell run)."""
+    code = ("import sys\n"
+            "from tlbench_plugins.datasets import Digits\n"
+            "images = Digits().load(None)\n"
+            "assert 'sklearn' not in sys.modules\n"
+            "import numpy as np\n"
+            "from sklearn.datasets import load_digits\n"
+            "d = load_digits()\n"
+            "assert np.array_equal(np.asarray(images.samples), np.round(d.images * 255 / 16))\n"
+            "assert np.array_equal(np.asarray(images.labels), d.target)\n"
+            "assert list(images.classes) == [str(n) for n in d.target_names]\n")
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
