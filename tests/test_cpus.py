@@ -68,3 +68,28 @@ def test_the_cli_makes_idle_threads_sleep_unless_told_otherwise(given, expected)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == expected
+
+
+def test_a_runner_shares_the_cpus_with_the_runners_beside_it(tmp_path):
+    """Concurrent runners on one results folder: each cell's torch threads are the usable CPUs
+    divided among the processes of this host running cells of the grid now."""
+    from tlbench.cpus import usable_cpus
+    from tlbench.executors import threads_beside
+
+    assert threads_beside(tmp_path, "g") == usable_cpus()  # alone
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys\n"
+         "from tlbench.results import claim_cell\n"
+         f"claim = claim_cell({str(tmp_path)!r}, 'g', 'a' * 16, {{'grid': 'g'}})\n"
+         "print('held', flush=True)\n"
+         "sys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert threads_beside(tmp_path, "g") == max(1, usable_cpus() // 2)
+        assert threads_beside(tmp_path, "other-grid") == usable_cpus()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert threads_beside(tmp_path, "g") == usable_cpus()  # its claim went with it

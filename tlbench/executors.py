@@ -24,7 +24,7 @@ from typing import Optional
 
 from tlbench.errors import RunStopped
 from tlbench.grid import Cell, Grid, build_grid
-from tlbench.results import claim_cell, claim_holder, read_record, record_path, records_by_run_id, \
+from tlbench.results import active_claims, claim_cell, claim_holder, read_record, record_path, records_by_run_id, \
     remove_leftovers, utc_now, write_atomic, write_record
 
 POLL_S = 0.2  # how often the driver looks at cells in flight
@@ -244,7 +244,10 @@ class LocalPool:
         return handle
 
     def finished(self) -> list[tuple[object, Outcome]]:
+        from tlbench.cpus import size_threads
+
         handle, cell = self._cells.popitem()
+        size_threads(threads_beside(self.runner.results_dir, cell.grid))
         return [(handle, Outcome(record=self.runner.run_cell(cell)))]
 
     def interrupt(self) -> list[tuple[object, Outcome]]:
@@ -253,6 +256,19 @@ class LocalPool:
 
     def close(self) -> None:
         pass
+
+
+def threads_beside(results_dir: Path, grid: str) -> int:
+    """Torch threads for a cell of this process: the usable CPUs shared with the other processes
+    on this host running cells of the same grid now (concurrent runners on one results folder),
+    so that three runners on two cores do not run six threads."""
+    import socket
+
+    from tlbench.cpus import usable_cpus
+
+    host, me = socket.gethostname(), os.getpid()
+    others = {c.get("pid") for c in active_claims(results_dir, grid) if c.get("host") == host and c.get("pid") != me}
+    return max(1, usable_cpus() // (1 + len(others)))
 
 
 def needs_run(record: Optional[dict], at_start: Optional[dict], retry_failed: bool, force: bool) -> bool:
