@@ -191,8 +191,7 @@ def cmd_run(args) -> int:
                                   force=args.force)
     except KeyboardInterrupt as exc:
         progress.grid_done()
-        record = getattr(exc, "record", None)
-        cell = (f"{_label(record)} is recorded as interrupted; " if record else "")
+        cell = _interrupted_cells(getattr(exc, "records", []))
         print(f"Interrupted: {cell}finished cells are saved. Run the same command again to resume.",
               file=sys.stderr)
         return 130
@@ -291,6 +290,16 @@ def _sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted_cells(records: list) -> str:
+    """``A is recorded as interrupted; `` or ``A and B are ...``, naming every cell Ctrl-C stopped."""
+    labels = [_label(r) for r in records if "backbone" in r]
+    if not labels:
+        return ""
+    if len(labels) == 1:
+        return f"{labels[0]} is recorded as interrupted; "
+    return f"{', '.join(labels[:-1])} and {labels[-1]} are recorded as interrupted; "
 
 
 def _label(record: dict) -> str:

@@ -285,11 +285,13 @@ def needs_run(record: Optional[dict], at_start: Optional[dict], retry_failed: bo
 
 
 class GridInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped the grid; ``record`` is the interrupted cell's record, already stored."""
+    """Ctrl-C stopped the grid; ``records`` are the interrupted cells' records, already stored
+    (several when an executor ran cells side by side), ``record`` the first of them."""
 
-    def __init__(self, record: dict):
+    def __init__(self, record: dict, others: tuple = ()):
         super().__init__(record.get("error", "interrupted"))
         self.record = record
+        self.records = [record, *others]
 
 
 @dataclass
@@ -337,8 +339,9 @@ class GridDriver:
                 self._collect()
         except KeyboardInterrupt as exc:
             stored = self._store_interrupted()
-            first = getattr(exc, "record", None) or (stored[0] if stored else {"error": "interrupted"})
-            raise GridInterrupted(first) from None
+            interrupted = [r for r in [getattr(exc, "record", None), *stored] if r is not None]
+            raise GridInterrupted(*(interrupted[:1] or [{"error": "interrupted"}]),
+                                  others=tuple(interrupted[1:])) from None
         finally:
             for _, claim, _ in self.in_flight.values():
                 claim.release()

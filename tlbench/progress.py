@@ -20,6 +20,7 @@ class Progress:
         self._started = 0
         self._total = 0
         self._elsewhere: set = set()  # cells announced as running in another process
+        self._numbers: dict = {}  # label -> the number its start line showed, for its result line
 
     def _tqdm(self, **kwargs):
         from tqdm.auto import tqdm
@@ -36,13 +37,20 @@ class Progress:
             self._grid_bar = self._tqdm(total=total, initial=already_done, desc="grid", unit="cell",
                                         position=0)
 
+    def _number(self, label: str) -> int:
+        """Each cell's one number, given when it starts (or when another process's record of
+        it is taken): its result line repeats it, whatever order cells finish in."""
+        if label not in self._numbers:
+            self._started += 1
+            self._numbers[label] = self._started
+        return self._numbers[label]
+
     def cell_start(self, label: str) -> None:
-        # numbered in the order cells start (with parallel executors, not the order they end)
-        self._started += 1
+        number = self._number(label)
         if self._grid_bar is not None:
             self._grid_bar.set_postfix_str(label, refresh=True)
         elif self.enabled:
-            self._print(f"[{self._started}/{self._total}] {label} ...")
+            self._print(f"[{number}/{self._total}] {label} ...")
 
     def steps(self, iterable: Iterable, total: Optional[int] = None, desc: str = "") -> Iterable:
         if not self.bars:
@@ -61,7 +69,7 @@ class Progress:
             summary = "INTERRUPTED"
         else:
             summary = f"FAILED ({record.get('error_kind', 'exception')}): {record['error']}"
-        self._print(f"[{self._done}/{self._total}] {label}: {summary}")
+        self._print(f"[{self._number(label)}/{self._total}] {label}: {summary}")
         for warning in record.get("warnings") or ():  # what makes the number mean less than it seems
             self._print(f"  WARNING: {warning}")
 
@@ -79,7 +87,7 @@ class Progress:
         if self._grid_bar is not None:
             self._grid_bar.update(1)
         if self.enabled:
-            self._print(f"[{self._done}/{self._total}] {label}: {record['status']} (run by another process)")
+            self._print(f"[{self._number(label)}/{self._total}] {label}: {record['status']} (run by another process)")
 
     def cell_lost(self, label: str, why: str) -> None:
         """A worker vanished with the cell: it has no record and stays pending."""

@@ -1,0 +1,38 @@
+"""Progress lines a user reads while cells run side by side: each cell keeps one number from its
+start line to its result line, and Ctrl-C names every cell it stopped."""
+
+import io
+
+from tlbench.cli import _interrupted_cells
+from tlbench.executors import GridInterrupted
+from tlbench.progress import Progress
+
+
+def ok(top1):
+    return {"status": "ok", "top1": top1, "train_s": 1.0}
+
+
+def test_a_cell_keeps_its_number_whatever_order_cells_finish_in():
+    stream = io.StringIO()  # not a terminal: a line per event
+    progress = Progress(stream=stream)
+    progress.grid_start(total=4, already_done=1)
+    progress.cell_start("a")
+    progress.cell_start("b")
+    progress.cell_done("b", ok(0.5))  # b finishes first, as with two Ray workers
+    progress.cell_done("a", ok(0.7))
+    progress.cell_done_elsewhere("c", {"status": "ok"})  # run by another process
+    lines = stream.getvalue().splitlines()[1:]
+    assert lines == ["[2/4] a ...", "[3/4] b ...", "[3/4] b: top1 0.500, fit 1.0 s",
+                     "[2/4] a: top1 0.700, fit 1.0 s", "[4/4] c: ok (run by another process)"]
+
+
+def test_ctrl_c_names_every_cell_it_stopped():
+    def record(strategy):
+        return {"backbone": "lite0", "strategy": strategy, "dataset": "digits", "seed": 0}
+
+    both = GridInterrupted(record("linear_probe"), others=(record("full_finetune"),))
+    assert _interrupted_cells(both.records) == ("lite0 / linear_probe / digits / seed 0 and lite0 / "
+                                                "full_finetune / digits / seed 0 are recorded as interrupted; ")
+    one = GridInterrupted(record("linear_probe"))
+    assert _interrupted_cells(one.records) == "lite0 / linear_probe / digits / seed 0 is recorded as interrupted; "
+    assert _interrupted_cells(GridInterrupted({"error": "interrupted"}).records) == ""
