@@ -2,46 +2,15 @@
 the process's CUDA context stopping an in-process run instead of failing every later cell."""
 
 import json
-import textwrap
 
 import pytest
 
 from tlbench.runner import error_kind
 
-FAULTY = textwrap.dedent('''
-    import tlbench
-
-
-    class Faulty(tlbench.Strategy):
-        """Raises what PyTorch raises after a device-side assert."""
-
-        name = "faulty"
-
-        def fit(self, model, train, val, ctx):
-            raise RuntimeError("CUDA error: device-side assert triggered\\nCUDA kernel errors might be "
-                               "asynchronously reported at some other API call")
-
-
-    class Untouched(tlbench.Strategy):
-        """Returns the network as it was built."""
-
-        name = "untouched"
-
-        def fit(self, model, train, val, ctx):
-            model.requires_grad_(False)
-            return model
-
-
-    @tlbench.hookimpl
-    def register_strategies(register):
-        register(Faulty)
-        register(Untouched)
-''')
-
 GRID = """
     name = "faults"
     backbones = ["test_efficientnet"]
-    strategies = ["faulty", "untouched"]
+    strategies = ["gpu_fault", "head_only"]  # tests/plugins/
     datasets = ["digits"]
     [settings]
     image_size = 16
@@ -68,26 +37,18 @@ def stored(results):
                                        for p in (results / "faults" / "records").glob("*.json"))}
 
 
-@pytest.fixture
-def faulty_plugins(tmp_path):
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    (folder / "faulty.py").write_text(FAULTY, encoding="utf-8")
-    return folder
-
-
-def test_a_device_fault_stops_an_in_process_run_and_says_how_to_go_on(tmp_path, cli, write_grid, faulty_plugins):
+def test_a_device_fault_stops_an_in_process_run_and_says_how_to_go_on(tmp_path, cli, write_grid, test_plugins_dir):
     results = tmp_path / "results"
     code, out, err = cli("run", "--grid", write_grid(GRID), "--results", results,
-                         "--plugins-dir", faulty_plugins, "-q")
+                         "--plugins-dir", test_plugins_dir, "-q")
     assert code == 1
     assert "--executor subprocess" in err and "Traceback" not in err
     records = stored(results)
-    assert set(records) == {"faulty"}  # the next cell was left pending, not failed
-    assert records["faulty"]["error_kind"] == "device_fault"
+    assert set(records) == {"gpu_fault"}  # the next cell was left pending, not failed
+    assert records["gpu_fault"]["error_kind"] == "device_fault"
 
 
-def test_with_a_process_per_cell_a_device_fault_fails_only_its_cell(tmp_path, write_grid, faulty_plugins):
+def test_with_a_process_per_cell_a_device_fault_fails_only_its_cell(tmp_path, write_grid, test_plugins_dir):
     """The driver stops only for a pool that runs cells in its own process. Checked with the
     driver's real loop over real cells, in this process, for speed: a pool that says each cell
     has a process of its own (as SubprocessPool and RayPool do) goes on after the fault."""
@@ -99,12 +60,12 @@ def test_with_a_process_per_cell_a_device_fault_fails_only_its_cell(tmp_path, wr
     class ProcessPerCell(LocalPool):
         shares_the_process = False
 
-    registry = load_registry(str(faulty_plugins))
+    registry = load_registry(str(test_plugins_dir))
     grid = load_grid(str(write_grid(GRID)), registry)
     runner = Runner(registry, tmp_path / "results")
     outcome = run_grid_on(ProcessPerCell(runner), runner, grid)
-    assert {r["strategy"]: r.get("error_kind") for r in outcome.failed} == {"faulty": "device_fault"}
-    assert {r["strategy"]: r["status"] for r in outcome.ran} == {"faulty": "failed", "untouched": "ok"}
+    assert {r["strategy"]: r.get("error_kind") for r in outcome.failed} == {"gpu_fault": "device_fault"}
+    assert {r["strategy"]: r["status"] for r in outcome.ran} == {"gpu_fault": "failed", "head_only": "ok"}
     assert not getattr(SubprocessPool, "shares_the_process", False)
     from tlbench.ray_pool import RayPool
 

@@ -4,31 +4,12 @@ weights."""
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
-import textwrap
+from pathlib import Path
 
 import tlbench
-
-LOOSE_STRATEGY = textwrap.dedent('''
-    import tlbench
-
-
-    class HeadOnly(tlbench.Strategy):
-        """Trains nothing: the head as the backbone made it (a loose-file plugin)."""
-
-        name = "head_only"
-
-        def fit(self, model, train, val, ctx):
-            for p in model.parameters():
-                p.requires_grad_(False)
-            return model
-
-
-    @tlbench.hookimpl
-    def register_strategies(register):
-        register(HeadOnly)
-''')
 
 GRID = """
     name = "prov"
@@ -60,12 +41,12 @@ def weights_file(folder):
     return path
 
 
-def test_records_name_their_plugins_and_whether_they_started_pretrained(tmp_path, cli, write_grid):
+def test_records_name_their_plugins_and_whether_they_started_pretrained(tmp_path, cli, write_grid,
+                                                                        test_plugins_dir):
     grid = write_grid(GRID.format(checkpoint=weights_file(tmp_path)))
     plugins = tmp_path / "plugins"
     plugins.mkdir()
-    loose = plugins / "head_only.py"
-    loose.write_text(LOOSE_STRATEGY, encoding="utf-8")
+    loose = Path(shutil.copy(test_plugins_dir / "head_only.py", plugins))  # a copy of its own, to edit
     results = tmp_path / "results"
     code, out, err = cli("run", "--grid", grid, "--results", results, "--plugins-dir", plugins, "-q")
     assert code == 0, err
@@ -86,7 +67,7 @@ def test_records_name_their_plugins_and_whether_they_started_pretrained(tmp_path
     assert board["control"] == "scratch"
 
     # an edited plugin keeps the run_id (the record is still the cell's), and says so when rerun
-    loose.write_text(LOOSE_STRATEGY + "\n# edited\n", encoding="utf-8")
+    loose.write_text(loose.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
     code, out, err = cli("run", "--grid", grid, "--results", results, "--plugins-dir", plugins,
                          "-q", "--force")
     assert code == 0, err
@@ -96,8 +77,8 @@ def test_records_name_their_plugins_and_whether_they_started_pretrained(tmp_path
         != head_only["plugins"]["strategy"]["sha256"]
 
 
-def test_ls_says_where_each_plugin_comes_from(tmp_path, cli):
-    (tmp_path / "head_only.py").write_text(LOOSE_STRATEGY, encoding="utf-8")
+def test_ls_says_where_each_plugin_comes_from(tmp_path, cli, test_plugins_dir):
+    shutil.copy(test_plugins_dir / "head_only.py", tmp_path)
     code, out, err = cli("ls", "strategies", "--plugins-dir", tmp_path)
     assert code == 0, err
     lines = {line.split()[0]: line for line in out.splitlines()}

@@ -98,8 +98,19 @@ class AlwaysZero(tlbench.Strategy):
         return model
 
 
+class GpuFault(tlbench.Strategy):
+    """Raises what PyTorch raises after a device-side assert (a fault that breaks the process's
+    CUDA context), simulated on any device."""
+
+    name = "gpu_fault"
+
+    def fit(self, model, train, val, ctx):
+        raise RuntimeError("CUDA error: device-side assert triggered\nCUDA kernel errors might be "
+                           "asynchronously reported at some other API call")
+
+
 @tlbench.hookimpl
 def register_strategies(register):
     for strategy in (Explodes, OutOfMemory, WrongShape, NanLogits, ReturnsNone, Exits, LogsOddValues,
-                     AlwaysZero):
+                     AlwaysZero, GpuFault):
         register(strategy)
