@@ -30,9 +30,9 @@ def test_ctrl_c_names_every_cell_it_stopped():
     def record(strategy):
         return {"backbone": "lite0", "strategy": strategy, "dataset": "digits", "seed": 0}
 
-    both = GridInterrupted(record("linear_probe"), others=(record("full_finetune"),))
+    both = GridInterrupted([record("linear_probe"), record("full_finetune")])
     assert _interrupted_cells(both.records) == ("lite0 / linear_probe / digits / seed 0 and lite0 / "
                                                 "full_finetune / digits / seed 0 are recorded as interrupted; ")
-    one = GridInterrupted(record("linear_probe"))
+    one = GridInterrupted([record("linear_probe")])
     assert _interrupted_cells(one.records) == "lite0 / linear_probe / digits / seed 0 is recorded as interrupted; "
-    assert _interrupted_cells(GridInterrupted({"error": "interrupted"}).records) == ""
+    assert _interrupted_cells(GridInterrupted([]).records) == ""

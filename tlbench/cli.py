@@ -221,10 +221,7 @@ def _pool(args, registry, grid, runner):
             raise ConfigError("--cell-timeout needs --executor subprocess or ray: a cell running in "
                               "this process cannot be stopped safely.")
         _only_with_ray(args)
-        from tlbench.cpus import size_threads
-
-        size_threads()  # as many as this process's CPUs (affinity, cgroup quota), not the host's
-        return LocalPool(runner), None
+        return LocalPool(runner), None  # it sizes torch's threads before each cell
     plugins_dir = args.plugins_dir or os.environ.get("TLBENCH_PLUGINS_DIR")
     if plugins_dir:
         plugins_dir = os.path.abspath(plugins_dir)
@@ -294,7 +291,7 @@ def _sigterm_as_interrupt():
 
 def _interrupted_cells(records: list) -> str:
     """``A is recorded as interrupted; `` or ``A and B are ...``, naming every cell Ctrl-C stopped."""
-    labels = [_label(r) for r in records if "backbone" in r]
+    labels = [_label(r) for r in records]
     if not labels:
         return ""
     if len(labels) == 1:

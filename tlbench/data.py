@@ -19,9 +19,10 @@ import torch
 from tlbench.api import Images, Split
 
 # Datasets whose resized uint8 pixels fit in this many bytes are decoded once and held in
-# memory; larger ones are decoded per batch by DataLoader workers.
-THREADED_DECODE_S = 0.0005  # below this per image, decoding on threads is slower than on one
+# memory; larger ones are decoded once into a file (tlbench.pixel_store), or per batch by
+# DataLoader workers when the disk has no room for it.
 MATERIALIZE_BYTES = int(os.environ.get("TLBENCH_MATERIALIZE_MB", "2048")) * 2**20
+THREADED_DECODE_S = 0.0005  # below this per image, decoding on threads is slower than on one
 
 
 @dataclass

@@ -286,12 +286,11 @@ def needs_run(record: Optional[dict], at_start: Optional[dict], retry_failed: bo
 
 class GridInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped the grid; ``records`` are the interrupted cells' records, already stored
-    (several when an executor ran cells side by side), ``record`` the first of them."""
+    (several when an executor ran cells side by side, none when it stopped between cells)."""
 
-    def __init__(self, record: dict, others: tuple = ()):
-        super().__init__(record.get("error", "interrupted"))
-        self.record = record
-        self.records = [record, *others]
+    def __init__(self, records: list):
+        super().__init__(records[0].get("error", "interrupted") if records else "interrupted")
+        self.records = records
 
 
 @dataclass
@@ -338,10 +337,7 @@ class GridDriver:
                 self._hand_out()
                 self._collect()
         except KeyboardInterrupt as exc:
-            stored = self._store_interrupted()
-            interrupted = [r for r in [getattr(exc, "record", None), *stored] if r is not None]
-            raise GridInterrupted(*(interrupted[:1] or [{"error": "interrupted"}]),
-                                  others=tuple(interrupted[1:])) from None
+            raise GridInterrupted([*getattr(exc, "records", []), *self._store_interrupted()]) from None
         finally:
             for _, claim, _ in self.in_flight.values():
                 claim.release()
@@ -397,7 +393,7 @@ class GridDriver:
             if record is not None:
                 self.outcome.ran.append(record)
                 if record["status"] == "interrupted":
-                    raise GridInterrupted(record)
+                    raise GridInterrupted([record])
                 if record.get("error_kind") == "device_fault" and getattr(self.pool, "shares_the_process", False):
                     self._stop_after_device_fault(record)
 

@@ -111,10 +111,15 @@ def environment(device: torch.device, precision: Optional[str]) -> dict:
     }
 
 
+def gpu_index(device: torch.device) -> int:
+    """Which GPU ``cuda`` or ``cuda:N`` is (plain ``cuda``: the current one)."""
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 def cuda_settings(device: torch.device) -> dict:
     """What else changes a number on a GPU: which one, its compute capability, cuDNN's version
     and whether TF32 and cuDNN's autotuner were on."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
+    index = gpu_index(device)
     major, minor = torch.cuda.get_device_capability(index)
     return {
         "device_index": index,
@@ -150,8 +155,7 @@ def precision_for(device: torch.device) -> str:
     fp32 elsewhere."""
     if device.type != "cuda":
         return "fp32"
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return "bf16" if torch.cuda.get_device_capability(index) >= (8, 0) else "fp16"
+    return "bf16" if torch.cuda.get_device_capability(gpu_index(device)) >= (8, 0) else "fp16"
 
 
 def available_memory(device: torch.device) -> int:

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+
 import numpy as np
 import torch
 

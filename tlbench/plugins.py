@@ -137,7 +137,7 @@ def _register(pm: pluggy.PluginManager, registry: Registry, plugin: object, name
     registry.origins[name] = origin
 
 
-HOOKS = [hook for hook, _, _ in KINDS.values()] + ["default_grid"]
+HOOKS = [name for name, spec in vars(hookspecs).items() if hasattr(spec, "tlbench_spec")]  # as declared
 
 
 def _file_sha256(path: Path) -> str:

@@ -58,6 +58,11 @@ def resampling(setting: str, weights_interpolation: str) -> Resample:
     return Resample(shrink=setting, enlarge=setting)
 
 
+def starts_pretrained(cell: Cell, strategy_cls: type) -> bool:
+    """The grid asks for pretrained weights and the strategy does not start from random ones."""
+    return bool(cell.settings.pretrained and strategy_cls.pretrained)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -114,6 +119,15 @@ class CellContext(FitContext):
     def autocast(self):
         dtype = AUTOCAST_DTYPES.get(self.precision)
         return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+
+def pixels_place(part) -> str:
+    """Where a split's decoded pixels are, in the record's words."""
+    if part is None:
+        return "decoded per batch"
+    if isinstance(part, StoredRows):
+        return "stored decoded on disk"
+    return f"held on {part.device.type}"
 
 
 class CountingSplit(ImageSplit):
@@ -262,7 +276,7 @@ class Runner:
         record["run_s"] = time.perf_counter() - start
         record["finished_at"] = utc_now()
         if "environment" not in record:  # the cell stopped before its set-up said where it ran
-            record["environment"] = environment(resolve_device(self.device or cell.settings.device), precision=None)
+            record["environment"] = environment(self._device(cell), precision=None)
         if record.get("error_kind") == "oom":
             release_memory()  # here, not in the except block: its traceback still held the tensors
         return jsonable(record)  # one rule for what a record holds, whichever executor carries it
@@ -273,8 +287,12 @@ class Runner:
         status = "interrupted" if kind == "interrupted" else "failed"
         record.update(status=status, error_kind=kind, error=error, finished_at=utc_now(),
                       started_at=started_at or record["started_at"],
-                      environment=environment(resolve_device(cell.settings.device), precision=None))
+                      environment=environment(self._device(cell), precision=None))
         return record
+
+    def _device(self, cell: Cell) -> torch.device:
+        """The cell's device: this worker's own when an executor set one, else the grid's."""
+        return resolve_device(self.device or cell.settings.device)
 
     def _provenance(self, cell: Cell) -> dict:
         """Whether the cell starts from pretrained weights (the grid's setting and the strategy's
@@ -286,7 +304,7 @@ class Runner:
                      "dataset": self.registry.registration("datasets", cell.dataset)}
         except ConfigError:  # a worker without the plugin: its failure says so
             return {}
-        return {"pretrained": bool(cell.settings.pretrained and parts["strategy"].component.pretrained),
+        return {"pretrained": starts_pretrained(cell, parts["strategy"].component),
                 "plugins": {part: {"plugin": reg.plugin, **reg.origin} for part, reg in parts.items()}}
 
     def _base_record(self, cell: Cell) -> dict:
@@ -321,13 +339,13 @@ class Runner:
         """Everything one fit needs: the strategy (with ``options``, default the cell's first
         candidate), a freshly built network, the splits and the context."""
         seed_everything(cell.seed)
-        device = resolve_device(self.device or cell.settings.device)
+        device = self._device(cell)
         use_device(device)
         strategy_cls = self.registry.get("strategies", cell.strategy)
         images = self._load_images(cell)
         splits = self.prepare_splits(cell, images)
         backbone = self.registry.get("backbones", cell.backbone)()
-        pretrained = cell.settings.pretrained and strategy_cls.pretrained  # as _provenance records it
+        pretrained = starts_pretrained(cell, strategy_cls)
         network = backbone.create(cell.backbone, num_classes=len(images.classes),
                                   pretrained=pretrained, options=cell.backbone_options)
         changed = cell.changed_files()  # after the load: what was loaded is what the run_id names
@@ -344,8 +362,7 @@ class Runner:
 
         def split(kind, indices):
             part = None if pixels is None else self._pixels_on(pixels.rows(indices), device)
-            placed.add("decoded per batch" if part is None else "stored decoded on disk"
-                       if isinstance(part, StoredRows) else f"held on {part.device.type}")
+            placed.add(pixels_place(part))
             return kind(images, indices, size, network.mean, network.std, resample, part,
                         key=f"{data_key}|{network.mean}|{network.std}", device=device)
 
@@ -412,10 +429,11 @@ class Runner:
         return result
 
     def _select(self, cell: Cell, record: dict) -> tuple[tuple, list, float]:
-        """((set-up, fitted model, train_s) of the candidate to score, what each candidate scored
-        on validation, the time all fits took). One candidate is fitted and kept as it is."""
+        """((set-up, fitted model, train_s, its fit's own peak memory) of the candidate to score,
+        what each candidate scored on validation, the time all fits took). One candidate is
+        fitted and kept as it is."""
         candidates, best, best_val, selection_s = [], None, -1.0, 0.0
-        device = resolve_device(self.device or cell.settings.device)
+        device = self._device(cell)
         for options in cell.strategy_candidates:
             held = held_memory_mb(device)  # the best candidate so far: not this one's memory
             cell_setup = self.setup(cell, options)
@@ -423,18 +441,18 @@ class Runner:
             reset_peak_memory(device)
             fitted, train_s = self._fit(cell_setup)
             selection_s += train_s
-            cell_setup.facts["fit_peak_mem_mb"] = peak_memory_mb(device, held)
+            fit_peak_mb = peak_memory_mb(device, held)
             if len(cell.strategy_candidates) == 1:
-                return (cell_setup, fitted, train_s), [], selection_s
+                return (cell_setup, fitted, train_s, fit_peak_mb), [], selection_s
             # the harness, not the strategy, scores each candidate, on validation only
             val_top1 = evaluate(fitted, cell_setup.val, cell_setup.ctx)["top1"]
             candidates.append({"options": options_as_dict(options), "val_top1": val_top1,
                                "train_s": train_s, "strategy_info": cell_setup.ctx.info})
             if val_top1 > best_val:
-                best, best_val = (cell_setup, fitted, train_s), val_top1
+                best, best_val = (cell_setup, fitted, train_s, fit_peak_mb), val_top1
         return best, candidates, selection_s
 
-    def _score(self, cell_setup: CellSetup, fitted: torch.nn.Module, train_s: float) -> dict:
+    def _score(self, cell_setup: CellSetup, fitted: torch.nn.Module, train_s: float, fit_peak_mb: float) -> dict:
         """The chosen model's metrics on the test split, and what the record says about its fit."""
         ctx, device = cell_setup.ctx, cell_setup.ctx.device
         reset_peak_memory(device)  # the other candidates are gone: what is held now is this cell's
@@ -455,7 +473,7 @@ class Runner:
             # none when the fit drew no images (features from a cache): a rate of 0 would rank it slowest
             "train_samples_per_s": served / train_s if train_s > 0 and served else None,
             # its own fit's peak, or scoring's if higher (on the CPU: the process's, see machine)
-            "peak_mem_mb": max(cell_setup.facts.pop("fit_peak_mem_mb"), peak_memory_mb(device)),
+            "peak_mem_mb": max(fit_peak_mb, peak_memory_mb(device)),
             "trainable_params": trainable,
             "total_params": total,
             "num_classes": ctx.num_classes,
