@@ -7,6 +7,7 @@ each), so these tests run as few cells as their claims need."""
 import contextlib
 import io
 import json
+import os
 import sys
 from datetime import datetime
 
@@ -179,13 +180,28 @@ def test_joining_a_ray_cluster_that_is_not_there(cli, grid_file, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def ray_instance():
+def ray_node_cache(tmp_path_factory):
+    """The cache folder of the Ray instance's node: a node keeps its own (its environment's
+    TLBENCH_CACHE_DIR), whatever the driver's is."""
+    return tmp_path_factory.mktemp("node-cache")
+
+
+@pytest.fixture(scope="module")
+def ray_instance(ray_node_cache):
     """One local Ray instance (2 CPUs) for the module, as `tlbench run --executor ray` starts it;
     its workers stay up between tests, so torch is imported once per worker."""
     ray = pytest.importorskip("ray", reason="the test extra installs Ray")
+    saved = os.environ.get("TLBENCH_CACHE_DIR")
+    os.environ["TLBENCH_CACHE_DIR"] = str(ray_node_cache)  # the node's processes inherit it
     # one logical GPU: Ray schedules by declared resources, so GPU shares are computed on a CPU
     # machine too (the cells of these tests run with device = "cpu" and ask for none)
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    finally:
+        if saved is None:
+            del os.environ["TLBENCH_CACHE_DIR"]
+        else:
+            os.environ["TLBENCH_CACHE_DIR"] = saved
     yield ray
     ray.shutdown()
 
@@ -235,18 +251,21 @@ def test_ray_resources_by_strategy(ray_instance, registry):
     assert cpu_only.slots == 1
 
 
-def test_ray_worker_killed_mid_cell_is_retried(ray_instance, cli, grid_file, test_plugins_dir, private_cache_dir,
+def test_ray_worker_killed_mid_cell_is_retried(ray_instance, ray_node_cache, cli, grid_file, test_plugins_dir,
                                                tmp_path):
     grid = grid_file("dies_once", "linear_probe")
+    (ray_node_cache / "dies_once.died").unlink(missing_ok=True)
     code, out, err = cli("run", "--grid", grid, "--results", tmp_path, "--plugins-dir", test_plugins_dir,
                          "--executor", "ray", "--ray-max-retries", "1", "-q")
     assert code == 0, err
-    assert (private_cache_dir / "dies_once.died").exists()  # it did die once
+    assert (ray_node_cache / "dies_once.died").exists()  # it did die once, in the node's own cache
     assert {r["status"] for r in by_strategy(tmp_path).values()} == {"ok"}
 
 
-def test_ray_worker_lost_leaves_the_cell_pending(ray_instance, cli, grid_file, test_plugins_dir, tmp_path):
+def test_ray_worker_lost_leaves_the_cell_pending(ray_instance, ray_node_cache, cli, grid_file, test_plugins_dir,
+                                                 tmp_path):
     grid = grid_file("dies_once", "linear_probe")
+    (ray_node_cache / "dies_once.died").unlink(missing_ok=True)
     argv = ("run", "--grid", grid, "--results", tmp_path, "--plugins-dir", test_plugins_dir,
             "--executor", "ray", "-q")
     code, out, err = cli(*argv, "--ray-max-retries", "0")

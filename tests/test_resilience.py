@@ -246,7 +246,7 @@ def test_runs_lists_records_with_status_and_metrics(failed_grid, cli):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["grid", "backbone", "strategy", "dataset", "seed", "status", "top1",
-                                "train_s", "run_id", "error"]
+                                "train_s", "run_id", "node", "error"]
     rows = [line.split()[:6] for line in lines[2:-1]]
     assert [row[2] for row in rows] == ["explodes", "full_finetune", "logged", "oom"]  # sorted
     assert [row[5] for row in rows] == ["failed", "failed", "ok", "failed"]

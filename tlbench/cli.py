@@ -181,7 +181,8 @@ def cmd_run(args) -> int:
 
     progress = Progress(enabled=not args.quiet)
     runner = Runner(registry, args.results, progress=progress)
-    check_cache_dir(runner.cache_dir)
+    if args.executor != "ray":  # each Ray node uses its own cache, checked there (node_check)
+        check_cache_dir(runner.cache_dir)
     pool, job_for = _pool(args, registry, grid, runner)
     try:
         with _sigterm_as_interrupt():
@@ -230,6 +231,7 @@ def _pool(args, registry, grid, runner):
         _only_with_ray(args)
         return SubprocessPool(args.cell_timeout), job_maker(grid, plugins_dir, cache_dir,
                                                            progress=runner.progress.bars)
+    from tlbench.node_check import DriverView
     from tlbench.ray_pool import RayPool
 
     if args.cpus_per_cell <= 0:
@@ -239,10 +241,12 @@ def _pool(args, registry, grid, runner):
     shares = _gpu_shares(args.gpu_share, registry)
     pool = RayPool(registry, args.ray_address, args.cpus_per_cell, shares,
                    use_gpus=grid.settings.device != "cpu", max_retries=args.ray_max_retries,
-                   timeout_s=args.cell_timeout, needs_gpu=grid.settings.device.startswith("cuda"))
+                   timeout_s=args.cell_timeout, needs_gpu=grid.settings.device.startswith("cuda"),
+                   plugins_dir=plugins_dir)
     if not args.quiet:
         print(pool.describe(), file=sys.stderr)
-    return pool, job_maker(grid, plugins_dir, cache_dir)
+    # no cache folder: each node keeps its own (its TLBENCH_CACHE_DIR, else its default)
+    return pool, job_maker(grid, plugins_dir, None, driver_view=DriverView(registry, grid, runner))
 
 
 def _only_with_ray(args) -> None:
@@ -375,7 +379,7 @@ def _color(stream) -> bool:
 
 
 RUNS_COLUMNS = ["grid", "backbone", "strategy", "dataset", "seed", "status", "top1", "train_s",
-                "run_id", "error"]
+                "run_id", "node", "error"]
 
 
 def cmd_runs(args) -> int:
@@ -431,8 +435,17 @@ def _runs_row(record: dict) -> list:
 
     error = (record.get("error") or "").replace("\n", " ")
     return [record["grid"], record["backbone"], record["strategy"], record["dataset"], record["seed"],
-            record["status"], number("top1", 3), number("train_s", 1), record["run_id"][:8],
+            record["status"], number("top1", 3), number("train_s", 1), record["run_id"][:8], _runs_node(record),
             error if len(error) <= 60 else error[:57] + "..."]
+
+
+def _runs_node(record: dict) -> str:
+    """The machine that ran the cell: a Ray node's hostname and address (hostnames can be the
+    same on two nodes), else the environment's hostname."""
+    node = record.get("node") if isinstance(record.get("node"), dict) else {}
+    environment = record.get("environment") if isinstance(record.get("environment"), dict) else {}
+    hostname = node.get("hostname") or environment.get("hostname") or "-"
+    return f"{hostname} {node['address']}" if node.get("address") else str(hostname)
 
 
 def _report_broken(registry) -> None:

@@ -8,6 +8,7 @@ subsampling of the training split uses the cell's seed, so seeds also vary the k
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -40,6 +41,17 @@ class SplitIndices:
             h.update(np.sort(part).astype(np.int64).tobytes())
             h.update(b"|")
         return h.hexdigest()[:16]
+
+
+def images_fingerprint(images) -> dict:
+    """What identifies a loaded dataset cheaply, without decoding an image: its size, its class
+    names, every label and the official test split. Two machines with other copies of a
+    dataset (a folder with 80 images on one, 90 on the other) differ here."""
+    digest = hashlib.sha256(json.dumps([str(c) for c in images.classes]).encode())
+    digest.update(np.asarray(images.labels, dtype=np.int64).tobytes())
+    if images.test_indices is not None:
+        digest.update(b"|test|" + np.asarray(images.test_indices, dtype=np.int64).tobytes())
+    return {"images": len(images.samples), "classes": len(images.classes), "digest": digest.hexdigest()[:16]}
 
 
 def _share(n: int, fraction: float) -> int:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from tlbench.errors import RunStopped
+from tlbench.errors import ConfigError, RunStopped
 from tlbench.grid import Cell, Grid, build_grid
 from tlbench.results import active_claims, claim_cell, claim_holder, read_record, record_path, records_by_run_id, \
     remove_leftovers, utc_now, write_atomic, write_record
@@ -46,6 +46,7 @@ class CellJob:
     progress: bool = False  # draw the cell's step bars (a worker that shares the driver's terminal)
     device: Optional[str] = None  # the device to use instead of [settings] device (a Ray GPU worker's own)
     resources: Optional[dict] = None  # what the executor reserved for the cell, for its record
+    expected: Optional[dict] = None  # what the driver has, for a cluster node to check (node_check)
 
 
 @dataclass
@@ -53,12 +54,16 @@ class Outcome:
     """What came back for a cell: its record, or why there is none.
 
     ``failure`` (error kind, message) means the cell failed without a record of its own (the
-    driver writes one); ``lost`` means the worker vanished and the cell stays pending.
+    driver writes one); ``lost`` means the worker vanished and the cell stays pending;
+    ``requeue`` means the cell did not start where it was sent and is handed out again.
     """
 
     record: Optional[dict] = None
     failure: Optional[tuple[str, str]] = None
     lost: Optional[str] = None
+    where: Optional[dict] = None  # with a failure: the worker's environment and node, when it said
+    unfit: Optional[tuple[str, str]] = None  # (scope, reason): the worker's node cannot run it (node_check)
+    requeue: Optional[str] = None  # the cell goes back to the queue, to run elsewhere ("" : said before)
 
 
 # -- the worker side -----------------------------------------------------------------------------
@@ -67,28 +72,77 @@ _runners: dict = {}  # one Runner per worker process and configuration: datasets
 
 
 def run_job(job: CellJob) -> dict:
-    """Run one cell here (in a worker) and return its record."""
+    """Run one cell here (in a worker) and return its record.
+
+    With ``job.expected`` (a cluster node), the node is first checked against what the driver
+    has: plugins, files, cache, data (tlbench.node_check). A node that differs raises NodeUnfit
+    before the cell starts."""
     from tlbench.cpus import size_threads
-    from tlbench.plugins import load_registry
-    from tlbench.progress import Progress
-    from tlbench.runner import Runner
+    from tlbench.node_check import NODE_WIDE, NodeUnfit, check_data, check_files, check_plugins
 
     size_threads(job.threads)
-    key = (job.plugins_dir, job.cache_dir, job.progress)
-    if key not in _runners:
-        registry = load_registry(job.plugins_dir)
-        _runners[key] = Runner(registry, tempfile.gettempdir(), progress=Progress(enabled=job.progress),
-                               cache_dir=job.cache_dir)
-    runner = _runners[key]
-    grid = build_grid(job.grid_data, job.grid_source, runner.registry)
+    runner, plugins_dir = _runner_for(job)
+    checked = job.expected is not None
+    if checked:
+        check_plugins(runner.registry, job.expected["plugins"])
+        check_files(job.expected["files"])
+    try:
+        grid = build_grid(job.grid_data, job.grid_source, runner.registry)
+    except ConfigError as exc:
+        if not checked:
+            raise
+        raise NodeUnfit(NODE_WIDE, f"cannot read the grid with its plugins ({exc})") from None
     cell = next((c for c in grid.cells if c.run_id == job.run_id), None)
     if cell is None:
-        raise LookupError(f"this worker's tlbench or plugins build different cells from the grid "
-                          f"(no cell has run_id {job.run_id}): install the driver's versions on every worker")
+        why = (f"builds other cells from the grid than the driver (no cell has run_id {job.run_id}): "
+               "install the driver's tlbench and plugin versions there")
+        if checked:
+            raise NodeUnfit(NODE_WIDE, why)
+        raise LookupError(f"this worker {why}")
+    if checked:
+        check_data(runner, cell, job.expected["data"])
     runner.device = job.device
     record = runner.run_cell(cell)
     if job.resources is not None:
         record["resources"] = dict(job.resources)  # e.g. num_gpus 0.25: the GPU was shared
+    return _as_driver_paths(record, plugins_dir, job.plugins_dir)
+
+
+def _runner_for(job: CellJob):
+    """This process's Runner for the job's plugins, cache and progress (made once), and the
+    plugins folder it loaded."""
+    from tlbench.node_check import NODE_WIDE, NodeUnfit, local_plugins_dir
+    from tlbench.plugins import load_registry
+    from tlbench.progress import Progress
+    from tlbench.runner import Runner, check_cache_dir
+
+    plugins_dir = local_plugins_dir(job.plugins_dir) if job.expected is not None else job.plugins_dir
+    key = (plugins_dir, job.cache_dir, job.progress)
+    if key not in _runners:
+        try:
+            registry = load_registry(plugins_dir)
+            runner = Runner(registry, tempfile.gettempdir(), progress=Progress(enabled=job.progress),
+                            cache_dir=job.cache_dir)
+            if job.expected is not None:  # a node's own cache: said before any cell runs there
+                check_cache_dir(runner.cache_dir)
+        except ConfigError as exc:
+            if job.expected is None:
+                raise
+            raise NodeUnfit(NODE_WIDE, f"cannot run cells: {exc}") from None
+        _runners[key] = runner
+    return _runners[key], plugins_dir
+
+
+def _as_driver_paths(record: dict, local_dir: Optional[str], driver_dir: Optional[str]) -> dict:
+    """A loose plugin shipped to this node was loaded from Ray's copy: its record names the
+    file the driver listed (its sha256, compared before the cell ran, is the same)."""
+    if not local_dir or not driver_dir or local_dir == driver_dir:
+        return record
+    for part in (record.get("plugins") or {}).values():
+        for key in ("plugin", "file"):
+            value = part.get(key)
+            if isinstance(value, str) and value.startswith(local_dir):
+                part[key] = driver_dir + value[len(local_dir):]
     return record
 
 
@@ -139,7 +193,10 @@ class IsolatedCell:
 
     def _read(self, code: int) -> Outcome:
         if code == 0 and self._result_path.exists():
-            return Outcome(record=json.loads(self._result_path.read_text(encoding="utf-8")))
+            result = json.loads(self._result_path.read_text(encoding="utf-8"))
+            if "unfit" in result:
+                return Outcome(unfit=tuple(result["unfit"]))
+            return Outcome(record=result)
         if code < 0:
             name = signal.Signals(-code).name
             why = " (the kernel's out-of-memory killer sends SIGKILL)" if name == "SIGKILL" else ""
@@ -179,12 +236,16 @@ def _child_main(job_path: str, result_path: str) -> int:
     quiet_threads()  # before the cell imports torch (the driver's environment usually has it already)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stores the cell as interrupted
     _exit_when_orphaned(os.getppid())
+    from tlbench.node_check import NodeUnfit
+
     job = CellJob(**json.loads(Path(job_path).read_text(encoding="utf-8")))
     try:
-        record = run_job(job)
+        result = run_job(job)
     except KeyboardInterrupt:
         return 130
-    write_atomic(Path(result_path), json.dumps(record))
+    except NodeUnfit as exc:  # not the cell's failure: this node's (see IsolatedCell._read)
+        result = {"unfit": [exc.scope, exc.reason]}
+    write_atomic(Path(result_path), json.dumps(result))
     return 0
 
 
@@ -389,6 +450,9 @@ class GridDriver:
 
     def _collect(self) -> None:
         for handle, result in (self.pool.finished() if self.in_flight else []):
+            if result.requeue is not None:
+                self._requeue(*self.in_flight.pop(handle), result.requeue)
+                continue
             record = self._store(*self.in_flight.pop(handle), result)
             if record is not None:
                 self.outcome.ran.append(record)
@@ -396,6 +460,13 @@ class GridDriver:
                     raise GridInterrupted([record])
                 if record.get("error_kind") == "device_fault" and getattr(self.pool, "shares_the_process", False):
                     self._stop_after_device_fault(record)
+
+    def _requeue(self, cell: Cell, claim, started_at: str, why: str) -> None:
+        """The cell did not start where it was sent (a node unfit for it): hand it out again."""
+        claim.release()
+        if why:
+            self.progress.cell_requeued(cell.label, why)
+        self.todo.appendleft(cell)
 
     def _stop_after_device_fault(self, record: dict) -> None:
         """A device-side assert or illegal access leaves this process's CUDA context broken:
@@ -424,7 +495,7 @@ class GridDriver:
             record = result.record
             if record is None:
                 kind, message = result.failure
-                record = runner.failed_record(cell, kind, message, started_at)
+                record = runner.failed_record(cell, kind, message, started_at, where=result.where)
             try:
                 write_record(runner.results_dir, record)
             except OSError as exc:
@@ -448,11 +519,14 @@ def _store_failure_or_stop(runner, cell: Cell, started_at: str, exc: OSError) ->
 
 
 def job_maker(grid: Grid, plugins_dir: Optional[str], cache_dir: Optional[str],
-              threads: Optional[int] = None, progress: bool = False):
-    """cell -> CellJob for ``grid``."""
+              threads: Optional[int] = None, progress: bool = False, driver_view=None):
+    """cell -> CellJob for ``grid``; with ``driver_view`` (tlbench.node_check.DriverView), each
+    job carries what the driver has, for a cluster node to check."""
 
     def job_for(cell: Cell) -> CellJob:
-        return CellJob(grid.data, grid.source, cell.run_id, plugins_dir, cache_dir, threads, progress)
+        expected = driver_view.expected(cell) if driver_view is not None else None
+        return CellJob(grid.data, grid.source, cell.run_id, plugins_dir, cache_dir, threads, progress,
+                       expected=expected)
 
     return job_for
 

@@ -91,6 +91,11 @@ class Cell:
         then, now = self._identity_at_start.get("files", {}), self.identity().get("files", {})
         return sorted(path for path in then if now.get(path) != then[path])
 
+    @property
+    def files(self) -> dict:
+        """{path: sha256} of the files its options name, as they were when the grid was read."""
+        return dict(self._identity_at_start.get("files", {}))
+
     @functools.cached_property
     def config_id(self) -> str:
         """Like run_id but the same for every seed: the cells averaged in one leaderboard row."""
@@ -133,9 +138,14 @@ def _named_files(option_dicts: list[dict]) -> dict:
             if isinstance(value, str) and value:
                 path = os.path.abspath(os.path.expanduser(value))
                 if os.path.isfile(path):
-                    stat = os.stat(path)
-                    files[path] = _file_sha256(path, stat.st_size, stat.st_mtime_ns)
+                    files[path] = file_sha256(path)
     return files
+
+
+def file_sha256(path: str) -> str:
+    """The content hash of a file named by an option (cached while the file is unchanged)."""
+    stat = os.stat(path)
+    return _file_sha256(path, stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=256)

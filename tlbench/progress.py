@@ -69,6 +69,10 @@ class Progress:
             summary = "INTERRUPTED"
         else:
             summary = f"FAILED ({record.get('error_kind', 'exception')}): {record['error']}"
+            if record.get("node"):  # a cluster: which machine failed it
+                from tlbench.node_check import describe_node
+
+                summary += f" [on {describe_node(record['node'])}]"
         self._print(f"[{self._number(label)}/{self._total}] {label}: {summary}")
         for warning in record.get("warnings") or ():  # what makes the number mean less than it seems
             self._print(f"  WARNING: {warning}")
@@ -93,6 +97,16 @@ class Progress:
         """A worker vanished with the cell: it has no record and stays pending."""
         if self.enabled:
             self._print(f"{label}: no record ({why}); it stays pending for the next run")
+
+    def note(self, line: str) -> None:
+        """Something the user should know about the run as a whole (a node left out, say)."""
+        if self.enabled:
+            self._print(line)
+
+    def cell_requeued(self, label: str, why: str) -> None:
+        """The cell could not run where it was sent and goes back to the queue."""
+        if self.enabled:
+            self._print(f"{label}: {why}; it goes to another node")
 
     def grid_done(self) -> None:
         if self._grid_bar is not None:

@@ -12,8 +12,10 @@ from typing import Optional
 from tlbench.cpus import QUIET_THREADS_ENV
 from tlbench.errors import ConfigError
 from tlbench.executors import CellJob, IsolatedCell, Outcome, run_job
+from tlbench.node_check import NODE_WIDE, describe_node, scopes_of
 
 INSTALL_HINT = 'pip install "tlbench[ray]"'
+NODE_ID_LABEL = "ray.io/node-id"  # every node carries it: a label selector can exclude nodes by id
 
 
 def import_ray():
@@ -25,14 +27,47 @@ def import_ray():
 
 
 def _task(job: CellJob, timeout_s: Optional[float]) -> dict:
-    """In a Ray worker: the cell's record, or a failure the driver turns into one."""
-    if timeout_s is None:
-        try:
-            return {"record": run_job(job)}
-        except Exception as exc:  # e.g. a worker whose plugins differ from the driver's
-            return {"failure": ("exception", f"{type(exc).__name__}: {exc}")}
-    outcome = IsolatedCell(job, timeout_s).wait()  # a hard deadline needs a process of its own
-    return {"record": outcome.record} if outcome.record is not None else {"failure": outcome.failure}
+    """In a Ray worker: the cell's record, why this node cannot run it, or a failure the driver
+    turns into a record; each with the node that answered."""
+    from tlbench.node_check import NodeUnfit, this_node
+
+    node = this_node()
+    try:
+        if timeout_s is None:
+            outcome = Outcome(record=run_job(job))
+        else:
+            outcome = IsolatedCell(job, timeout_s).wait()  # a hard deadline needs a process of its own
+    except NodeUnfit as exc:
+        outcome = Outcome(unfit=(exc.scope, exc.reason))
+    except Exception as exc:  # raised before the cell could make its own record
+        outcome = Outcome(failure=("exception", f"{type(exc).__name__}: {exc}"))
+    if outcome.record is not None:
+        return {"record": outcome.record, "node": node}
+    if outcome.unfit is not None:
+        return {"unfit": list(outcome.unfit), "node": node}
+    return {"failure": list(outcome.failure), "node": node, "environment": _environment()}
+
+
+def _environment() -> Optional[dict]:
+    """This worker's environment, for the record of a cell that failed before it started."""
+    try:
+        import torch
+
+        from tlbench.machine import environment
+
+        return environment(torch.device("cpu"), precision=None)
+    except Exception:
+        return None
+
+
+def _runtime_env(plugins_dir: Optional[str]) -> dict:
+    """What every worker of this run gets: quiet threads (workers on a node share its cores,
+    see tlbench.cpus) and the loose plugin files, which Ray uploads from here and unpacks on
+    each node, so no shared filesystem is needed (node_check.local_plugins_dir finds them)."""
+    env = {"env_vars": dict(QUIET_THREADS_ENV)}
+    if plugins_dir:
+        env["py_modules"] = [plugins_dir]
+    return env
 
 
 class RayPool:
@@ -40,7 +75,7 @@ class RayPool:
 
     def __init__(self, registry, address: Optional[str], cpus_per_cell: float, gpu_shares: dict,
                  use_gpus: bool, max_retries: int, timeout_s: Optional[float] = None,
-                 needs_gpu: bool = False):
+                 needs_gpu: bool = False, plugins_dir: Optional[str] = None):
         self.registry = registry
         ray = self.ray = import_ray()
         if not ray.is_initialized():
@@ -49,7 +84,7 @@ class RayPool:
                 # workers on a node share its cores: their torch threads must not spin (tlbench.cpus)
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
                          logging_level="ERROR", configure_logging=True,
-                         runtime_env={"env_vars": dict(QUIET_THREADS_ENV)})
+                         runtime_env=_runtime_env(plugins_dir))
             except ConnectionError as exc:
                 why = str(exc).rstrip(".")
                 raise ConfigError(f"Cannot join the Ray cluster at {address!r}: {why}. Start one with "
@@ -74,6 +109,8 @@ class RayPool:
         # see (max_calls is an option of the remote function, not of .options())
         self._remote_gpu = ray.remote(max_calls=1)(_task)
         self._refs: dict = {}  # ObjectRef -> handle
+        self.unfit: dict = {}  # node id -> {scope: reason}: the cells each node cannot run (node_check)
+        self._decided: list = []  # (handle, outcome) of cells no node can run, for finished()
 
     def describe(self) -> str:
         resources = self.ray.cluster_resources()
@@ -91,19 +128,29 @@ class RayPool:
     def submit(self, cell, job: CellJob) -> object:
         from dataclasses import replace
 
+        handle = object()
+        unfit_nodes = self._unfit_for(cell)
+        if unfit_nodes and self._usable_nodes() <= unfit_nodes:
+            self._decided.append((handle, Outcome(failure=("node_config", self._nowhere(cell, unfit_nodes)))))
+            return handle
         resources = self.resources_for(self.registry.get("strategies", cell.strategy))
         threads = max(1, int(resources["num_cpus"]))
         on_gpu = bool(resources["num_gpus"])
         # a worker sees only the GPUs Ray gave it, as cuda:0..: "cuda:N" names one of the driver's
         device = "cuda" if on_gpu and self.cuda_requested else None
+        options = {**resources, "max_retries": self.max_retries}
+        if unfit_nodes:  # kept off the nodes that said they cannot run it
+            options["label_selector"] = {NODE_ID_LABEL: f"!in({','.join(sorted(unfit_nodes))})"}
         remote = self._remote_gpu if on_gpu else self._remote
-        ref = remote.options(**resources, max_retries=self.max_retries).remote(
+        ref = remote.options(**options).remote(
             replace(job, threads=threads, device=device, resources=resources), self.timeout_s)
-        handle = object()
         self._refs[ref] = handle
         return handle
 
     def finished(self) -> list[tuple[object, Outcome]]:
+        if self._decided:
+            decided, self._decided = self._decided, []
+            return decided
         ready, _ = self.ray.wait(list(self._refs), num_returns=1, timeout=1.0)
         if ready:  # everything else that is ready too, without waiting
             ready, _ = self.ray.wait(list(self._refs), num_returns=len(self._refs), timeout=0)
@@ -117,9 +164,54 @@ class RayPool:
             return Outcome(failure=("exception", str(exc).strip().splitlines()[-1]))
         except exceptions.RayError as exc:  # the worker or its node died, after Ray's retries
             return Outcome(lost=f"{type(exc).__name__}: the worker running it was lost")
+        node = self._named(result.get("node") or {})
         if "record" in result:
-            return Outcome(record=result["record"])
-        return Outcome(failure=tuple(result["failure"]))
+            return Outcome(record={**result["record"], "node": node})
+        if "unfit" in result:
+            return self._left_out(node, *result["unfit"])
+        environment = result.get("environment")
+        where = {"node": node, **({"environment": environment} if environment else {})}
+        return Outcome(failure=tuple(result["failure"]), where=where)
+
+    # -- nodes that cannot run some cells --------------------------------------------------------
+
+    def _left_out(self, node: dict, scope: str, reason: str) -> Outcome:
+        """Keep the cells that need ``scope`` off this node from now on; this cell goes elsewhere."""
+        if not node.get("id"):  # a node that cannot be named cannot be avoided: the cell fails
+            return Outcome(failure=("node_config", f"{describe_node(node)} {reason}"), where={"node": node})
+        scopes = self.unfit.setdefault(node["id"], {})
+        said = scope in scopes
+        scopes[scope] = reason
+        if said:
+            return Outcome(requeue="")
+        which = "no more cells" if scope == NODE_WIDE else (
+            "no more cells of that dataset" if scope.startswith("data:") else "no more cells that name that file")
+        return Outcome(requeue=f"{describe_node(node)} {reason}. It gets {which} in this run")
+
+    def _unfit_for(self, cell) -> set:
+        if not self.unfit:
+            return set()
+        needs = scopes_of(cell)
+        return {node for node, scopes in self.unfit.items() if needs & scopes.keys()}
+
+    def _usable_nodes(self) -> set:
+        """The live nodes that could take a cell (enough CPUs for one)."""
+        return {n["NodeID"] for n in self.ray.nodes()
+                if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= self.cpus_per_cell}
+
+    def _nowhere(self, cell, unfit_nodes: set) -> str:
+        needs = scopes_of(cell)
+        reasons = [f"{describe_node(self._named({'id': node}))} {reason}" for node in sorted(unfit_nodes)
+                   for scope, reason in self.unfit[node].items() if scope in needs]
+        return "no Ray node can run this cell: " + "; ".join(reasons)
+
+    def _named(self, node: dict) -> dict:
+        """The node with its address (ip:port, unique where hostnames are not) and hostname."""
+        info = next((n for n in self.ray.nodes() if n["NodeID"] == node.get("id")), None)
+        if info is None:
+            return node
+        return {"hostname": info.get("NodeManagerHostname", "?"), **node,
+                "address": f"{info['NodeManagerAddress']}:{info['NodeManagerPort']}"}
 
     def interrupt(self) -> list[tuple[object, Outcome]]:
         for ref in self._refs:

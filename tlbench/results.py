@@ -29,7 +29,8 @@ from typing import Iterator, Optional
 from tlbench.errors import ConfigError
 
 STATUSES = ("ok", "failed", "interrupted")
-ERROR_KINDS = ("exception", "oom", "non_finite", "device_fault", "interrupted", "timeout", "crashed")
+ERROR_KINDS = ("exception", "oom", "non_finite", "device_fault", "interrupted", "timeout", "crashed",
+               "node_config")
 REQUIRED = {"run_id": str, "grid": str, "backbone": str, "strategy": str, "dataset": str,
             "seed": int, "status": str}
 
@@ -73,6 +74,7 @@ OPTIONAL = {
     "strategy_info": lambda v: isinstance(v, dict), "split_sizes": lambda v: isinstance(v, dict),
     "pretrained": lambda v: isinstance(v, bool),
     "pixels": lambda v: isinstance(v, str),
+    "node": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
     "resources": lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
     "plugins": lambda v: isinstance(v, dict) and all(
         isinstance(part, dict) and all(_scalar(x) for x in part.values()) for part in v.values()),

@@ -22,7 +22,7 @@ import torch
 from tlbench import sanity
 from tlbench.api import FitContext, Images
 from tlbench.data import (DecodedPixels, ImageSplit, Resample, SplitIndices, fits_in_memory, fixed_size_train_val,
-                          per_class_subsample, stratified_sample, stratified_split)
+                          images_fingerprint, per_class_subsample, stratified_sample, stratified_split)
 from tlbench.errors import ConfigError
 from tlbench.grid import Cell
 from tlbench.machine import (available_memory, environment, held_memory_mb, peak_memory_mb, precision_for,
@@ -207,7 +207,7 @@ class Runner:
 
     # -- data ------------------------------------------------------------------------------
 
-    def _load_images(self, cell: Cell) -> Images:
+    def load_images(self, cell: Cell) -> Images:
         key = (cell.dataset, repr(cell.dataset_options))
         if key not in self._images:
             self._images.clear()  # keep one dataset in memory at a time
@@ -236,6 +236,12 @@ class Runner:
             else:
                 self._pixels[key] = None
         return self._pixels[key]
+
+    def data_fingerprint(self, cell: Cell) -> dict:
+        """The cell's dataset as loaded here, and its splits: what another machine must match
+        to run the cell on the same data (tlbench.node_check)."""
+        images = self.load_images(cell)
+        return {"dataset": images_fingerprint(images), "split_digest": self.prepare_splits(cell, images).digest()}
 
     def prepare_splits(self, cell: Cell, images: Images) -> SplitIndices:
         s = cell.settings
@@ -281,13 +287,17 @@ class Runner:
             release_memory()  # here, not in the except block: its traceback still held the tensors
         return jsonable(record)  # one rule for what a record holds, whichever executor carries it
 
-    def failed_record(self, cell: Cell, kind: str, error: str, started_at: Optional[str] = None) -> dict:
-        """The record of a cell that failed where no record could be made (a killed process)."""
+    def failed_record(self, cell: Cell, kind: str, error: str, started_at: Optional[str] = None,
+                      where: Optional[dict] = None) -> dict:
+        """The record of a cell that failed where no record could be made (a killed process).
+        ``where``: the ``environment`` and ``node`` of the worker that failed it, when it said;
+        otherwise this machine's environment stands in."""
         record = self._base_record(cell)
         status = "interrupted" if kind == "interrupted" else "failed"
         record.update(status=status, error_kind=kind, error=error, finished_at=utc_now(),
                       started_at=started_at or record["started_at"],
                       environment=environment(self._device(cell), precision=None))
+        record.update(where or {})
         return record
 
     def _device(self, cell: Cell) -> torch.device:
@@ -342,7 +352,7 @@ class Runner:
         device = self._device(cell)
         use_device(device)
         strategy_cls = self.registry.get("strategies", cell.strategy)
-        images = self._load_images(cell)
+        images = self.load_images(cell)
         splits = self.prepare_splits(cell, images)
         backbone = self.registry.get("backbones", cell.backbone)()
         pretrained = starts_pretrained(cell, strategy_cls)
