@@ -163,19 +163,25 @@ def test_missing_ray_is_one_clear_message(cli, grid_file, tmp_path, monkeypatch)
 
 
 def test_joining_a_ray_cluster_that_is_not_there(cli, grid_file, tmp_path):
-    """Before this module starts its own Ray instance (tests run in file order): 'auto' joins
-    any Ray instance running on this machine."""
+    """Before this module starts its own Ray instance (tests run in file order). An address where
+    nothing listens, not 'auto': 'auto' joins any Ray instance on this machine, such as the
+    two-node clusters of test_ray_cluster.py running beside this file."""
+    import socket
+
     ray = pytest.importorskip("ray", reason="the test extra installs Ray")
     assert not ray.is_initialized(), "run this test before the ones that start Ray"
+    with socket.socket() as probe:  # a free port: nothing answers there
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
     try:
         code, out, err = cli("run", "--grid", grid_file("linear_probe"), "--results", tmp_path,
-                             "--executor", "ray", "--ray-address", "auto")
+                             "--executor", "ray", "--ray-address", address)
     finally:
         joined = ray.is_initialized()
-        if joined:  # someone else's Ray instance on this machine: leave it, and fail
+        if joined:
             ray.shutdown()
     assert not joined and code == 2
-    assert "Cannot join the Ray cluster at 'auto'" in err and "ray start --head" in err
+    assert f"Cannot join the Ray cluster at '{address}'" in err and "ray start --head" in err
     assert traceback_free(err)
 
 

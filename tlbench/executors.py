@@ -111,7 +111,7 @@ def run_job(job: CellJob) -> dict:
 def _runner_for(job: CellJob):
     """This process's Runner for the job's plugins, cache and progress (made once), and the
     plugins folder it loaded."""
-    from tlbench.node_check import NODE_WIDE, NodeUnfit, local_plugins_dir
+    from tlbench.node_check import NODE_WIDE, NodeUnfit, check_plugins, local_plugins_dir
     from tlbench.plugins import load_registry
     from tlbench.progress import Progress
     from tlbench.runner import Runner, check_cache_dir
@@ -124,6 +124,7 @@ def _runner_for(job: CellJob):
             runner = Runner(registry, tempfile.gettempdir(), progress=Progress(enabled=job.progress),
                             cache_dir=job.cache_dir)
             if job.expected is not None:  # a node's own cache: said before any cell runs there
+                check_plugins(registry, job.expected["plugins"])
                 check_cache_dir(runner.cache_dir)
         except ConfigError as exc:
             if job.expected is None:

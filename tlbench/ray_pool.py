@@ -70,6 +70,35 @@ def _runtime_env(plugins_dir: Optional[str]) -> dict:
     return env
 
 
+def _check_answers(address: Optional[str], timeout_s: float = 5.0) -> None:
+    """A HOST:PORT where nothing listens fails now: ray.init would retry it for a minute, then
+    end the process."""
+    import socket
+
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # a local instance, 'auto', or a ray:// client address: Ray's own checks
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"Cannot join the Ray cluster at {address!r}: nothing answers there "
+                          f"({exc.strerror or exc}). Start one with `ray start --head`, or leave out "
+                          "--ray-address for a local instance.") from None
+
+
+AUTH_WORDS = ("auth", "token", "unauthenticated", "permission")
+
+
+def _cannot_join(address: Optional[str], exc: Exception) -> str:
+    """Why ray.init failed, in Ray's words: "start one" only when nothing answered there (a
+    cluster that refuses the driver's token is running)."""
+    said = " ".join(str(exc).split()).rstrip(".")
+    if isinstance(exc, ConnectionError) and not any(word in said.lower() for word in AUTH_WORDS):
+        return (f"Cannot join the Ray cluster at {address!r}: {said}. Start one with `ray start --head`, "
+                "or leave out --ray-address for a local instance.")
+    return f"Cannot join the Ray cluster at {address!r}. Ray said: {said}."
+
+
 class RayPool:
     """Submits cells as Ray tasks, at most ``slots`` in flight (each holds its cell's claim)."""
 
@@ -79,16 +108,15 @@ class RayPool:
         self.registry = registry
         ray = self.ray = import_ray()
         if not ray.is_initialized():
+            _check_answers(address)
             try:
                 # without an address: a local instance sized to this machine
                 # workers on a node share its cores: their torch threads must not spin (tlbench.cpus)
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
                          logging_level="ERROR", configure_logging=True,
                          runtime_env=_runtime_env(plugins_dir))
-            except ConnectionError as exc:
-                why = str(exc).rstrip(".")
-                raise ConfigError(f"Cannot join the Ray cluster at {address!r}: {why}. Start one with "
-                                  "`ray start --head`, or leave out --ray-address for a local instance.") from None
+            except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+                raise ConfigError(_cannot_join(address, exc)) from None
         resources = ray.cluster_resources()
         self.gpus = resources.get("GPU", 0.0) if use_gpus else 0.0
         if needs_gpu and not self.gpus:
@@ -186,7 +214,7 @@ class RayPool:
             return Outcome(requeue="")
         which = "no more cells" if scope == NODE_WIDE else (
             "no more cells of that dataset" if scope.startswith("data:") else "no more cells that name that file")
-        return Outcome(requeue=f"{describe_node(node)} {reason}. It gets {which} in this run")
+        return Outcome(requeue=f"{describe_node(node)} {reason}. That node gets {which} in this run")
 
     def _unfit_for(self, cell) -> set:
         if not self.unfit:

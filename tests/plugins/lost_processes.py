@@ -1,5 +1,6 @@
 """Test-only strategies that misbehave the way real cells do at the process level: hang, or take
-their process down with them (for the subprocess and Ray executors)."""
+their process down with them, or take long enough for a test to kill the node they run on (for
+the subprocess and Ray executors)."""
 
 import os
 import signal
@@ -35,7 +36,20 @@ class DiesOnce(tlbench.Strategy):
         return model
 
 
+class Sleepy(tlbench.Strategy):
+    """Takes a few seconds, saying in its node's cache folder (``sleepy.started``) that it runs:
+    long enough for a test to kill the node under it."""
+
+    name = "sleepy"
+
+    def fit(self, model, train, val, ctx):
+        (Path(ctx.cache_dir) / "sleepy.started").touch()
+        time.sleep(4)
+        return model
+
+
 @tlbench.hookimpl
 def register_strategies(register):
     register(Hangs)
     register(DiesOnce)
+    register(Sleepy)
