@@ -78,16 +78,20 @@ def run_job(job: CellJob) -> dict:
     has: plugins, files, cache, data (tlbench.node_check). A node that differs raises NodeUnfit
     before the cell starts."""
     from tlbench.cpus import size_threads
-    from tlbench.node_check import NODE_WIDE, NodeUnfit, check_data, check_files, check_plugins
+    from tlbench.node_check import (NODE_WIDE, NodeUnfit, check_data, check_dataset_options, check_files,
+                                    check_plugins, grid_for)
 
     size_threads(job.threads)
     runner, plugins_dir = _runner_for(job)
     checked = job.expected is not None
+    grid_data = job.grid_data
     if checked:
         check_plugins(runner.registry, job.expected["plugins"])
         check_files(job.expected["files"])
+        grid_data = grid_for(grid_data, job.expected["dataset"])
+        check_dataset_options(runner.registry, grid_data, job.expected["dataset"])
     try:
-        grid = build_grid(job.grid_data, job.grid_source, runner.registry)
+        grid = build_grid(grid_data, job.grid_source, runner.registry)
     except ConfigError as exc:
         if not checked:
             raise

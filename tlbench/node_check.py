@@ -12,7 +12,6 @@ computed on other data under the same run_id.
 
 from __future__ import annotations
 
-import json
 import socket
 from typing import Optional
 
@@ -30,9 +29,7 @@ class NodeUnfit(Exception):
 
 
 def data_scope(cell) -> str:
-    from tlbench.options import options_as_dict
-
-    return f"data:{cell.dataset} {json.dumps(options_as_dict(cell.dataset_options), sort_keys=True, default=str)}"
+    return f"data:{cell.dataset}"  # a grid sets each dataset up once ([dataset.NAME])
 
 
 def file_scope(path: str) -> str:
@@ -98,7 +95,7 @@ class DriverView:
         self._data: dict = {}  # data scope -> (fingerprint, {run_id: split digest}), or None
 
     def expected(self, cell) -> dict:
-        return {"plugins": self.plugins, "files": cell.files, "data": self._data_of(cell)}
+        return {"dataset": cell.dataset, "plugins": self.plugins, "files": cell.files, "data": self._data_of(cell)}
 
     def _data_of(self, cell) -> Optional[dict]:
         scope = data_scope(cell)
@@ -144,13 +141,38 @@ def local_plugins_dir(driver_dir: Optional[str]) -> Optional[str]:
 
 
 
+SINGULAR = {"backbones": "backbone", "strategies": "strategy", "datasets": "dataset"}
+
+
+def grid_for(grid_data: dict, dataset: str) -> dict:
+    """The grid as far as one dataset's cells go (their run_ids do not depend on the others): a
+    node need not hold every dataset of the grid to run the cells of one."""
+    data = dict(grid_data, datasets=[dataset])
+    if isinstance(grid_data.get("dataset"), dict):
+        data["dataset"] = {name: table for name, table in grid_data["dataset"].items() if name == dataset}
+    return data
+
+
+def check_dataset_options(registry, grid_data: dict, dataset: str) -> None:
+    """The dataset's options hold here too (a `folder` whose path this node lacks does not)."""
+    from tlbench.errors import ConfigError
+    from tlbench.options import build_options
+
+    tables = grid_data.get("dataset") if isinstance(grid_data.get("dataset"), dict) else {}
+    try:
+        build_options(registry.get("datasets", dataset).Options, tables.get(dataset, {}), f"[dataset.{dataset}]")
+    except ConfigError as exc:
+        raise NodeUnfit(f"data:{dataset}", f"cannot use dataset {dataset!r} as the grid sets it up, which "
+                                           f"the driver can ({exc})") from None
+
+
 def check_plugins(registry, expected: dict) -> None:
     """Every plugin the grid uses, here, from the same package version or file content."""
     from tlbench.errors import ConfigError
 
     for key, theirs in expected.items():
         kind, name = key.split(":", 1)
-        what = f"{kind[:-1]} plugin {name!r}"
+        what = f"{SINGULAR[kind]} plugin {name!r}"
         try:
             ours = comparable_origin(registry.registration(kind, name).origin)
         except ConfigError:
