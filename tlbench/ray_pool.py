@@ -7,6 +7,10 @@ driver writes the records, so workers need not share its disk.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 from typing import Optional
 
 from tlbench.cpus import QUIET_THREADS_ENV
@@ -86,17 +90,57 @@ def _check_answers(address: Optional[str], timeout_s: float = 5.0) -> None:
                           "--ray-address for a local instance.") from None
 
 
-AUTH_WORDS = ("auth", "token", "unauthenticated", "permission")
-
-
-def _cannot_join(address: Optional[str], exc: Exception) -> str:
-    """Why ray.init failed, in Ray's words: "start one" only when nothing answered there (a
-    cluster that refuses the driver's token is running)."""
+def _cannot_join(address: Optional[str], exc: Exception, log: str) -> str:
+    """Why ray.init failed: "start one" only when nothing answered there, Ray's own words when
+    the cluster refused this driver (its token), else what Ray said."""
+    refused = _refusal(exc)
+    if refused:
+        return (f"Cannot join the Ray cluster at {address!r}: it refused this driver ({refused}). Give tlbench "
+                "the cluster's token: RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH).")
     said = " ".join(str(exc).split()).rstrip(".")
-    if isinstance(exc, ConnectionError) and not any(word in said.lower() for word in AUTH_WORDS):
-        return (f"Cannot join the Ray cluster at {address!r}: {said}. Start one with `ray start --head`, "
-                "or leave out --ray-address for a local instance.")
-    return f"Cannot join the Ray cluster at {address!r}. Ray said: {said}."
+    if isinstance(exc, ConnectionError):
+        return (f"Cannot join the Ray cluster at {address!r}: {said}. Start one with `ray start --head`, or "
+                f"leave out --ray-address for a local instance. Ray's log of the attempt: {log}")
+    return f"Cannot join the Ray cluster at {address!r}. Ray said: {said}. Ray's log of the attempt: {log}"
+
+
+def _refusal(exc: Optional[BaseException]) -> Optional[str]:
+    """Ray's words when the cluster refused the driver's token: in the exception, or in the
+    connection error it caused (Ray reports a refused token as a failure to connect)."""
+    while exc is not None:
+        for line in reversed(str(exc).splitlines()):
+            if "AuthenticationError" in line or "InvalidAuthToken" in line or "authentication token" in line.lower():
+                return " ".join(line.split("AuthenticationError:", 1)[-1].split()).rstrip(".")
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _stderr_to(path: str):
+    """Ray's C++ core writes retries and warnings straight to file descriptor 2 while it
+    connects: they go to a log file, out of tlbench's output."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _quiet_ray_events() -> None:
+    """Ray prints cluster events on the driver's stdout (a node marked dead, a task retried),
+    into tlbench's progress and tables; they stay in Ray's log files on each node. Ray has no
+    public switch for it (log_to_driver covers workers' prints only): the private flag its
+    debugger toggles the same way, where it exists."""
+    try:
+        import ray._private.worker as ray_worker
+
+        ray_worker._worker_logs_enabled = False
+    except (ImportError, AttributeError):
+        pass
 
 
 class RayPool:
@@ -109,14 +153,18 @@ class RayPool:
         ray = self.ray = import_ray()
         if not ray.is_initialized():
             _check_answers(address)
+            log = os.path.join(tempfile.gettempdir(), f"tlbench-ray-init-{os.getpid()}.log")
             try:
-                # without an address: a local instance sized to this machine
-                # workers on a node share its cores: their torch threads must not spin (tlbench.cpus)
-                ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                         logging_level="ERROR", configure_logging=True,
-                         runtime_env=_runtime_env(plugins_dir))
+                with _stderr_to(log):
+                    # without an address: a local instance sized to this machine
+                    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                             logging_level="ERROR", configure_logging=True,
+                             runtime_env=_runtime_env(plugins_dir))
             except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
-                raise ConfigError(_cannot_join(address, exc)) from None
+                raise ConfigError(_cannot_join(address, exc, log)) from None
+            with contextlib.suppress(OSError):
+                os.remove(log)
+        _quiet_ray_events()
         resources = ray.cluster_resources()
         self.gpus = resources.get("GPU", 0.0) if use_gpus else 0.0
         if needs_gpu and not self.gpus:
