@@ -293,4 +293,8 @@ def test_ray_cell_timeout(ray_instance, cli, grid_file, test_plugins_dir, tmp_pa
     record = by_strategy(tmp_path)["hangs"]
     assert (record["status"], record["error_kind"]) == ("failed", "timeout")
     assert f"--cell-timeout {TIMEOUT_S} s" in record["error"]
+    # written by the driver, but it names the node and environment of the worker that ran it
+    (node,) = [n for n in ray_instance.nodes() if n["Alive"]]
+    assert record["node"]["id"] == node["NodeID"] and record["node"]["address"].endswith(f":{node['NodeManagerPort']}")
+    assert record["environment"]["hostname"] == record["node"]["hostname"]
     assert no_claims_left(tmp_path)

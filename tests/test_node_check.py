@@ -239,3 +239,13 @@ def test_an_unfit_node_is_left_out_of_the_cells_it_cannot_run_and_said_once(monk
     assert kind == "node_config" and message.startswith("no Ray node can run this cell: Ray node vm (10.0.0.1:1111")
     assert "Ray node vm (10.0.0.1:2222, id bbbbbbbb) lacks the strategy plugin 'x'" in message
     assert scopes_of(cell) == {NODE_WIDE, data_scope(cell)}
+
+
+def test_a_failure_a_worker_reported_keeps_the_workers_node_and_environment(folder_grid, registry, tmp_path):
+    cell = folder_grid(photos(tmp_path / "photos", 2)).cells[0]
+    where = {"node": {"hostname": "node-7", "address": "10.0.0.7:4242", "id": "c" * 56},
+             "environment": {"hostname": "node-7", "torch": "2.14.1"}}
+    record = Runner(registry, tmp_path / "results").failed_record(cell, "timeout", "killed", where=where)
+    assert record["node"] == where["node"] and record["environment"] == where["environment"]
+    assert Runner(registry, tmp_path / "results").failed_record(cell, "timeout", "killed")["environment"][
+        "hostname"] != "node-7"  # without it: this machine's

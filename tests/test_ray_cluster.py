@@ -150,6 +150,19 @@ def test_a_node_with_other_data_runs_none_of_that_datasets_cells(cluster, site):
     assert {r["split_sizes"]["train"] + r["split_sizes"]["val"] + r["split_sizes"]["test"] for r in ran} == {90}
 
 
+def test_a_node_without_the_data_folder_says_so_by_name(cluster, site):
+    only_here = photos(site["driver_only"] / "only_here", per_class=10)
+    extra = f'[dataset.folder]\npath = "{only_here}"\n'
+    path = grid(site, "missing", ["linear_probe"], datasets=["folder"], seeds=(0, 1, 2), extra=extra)
+    done = tlbench(cluster, *on_ray(cluster, site, path))
+    assert done.returncode == 0, done.stderr
+    worker = next(n for n in cluster.nodes if n["node_id"] == cluster.worker_node_id)
+    assert (f"Ray node vm ({worker['address']}:{worker['port']}, id {cluster.worker_node_id[:8]}) cannot use "
+            f"dataset 'folder' as the grid sets it up, which the driver can ([dataset.folder]: Image folder "
+            f"'{only_here}' does not exist") in done.stderr
+    assert {r["node"]["id"] for r in records(site, "missing")} == {cluster.head_node_id}
+
+
 def test_a_node_that_dies_mid_cell_costs_a_retry_and_ray_keeps_its_logs_to_itself(cluster, site):
     path = grid(site, "dies", ["sleepy"], seeds=(0, 1))
     started = site["worker_cache"] / "sleepy.started"
