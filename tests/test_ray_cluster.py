@@ -122,7 +122,9 @@ def test_two_nodes_run_the_grid_as_the_local_executor_and_records_name_their_nod
     assert [(r["run_id"], r["top1"], r["split_digest"]) for r in ray_records] == \
            [(r["run_id"], r["top1"], r["split_digest"]) for r in local_records]
     nodes = {r["node"]["id"] for r in ray_records}
-    assert nodes == {cluster.head_node_id, cluster.worker_node_id}  # both nodes ran cells
+    # both nodes ran cells; the second could only after it found the shipped plugin folder and
+    # matched head_only.py's sha256 (a node checks every plugin of the grid before any cell)
+    assert nodes == {cluster.head_node_id, cluster.worker_node_id}
     addresses = {r["node"]["id"]: r["node"]["address"] for r in ray_records}
     assert len(set(addresses.values())) == 2  # one hostname ("vm" twice), two addresses
     # the loose plugin reached the node that cannot see the driver's folder, verified by hash
@@ -161,6 +163,21 @@ def test_a_node_without_the_data_folder_says_so_by_name(cluster, site):
             f"dataset 'folder' as the grid sets it up, which the driver can ([dataset.folder]: Image folder "
             f"'{only_here}' does not exist") in done.stderr
     assert {r["node"]["id"] for r in records(site, "missing")} == {cluster.head_node_id}
+
+
+def test_a_node_without_a_checkpoint_runs_none_of_the_cells_that_name_it(cluster, site):
+    import timm
+    import torch
+
+    checkpoint = site["driver_only"] / "weights.pth"
+    torch.save(timm.create_model("test_efficientnet", num_classes=3).state_dict(), checkpoint)
+    extra = f'[backbone.test_efficientnet]\ncheckpoint = "{checkpoint}"\n'
+    path = grid(site, "weights", ["linear_probe"], seeds=(0, 1, 2), extra=extra)
+    done = tlbench(cluster, *on_ray(cluster, site, path))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count(f"has no file {checkpoint}, which the grid's options name") == 1, done.stderr
+    assert "That node gets no more cells that name that file in this run" in done.stderr
+    assert {r["node"]["id"] for r in records(site, "weights")} == {cluster.head_node_id}
 
 
 def test_a_node_that_dies_mid_cell_costs_a_retry_and_ray_keeps_its_logs_to_itself(cluster, site):
