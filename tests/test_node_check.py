@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from tlbench import ray_pool
+from tlbench.errors import ConfigError, RunStopped
 from tlbench.executors import CellJob, _as_driver_paths
 from tlbench.grid import build_grid, file_sha256, read_grid_file
 from tlbench.node_check import (NODE_WIDE, DriverView, NodeUnfit, check_data, check_dataset_options, check_files,
@@ -66,7 +67,7 @@ def test_a_node_with_another_copy_of_the_data_is_unfit_for_that_dataset(folder_g
     other = folder_grid(photos(tmp_path / "node", 27), "other.toml").cells[0]
     with pytest.raises(NodeUnfit) as unfit:
         check_data(Runner(registry, tmp_path / "r2"), other, expected["data"])
-    assert unfit.value.scope == data_scope(other)
+    assert unfit.value.scope == data_scope(other.dataset)
     assert "has another copy of dataset 'folder' (81 images in 3 classes there, 90 in 3 on the driver)" \
         in unfit.value.reason
 
@@ -83,7 +84,7 @@ def test_a_node_with_another_copy_of_the_data_is_unfit_for_that_dataset(folder_g
     with pytest.raises(NodeUnfit, match=r"cannot use dataset 'folder' as the grid sets it up, which the driver "
                                         r"can \(\[dataset.folder\]: Image folder .*nowhere' does not exist") as unfit:
         check_dataset_options(registry, elsewhere, "folder")
-    assert unfit.value.scope == data_scope(grid.cells[0])
+    assert unfit.value.scope == data_scope(grid.cells[0].dataset)
     check_dataset_options(registry, grid.data, "folder")
 
 
@@ -224,10 +225,10 @@ def test_an_unfit_node_is_left_out_of_the_cells_it_cannot_run_and_said_once(monk
     cell = folder_grid(photos(tmp_path / "photos", 2)).cells[0]
     job = CellJob({}, "", cell.run_id)
     node_a = {"hostname": "vm", "id": "a" * 56}
-    first = pool._left_out(pool._named(node_a), data_scope(cell), "has another copy of dataset 'folder' (...)")
+    first = pool._left_out(pool._named(node_a), data_scope(cell.dataset), "has another copy of dataset 'folder' (...)")
     assert first.requeue == ("Ray node vm (10.0.0.1:1111, id aaaaaaaa) has another copy of dataset 'folder' "
-                             "(...). That node gets no more cells of that dataset in this run")
-    assert pool._left_out(pool._named(node_a), data_scope(cell), "again").requeue == ""  # said once
+                             "(...). It gets no more cells of dataset 'folder' in this run")
+    assert pool._left_out(pool._named(node_a), data_scope(cell.dataset), "again").requeue == ""  # said once
     pool.submit(cell, job)
     assert fake.submitted[-1]["label_selector"] == {"ray.io/node-id": f"!in({'a' * 56})"}
 
@@ -238,14 +239,44 @@ def test_an_unfit_node_is_left_out_of_the_cells_it_cannot_run_and_said_once(monk
     kind, message = outcome.failure
     assert kind == "node_config" and message.startswith("no Ray node can run this cell: Ray node vm (10.0.0.1:1111")
     assert "Ray node vm (10.0.0.1:2222, id bbbbbbbb) lacks the strategy plugin 'x'" in message
-    assert scopes_of(cell) == {NODE_WIDE, data_scope(cell)}
+    assert scopes_of(cell) == {NODE_WIDE, data_scope(cell.dataset)}
+
+    # once no node can run any cell of the grid, the run stops instead of failing each cell
+    assert pool._left_out(pool._named(node_a), NODE_WIDE, "cannot run cells: The cache folder ...").requeue
+    with pytest.raises(RunStopped, match="No Ray node can run this grid's cells: Ray node vm .*cannot run cells"):
+        pool.submit(cell, job)
+    assert pool._left_out(pool._named(node_a), file_scope("/w.pth"), "has no file").requeue == ""  # left out already
 
 
-def test_a_failure_a_worker_reported_keeps_the_workers_node_and_environment(folder_grid, registry, tmp_path):
+def test_a_gpu_cell_counts_only_nodes_with_a_gpu_as_able_to_run_it(monkeypatch, registry, folder_grid, tmp_path):
+    fake = FakeCluster()
+    fake.node_list[1]["Resources"]["GPU"] = 1.0  # node b has the one GPU
+    monkeypatch.setattr(ray_pool, "import_ray", lambda: fake)
+    monkeypatch.setattr(fake, "cluster_resources", lambda: {"CPU": 2.0, "GPU": 1.0})
+    pool = RayPool(registry, None, cpus_per_cell=1.0, gpu_shares={}, use_gpus=True, max_retries=2)
     cell = folder_grid(photos(tmp_path / "photos", 2)).cells[0]
-    where = {"node": {"hostname": "node-7", "address": "10.0.0.7:4242", "id": "c" * 56},
-             "environment": {"hostname": "node-7", "torch": "2.14.1"}}
-    record = Runner(registry, tmp_path / "results").failed_record(cell, "timeout", "killed", where=where)
-    assert record["node"] == where["node"] and record["environment"] == where["environment"]
-    assert Runner(registry, tmp_path / "results").failed_record(cell, "timeout", "killed")["environment"][
-        "hostname"] != "node-7"  # without it: this machine's
+    pool._left_out({"hostname": "vm", "id": "b" * 56}, data_scope(cell.dataset), "has another copy ...")
+    pool.submit(cell, CellJob({}, "", cell.run_id))  # node a has no GPU: it would wait for ever there
+    ((_, outcome),) = pool.finished()
+    assert outcome.failure[0] == "node_config" and fake.submitted == []
+
+
+def test_options_naming_files_by_relative_paths_are_refused_for_a_cluster(write_grid, registry, tiny_settings,
+                                                                         tmp_path, monkeypatch):
+    import timm
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    torch.save(timm.create_model("test_efficientnet", num_classes=3).state_dict(), "weights.pth")
+    data, source = read_grid_file(write_grid(f"""
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["faces"]
+        [backbone.test_efficientnet]
+        checkpoint = "weights.pth"
+        {tiny_settings}
+    """))
+    grid = build_grid(data, source, registry)
+    with pytest.raises(ConfigError, match="The option checkpoint = 'weights.pth' .* is a relative path: on a Ray "
+                                          "cluster each node resolves it in its own working folder"):
+        DriverView(registry, grid, Runner(registry, tmp_path / "results"))

@@ -176,7 +176,7 @@ def test_a_node_without_a_checkpoint_runs_none_of_the_cells_that_name_it(cluster
     done = tlbench(cluster, *on_ray(cluster, site, path))
     assert done.returncode == 0, done.stderr
     assert done.stderr.count(f"has no file {checkpoint}, which the grid's options name") == 1, done.stderr
-    assert "That node gets no more cells that name that file in this run" in done.stderr
+    assert f"It gets no more cells that name {checkpoint} in this run" in done.stderr
     assert {r["node"]["id"] for r in records(site, "weights")} == {cluster.head_node_id}
 
 
@@ -241,7 +241,7 @@ def test_a_node_without_a_plugin_or_a_usable_cache_gets_no_cells(site, tmp_path)
         done = tlbench(broken, *on_ray(broken, site, path), env=driver_env)
         assert done.returncode == 0, done.stderr
         assert done.stderr.count("lacks the strategy plugin 'untrained', which the driver has "
-                                 "(tlbench-extra 1.0): install it on every node") == 1, done.stderr
+                                 "(tlbench-extra 1.0): install the driver's version on every node") == 1, done.stderr
         ran = records(site, "plugin")
         assert len(ran) == 3 and {r["node"]["id"] for r in ran} == {broken.head_node_id}
 

@@ -181,7 +181,7 @@ def cmd_run(args) -> int:
 
     progress = Progress(enabled=not args.quiet)
     runner = Runner(registry, args.results, progress=progress)
-    if args.executor != "ray":  # each Ray node uses its own cache, checked there (node_check)
+    if args.executor != "ray" or args.ray_address is None:  # a cluster's nodes check their own (node_check)
         check_cache_dir(runner.cache_dir)
     pool, job_for = _pool(args, registry, grid, runner)
     try:

@@ -24,6 +24,8 @@ from typing import Optional
 
 from tlbench.errors import ConfigError, RunStopped
 from tlbench.grid import Cell, Grid, build_grid
+from tlbench.node_check import (NODE_WIDE, NodeUnfit, check_data, check_dataset_options, check_files, check_plugins,
+                                grid_for, local_plugins_dir)
 from tlbench.results import active_claims, claim_cell, claim_holder, read_record, record_path, records_by_run_id, \
     remove_leftovers, utc_now, write_atomic, write_record
 
@@ -69,41 +71,34 @@ class Outcome:
 # -- the worker side -----------------------------------------------------------------------------
 
 _runners: dict = {}  # one Runner per worker process and configuration: datasets stay loaded
+_usable_caches: set = set()  # cache folders this process found writable
 
 
 def run_job(job: CellJob) -> dict:
     """Run one cell here (in a worker) and return its record.
 
     With ``job.expected`` (a cluster node), the node is first checked against what the driver
-    has: plugins, files, cache, data (tlbench.node_check). A node that differs raises NodeUnfit
+    has: plugins, cache, files, data (tlbench.node_check). A node that differs raises NodeUnfit
     before the cell starts."""
     from tlbench.cpus import size_threads
-    from tlbench.node_check import (NODE_WIDE, NodeUnfit, check_data, check_dataset_options, check_files,
-                                    check_plugins, grid_for)
 
     size_threads(job.threads)
     runner, plugins_dir = _runner_for(job)
-    checked = job.expected is not None
-    grid_data = job.grid_data
-    if checked:
-        check_plugins(runner.registry, job.expected["plugins"])
-        check_files(job.expected["files"])
-        grid_data = grid_for(grid_data, job.expected["dataset"])
-        check_dataset_options(runner.registry, grid_data, job.expected["dataset"])
+    grid_data = job.grid_data if job.expected is None else _checked_grid(job, runner)
     try:
         grid = build_grid(grid_data, job.grid_source, runner.registry)
     except ConfigError as exc:
-        if not checked:
+        if job.expected is None:
             raise
-        raise NodeUnfit(NODE_WIDE, f"cannot read the grid with its plugins ({exc})") from None
+        raise NodeUnfit(NODE_WIDE, f"cannot build the cell from the grid ({exc})") from None
     cell = next((c for c in grid.cells if c.run_id == job.run_id), None)
     if cell is None:
         why = (f"builds other cells from the grid than the driver (no cell has run_id {job.run_id}): "
                "install the driver's tlbench and plugin versions there")
-        if checked:
+        if job.expected is not None:
             raise NodeUnfit(NODE_WIDE, why)
         raise LookupError(f"this worker {why}")
-    if checked:
+    if job.expected is not None:
         check_data(runner, cell, job.expected["data"])
     runner.device = job.device
     record = runner.run_cell(cell)
@@ -112,29 +107,43 @@ def run_job(job: CellJob) -> dict:
     return _as_driver_paths(record, plugins_dir, job.plugins_dir)
 
 
+def _checked_grid(job: CellJob, runner) -> dict:
+    """The grid as far as the job's cell goes, once this node is known to have the driver's
+    plugins, a usable cache, the cell's files and its dataset's options."""
+    from tlbench.runner import check_cache_dir
+
+    expected = job.expected
+    check_plugins(runner.registry, expected["plugins"])
+    if runner.cache_dir not in _usable_caches:  # said before any cell runs on this node
+        try:
+            check_cache_dir(runner.cache_dir)
+        except ConfigError as exc:
+            raise NodeUnfit(NODE_WIDE, f"cannot run cells: {exc}") from None
+        _usable_caches.add(runner.cache_dir)
+    check_files(expected["files"])
+    grid_data = grid_for(job.grid_data, expected["backbone"], expected["strategy"], expected["dataset"])
+    check_dataset_options(runner.registry, grid_data, expected["dataset"])
+    return grid_data
+
+
 def _runner_for(job: CellJob):
     """This process's Runner for the job's plugins, cache and progress (made once), and the
-    plugins folder it loaded."""
-    from tlbench.node_check import NODE_WIDE, NodeUnfit, check_plugins, local_plugins_dir
+    plugins folder it loaded (on a cluster node, the copy Ray shipped)."""
     from tlbench.plugins import load_registry
     from tlbench.progress import Progress
-    from tlbench.runner import Runner, check_cache_dir
+    from tlbench.runner import Runner
 
     plugins_dir = local_plugins_dir(job.plugins_dir) if job.expected is not None else job.plugins_dir
     key = (plugins_dir, job.cache_dir, job.progress)
     if key not in _runners:
         try:
             registry = load_registry(plugins_dir)
-            runner = Runner(registry, tempfile.gettempdir(), progress=Progress(enabled=job.progress),
-                            cache_dir=job.cache_dir)
-            if job.expected is not None:  # a node's own cache: said before any cell runs there
-                check_plugins(registry, job.expected["plugins"])
-                check_cache_dir(runner.cache_dir)
         except ConfigError as exc:
             if job.expected is None:
                 raise
-            raise NodeUnfit(NODE_WIDE, f"cannot run cells: {exc}") from None
-        _runners[key] = runner
+            raise NodeUnfit(NODE_WIDE, f"cannot load its plugins: {exc}") from None
+        _runners[key] = Runner(registry, tempfile.gettempdir(), progress=Progress(enabled=job.progress),
+                               cache_dir=job.cache_dir)
     return _runners[key], plugins_dir
 
 
@@ -241,8 +250,6 @@ def _child_main(job_path: str, result_path: str) -> int:
     quiet_threads()  # before the cell imports torch (the driver's environment usually has it already)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stores the cell as interrupted
     _exit_when_orphaned(os.getppid())
-    from tlbench.node_check import NodeUnfit
-
     job = CellJob(**json.loads(Path(job_path).read_text(encoding="utf-8")))
     try:
         result = run_job(job)
@@ -427,8 +434,12 @@ class GridDriver:
             claim = self._claim(cell)
             if claim is not None:
                 self.progress.cell_start(cell.label)
-                job = self.job_for(cell) if self.job_for else None
-                self.in_flight[self.pool.submit(cell, job)] = (cell, claim, utc_now())
+                try:
+                    job = self.job_for(cell) if self.job_for else None
+                    self.in_flight[self.pool.submit(cell, job)] = (cell, claim, utc_now())
+                except BaseException:  # the run stops (Ctrl-C, no node left): the cell stays pending
+                    claim.release()
+                    raise
         if not self.todo and self.waiting and not self.in_flight:
             time.sleep(WAIT_S)
             self.todo.extend(self.waiting)

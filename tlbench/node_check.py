@@ -5,31 +5,26 @@ the options name and its own data. So the driver sends, with each cell, what it 
 each plugin of the grid came from (package and version, or a file's hash), the hash of each
 file the cell's options name, the dataset's fingerprint and the cell's split digest. The worker
 compares before the cell runs. A node that differs is *unfit* for the cells that need what
-differs (``NodeUnfit``, with a scope): the executor keeps those cells off it and sends them to
+differs (``NodeUnfit``, with a scope): the executor keeps those cells off it and hands them to
 another node (tlbench.ray_pool), instead of recording a column of failures or, worse, a score
 computed on other data under the same run_id.
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 from typing import Optional
 
-NODE_WIDE = "node"  # the scope of a node that can run no cell of the grid
+from tlbench.errors import ConfigError
+
+# Scopes: what a node can be unfit for. Strings, so they travel back from a worker as they are.
+NODE_WIDE = "node"  # every cell of the grid
 
 
-class NodeUnfit(Exception):
-    """This node cannot run cells that need ``scope``: ``node`` (every cell), ``data:...`` (the
-    cells of one dataset) or ``file:PATH`` (the cells whose options name that file).
-    ``reason`` reads after the node's name: "lacks the strategy plugin 'x' ..."."""
-
-    def __init__(self, scope: str, reason: str):
-        super().__init__(reason)
-        self.scope, self.reason = scope, reason
-
-
-def data_scope(cell) -> str:
-    return f"data:{cell.dataset}"  # a grid sets each dataset up once ([dataset.NAME])
+def data_scope(dataset: str) -> str:
+    return f"data:{dataset}"  # a grid sets each dataset up once ([dataset.NAME])
 
 
 def file_scope(path: str) -> str:
@@ -38,7 +33,24 @@ def file_scope(path: str) -> str:
 
 def scopes_of(cell) -> set:
     """Every scope a node can be unfit for that would keep this cell off it."""
-    return {NODE_WIDE, data_scope(cell), *(file_scope(path) for path in cell.files)}
+    return {NODE_WIDE, data_scope(cell.dataset), *(file_scope(path) for path in cell.files)}
+
+
+def cells_of(scope: str) -> str:
+    """The cells a scope keeps off a node, in a user's words."""
+    if scope == NODE_WIDE:
+        return "cells of this grid"
+    kind, _, name = scope.partition(":")
+    return f"cells of dataset {name!r}" if kind == "data" else f"cells that name {name}"
+
+
+class NodeUnfit(Exception):
+    """This node cannot run the cells of ``scope``. ``reason`` reads after the node's name:
+    "lacks the strategy plugin 'x' ..."."""
+
+    def __init__(self, scope: str, reason: str):
+        super().__init__(reason)
+        self.scope, self.reason = scope, reason
 
 
 def comparable_origin(origin: dict) -> dict:
@@ -82,54 +94,75 @@ def this_node() -> dict:
 
 class DriverView:
     """What the driver has for each cell of a grid, sent in the cell's job for its worker to
-    compare with. Each dataset is loaded here once, when its first cell is handed out, and the
-    split digests of all its cells computed then; one that cannot be loaded here is not checked
-    (a driver need not hold the data)."""
+    compare with. Each dataset is loaded here once, when its first cell is handed out (one that
+    downloads is downloaded here too), and the split digests of all its cells computed then; a
+    dataset that cannot be loaded here is not checked (a driver need not hold the data)."""
 
     def __init__(self, registry, grid, runner):
+        for cell in grid.cells:
+            _refuse_relative_files(cell)
         parts = {("backbones", c.backbone) for c in grid.cells} | {("strategies", c.strategy) for c in grid.cells} \
             | {("datasets", c.dataset) for c in grid.cells}
         self.plugins = {f"{kind}:{name}": comparable_origin(registry.registration(kind, name).origin)
                         for kind, name in sorted(parts)}
         self.grid, self.runner = grid, runner
-        self._data: dict = {}  # data scope -> (fingerprint, {run_id: split digest}), or None
+        self._data: dict = {}  # dataset -> (fingerprint, {run_id: split digest or None}), or None
 
     def expected(self, cell) -> dict:
-        return {"dataset": cell.dataset, "plugins": self.plugins, "files": cell.files, "data": self._data_of(cell)}
+        return {"backbone": cell.backbone, "strategy": cell.strategy, "dataset": cell.dataset,
+                "plugins": self.plugins, "files": cell.files, "data": self._data_of(cell)}
 
     def _data_of(self, cell) -> Optional[dict]:
-        scope = data_scope(cell)
-        if scope not in self._data:
-            self._data[scope] = self._fingerprint(scope, [c for c in self.grid.cells if data_scope(c) == scope])
-        if self._data[scope] is None:
+        if cell.dataset not in self._data:
+            self._data[cell.dataset] = self._fingerprint([c for c in self.grid.cells if c.dataset == cell.dataset])
+        if self._data[cell.dataset] is None:
             return None
-        fingerprint, split_digests = self._data[scope]
+        fingerprint, split_digests = self._data[cell.dataset]
         return {"dataset": fingerprint, "split_digest": split_digests[cell.run_id]}
 
-    def _fingerprint(self, scope: str, cells: list) -> Optional[tuple]:
+    def _fingerprint(self, cells: list) -> Optional[tuple]:
         from tlbench.data import images_fingerprint
 
         try:
             images = self.runner.load_images(cells[0])
-            return images_fingerprint(images), {c.run_id: self.runner.prepare_splits(c, images).digest()
-                                                for c in cells}
         except Exception as exc:
             self.runner.progress.note(
                 f"dataset {cells[0].dataset!r} cannot be loaded on this machine ({type(exc).__name__}: {exc}); "
                 "its cells use each node's own copy, unchecked")
             return None
+        return images_fingerprint(images), {c.run_id: self._split_digest(c, images) for c in cells}
+
+    def _split_digest(self, cell, images) -> Optional[str]:
+        """None for a cell whose splits fail here: it fails the same way on its node, and says why."""
+        try:
+            return self.runner.prepare_splits(cell, images).digest()
+        except Exception:
+            return None
+
+
+def _refuse_relative_files(cell) -> None:
+    """A relative path names another file on a worker (its working folder is Ray's, not the
+    driver's): options that name files must be absolute on a cluster."""
+    from tlbench.options import options_as_dict
+
+    named = [options_as_dict(cell.backbone_options), options_as_dict(cell.dataset_options),
+             *(options_as_dict(c) for c in cell.strategy_candidates)]
+    for options in named:
+        for key, value in options.items():
+            if isinstance(value, str) and value and not os.path.isabs(os.path.expanduser(value)) \
+                    and os.path.isfile(value):
+                raise ConfigError(f"The option {key} = {value!r} ({cell.label}) is a relative path: on a Ray "
+                                  "cluster each node resolves it in its own working folder. Give the absolute "
+                                  "path, the same on every node.")
 
 
 # -- the worker's side ---------------------------------------------------------------------------
 
 
 def local_plugins_dir(driver_dir: Optional[str]) -> Optional[str]:
-    """The plugins folder to load on this node: the copy Ray shipped with the task (runtime_env
+    """The plugins folder to load on this node: the copy Ray shipped with the run (runtime_env
     ``py_modules`` unpacks it under a folder on sys.path, by its own name), else the driver's
     path itself (a shared filesystem, or a single machine)."""
-    import os
-    import sys
-
     if not driver_dir:
         return None
     name = os.path.basename(os.path.normpath(driver_dir))
@@ -140,74 +173,79 @@ def local_plugins_dir(driver_dir: Optional[str]) -> Optional[str]:
     return driver_dir
 
 
-
-SINGULAR = {"backbones": "backbone", "strategies": "strategy", "datasets": "dataset"}
-
-
-def grid_for(grid_data: dict, dataset: str) -> dict:
-    """The grid as far as one dataset's cells go (their run_ids do not depend on the others): a
-    node need not hold every dataset of the grid to run the cells of one."""
-    data = dict(grid_data, datasets=[dataset])
-    if isinstance(grid_data.get("dataset"), dict):
-        data["dataset"] = {name: table for name, table in grid_data["dataset"].items() if name == dataset}
+def grid_for(grid_data: dict, backbone: str, strategy: str, dataset: str) -> dict:
+    """The grid as far as one cell goes (its run_id does not depend on the others): a node need
+    not hold every dataset or checkpoint of the grid to run one cell."""
+    data = dict(grid_data)
+    for plural, singular, name in (("backbones", "backbone", backbone), ("strategies", "strategy", strategy),
+                                   ("datasets", "dataset", dataset)):
+        data[plural] = [name]
+        if isinstance(grid_data.get(singular), dict):
+            data[singular] = {key: table for key, table in grid_data[singular].items() if key == name}
     return data
 
 
 def check_dataset_options(registry, grid_data: dict, dataset: str) -> None:
-    """The dataset's options hold here too (a `folder` whose path this node lacks does not)."""
-    from tlbench.errors import ConfigError
+    """The dataset's options hold here too (a path they name may be missing on this node)."""
     from tlbench.options import build_options
 
     tables = grid_data.get("dataset") if isinstance(grid_data.get("dataset"), dict) else {}
     try:
         build_options(registry.get("datasets", dataset).Options, tables.get(dataset, {}), f"[dataset.{dataset}]")
     except ConfigError as exc:
-        raise NodeUnfit(f"data:{dataset}", f"cannot use dataset {dataset!r} as the grid sets it up, which "
-                                           f"the driver can ({exc})") from None
+        raise NodeUnfit(data_scope(dataset), f"cannot use dataset {dataset!r} as the grid sets it up, which the "
+                                             f"driver can ({exc})") from None
 
 
 def check_plugins(registry, expected: dict) -> None:
     """Every plugin the grid uses, here, from the same package version or file content."""
-    from tlbench.errors import ConfigError
+    from tlbench.plugins import KINDS
 
     for key, theirs in expected.items():
         kind, name = key.split(":", 1)
-        what = f"{SINGULAR[kind]} plugin {name!r}"
+        what = f"{KINDS[kind][2]} plugin {name!r}"
         try:
             ours = comparable_origin(registry.registration(kind, name).origin)
         except ConfigError:
             raise NodeUnfit(NODE_WIDE, f"lacks the {what}, which the driver has ({describe_origin(theirs)}): "
-                                       "install it on every node (see docs/operations.md, 'Ray clusters')") from None
+                                       f"{_how_to_match(theirs)}") from None
         if ours != theirs:
             raise NodeUnfit(NODE_WIDE, f"has the {what} from {describe_origin(ours)}, the driver from "
-                                       f"{describe_origin(theirs)}: install the same version on every node")
+                                       f"{describe_origin(theirs)}: {_how_to_match(theirs)}")
+
+
+def _how_to_match(origin: dict) -> str:
+    if "sha256" in origin:  # a loose file: Ray ships the driver's, so this node loaded another
+        return ("the node must load the driver's --plugins-dir file, which Ray ships with the run: remove "
+                "the node's own copy of that plugin (an installed package, or its TLBENCH_PLUGINS_DIR)")
+    return "install the driver's version on every node (the same pip install, or the cluster's image)"
 
 
 def check_files(expected: dict) -> None:
     """The files the cell's options name (checkpoints, say), with the driver's content."""
-    import os
-
     from tlbench.grid import file_sha256
 
     for path, sha256 in expected.items():
         if not os.path.isfile(path):
-            raise NodeUnfit(file_scope(path), f"has no file {path}, which the grid's options name: copy it "
-                                              "to the same path on every node")
+            raise NodeUnfit(file_scope(path), f"has no file {path}, which the grid's options name: copy the "
+                                              "driver's file to the same path on every node")
         if file_sha256(path) != sha256:
-            raise NodeUnfit(file_scope(path), f"has another {path} than the driver (sha256 "
-                                              f"{file_sha256(path)[:12]} there, {sha256[:12]} on the driver)")
+            raise NodeUnfit(file_scope(path), f"has another {path} than the driver (sha256 {file_sha256(path)[:12]} "
+                                              f"there, {sha256[:12]} on the driver): copy the driver's file to "
+                                              "every node")
 
 
 def check_data(runner, cell, expected: Optional[dict]) -> None:
     """The dataset as the driver has it, split the same way."""
     if expected is None:
         return
-    scope = data_scope(cell)
+    scope = data_scope(cell.dataset)
     try:
         here = runner.data_fingerprint(cell)
     except Exception as exc:
         raise NodeUnfit(scope, f"cannot load dataset {cell.dataset!r}, which the driver loads "
-                               f"({type(exc).__name__}: {exc})") from None
+                               f"({type(exc).__name__}: {exc}): put the driver's copy at the same path on "
+                               "every node") from None
     ours, theirs = here["dataset"], expected["dataset"]
     if ours != theirs:
         if (ours["images"], ours["classes"]) != (theirs["images"], theirs["classes"]):
@@ -217,7 +255,7 @@ def check_data(runner, cell, expected: Optional[dict]) -> None:
             how = "as many images and classes as the driver's, but other labels or class names"
         raise NodeUnfit(scope, f"has another copy of dataset {cell.dataset!r} ({how}): make the data the "
                                "same on every node")
-    if here["split_digest"] != expected["split_digest"]:
+    if expected["split_digest"] not in (None, here["split_digest"]):
         raise NodeUnfit(scope, f"splits dataset {cell.dataset!r} differently from the driver (split digest "
-                               f"{here['split_digest']} there, {expected['split_digest']} on the driver): "
-                               "install the driver's tlbench version on every node")
+                               f"{here['split_digest']} there, {expected['split_digest']} on the driver): install "
+                               "the driver's tlbench and numpy versions on every node")

@@ -106,7 +106,7 @@ class Progress:
     def cell_requeued(self, label: str, why: str) -> None:
         """The cell could not run where it was sent and goes back to the queue."""
         if self.enabled:
-            self._print(f"{label}: not run there: {why}; the cell goes to another node.")
+            self._print(f"{label}: not run there: {why}; the cell is handed out again.")
 
     def grid_done(self) -> None:
         if self._grid_bar is not None:

@@ -14,9 +14,9 @@ import tempfile
 from typing import Optional
 
 from tlbench.cpus import QUIET_THREADS_ENV
-from tlbench.errors import ConfigError
+from tlbench.errors import ConfigError, RunStopped
 from tlbench.executors import CellJob, IsolatedCell, Outcome, run_job
-from tlbench.node_check import NODE_WIDE, describe_node, scopes_of
+from tlbench.node_check import NODE_WIDE, cells_of, describe_node, scopes_of
 
 INSTALL_HINT = 'pip install "tlbench[ray]"'
 NODE_ID_LABEL = "ray.io/node-id"  # every node carries it: a label selector can exclude nodes by id
@@ -92,7 +92,11 @@ def _check_answers(address: Optional[str], timeout_s: float = 5.0) -> None:
 
 def _cannot_join(address: Optional[str], exc: Exception, log: str) -> str:
     """Why ray.init failed: "start one" only when nothing answered there, Ray's own words when
-    the cluster refused this driver (its token), else what Ray said."""
+    the cluster refused this driver (its token), else what Ray said (a local instance that
+    would not start, a plugins folder Ray would not upload)."""
+    if address is None:
+        said = " ".join(str(exc).split()).rstrip(".")
+        return f"Cannot start a local Ray instance. Ray said: {said}. Ray's log of the attempt: {log}"
     refused = _refusal(exc)
     if refused:
         return (f"Cannot join the Ray cluster at {address!r}: it refused this driver ({refused}). Give tlbench "
@@ -120,8 +124,13 @@ def _stderr_to(path: str):
     """Ray's C++ core writes retries and warnings straight to file descriptor 2 while it
     connects: they go to a log file, out of tlbench's output."""
     sys.stderr.flush()
+    try:
+        log = open(path, "ab")
+    except OSError:  # no log file to be had: Ray's lines stay where they were
+        yield
+        return
     saved = os.dup(2)
-    with open(path, "ab") as log:
+    with log:
         os.dup2(log.fileno(), 2)
     try:
         yield
@@ -185,7 +194,8 @@ class RayPool:
         # see (max_calls is an option of the remote function, not of .options())
         self._remote_gpu = ray.remote(max_calls=1)(_task)
         self._refs: dict = {}  # ObjectRef -> handle
-        self.unfit: dict = {}  # node id -> {scope: reason}: the cells each node cannot run (node_check)
+        self._unfit: dict = {}  # node id -> {scope: reason}: the cells each node cannot run (node_check)
+        self._nodes_seen: tuple = (0.0, [])  # (when, ray.nodes()): asked at most once a second
         self._decided: list = []  # (handle, outcome) of cells no node can run, for finished()
 
     def describe(self) -> str:
@@ -205,11 +215,11 @@ class RayPool:
         from dataclasses import replace
 
         handle = object()
-        unfit_nodes = self._unfit_for(cell)
-        if unfit_nodes and self._usable_nodes() <= unfit_nodes:
-            self._decided.append((handle, Outcome(failure=("node_config", self._nowhere(cell, unfit_nodes)))))
-            return handle
         resources = self.resources_for(self.registry.get("strategies", cell.strategy))
+        unfit_nodes = self._unfit_for(cell)
+        if unfit_nodes and self._usable_nodes(resources) <= unfit_nodes:
+            self._no_node_for(handle, cell, unfit_nodes)
+            return handle
         threads = max(1, int(resources["num_cpus"]))
         on_gpu = bool(resources["num_gpus"])
         # a worker sees only the GPUs Ray gave it, as cuda:0..: "cuda:N" names one of the driver's
@@ -252,38 +262,55 @@ class RayPool:
     # -- nodes that cannot run some cells --------------------------------------------------------
 
     def _left_out(self, node: dict, scope: str, reason: str) -> Outcome:
-        """Keep the cells that need ``scope`` off this node from now on; this cell goes elsewhere."""
+        """Keep the cells of ``scope`` off this node from now on; this cell is handed out again
+        (said once per node and scope, and not at all for a node already left out entirely)."""
         if not node.get("id"):  # a node that cannot be named cannot be avoided: the cell fails
             return Outcome(failure=("node_config", f"{describe_node(node)} {reason}"), where={"node": node})
-        scopes = self.unfit.setdefault(node["id"], {})
-        said = scope in scopes
-        scopes[scope] = reason
+        scopes = self._unfit.setdefault(node["id"], {})
+        said = scope in scopes or NODE_WIDE in scopes
+        scopes.setdefault(scope, reason)
         if said:
             return Outcome(requeue="")
-        which = "no more cells" if scope == NODE_WIDE else (
-            "no more cells of that dataset" if scope.startswith("data:") else "no more cells that name that file")
-        return Outcome(requeue=f"{describe_node(node)} {reason}. That node gets {which} in this run")
+        return Outcome(requeue=f"{describe_node(node)} {reason}. It gets no more {cells_of(scope)} in this run")
 
     def _unfit_for(self, cell) -> set:
-        if not self.unfit:
+        if not self._unfit:
             return set()
         needs = scopes_of(cell)
-        return {node for node, scopes in self.unfit.items() if needs & scopes.keys()}
+        return {node for node, scopes in self._unfit.items() if needs & scopes.keys()}
 
-    def _usable_nodes(self) -> set:
-        """The live nodes that could take a cell (enough CPUs for one)."""
-        return {n["NodeID"] for n in self.ray.nodes()
-                if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= self.cpus_per_cell}
-
-    def _nowhere(self, cell, unfit_nodes: set) -> str:
+    def _no_node_for(self, handle, cell, unfit_nodes: set) -> None:
+        """Every live node that could take the cell said it cannot run it. When they said so of
+        every cell, the run stops (each cell would fail the same way): one message, and the cells
+        stay pending for a run after the nodes are fixed. Otherwise this cell fails, saying why."""
         needs = scopes_of(cell)
         reasons = [f"{describe_node(self._named({'id': node}))} {reason}" for node in sorted(unfit_nodes)
-                   for scope, reason in self.unfit[node].items() if scope in needs]
-        return "no Ray node can run this cell: " + "; ".join(reasons)
+                   for scope, reason in self._unfit[node].items() if scope in needs]
+        if all(NODE_WIDE in self._unfit[node] for node in unfit_nodes):
+            raise RunStopped("No Ray node can run this grid's cells: " + "; ".join(reasons) + ". Fix the "
+                             "nodes, then run the same command again; the cells not run are still pending.")
+        self._decided.append((handle, Outcome(failure=("node_config", "no Ray node can run this cell: "
+                                                                       + "; ".join(reasons)))))
+
+    def _nodes(self) -> list:
+        """ray.nodes(), asked of Ray's control service at most once a second."""
+        import time
+
+        when, nodes = self._nodes_seen
+        if time.monotonic() - when > 1.0:
+            nodes = self.ray.nodes()
+            self._nodes_seen = (time.monotonic(), nodes)
+        return nodes
+
+    def _usable_nodes(self, resources: dict) -> set:
+        """The live nodes that could take a cell needing ``resources`` (its CPUs and GPU share)."""
+        return {n["NodeID"] for n in self._nodes() if n.get("Alive")
+                and n.get("Resources", {}).get("CPU", 0) >= resources["num_cpus"]
+                and n.get("Resources", {}).get("GPU", 0) >= resources["num_gpus"]}
 
     def _named(self, node: dict) -> dict:
         """The node with its address (ip:port, unique where hostnames are not) and hostname."""
-        info = next((n for n in self.ray.nodes() if n["NodeID"] == node.get("id")), None)
+        info = next((n for n in self._nodes() if n["NodeID"] == node.get("id")), None)
         if info is None:
             return node
         return {"hostname": info.get("NodeManagerHostname", "?"), **node,
@@ -295,7 +322,8 @@ class RayPool:
         outcomes = [(handle, Outcome(failure=("interrupted", "interrupted (Ctrl-C)")))
                     for handle in self._refs.values()]
         self._refs.clear()
-        return outcomes
+        decided, self._decided = self._decided, []  # failed before Ctrl-C: stored as they are
+        return decided + outcomes
 
     def close(self) -> None:
         pass  # a local instance ends with the driver; a cluster keeps running
