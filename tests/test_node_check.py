@@ -3,6 +3,8 @@ does with a node that fails a check, without a cluster: the checks on real plugi
 image folders; the executor's bookkeeping with Ray as RayPool sees it. The same on a real
 two-node cluster: test_ray_cluster.py."""
 
+import re
+import socket
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -280,3 +282,21 @@ def test_options_naming_files_by_relative_paths_are_refused_for_a_cluster(write_
     with pytest.raises(ConfigError, match="The option checkpoint = 'weights.pth' .* is a relative path: on a Ray "
                                           "cluster each node resolves it in its own working folder"):
         DriverView(registry, grid, Runner(registry, tmp_path / "results"))
+
+
+@pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "[::1]")])
+def test_an_address_is_probed_before_ray_is_asked_to_join_it(family, host):
+    try:
+        listener = socket.socket(family)
+        listener.bind((host.strip("[]"), 0))
+    except OSError:
+        pytest.skip(f"no {host} loopback here")
+    with listener:
+        listener.listen()
+        port = listener.getsockname()[1]
+        ray_pool._check_answers(f"{host}:{port}")  # something answers: Ray is asked
+    with pytest.raises(ConfigError, match=f"Cannot join the Ray cluster at '{re.escape(host)}:{port}': nothing "
+                                          "answers there"):
+        ray_pool._check_answers(f"{host}:{port}")  # closed now
+    for not_probed in (None, "auto", "ray://head:10001"):
+        ray_pool._check_answers(not_probed)

@@ -75,15 +75,15 @@ def _runtime_env(plugins_dir: Optional[str]) -> dict:
 
 
 def _check_answers(address: Optional[str], timeout_s: float = 5.0) -> None:
-    """A HOST:PORT where nothing listens fails now: ray.init would retry it for a minute, then
-    end the process."""
+    """A HOST:PORT where nothing listens fails now: ray.init would retry it for many minutes,
+    then end the process."""
     import socket
 
     host, _, port = (address or "").rpartition(":")
     if not host or not port.isdigit() or "://" in address:
         return  # a local instance, 'auto', or a ray:// client address: Ray's own checks
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()  # [::1]:6379
     except OSError as exc:
         raise ConfigError(f"Cannot join the Ray cluster at {address!r}: nothing answers there "
                           f"({exc.strerror or exc}). Start one with `ray start --head`, or leave out "
