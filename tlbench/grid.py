@@ -88,7 +88,7 @@ class Cell:
     def changed_files(self) -> list[str]:
         """Files named by options whose content changed since the run_id was computed: the
         cell would record one file's id with another file's result."""
-        then, now = self._identity_at_start.get("files", {}), self.identity().get("files", {})
+        then, now = self.files, self.identity().get("files", {})
         return sorted(path for path in then if now.get(path) != then[path])
 
     @property

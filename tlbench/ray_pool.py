@@ -16,7 +16,7 @@ from typing import Optional
 from tlbench.cpus import QUIET_THREADS_ENV
 from tlbench.errors import ConfigError, RunStopped
 from tlbench.executors import CellJob, IsolatedCell, Outcome, run_job
-from tlbench.node_check import NODE_WIDE, cells_of, describe_node, scopes_of
+from tlbench.node_check import NODE_WIDE, NodeUnfit, cells_of, describe_node, scopes_of, this_node
 
 INSTALL_HINT = 'pip install "tlbench[ray]"'
 NODE_ID_LABEL = "ray.io/node-id"  # every node carries it: a label selector can exclude nodes by id
@@ -33,8 +33,6 @@ def import_ray():
 def _task(job: CellJob, timeout_s: Optional[float]) -> dict:
     """In a Ray worker: the cell's record, why this node cannot run it, or a failure the driver
     turns into a record; each with the node that answered."""
-    from tlbench.node_check import NodeUnfit, this_node
-
     node = this_node()
     try:
         if timeout_s is None:
