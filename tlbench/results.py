@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional
 
+from tlbench import predictions
 from tlbench.errors import ConfigError
 
 STATUSES = ("ok", "failed", "interrupted")
@@ -74,6 +75,7 @@ OPTIONAL = {
     "strategy_info": lambda v: isinstance(v, dict), "split_sizes": lambda v: isinstance(v, dict),
     "pretrained": lambda v: isinstance(v, bool),
     "pixels": lambda v: isinstance(v, str),
+    "predictions": lambda v: predictions.is_valid(v),
     "node": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
     "resources": lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
     "plugins": lambda v: isinstance(v, dict) and all(

@@ -19,7 +19,7 @@ from typing import Iterable, Optional
 import numpy as np
 import torch
 
-from tlbench import sanity
+from tlbench import predictions, sanity
 from tlbench.api import FitContext, Images
 from tlbench.data import (DecodedPixels, ImageSplit, Resample, SplitIndices, fits_in_memory, fixed_size_train_val,
                           images_fingerprint, per_class_subsample, stratified_sample, stratified_split)
@@ -171,6 +171,8 @@ def evaluate(model: torch.nn.Module, test: ImageSplit, ctx: CellContext) -> dict
         "top1": correct.float().mean().item(),
         "top5": torch.cat(top5_hits).float().mean().item(),
         "mean_per_class_acc": float(np.mean(per_class)),
+        # per image, for paired tests over the test images (McNemar, bootstrap): tlbench.predictions
+        "predictions": predictions.encode(predicted.numpy(), correct.numpy()),
     }
 
 
