@@ -122,7 +122,7 @@ def task_name(dataset: str, sweep: dict) -> str:
 
 # Settings added after records existed: left out of the identity at their default, so that
 # the run_ids of grids that do not use them stay as they were (their records stay finished).
-LATER_SETTINGS = {"train_size": 0, "test_size": 0}
+LATER_SETTINGS = {"train_size": 0, "test_size": 0, "threads": 0, "deterministic": False}
 
 
 def _settings_identity(settings: Settings) -> dict:

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import gc
 import importlib.metadata
+import os
 import platform
 import resource
 import socket
@@ -47,11 +48,24 @@ def check_device(requested: str) -> None:
                           "Use device = \"auto\" or \"cpu\".")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere what platform knows): two CPUs of one
+    architecture can round differently (other vector units, other oneDNN kernels)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
-        return platform.processor() or platform.machine()
+        return cpu_model()
     return device.type
 
 
@@ -107,8 +121,23 @@ def environment(device: torch.device, precision: Optional[str]) -> dict:
         "device_name": device_name(device),
         "precision": precision,
         "platform": platform.platform(),
+        # what else a trained number depends on: float sums split among threads round differently
+        "cpu_model": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
         **(cuda_settings(device) if device.type == "cuda" else {}),
     }
+
+
+def reproducible_kernels(settings, device: torch.device) -> None:
+    """The grid's pinned thread count (else the executor's share stays) and deterministic
+    algorithms on or off, set for each cell so that one cell's choice never leaks into the next."""
+    if settings.threads and torch.get_num_threads() != settings.threads:
+        torch.set_num_threads(settings.threads)
+    if settings.deterministic and device.type == "cuda":
+        # read when cuBLAS makes its first handle: without it deterministic matmuls raise
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(settings.deterministic)
 
 
 def gpu_index(device: torch.device) -> int:

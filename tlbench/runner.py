@@ -19,18 +19,19 @@ from typing import Iterable, Optional
 import numpy as np
 import torch
 
-from tlbench import predictions, sanity
+from tlbench import sanity
 from tlbench.api import FitContext, Images
 from tlbench.data import (DecodedPixels, ImageSplit, Resample, SplitIndices, fits_in_memory, fixed_size_train_val,
                           images_fingerprint, per_class_subsample, stratified_sample, stratified_split)
 from tlbench.errors import ConfigError
 from tlbench.grid import Cell
-from tlbench.machine import (available_memory, environment, held_memory_mb, peak_memory_mb, precision_for,
+from tlbench.machine import (available_memory, reproducible_kernels, environment, held_memory_mb, peak_memory_mb, precision_for,
                              release_memory, reset_peak_memory, resolve_device, synchronize, use_device,
                              warm_up)
 from tlbench.options import options_as_dict
 from tlbench.pixel_store import PixelStore, StoredRows, store_key
 from tlbench.plugins import Registry
+from tlbench.predictions import encode as encode_predictions
 from tlbench.progress import Progress
 from tlbench.results import jsonable, utc_now
 
@@ -172,7 +173,7 @@ def evaluate(model: torch.nn.Module, test: ImageSplit, ctx: CellContext) -> dict
         "top5": torch.cat(top5_hits).float().mean().item(),
         "mean_per_class_acc": float(np.mean(per_class)),
         # per image, for paired tests over the test images (McNemar, bootstrap): tlbench.predictions
-        "predictions": predictions.encode(predicted.numpy(), correct.numpy()),
+        "predictions": encode_predictions(predicted.numpy(), correct.numpy()),
     }
 
 
@@ -353,6 +354,7 @@ class Runner:
         seed_everything(cell.seed)
         device = self._device(cell)
         use_device(device)
+        reproducible_kernels(cell.settings, device)
         strategy_cls = self.registry.get("strategies", cell.strategy)
         images = self.load_images(cell)
         splits = self.prepare_splits(cell, images)

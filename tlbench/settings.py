@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from tlbench.options import option
 
+MAX_THREADS = 1024
 MAX_IMAGE_SIZE = 4096  # one 4096² image is 200 MB as floats: larger is a typo, not a benchmark
 
 
@@ -26,6 +27,8 @@ class Settings:
     interpolation: str = option("auto", "resizing: auto (the weights' own to shrink, bilinear to enlarge), bilinear or bicubic")
     pretrained: bool = option(True, "false = random initialisation for every backbone")
     device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    threads: int = option(0, "torch intra-op threads for every cell; 0 = this runner's share of the usable CPUs. Pinned, a trained number does not depend on the machine's CPU count or on concurrent runners")
+    deterministic: bool = option(False, "torch.use_deterministic_algorithms in every cell (CUDA: slower, and kernels without a deterministic version fail the cell)")
 
     def __post_init__(self):
         if self.image_size < 0 or self.image_size == 1 or self.image_size > MAX_IMAGE_SIZE:
@@ -46,6 +49,8 @@ class Settings:
                 raise ValueError(f"{name} must be between 0 and 1 (exclusive), got {getattr(self, name)}")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must leave some data for training")
+        if not 0 <= self.threads <= MAX_THREADS:
+            raise ValueError(f"threads must be 0 (this runner's share of the CPUs) or 1 to {MAX_THREADS}, got {self.threads}")
         if self.interpolation not in ("auto", "bilinear", "bicubic"):
             raise ValueError(f"interpolation must be auto, bilinear or bicubic, got {self.interpolation!r}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
