@@ -107,6 +107,30 @@ def build_parser() -> argparse.ArgumentParser:
                     "to the grid's records.")
     _add_grid_options(rank)
     rank.add_argument("--scores", metavar="NAMES", help="comma-separated scores (default: every registered one)")
+
+    reproduce = commands.add_parser(
+        "reproduce", help="rerun a sample of stored cells elsewhere and compare their top-1",
+        description="Rebuild some cells of a results folder from their records (the same run_id, "
+                    "or the cell is reported as another configuration), rerun them with the local "
+                    "executor into a scratch folder, and compare top-1 and environment with the "
+                    "published records. The results folder is only read. Exit 0 when every rerun "
+                    "cell is within the tolerance, 1 otherwise.")
+    reproduce.add_argument("--results", required=True, metavar="DIR",
+                           help="results folder to check, or one grid's folder in it (only read)")
+    reproduce.add_argument("--grid", metavar="NAME", help="the grid to check (needed when DIR has several)")
+    chosen = reproduce.add_mutually_exclusive_group()
+    chosen.add_argument("--cells", type=int, metavar="N",
+                        help="how many ok cells of the grid's current configuration to rerun, spread "
+                             "over strategies and datasets, the same ones every time (default: 4)")
+    chosen.add_argument("--run-id", nargs="+", action="extend", default=[], metavar="ID",
+                        help="rerun these cells (a run_id, or its start as `tlbench runs` shows it)")
+    reproduce.add_argument("--tolerance", type=float, metavar="T",
+                           help="largest absolute top-1 difference that counts as reproduced (default: 0.02)")
+    reproduce.add_argument("--scratch", metavar="DIR",
+                           help="where the reruns' records go, kept afterwards (default: a temporary "
+                                "folder, removed afterwards)")
+    reproduce.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _add_common(reproduce)
     return parser
 
 
@@ -144,6 +168,65 @@ def cmd_rank(args) -> int:
         print(f"{len(ranking.failed)} score(s) failed; see the Failed section.", file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_reproduce(args) -> int:
+    """`tlbench reproduce`; exit 0 when every rerun cell is within tolerance, 1 otherwise."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from tlbench import reproduce
+    from tlbench.plugins import load_registry
+    from tlbench.progress import Progress
+
+    if not Path(args.results).is_dir():
+        raise ConfigError(f"Results folder {args.results!r} not found. Name a folder that holds a grid's "
+                          "records, e.g. --results results/offline-default.")
+    _grid_folder_as_results(args)
+    grids = _grids(args)
+    if len(grids) > 1:
+        raise ConfigError(f"{args.results!r} holds several grids: {', '.join(grids)}. Name one with --grid NAME.")
+    cells = reproduce.DEFAULT_CELLS if args.cells is None else args.cells
+    if cells < 1:
+        raise ConfigError(f"--cells must be 1 or more, got {cells}.")
+    tolerance = reproduce.DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    if not (math.isfinite(tolerance) and 0 <= tolerance < 1):
+        raise ConfigError(f"--tolerance is an absolute top-1 difference from 0 to 1 (e.g. 0.02), got {tolerance:g}.")
+    scratch = _scratch_folder(args.scratch, args.results)
+    registry = load_registry(args.plugins_dir)
+    _report_broken(registry)
+    log = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    folder = Path(scratch or tempfile.mkdtemp(prefix="tlbench-reproduce-"))
+    try:
+        with _sigterm_as_interrupt():
+            code = reproduce.reproduce(args.results, grids[0], registry, cells, args.run_id, tolerance, folder,
+                                       Progress(enabled=not args.quiet), log=log)
+    finally:
+        if scratch is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    if scratch is not None:
+        print(f"Rerun records kept in {os.path.join(scratch, grids[0], 'records')}/")
+    return code
+
+
+def _scratch_folder(scratch, results: str):
+    """``--scratch``, checked: writable, and outside the results folder (which is only read)."""
+    from pathlib import Path
+
+    from tlbench.results import writable_folder
+
+    if scratch is None:
+        return None
+    if not scratch.strip():
+        raise ConfigError("--scratch is empty; name a folder, e.g. --scratch /tmp/rerun.")
+    where, checked = Path(scratch).resolve(), Path(results).resolve()
+    if where == checked or checked in where.parents:
+        raise ConfigError(f"--scratch {scratch!r} is inside the results folder {results!r}, which reproduce "
+                          "never writes to. Choose a folder outside it.")
+    writable_folder(where)
+    return scratch
 
 
 def cmd_ls(args) -> int:
@@ -462,7 +545,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handler = {"run": cmd_run, "ls": cmd_ls, "report": cmd_report, "runs": cmd_runs, "rank": cmd_rank}[args.command]
+    handler = {"run": cmd_run, "ls": cmd_ls, "report": cmd_report, "runs": cmd_runs, "rank": cmd_rank,
+               "reproduce": cmd_reproduce}[args.command]
     try:
         if getattr(args, "results", None) is not None and not args.results.strip():
             raise ConfigError("--results is empty; name a folder, e.g. --results results.")

@@ -1,0 +1,389 @@
+"""`tlbench reproduce`: rerun some of a results folder's cells elsewhere and compare.
+
+A published leaderboard carries its own check: each record holds everything that rebuilds its
+cell (names, settings, every option, the curve settings, the candidates selected among), so
+the cell is rebuilt through the grid's own validation, must get the published ``run_id`` back
+(else it is another configuration, and says so), and runs again with the local executor into a
+scratch folder. The results folder is only read, never written: no record, claim or
+leaderboard goes there, and a malformed record is reported, not set aside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from tlbench.errors import ConfigError
+from tlbench.grid import Cell, Grid, build_grid, task_name
+from tlbench.options import build_options, options_as_dict
+from tlbench.results import _problem as record_problem
+from tlbench.results import records_dir
+
+DEFAULT_CELLS = 4
+# The project's stability target for a cell rerun with another thread count (float sums split
+# among threads round differently): 2 points, 10 of the offline grid's 500 test images.
+DEFAULT_TOLERANCE = 0.02
+EPSILON = 1e-9  # top-1 is a float32 share: 0.75 - 0.73 is not exactly 0.02
+REBUILD_FIELDS = ("settings", "options", "backbone_options", "dataset_options")
+
+
+@dataclass
+class Check:
+    """One published cell: how it was rebuilt, rerun and compared."""
+
+    published: dict
+    cell: Optional[Cell] = None
+    problem: Optional[str] = None  # why it was not rerun, or why the rerun failed
+    rerun: Optional[dict] = None
+    tolerance: float = DEFAULT_TOLERANCE
+
+    @property
+    def label(self) -> str:
+        r = self.published
+        return f"{r['backbone']} / {r['strategy']} / {task_name(r['dataset'], r.get('sweep') or {})} / seed {r['seed']}"
+
+    @property
+    def difference(self) -> Optional[float]:
+        if self.rerun is None or self.rerun.get("status") != "ok":
+            return None
+        return self.rerun["top1"] - self.published["top1"]
+
+    @property
+    def within(self) -> bool:
+        return self.difference is not None and abs(self.difference) <= self.tolerance + EPSILON
+
+    @property
+    def environment_differences(self) -> dict:
+        """{key: (published, rerun)} for the environment keys both records have and differ on."""
+        before = self.published.get("environment") or {}
+        after = (self.rerun or {}).get("environment") or {}
+        return {key: (before[key], after[key]) for key in sorted(before.keys() & after.keys())
+                if before[key] != after[key]}
+
+
+@dataclass
+class Published:
+    """A grid folder's records as read (sound ones, and the malformed ones with why)."""
+
+    grid: str
+    folder: Path
+    records: list = field(default_factory=list)
+    malformed: dict = field(default_factory=dict)  # run_id (the file's stem) -> (path, why)
+
+
+def read_published(results_dir: str | Path, grid: str) -> Published:
+    """Every record of a grid, validated as every reader validates them, without moving or
+    locking anything (a published folder may be read-only, and is never changed)."""
+    folder = records_dir(results_dir, grid)
+    published = Published(grid, folder)
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record, why = record_problem(path)
+        except FileNotFoundError:
+            continue
+        if why is None:
+            published.records.append(record)
+        else:
+            published.malformed[path.stem] = (path, why)
+    return published
+
+
+def current_ok(records: list[dict]) -> list[dict]:
+    """The ok records of the grid's current configuration: those its leaderboard shows."""
+    from tlbench.report.board import as_task, current_records
+
+    shown = {r["run_id"] for r in current_records(as_task(r) for r in records)}
+    return [r for r in records if r["run_id"] in shown and r["status"] == "ok"]
+
+
+def _round_robin(queues: list[list]) -> list:
+    order, depth = [], max((len(q) for q in queues), default=0)
+    for i in range(depth):
+        order += [q[i] for q in queues if i < len(q)]
+    return order
+
+
+def _rotated(items: list, by: int) -> list:
+    if not items:
+        return items
+    by %= len(items)
+    return items[by:] + items[:by]
+
+
+def sample(records: list[dict], count: int) -> list[dict]:
+    """``count`` records spread over the grid, the same ones every time: every strategy once
+    before any twice, and each strategy's cells taken in turn from its datasets (and backbones)
+    and seeds, the n-th strategy (by name) starting n places further along both."""
+    by_strategy: dict = {}
+    for record in sorted(records, key=_order):
+        by_strategy.setdefault(record["strategy"], []).append(record)
+    queues = []
+    for n, strategy in enumerate(sorted(by_strategy)):
+        groups: dict = {}
+        for record in by_strategy[strategy]:
+            task = task_name(record["dataset"], record.get("sweep") or {})
+            groups.setdefault((task, record["backbone"]), []).append(record)
+        ordered = [_rotated(groups[key], n) for key in _rotated(sorted(groups), n)]
+        queues.append(_round_robin(ordered))
+    return _round_robin(queues)[:count]
+
+
+def _order(record: dict) -> tuple:
+    return (record["strategy"], record["dataset"], str(sorted((record.get("sweep") or {}).items())),
+            record["backbone"], record["seed"], record["run_id"])
+
+
+def choose(published: Published, cells: int, run_ids: list[str]) -> list[dict]:
+    """The records to rerun: the named ones (a full run_id or a prefix only one has), else a
+    sample of ``cells`` of the current configuration's ok records."""
+    if not run_ids:
+        pool = current_ok(published.records)
+        if not pool:
+            failed = sum(r["status"] != "ok" for r in published.records)
+            raise ConfigError(f"Grid {published.grid!r} in {str(published.folder)!r} has no ok record to "
+                              f"rerun ({len(published.records)} record(s), {failed} not ok). Run the grid first.")
+        return sample(pool, cells)
+    chosen = []
+    for wanted in dict.fromkeys(run_ids):
+        record = _named(published, wanted)
+        if record not in chosen:
+            chosen.append(record)
+    return chosen
+
+
+def _named(published: Published, wanted: str) -> dict:
+    """The record ``--run-id`` names: its whole run_id, or a start of it no other record has."""
+    exact = [r for r in published.records if r["run_id"] == wanted]
+    if not exact and wanted not in published.malformed:
+        exact = [r for r in published.records if wanted and r["run_id"].startswith(wanted)]
+        malformed = [stem for stem in published.malformed if wanted and stem.startswith(wanted)]
+        if len(exact) + len(malformed) > 1:
+            raise ConfigError(f"--run-id {wanted!r} is the start of several run_ids in "
+                              f"{str(published.folder)!r}: "
+                              f"{', '.join(sorted([r['run_id'] for r in exact] + malformed))}. Give more of it.")
+        wanted = malformed[0] if malformed else wanted
+    if not exact and wanted in published.malformed:
+        path, why = published.malformed[wanted]
+        raise ConfigError(f"Record {path} is malformed ({why}); it cannot be rerun. Fix or remove the file.")
+    if not exact:
+        raise ConfigError(f"--run-id {wanted!r}: no record with this run_id in {str(published.folder)!r} "
+                          f"({len(published.records)} record(s) there; `tlbench runs --grid {published.grid}` "
+                          "lists them).")
+    record = exact[0]
+    if record["status"] != "ok":
+        raise ConfigError(f"Record {record['run_id']} ({_label(record)}) is {record['status']}: it has no "
+                          "published top-1 to compare with. Name an ok record (tlbench runs --status ok).")
+    return record
+
+
+def _label(record: dict) -> str:
+    return (f"{record['backbone']} / {record['strategy']} / "
+            f"{task_name(record['dataset'], record.get('sweep') or {})} / seed {record['seed']}")
+
+
+# -- rebuilding a cell from its record ---------------------------------------------------------
+
+
+def grid_data(record: dict) -> dict:
+    """A one-cell grid, as a grid file's parsed data, that makes the record's cell."""
+    for key in REBUILD_FIELDS:
+        if not isinstance(record.get(key), dict):
+            raise ConfigError(f"the record has no {key!r} table, which rebuilding its cell needs")
+    settings = dict(record["settings"])
+    sweep = record.get("sweep") or {}
+    settings.update({key: [value] for key, value in sweep.items()})  # a list: the cell is a curve's point
+    return {
+        "name": record["grid"],
+        "backbones": [record["backbone"]], "strategies": [record["strategy"]],
+        "datasets": [record["dataset"]], "seeds": [record["seed"]],
+        "settings": settings,
+        "backbone": {record["backbone"]: record["backbone_options"]},
+        "strategy": {record["strategy"]: record["options"]},
+        "dataset": {record["dataset"]: record["dataset_options"]},
+    }
+
+
+def rebuild(record: dict, registry, source: str) -> Cell:
+    """The record's cell through the grid's own validation; a ConfigError says why it cannot be
+    rebuilt, or why what is rebuilt is not the published configuration."""
+    (cell,) = build_grid(grid_data(record), source, registry).cells
+    candidates = record.get("candidates")
+    if candidates:  # options were lists: the run_id covers every candidate, in order
+        if not (isinstance(candidates, list)
+                and all(isinstance(c, dict) and isinstance(c.get("options"), dict) for c in candidates)):
+            raise ConfigError("its 'candidates' are not a list of {'options': {...}}")
+        options_cls = registry.get("strategies", record["strategy"]).Options
+        cell = dataclasses.replace(cell, strategy_candidates=tuple(
+            build_options(options_cls, c["options"], f"[strategy.{record['strategy']}] candidate {i + 1}")
+            for i, c in enumerate(candidates)))
+    if cell.run_id != record["run_id"]:
+        raise ConfigError(f"rebuilt from its record it gets run_id {cell.run_id}, so it is not the same "
+                          f"configuration{_changes(record, cell)}")
+    return cell
+
+
+def _changes(record: dict, cell: Cell) -> str:
+    """What differs between the record's options and the rebuilt cell's (defaults a plugin
+    added or changed since), or which other part of the identity can."""
+    from tlbench.grid import LATER_SETTINGS
+
+    rebuilt = {"settings": options_as_dict(cell.settings), "options": options_as_dict(cell.strategy_options),
+               "backbone_options": options_as_dict(cell.backbone_options),
+               "dataset_options": options_as_dict(cell.dataset_options)}
+    found = []
+    for part, now in rebuilt.items():
+        then = record[part]
+        for key in sorted(then.keys() | now.keys()):
+            if key not in then and part == "settings" and LATER_SETTINGS.get(key, object()) == now[key]:
+                continue  # a setting added since, at the default that leaves run_ids as they were
+            if key not in then:
+                found.append(f"{part} {key!r} is new (now {now[key]!r})")
+            elif key not in now:
+                found.append(f"{part} {key!r} no longer exists")
+            elif then[key] != now[key]:
+                found.append(f"{part} {key!r} is {now[key]!r}, was {then[key]!r}")
+    if found:
+        return ": " + "; ".join(found[:4]) + ("; ..." if len(found) > 4 else "")
+    if cell.files:
+        return " (a file an option names has other content, or is not at that path here)"
+    return (" (what the record holds does not hash to its run_id: the record was edited, or this tlbench "
+            "computes run_ids from other parts)")
+
+
+# -- rerunning ---------------------------------------------------------------------------------
+
+
+def prepare(checks: list[Check], registry, folder: Path) -> None:
+    """Rebuild each check's cell, or say why it cannot be rerun here."""
+    from tlbench.machine import check_device
+
+    for check in checks:
+        try:
+            check.cell = rebuild(check.published, registry, str(folder / f"{check.published['run_id']}.json"))
+            check_device(check.cell.settings.device)
+        except ConfigError as exc:
+            check.cell, check.problem = None, f"not rerun: {exc}"
+
+
+def rerun(checks: list[Check], registry, scratch: Path, progress) -> None:
+    """Run the rebuilt cells with the local executor in this process, records under ``scratch``,
+    feature caches in a fresh folder there (nothing the published run computed stands in)."""
+    from tlbench.executors import LocalPool, run_grid_on
+    from tlbench.results import ensure_writable
+    from tlbench.runner import Runner, check_cache_dir
+
+    runnable = [c for c in checks if c.cell is not None]
+    if not runnable:
+        return
+    runner = Runner(registry, scratch, progress=progress, cache_dir=str(scratch / "cache"))
+    check_cache_dir(runner.cache_dir)
+    for name in dict.fromkeys(c.cell.grid for c in runnable):
+        cells = [c.cell for c in runnable if c.cell.grid == name]
+        ensure_writable(scratch, name)
+        grid = Grid(name, sorted({c.backbone for c in cells}), sorted({c.strategy for c in cells}),
+                    sorted({c.dataset for c in cells}), sorted({c.seed for c in cells}), cells[0].settings,
+                    cells=cells, source=str(scratch))
+        outcome = run_grid_on(LocalPool(runner), runner, grid, force=True)
+        by_id = {r["run_id"]: r for r in outcome.ran}
+        for check in runnable:
+            if check.cell.grid == name:
+                check.rerun = by_id.get(check.cell.run_id)
+                if check.rerun is None:
+                    check.problem = "the rerun left no record"
+                elif check.rerun["status"] != "ok":
+                    check.problem = (f"the rerun failed ({check.rerun.get('error_kind', 'exception')}): "
+                                     f"{check.rerun.get('error')}")
+
+
+# -- the answer --------------------------------------------------------------------------------
+
+
+def _number(value: Optional[float], signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def table(checks: list[Check]) -> str:
+    from tabulate import tabulate
+
+    rows = []
+    for check in checks:
+        r = check.published
+        rerun_top1 = (check.rerun or {}).get("top1") if check.difference is not None else None
+        rows.append([r["backbone"], r["strategy"], task_name(r["dataset"], r.get("sweep") or {}), r["seed"],
+                     r["run_id"], _number(r["top1"]),
+                     _number(rerun_top1) if check.rerun is not None else "not rerun" if check.cell is None else "failed",
+                     _number(check.difference, signed=True), "yes" if check.within else "no",
+                     ", ".join(check.environment_differences) or "-"])
+    headers = ["backbone", "strategy", "dataset", "seed", "run_id", "published", "rerun", "diff",
+               "within", "environment differences"]
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def environment_notes(checks: list[Check]) -> list[str]:
+    """Each environment difference once, with the cells it applies to (all of them, usually)."""
+    seen: dict = {}
+    rerun = [c for c in checks if c.rerun is not None]
+    for check in rerun:
+        for key, pair in check.environment_differences.items():
+            seen.setdefault((key, repr(pair)), (pair, []))[1].append(check.published["run_id"])
+    lines = []
+    for (key, _), ((before, after), run_ids) in sorted(seen.items()):
+        where = "every rerun cell" if len(run_ids) == len(rerun) else ", ".join(run_ids)
+        lines.append(f"  {key}: {before} -> {after} ({where})")
+    return lines
+
+
+def verdict(checks: list[Check], tolerance: float) -> tuple[list[str], int]:
+    """(the verdict line and a line per cell that is not reproduced, exit status)."""
+    beyond = [c for c in checks if c.difference is not None and not c.within]
+    unrun = [c for c in checks if c.difference is None]
+    if not beyond and not unrun:
+        largest = max(abs(c.difference) for c in checks)
+        return [f"Reproduced: all {len(checks)} rerun cell(s) are within {tolerance:g} of their published "
+                f"top-1 (largest difference {largest:.3f})."], 0
+    parts = []
+    if beyond:
+        parts.append(f"{len(beyond)} of {len(checks)} cell(s) beyond {tolerance:g} of their published top-1")
+    if unrun:
+        parts.append(f"{len(unrun)} of {len(checks)} could not be rerun")
+    lines = ["Not reproduced: " + ", and ".join(parts) + "."]
+    for check in beyond:
+        r = check.published
+        lines.append(f"  {check.label} (run_id {r['run_id']}): top-1 {r['top1']:.3f} published, "
+                     f"{check.rerun['top1']:.3f} rerun ({check.difference:+.3f})")
+    for check in unrun:
+        lines.append(f"  {check.label} (run_id {check.published['run_id']}): {check.problem}")
+    return lines, 1
+
+
+def reproduce(results_dir: str | Path, grid: str, registry, cells: int = DEFAULT_CELLS,
+              run_ids: Optional[list[str]] = None, tolerance: float = DEFAULT_TOLERANCE,
+              scratch: Optional[Path] = None, progress=None,
+              log: Callable[[str], None] = lambda line: None, out=None) -> int:
+    """Rerun a grid's chosen cells into ``scratch`` and print the comparison to ``out``;
+    returns the exit status (0 all within ``tolerance``, 1 otherwise)."""
+    from tlbench.progress import Progress
+
+    out = out or sys.stdout
+    published = read_published(results_dir, grid)
+    for path, why in published.malformed.values():
+        log(f"warning: record {path} is malformed ({why}); it is left out (and left as it is).")
+    checks = [Check(record, tolerance=tolerance) for record in choose(published, cells, run_ids or [])]
+    prepare(checks, registry, published.folder)
+    log(f"Rerunning {sum(c.cell is not None for c in checks)} cell(s) of grid {grid!r} from "
+        f"{str(published.folder)!r} in {str(scratch)!r} (tolerance {tolerance:g} top-1).")
+    rerun(checks, registry, Path(scratch), progress or Progress(enabled=False))
+    print(table(checks), file=out)
+    notes = environment_notes(checks)
+    if notes:
+        print("\nEnvironment differences (published -> rerun):", file=out)
+        print("\n".join(notes), file=out)
+    lines, code = verdict(checks, tolerance)
+    print("\n" + "\n".join(lines), file=out, flush=True)
+    return code
