@@ -231,21 +231,25 @@ def _changes(record: dict, cell: Cell) -> str:
     added or changed since), or which other part of the identity can."""
     from tlbench.grid import LATER_SETTINGS
 
-    rebuilt = {"settings": options_as_dict(cell.settings), "options": options_as_dict(cell.strategy_options),
+    selected = record.get("selected", 0)  # `options` is the selected candidate's, when options were lists
+    if not (isinstance(selected, int) and 0 <= selected < len(cell.strategy_candidates)):
+        selected = 0
+    rebuilt = {"settings": options_as_dict(cell.settings),
+               "options": options_as_dict(cell.strategy_candidates[selected]),
                "backbone_options": options_as_dict(cell.backbone_options),
                "dataset_options": options_as_dict(cell.dataset_options)}
+    names = {"settings": "setting", "options": "strategy option", "backbone_options": "backbone option",
+             "dataset_options": "dataset option"}
     found = []
     for part, now in rebuilt.items():
-        then = record[part]
+        then, what = record[part], names[part]
         for key in sorted(then.keys() | now.keys()):
             if key not in then and part == "settings" and LATER_SETTINGS.get(key, object()) == now[key]:
                 continue  # a setting added since, at the default that leaves run_ids as they were
             if key not in then:
-                found.append(f"{part} {key!r} is new (now {now[key]!r})")
-            elif key not in now:
-                found.append(f"{part} {key!r} no longer exists")
-            elif then[key] != now[key]:
-                found.append(f"{part} {key!r} is {now[key]!r}, was {then[key]!r}")
+                found.append(f"{what} {key!r} is new (default {now[key]!r})")
+            elif key in now and then[key] != now[key]:
+                found.append(f"{what} {key!r} is {now[key]!r}, was {then[key]!r}")
     if found:
         return ": " + "; ".join(found[:4]) + ("; ..." if len(found) > 4 else "")
     if cell.files:
