@@ -217,3 +217,17 @@ def test_an_option_added_since_the_record_names_itself(registry, tmp_path):
     del record["options"]["lr"]
     with pytest.raises(ConfigError, match=r"not the same configuration: strategy option 'lr' is new \(default"):
         rebuild(record, registry, "record.json")
+
+
+def test_a_difference_of_exactly_the_tolerance_is_within_it():
+    """top-1 is a float32 share: 0.744 and 0.724 are 0.02000004 apart as stored."""
+    import numpy as np
+
+    from tlbench.reproduce import Check
+
+    def check(published, rerun):
+        return Check({"top1": float(np.float32(published))}, rerun={"status": "ok", "top1": float(np.float32(rerun))})
+
+    assert check(0.744, 0.724).within and check(0.724, 0.744).within
+    assert not check(0.744, 0.722).within
+    assert not Check({"top1": 0.7}, rerun={"status": "failed"}).within

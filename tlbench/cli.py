@@ -201,8 +201,8 @@ def cmd_reproduce(args) -> int:
     folder = Path(scratch or tempfile.mkdtemp(prefix="tlbench-reproduce-"))
     try:
         with _sigterm_as_interrupt():
-            code = reproduce.reproduce(args.results, grids[0], registry, cells, args.run_id, tolerance, folder,
-                                       Progress(enabled=not args.quiet), log=log)
+            code = reproduce.reproduce(args.results, grids[0], registry, folder, cells=cells, run_ids=args.run_id,
+                                       tolerance=tolerance, progress=Progress(enabled=not args.quiet), log=log)
     finally:
         if scratch is None:
             shutil.rmtree(folder, ignore_errors=True)
