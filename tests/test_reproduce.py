@@ -231,3 +231,17 @@ def test_a_difference_of_exactly_the_tolerance_is_within_it():
     assert check(0.744, 0.724).within and check(0.724, 0.744).within
     assert not check(0.744, 0.722).within
     assert not Check({"top1": 0.7}, rerun={"status": "failed"}).within
+
+
+def test_reproduce_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy; sys.argv = ['tlbench', 'reproduce', '--help']\n"
+            "try:\n    runpy.run_module('tlbench.cli', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'timm', 'numpy') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "--tolerance" in result.stdout
