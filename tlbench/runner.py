@@ -177,6 +177,25 @@ def evaluate(model: torch.nn.Module, test: ImageSplit, ctx: CellContext) -> dict
     }
 
 
+def edge_picks(candidates: list[dict], selected: int) -> list[str]:
+    """A warning for each tuned number whose chosen value is the smallest or the largest of its
+    list: validation preferred the edge, so the best value may lie beyond it."""
+    warnings = []
+    for key in candidates[0]:
+        values = [c[key] for c in candidates]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            continue  # not a range of numbers
+        numbers = sorted(set(values))
+        if len(numbers) < 3:
+            continue  # two values have no inside: either pick is an edge
+        chosen = values[selected]
+        if chosen in (numbers[0], numbers[-1]):
+            side = "smallest" if chosen == numbers[0] else "largest"
+            warnings.append(f"{key} = {chosen} was chosen on validation as the {side} value of its list "
+                            f"{numbers}: the best may lie beyond it; extend the list")
+    return warnings
+
+
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -438,8 +457,9 @@ class Runner:
         best, candidates, selection_s = self._select(cell, record)
         result = self._score(*best)
         if candidates:
-            result.update(candidates=candidates, selection_s=selection_s,
-                          selected=[c["val_top1"] for c in candidates].index(max(c["val_top1"] for c in candidates)))
+            selected = [c["val_top1"] for c in candidates].index(max(c["val_top1"] for c in candidates))
+            result.update(candidates=candidates, selection_s=selection_s, selected=selected)
+            result["warnings"] = result["warnings"] + edge_picks([c["options"] for c in candidates], selected)
         return result
 
     def _select(self, cell: Cell, record: dict) -> tuple[tuple, list, float]:

@@ -15,6 +15,8 @@ class SupervisedOptions:
     label_smoothing: float = tlbench.option(0.0, "cross-entropy label smoothing")
     warmup_epochs: float = tlbench.option(0.0, "linear warm-up length in epochs before the cosine decay")
     augment: bool = tlbench.option(False, "random resized crop and horizontal flip of training images")
+    head_lr_scale: float = tlbench.option(1.0, "the new head's learning rate is lr times this (1 = one rate for all)")
+    norm_statistics: str = tlbench.option("update", "BatchNorm while training: update (batch statistics, running averages follow the data) or keep (running statistics fixed; scale and shift still train)")
 
     def __post_init__(self):
         if self.lr <= 0:
@@ -25,12 +27,17 @@ class SupervisedOptions:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.head_lr_scale <= 0:
+            raise ValueError(f"head_lr_scale must be > 0, got {self.head_lr_scale}")
+        if self.norm_statistics not in ("update", "keep"):
+            raise ValueError(f"norm_statistics must be update or keep, got {self.norm_statistics!r}")
 
     def recipe(self, **extra):
         from tlbench_plugins.machinery.training import Recipe
 
         return Recipe(lr=self.lr, weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
-                      warmup_epochs=self.warmup_epochs, augment=self.augment, **extra)
+                      warmup_epochs=self.warmup_epochs, augment=self.augment,
+                      head_lr_scale=self.head_lr_scale, norm_statistics=self.norm_statistics, **extra)
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ class LinearProbeOptions:
     l2_steps: int = tlbench.option(7, "penalties on the log-spaced path (it stops two steps past the best); 1 = l2_max alone")
     max_iter: int = tlbench.option(30, "L-BFGS iterations per penalty (the path is warm-started)")
     cache: bool = tlbench.option(True, "keep features on disk (under the cache dir) for later cells")
+    refit_on_val: bool = tlbench.option(False, "refit the chosen penalty on train + val (more data than the strategies that train learn from; never while the core selects among list values)",
+                                        tunable=False)
 
     def __post_init__(self):
         if not 0 < self.l2_min <= self.l2_max:

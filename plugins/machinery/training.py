@@ -51,14 +51,21 @@ def train_mode_keeping_frozen_norms(model: nn.Module) -> None:
                 module.eval()
 
 
-def train_mode_keeping_norm_statistics(model: nn.Module) -> None:
-    """Train mode, except that every BatchNorm layer normalises with its running statistics
-    (its scale and shift still train): a head fitted on features computed that way keeps
-    receiving them, instead of features normalised by the statistics of each small batch."""
-    model.train()
+def keep_norm_statistics(model: nn.Module) -> None:
+    """Every BatchNorm layer normalises with its running statistics (its scale and shift may
+    still train): at small batches, batch statistics are noisy, and a pretrained network's
+    running statistics are what its later layers (and a probe fitted on its features) expect."""
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
+
+
+def default_train_mode(model: nn.Module, recipe: "Recipe") -> None:
+    """Train mode; BatchNorm on running statistics where the recipe keeps them, and wherever
+    nothing of the layer trains."""
+    train_mode_keeping_frozen_norms(model)
+    if recipe.norm_statistics == "keep":
+        keep_norm_statistics(model)
 
 
 def stage_groups(model: nn.Module) -> list[list[str]]:
@@ -83,16 +90,22 @@ def stage_groups(model: nn.Module) -> list[list[str]]:
     return [g for g in ([n for n in group if n in keep] for group in groups) if g]
 
 
-def parameter_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+def parameter_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: float = 1.0,
+                     head_lr_scale: float = 1.0) -> list[dict]:
     """AdamW groups: no weight decay on biases and norm weights (1-D tensors); with
-    ``layer_decay`` < 1, each stage nearer the input learns ``layer_decay`` times slower."""
+    ``layer_decay`` < 1, each stage nearer the input learns ``layer_decay`` times slower; the
+    new head learns ``head_lr_scale`` times faster than the body (a pretrained body needs small
+    steps, a head from zero large ones)."""
     stages = stage_groups(model)
     depth = {name: i for i, group in enumerate(stages) for name in group}
+    head = {id(p) for p in model.get_classifier().parameters()}
     groups: dict = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         scale = layer_decay ** (len(stages) - depth[name]) if name in depth else 1.0
+        if id(p) in head:
+            scale = head_lr_scale
         decay = weight_decay if p.ndim > 1 else 0.0
         groups.setdefault((scale, decay), []).append(p)
     return [{"params": ps, "lr": lr * scale, "weight_decay": decay} for (scale, decay), ps in groups.items()]
@@ -140,6 +153,8 @@ class Recipe:
     layer_decay: float = 1.0
     augment: bool = False
     compile: bool = False
+    head_lr_scale: float = 1.0
+    norm_statistics: str = "update"  # "keep": every BatchNorm normalises with its running statistics
 
 
 def channels_last(model: nn.Module) -> nn.Module:
@@ -179,8 +194,9 @@ def fit_supervised(model: nn.Module, train: tlbench.Split, ctx: tlbench.FitConte
     forward = forward or (compiled(model) if compiling else model)
     batches = batches or image_batches(train, ctx, recipe)
     steps_per_epoch = steps_per_epoch or train.num_batches(settings.batch_size)
-    train_mode = train_mode or (lambda: train_mode_keeping_frozen_norms(model))
-    optimizer = torch.optim.AdamW(parameter_groups(model, recipe.lr, recipe.weight_decay, recipe.layer_decay))
+    train_mode = train_mode or (lambda: default_train_mode(model, recipe))
+    optimizer = torch.optim.AdamW(parameter_groups(model, recipe.lr, recipe.weight_decay, recipe.layer_decay,
+                                                   recipe.head_lr_scale))
     schedule = cosine_with_warmup(optimizer, steps_per_epoch * settings.epochs,
                                   int(recipe.warmup_epochs * steps_per_epoch))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)

@@ -13,6 +13,8 @@ class LinearProbe(tlbench.Strategy):
     def fit(self, model, train, val, ctx):
         from tlbench_plugins.machinery.linear_head import fit_linear_probe
 
-        # while the core selects among list values on val, val must stay unseen by the fit
-        fit_linear_probe(model, train, val, ctx, self.options, refit_on_val=not ctx.selecting)
+        # By default the probe learns from the training split alone, as every strategy that trains
+        # does; and while the core selects among list values on val, val must stay unseen.
+        fit_linear_probe(model, train, val, ctx, self.options,
+                         refit_on_val=self.options.refit_on_val and not ctx.selecting)
         return model

@@ -8,6 +8,7 @@ from tlbench_plugins.machinery.options import FinetuneOptions, LinearProbeOption
 @dataclass(frozen=True)
 class LpFtOptions(FinetuneOptions):
     lr: float = tlbench.option(3e-4, "AdamW peak learning rate of the fine-tuning stage (a list selects on validation)")
+    norm_statistics: str = tlbench.option("keep", "BatchNorm while fine-tuning: keep (the running statistics the probe was fitted with) or update")
 
 
 class LpFt(tlbench.Strategy):
@@ -27,8 +28,7 @@ class LpFt(tlbench.Strategy):
             parameter.requires_grad_(True)
         # The probe was fitted on features normalised by BatchNorm's running statistics; batch
         # statistics would hand it other features and fine-tuning would start by undoing it
-        # (measured: benchmarks/README.md, "lp_ft").
-        training.fit_supervised(model, train, ctx, self.options.recipe(),
-                                train_mode=lambda: training.train_mode_keeping_norm_statistics(model))
+        # (measured: benchmarks/README.md, "lp_ft"): norm_statistics defaults to keep.
+        training.fit_supervised(model, train, ctx, self.options.recipe())
         ctx.log(probe_val_top1=probe_val_top1, val_top1=training.accuracy(model, val, ctx))
         return model

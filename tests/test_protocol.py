@@ -1,0 +1,70 @@
+"""One protocol for every strategy: what each learns from, and tuning lists that say when
+validation preferred an edge."""
+
+from tlbench.results import iter_records
+from tlbench.runner import edge_picks
+
+
+def test_a_value_chosen_at_the_edge_of_its_list_is_warned_about():
+    candidates = [{"lr": lr, "layers": 2} for lr in (1e-4, 3e-4, 1e-3)]
+    (largest,) = edge_picks(candidates, 2)
+    assert "lr = 0.001" in largest and "largest" in largest and "extend the list" in largest
+    (smallest,) = edge_picks(candidates, 0)
+    assert "smallest" in smallest
+    assert edge_picks(candidates, 1) == []  # inside the range: nothing to say
+    assert edge_picks(candidates[:2], 1) == []  # two values have no inside
+
+
+def test_edges_are_judged_per_option_in_a_product_of_lists():
+    grid = [{"lr": lr, "alpha": a} for lr in (1e-4, 3e-4, 1e-3) for a in (0.1, 1.0, 10.0)]
+    chosen = grid.index({"lr": 3e-4, "alpha": 10.0})
+    (warning,) = edge_picks(grid, chosen)
+    assert warning.startswith("alpha = 10.0")
+
+
+def test_an_edge_pick_reaches_the_record_and_the_progress_output(write_grid, tiny_settings, cli, tmp_path):
+    grid = write_grid(f"""
+        name = "edge"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["digits"]
+        {tiny_settings}
+        [strategy.linear_probe]
+        l2_max = [1000.0, 100.0, 0.001]
+        l2_steps = 1
+        max_iter = 50
+    """)
+    code, _, err = cli("run", "--grid", grid, "--results", tmp_path)
+    assert code == 0, err
+    (record,) = iter_records(tmp_path, "edge")
+    assert record["options"]["l2_max"] == 0.001  # the weakest penalty fits digits best
+    assert any("l2_max = 0.001" in w and "smallest" in w for w in record["warnings"])
+    assert "l2_max = 0.001 was chosen" in err
+
+
+def test_the_probe_learns_from_the_training_split_alone_like_every_trained_strategy(
+        write_grid, tiny_settings, cli, tmp_path):
+    grid = write_grid(f"""
+        name = "alike"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["digits"]
+        {tiny_settings}
+    """)
+    assert cli("run", "--grid", grid, "--results", tmp_path, "-q")[0] == 0
+    (record,) = iter_records(tmp_path, "alike")
+    assert record["strategy_info"]["refit_on_val"] is False
+    assert record["options"]["refit_on_val"] is False
+
+    refit = write_grid(f"""
+        name = "refit"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["digits"]
+        {tiny_settings}
+        [strategy.linear_probe]
+        refit_on_val = true
+    """, name="refit.toml")
+    assert cli("run", "--grid", refit, "--results", tmp_path, "-q")[0] == 0
+    (record,) = iter_records(tmp_path, "refit")
+    assert record["strategy_info"]["refit_on_val"] is True
