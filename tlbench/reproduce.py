@@ -20,7 +20,7 @@ from typing import Callable, Optional
 from tlbench.errors import ConfigError
 from tlbench.grid import Cell, Grid, build_grid, task_name
 from tlbench.options import build_options, options_as_dict
-from tlbench.results import _problem as record_problem
+from tlbench.results import check_record_file
 from tlbench.results import records_dir
 
 DEFAULT_CELLS = 4
@@ -82,7 +82,7 @@ def read_published(results_dir: str | Path, grid: str) -> Published:
     published = Published(grid, folder)
     for path in sorted(folder.glob("*.json")):
         try:
-            record, why = record_problem(path)
+            record, why = check_record_file(path)
         except FileNotFoundError:
             continue
         if why is None:

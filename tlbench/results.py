@@ -240,7 +240,7 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _problem(path: Path) -> tuple[Optional[dict], Optional[str]]:
+def check_record_file(path: Path) -> tuple[Optional[dict], Optional[str]]:
     """(record, None) for a sound record file, (None, why) for one that cannot be trusted."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
@@ -278,7 +278,7 @@ def read_record(path: Path, claimed: bool = False) -> Optional[dict]:
     taken here, and a cell claimed by a running process is left alone (it is being rewritten).
     """
     try:
-        record, why = _problem(path)
+        record, why = check_record_file(path)
     except FileNotFoundError:
         return None
     if why is None:
