@@ -97,8 +97,11 @@ class TestRenderedPage:
         assert page.locator("#table-dataset-digits tr.best").inner_text().split("\t")[1] == "full_finetune"
         assert page.locator("#table-dataset-digits tr.problem").get_attribute("title") == "; ".join(
             f"seed {s}: RuntimeError: boom" for s in SEEDS)
+        # the leading rows against the best: both separated from it on every seed
+        assert column(page, "table-pairwise-digits", 1) == ["linear_probe", "scratch"]
+        assert column(page, "table-pairwise-digits", 7) == ["no", "no"]
         # faces: the strategies that did not run there are rows too
-        assert column(page, "table-dataset-faces", 8) == ["ok", "ok", "3 missing", "3 missing"]
+        assert column(page, "table-dataset-faces", 9) == ["ok", "ok", "3 missing", "3 missing"]
 
         top1 = page.locator("#table-dataset-digits th", has_text="top-1")
         top1.locator("button").click()
@@ -112,7 +115,7 @@ class TestRenderedPage:
         assert top1.get_attribute("aria-sort") is None  # one sorted column at a time
         # numbers sort as numbers, not as text: train s 10.0 < 50.0 < 60.0
         page.locator("#table-dataset-digits th", has_text="train s").locator("button").click()
-        assert column(page, "table-dataset-digits", 4) == ["10.0", "50.0", "60.0", "-"]
+        assert column(page, "table-dataset-digits", 5) == ["10.0", "50.0", "60.0", "-"]
 
         overall = page.locator("#table-overall tbody tr")
         assert overall.count() == 4
@@ -121,6 +124,17 @@ class TestRenderedPage:
         assert values == sorted(values)
         assert page.locator("#table-transfer_gain tbody tr").count() == 6
 
+
+    def test_every_row_tied_with_the_best_is_highlighted(self, page_of):
+        page = page_of([*[record("digits", "lite0", "linear_probe", s, v) for s, v in zip(SEEDS, (0.90, 0.92, 0.94))],
+                        *[record("digits", "lite0", "lp_ft", s, v) for s, v in zip(SEEDS, (0.89, 0.93, 0.92))],
+                        *[record("digits", "lite0", "scratch", s, 0.5 + s / 100) for s in SEEDS]])
+        best = page.locator("#table-dataset-digits tr.best")
+        assert best.evaluate_all("rows => rows.map(r => r.cells[1].textContent)") == ["linear_probe", "lp_ft"]
+        assert column(page, "table-dataset-digits", 4) == ["1", "1", "3"]  # the tied pair shares rank 1
+        backgrounds = page.locator("#table-dataset-digits tbody tr").evaluate_all(
+            "rows => rows.map(r => getComputedStyle(r.cells[2]).backgroundColor)")
+        assert backgrounds[0] == backgrounds[1] != backgrounds[2]
 
     def test_loads_nothing_from_anywhere_and_shows_its_plots(self, page_of):
         page = page_of(GRID_RECORDS)

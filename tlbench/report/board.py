@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 from tlbench.grid import task_name
-from tlbench.report.stats import average_ranks, mean_ci
+from tlbench.report.significance import across_tasks, critical_difference, group_by_task, judge_task
+from tlbench.report.stats import mean_ci
 
 KEYS = ("dataset", "backbone", "strategy")
 STATUS_ORDER = ("ok", "failed", "interrupted", "missing")
@@ -84,6 +85,10 @@ class Leaderboard:
     curves: list[dict] = field(default_factory=list)
     #: True when the control's cells start from random weights (then gain is what pretraining adds)
     control_from_random: bool = False
+    #: each task's leading rows against its best row (see ``significance.judge_task``)
+    pairwise: list[dict] = field(default_factory=list)
+    #: Friedman's test and Nemenyi's critical difference across tasks, or why there is none
+    critical_difference: dict = field(default_factory=dict)
 
     @property
     def has_control(self) -> bool:
@@ -128,19 +133,22 @@ def build(records: list[dict], grid: str, cells: Optional[list] = None,
     keys = sorted(set(by_key) | set(missing))
 
     per_dataset = [_row(key, by_key.get(key, []), sorted(missing.get(key, []))) for key in keys]
-    for dataset, rows in itertools.groupby(per_dataset, key=lambda row: row["dataset"]):
-        rows = list(rows)
-        best = max((row["top1"] for row in rows if row["top1"] is not None), default=None)
-        for row in rows:
-            row["best"] = best is not None and row["top1"] == best
     per_dataset.sort(key=lambda row: (row["dataset"], _desc(row["top1"]), row["backbone"], row["strategy"]))
 
+    def runs_of(row: dict) -> dict:
+        """{seed: ok record} of a row."""
+        return {r["seed"]: r for r in by_key.get((row["dataset"], row["backbone"], row["strategy"]), [])
+                if r["status"] == "ok"}
+
+    pairwise = [comparison for _, rows in group_by_task(per_dataset) for comparison in judge_task(rows, runs_of)]
     names = {k: sorted({key[i] for key in keys}) for i, k in enumerate(KEYS)}
+    overall = _overall(per_dataset, names["dataset"])
+    across_tasks(overall, per_dataset, names["dataset"], runs_of, control)
     stamps = [r.get("started_at") for r in records if r.get("started_at")]
     ends = [r.get("finished_at") for r in records if r.get("finished_at")]
     return Leaderboard(
-        grid=grid, control=control, per_dataset=per_dataset,
-        overall=_overall(per_dataset, names["dataset"]),
+        grid=grid, control=control, per_dataset=per_dataset, overall=overall, pairwise=pairwise,
+        critical_difference=critical_difference(per_dataset, names["dataset"]),
         transfer_gain=_transfer_gain(per_dataset, by_key, control),
         environment=_environment(records), records=len(records), cells=len(expected | seen),
         first_started=min(stamps) if stamps else None, last_finished=max(ends) if ends else None,
@@ -208,23 +216,17 @@ def _row(key: tuple, records: list[dict], missing_seeds: list[int]) -> dict:
 
 
 def _overall(per_dataset: list[dict], datasets: list[str]) -> list[dict]:
-    """Mean top-1 and mean rank of each backbone/strategy pair over the datasets it ran on."""
-    ranks: dict = {}
-    for dataset in datasets:
-        scores = {(row["backbone"], row["strategy"]): row["top1"] for row in per_dataset
-                  if row["dataset"] == dataset and row["top1"] is not None}
-        for pair, rank in average_ranks(scores).items():
-            ranks.setdefault(pair, {})[dataset] = rank
+    """Mean top-1 and mean rank of each backbone/strategy pair over the datasets it ran on (the
+    task ranks of ``significance.judge_task``: rows tied with a task's best share rank 1)."""
     pairs = sorted({(row["backbone"], row["strategy"]) for row in per_dataset})
     rows = []
     for pair in pairs:
         mine = [row for row in per_dataset if (row["backbone"], row["strategy"]) == pair]
         scored = [row for row in mine if row["top1"] is not None]
-        pair_ranks = ranks.get(pair, {})
         rows.append({
             "backbone": pair[0], "strategy": pair[1],
             "mean_top1": mean_ci([row["top1"] for row in scored]).mean,
-            "mean_rank": mean_ci(list(pair_ranks.values())).mean,
+            "mean_rank": mean_ci([row["rank"] for row in scored]).mean,
             "datasets": len(scored), "of_datasets": len(datasets),
             "wins": sum(row["best"] for row in scored),
             "not_ok": ", ".join(f"{row['dataset']} ({row['status']})" for row in mine if row["status"] != "ok"),

@@ -10,7 +10,6 @@ from tlbench.report.board import Leaderboard, as_task, build, current_records
 from tlbench.report.markdown import to_markdown
 from tlbench.report.plots import PLOT_TITLES
 from tlbench.report.tables import frames, to_csv, to_json
-from tlbench.results import grid_dir, iter_records, write_set
 
 # -- writing ----------------------------------------------------------------------------------
 
@@ -18,6 +17,8 @@ from tlbench.results import grid_dir, iter_records, write_set
 def build_report(results_dir: str | Path, grid_name: str, cells: Optional[list] = None,
                  control: Optional[str] = None) -> Leaderboard:
     """The leaderboard of one grid from its stored records (with ``cells``: of exactly those)."""
+    from tlbench.results import iter_records  # records bring numpy: not for `tlbench --help`
+
     records = (as_task(r) for r in iter_records(results_dir, grid_name))
     return build(current_records(records, cells), grid_name, cells, control)
 
@@ -26,12 +27,15 @@ def write_report(results_dir: str | Path, grid_name: str, cells: Optional[list] 
                  control: Optional[str] = None) -> list[Path]:
     """Write every leaderboard file of one grid from its records; returns their paths
     (leaderboard.md first, then the page)."""
+    from tlbench.results import grid_dir
+
     return write_board(build_report(results_dir, grid_name, cells, control), grid_dir(results_dir, grid_name))
 
 
 def write_board(board: Leaderboard, folder: Path) -> list[Path]:
     from tlbench.report.html import to_html
     from tlbench.report.plots import render_plots
+    from tlbench.results import write_set
 
     plots = render_plots(board) if board.per_dataset else {}
     files = {"leaderboard.md": to_markdown(board, plots), "leaderboard.html": to_html(board, plots)}

@@ -10,9 +10,10 @@ from importlib import resources
 
 from tlbench.report.board import Leaderboard
 from tlbench.report.markdown import _sentence
-from tlbench.report.plots import PLOT_TITLES
-from tlbench.report.views import (CI_NOTE, OVERALL_NOTE, View, dataset_view, describe, environment_view, gain_note,
-                                  gain_view, no_gain_note, overall_view)
+from tlbench.report.plots import CD_PLOT, PLOT_CAPTIONS, PLOT_TITLES
+from tlbench.report.views import (CI_NOTE, OVERALL_NOTE, TIE_NOTE, View, best_of, critical_difference_note,
+                                  dataset_view, describe, environment_view, gain_note, gain_view, improvement_note,
+                                  no_gain_note, overall_view, pairwise_note, pairwise_view, unjudged, unjudged_note)
 
 
 def _template(name: str) -> str:
@@ -75,12 +76,24 @@ def to_html(board: Leaderboard, plots: dict[str, bytes]) -> str:
     if not board.per_dataset:
         sections.append("<p>No records yet.</p>")
     else:
-        sections.append(f'<section id="overall"><h2>Overall</h2><p class="note">{_note(OVERALL_NOTE)}</p>'
-                        f"{_table(overall_view(board))}</section>")
+        improve = f" {_note(improvement_note(board))}" if board.has_control else ""
+        sections.append(f'<section id="overall"><h2>Overall</h2><p class="note">{_note(OVERALL_NOTE)}{improve}</p>'
+                        f"{_table(overall_view(board))}"
+                        f'<h3 id="critical-difference">Across datasets: critical difference</h3>'
+                        f'<p class="note">{_note(critical_difference_note(board))}'
+                        f'{" The diagram is under Plots." if CD_PLOT in plots else ""}</p></section>')
         parts = [f'<section id="per-dataset"><h2>Per dataset</h2><p class="note">{_note(CI_NOTE)} '
-                 f"Best top-1 on each dataset highlighted; hover a row that is not ok to see why.</p>"]
+                 f"{_note(TIE_NOTE.replace('Bold:', 'Highlighted:'))} {_note(pairwise_note(board))} "
+                 "Hover a row that is not ok to see why.</p>"]
         for dataset in board.datasets:
             parts.append(f'<h3 id="{_anchor("dataset-" + dataset)}">{escape(dataset)}</h3>{_table(dataset_view(board, dataset))}')
+            cannot = unjudged(board, dataset)
+            if cannot:
+                parts.append(f'<p class="note">{_note(unjudged_note(cannot).replace("in bold", "highlighted"))}</p>')
+            best = best_of(board, dataset)
+            if any(row["dataset"] == dataset for row in board.pairwise):
+                parts.append(f'<p class="note">Against the best, {escape(best["backbone"])} / '
+                             f'{escape(best["strategy"])}:</p>{_table(pairwise_view(board, dataset))}')
         sections.append("".join(parts) + "</section>")
         over = f" over <code>{escape(board.control)}</code>" if board.control else ""
         gain = f'<section id="transfer-gain"><h2>Transfer gain{over}</h2>'
@@ -93,9 +106,7 @@ def to_html(board: Leaderboard, plots: dict[str, bytes]) -> str:
         for name, png in plots.items():
             data = base64.b64encode(png).decode("ascii")
             figures.append(f'<figure><img alt="{escape(PLOT_TITLES[name])}" src="data:image/png;base64,{data}">'
-                           f"<figcaption>{escape(PLOT_TITLES[name])} per dataset; points on the dashed "
-                           f"line are Pareto-optimal (nothing else is both cheaper and more accurate); "
-                           f"bars are 95% intervals over seeds.</figcaption></figure>")
+                           f"<figcaption>{escape(PLOT_CAPTIONS[name])}</figcaption></figure>")
         sections.append('<section id="plots"><h2>Plots</h2>' + "".join(figures) + "</section>")
     sections.append('<section id="environment"><h2>Environment</h2><p class="note">What made the records '
                     "(every distinct value, with counts when records differ).</p>"

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 from tlbench.report.board import Leaderboard
-from tlbench.report.plots import PLOT_TITLES
-from tlbench.report.views import (CI_NOTE, CURVE_NOTE, OVERALL_NOTE, View, _curve_views, dataset_view, describe,
-                                  environment_view, fmt_ci, fmt_seconds, gain_note, gain_view, no_gain_note, overall_view)
+from tlbench.report.plots import CD_PLOT, PLOT_TITLES
+from tlbench.report.views import (CI_NOTE, CURVE_NOTE, OVERALL_NOTE, TIE_NOTE, View, _curve_views, best_of,
+                                  critical_difference_note, dataset_view, describe, environment_view, fmt_ci,
+                                  fmt_seconds, gain_note, gain_view, improvement_note, no_gain_note, overall_view,
+                                  pairwise_note, pairwise_view, unjudged, unjudged_note)
 
 # -- markdown ---------------------------------------------------------------------------------
 
@@ -34,10 +36,25 @@ def to_markdown(board: Leaderboard, plots: Iterable[str] = ()) -> str:
     parts = [f"# {board.grid}\n", f"{describe(board)}.\n"]
     if not board.per_dataset:
         return "".join(p + "\n" for p in parts) + "No records yet.\n"
-    parts.append(f"## Overall\n\n{_sentence(OVERALL_NOTE)}.\n\n{_markdown_table(overall_view(board))}")
-    parts.append(f"## Per dataset\n\n{_sentence(CI_NOTE)}. Best top-1 on each dataset in bold.\n")
+    overall = f"## Overall\n\n{_sentence(OVERALL_NOTE)}."
+    if board.has_control:
+        overall += f" {_sentence(improvement_note(board))}."
+    parts.append(f"{overall}\n\n{_markdown_table(overall_view(board))}")
+    plots = list(plots)
+    cd = f"### Across datasets: critical difference\n\n{critical_difference_note(board)}.\n"
+    if CD_PLOT in plots:
+        cd += f"\n![{PLOT_TITLES[CD_PLOT]}]({CD_PLOT})\n"
+    parts.append(cd)
+    parts.append(f"## Per dataset\n\n{_sentence(CI_NOTE)}. {TIE_NOTE}. {_sentence(pairwise_note(board))}.\n")
     for dataset in board.datasets:
         parts.append(f"### {dataset}\n\n{_markdown_table(dataset_view(board, dataset), bold_best=2)}")
+        cannot = unjudged(board, dataset)
+        if cannot:
+            parts[-1] += f"\n{_sentence(unjudged_note(cannot))}.\n"
+        best = best_of(board, dataset)
+        if any(row["dataset"] == dataset for row in board.pairwise):
+            parts[-1] += (f"\nAgainst the best, {best['backbone']} / {best['strategy']}:\n\n"
+                          f"{_markdown_table(pairwise_view(board, dataset), bold_best=3)}")
         warnings = [f"- {row['strategy']} on {row['backbone']}, {w}" for row in board.per_dataset
                     if row["dataset"] == dataset for w in row["warnings"]]
         if warnings:
@@ -51,7 +68,6 @@ def to_markdown(board: Leaderboard, plots: Iterable[str] = ()) -> str:
         parts[-1] += f"\n{_sentence(gain_note(board))}.\n\n{_markdown_table(gain_view(board))}"
     else:
         parts[-1] += f"\n{no_gain_note(board)}.\n"
-    plots = list(plots)
     if plots:
         parts.append("## Plots\n\n" + "\n\n".join(f"![{PLOT_TITLES[name]}]({name})" for name in plots) + "\n")
     parts.append("## Environment\n\n" + _markdown_table(environment_view(board)))
@@ -76,4 +92,5 @@ def terminal_summary(board: Leaderboard, color: bool = False) -> str:
                      tablefmt="github", disable_numparse=True)
     warnings = [f"WARNING {row['dataset']} / {row['backbone']} / {row['strategy']}, {w}"
                 for row in board.per_dataset for w in row["warnings"]]
-    return table + "\n* best top-1 on its dataset\n" + "".join(w + "\n" for w in warnings)
+    return (table + "\n* best top-1 on its dataset, or tied with it (not separated at 95% by these records)\n"
+            + "".join(w + "\n" for w in warnings))

@@ -1,4 +1,5 @@
-"""Leaderboard plots: top-1 against what it cost, one panel per dataset, Pareto front marked.
+"""Leaderboard plots: top-1 against what it cost, one panel per dataset, Pareto front marked;
+top-1 against a swept setting; the critical-difference diagram of mean ranks across datasets.
 
 Rendered with matplotlib's Agg canvas directly (no pyplot state, no GUI backend), with
 matplotlib's own defaults rather than the user's matplotlibrc, and without the Software
@@ -18,11 +19,24 @@ PANEL_HEIGHT_IN = 3.4
 MAX_COLUMNS = 3
 MARKERS = "osD^vP*Xh<>p"
 CURVES_PLOT = "accuracy_curves.png"
+CD_PLOT = "critical_difference.png"
 # file -> title, for the markdown and the page
 PLOT_TITLES = {
     "accuracy_vs_train_time.png": "Top-1 vs training time",
     "accuracy_vs_trainable_params.png": "Top-1 vs trainable parameters",
     CURVES_PLOT: "Top-1 against the swept settings",
+    CD_PLOT: "Critical difference of mean ranks across datasets",
+}
+_SCATTER_CAPTION = ("per dataset; points on the dashed line are Pareto-optimal (nothing else is both cheaper "
+                    "and more accurate); bars are 95% intervals over seeds.")
+# file -> caption on the page
+PLOT_CAPTIONS = {
+    "accuracy_vs_train_time.png": f"Top-1 vs training time {_SCATTER_CAPTION}",
+    "accuracy_vs_trainable_params.png": f"Top-1 vs trainable parameters {_SCATTER_CAPTION}",
+    CURVES_PLOT: "Top-1 against each swept setting, a line per backbone/strategy; bars are 95% intervals "
+                 "over seeds.",
+    CD_PLOT: "Mean rank over datasets (1 = best, Friedman's ranks); pairs joined by a thick bar differ by "
+             "less than Nemenyi's critical difference (CD, top left) and are not separated at 95%.",
 }
 SCATTER_PLOTS = (
     # file, x field, x label
@@ -40,7 +54,65 @@ def render_plots(board) -> dict[str, bytes]:
             out[name] = _plot(board, rows, x_field, x_label)
     if any(p["top1"] is not None for c in board.curves for p in c["points"]):
         out[CURVES_PLOT] = _plot_curves(board.curves)
+    if board.critical_difference.get("drawn"):
+        out[CD_PLOT] = _plot_critical_difference(board.critical_difference)
     return out
+
+
+def _plot_critical_difference(cd: dict) -> bytes:
+    """Demšar's diagram: the rows on an axis of mean rank (1 = best, at the left), the better
+    half labelled on the left, the rest on the right, Nemenyi's CD as a scale bar, and a thick bar
+    under each group of rows whose mean ranks lie within CD of each other."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = cd["rows"]
+    k = len(rows)
+    one_backbone = len({r["backbone"] for r in rows}) == 1
+    labels = [r["strategy"] if one_backbone else f"{r['backbone']} / {r['strategy']}" for r in rows]
+    half = math.ceil(k / 2)
+    axis_y = 0.9
+    first_label = axis_y + 0.35 + 0.12 * len(cd["groups"])
+    line_h = 0.28
+    height = first_label + line_h * max(half, k - half) + 0.2
+    left, right = 0.3, 0.7
+
+    def x(rank: float) -> float:
+        return left + (rank - 1.0) / max(k - 1, 1) * (right - left)
+
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        matplotlib.rcParams.update({"font.size": 10, "svg.hashsalt": "tlbench", "path.simplify": False})
+        fig = Figure(figsize=(WIDTH_IN, height), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.add_axes((0, 0, 1, 1))
+        ax.set_axis_off()
+        ax.set_xlim(0, 1)
+        ax.set_ylim(height, 0)
+        ax.plot([x(1), x(k)], [axis_y, axis_y], color="black", linewidth=1)
+        for rank in range(1, k + 1):
+            ax.plot([x(rank)] * 2, [axis_y - 0.07, axis_y], color="black", linewidth=1)
+            ax.text(x(rank), axis_y - 0.1, str(rank), ha="center", va="bottom")
+        width = cd["critical_difference"]
+        ax.plot([x(1), x(1 + width)], [0.3, 0.3], color="black", linewidth=1.5)
+        for end in (x(1), x(1 + width)):
+            ax.plot([end, end], [0.25, 0.35], color="black", linewidth=1.5)
+        ax.text((x(1) + x(1 + width)) / 2, 0.22, f"CD = {width:.2f}", ha="center", va="bottom")
+        for i, (a, b) in enumerate(cd["groups"]):
+            y = axis_y + 0.25 + 0.12 * i
+            ax.plot([x(rows[a]["mean_rank"]) - 0.006, x(rows[b]["mean_rank"]) + 0.006], [y, y],
+                    color="black", linewidth=4, solid_capstyle="butt")
+        for i, (row, label) in enumerate(zip(rows, labels)):
+            on_left = i < half
+            y = first_label + line_h * (i if on_left else k - 1 - i)
+            end = left - 0.03 if on_left else right + 0.03
+            ax.plot([x(row["mean_rank"])] * 2 + [end], [axis_y, y, y], color="black", linewidth=1)
+            ax.text(end - 0.005 if on_left else end + 0.005, y, f"{label} ({row['mean_rank']:.2f})",
+                    ha="right" if on_left else "left", va="center")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
 
 
 def _plot_curves(curves: list[dict]) -> bytes:

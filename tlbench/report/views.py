@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from tlbench.report.board import Leaderboard
+from tlbench.report.significance import BOOTSTRAP_RESAMPLES, FEW_SEEDS, LEADING
 from tlbench.report.stats import CONFIDENCE
 
 # -- formatting (one set of rules for markdown, CSV-free views, the page and the terminal) -----
@@ -52,6 +53,37 @@ def fmt_mb(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
+def fmt_p(value: Optional[float]) -> str:
+    """A p-value: three decimals, and <0.001 below that (smaller p-values are not more precise)."""
+    if value is None:
+        return "-"
+    return "<0.001" if value < 0.0005 else f"{value:.3f}"
+
+
+def _p_equals(value: float) -> str:
+    text = fmt_p(value)
+    return text.replace("<", "< ") if text.startswith("<") else f"= {text}"
+
+
+def fmt_rank(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def fmt_interval(low: Optional[float], high: Optional[float], digits: int = 3) -> str:
+    return "-" if low is None else f"{low:.{digits}f}–{high:.{digits}f}"
+
+
+def fmt_tied(tied: Optional[bool], test: Optional[str]) -> str:
+    """Whether a row is tied with its task's best, and what said so."""
+    if tied is None:
+        return "-"
+    word = "yes" if tied else "no"
+    return f"{word} ({TIE_TESTS[test]})" if test in TIE_TESTS else word
+
+
+TIE_TESTS = {"images": "images", "equal": "equal top-1"}
+
+
 @dataclass
 class View:
     """A table as shown: headers, cell texts, sort values (None sorts last), row styles."""
@@ -76,14 +108,15 @@ def _style(row: dict) -> str:
 
 
 def dataset_view(board: Leaderboard, dataset: str) -> View:
-    view = View(f"dataset-{dataset}", ["backbone", "strategy", "top-1", "n", "train s", "samples/s",
+    view = View(f"dataset-{dataset}", ["backbone", "strategy", "top-1", "n", "rank", "train s", "samples/s",
                           "trainable params", "peak mem MB", "status"],
-                [False, False, True, True, True, True, True, True, False])
+                [False, False, True, True, True, True, True, True, True, False])
     for row in board.per_dataset:
         if row["dataset"] != dataset:
             continue
         view.add([(row["backbone"], row["backbone"]), (row["strategy"], row["strategy"]),
                   (fmt_ci(row["top1"], row["top1_ci95"]), row["top1"]), (str(row["seeds"]), row["seeds"]),
+                  (fmt_rank(row["rank"]), row["rank"]),
                   (fmt_seconds(row["train_s"]), row["train_s"]),
                   (fmt_rate(row["train_samples_per_s"]), row["train_samples_per_s"]),
                   (fmt_count(row["trainable_params"]), row["trainable_params"]),
@@ -93,16 +126,53 @@ def dataset_view(board: Leaderboard, dataset: str) -> View:
 
 
 def overall_view(board: Leaderboard) -> View:
-    view = View("overall", ["backbone", "strategy", "mean top-1", "mean rank", "datasets", "best on",
-                            "not ok"],
-                [False, False, True, True, True, True, False])
+    improve = board.has_control
+    view = View("overall", ["backbone", "strategy", "mean top-1", "95% interval", "mean rank", "datasets",
+                            "best on", *([f"P(> {board.control})"] if improve else []), "not ok"],
+                [False, False, True, True, True, True, True, *([True] if improve else []), False])
     for row in board.overall:
-        view.add([(row["backbone"], row["backbone"]), (row["strategy"], row["strategy"]),
-                  (fmt_fixed(row["mean_top1"]), row["mean_top1"]), (fmt_fixed(row["mean_rank"], 2), row["mean_rank"]),
-                  (f"{row['datasets']}/{row['of_datasets']}", row["datasets"]), (str(row["wins"]), row["wins"]),
-                  (row["not_ok"] or "-", row["not_ok"])],
-                 "problem" if row["not_ok"] else "")
+        cells = [(row["backbone"], row["backbone"]), (row["strategy"], row["strategy"]),
+                 (fmt_fixed(row["mean_top1"]), row["mean_top1"]),
+                 (fmt_interval(row["mean_top1_low"], row["mean_top1_high"]), row["mean_top1_low"]),
+                 (fmt_fixed(row["mean_rank"], 2), row["mean_rank"]),
+                 (f"{row['datasets']}/{row['of_datasets']}", row["datasets"]), (str(row["wins"]), row["wins"])]
+        if improve:
+            cells.append((fmt_fixed(row["p_improvement"], 2), row["p_improvement"]))
+        cells.append((row["not_ok"] or "-", row["not_ok"]))
+        view.add(cells, "problem" if row["not_ok"] else "")
     return view
+
+
+def pairwise_view(board: Leaderboard, dataset: str) -> View:
+    """The leading rows of one task against its best row."""
+    images = any(row["p_images"] is not None for row in board.pairwise)
+    view = View(f"pairwise-{dataset}", ["backbone", "strategy", "top-1", "minus best", "n", "p", "Holm p",
+                                       *(["images", "McNemar p"] if images else []), "tied"],
+                [False, False, True, True, True, True, True, *([True, True] if images else []), False])
+    for row in board.pairwise:
+        if row["dataset"] != dataset:
+            continue
+        cells = [(row["backbone"], row["backbone"]), (row["strategy"], row["strategy"]),
+                 (fmt_fixed(row["top1"]), row["top1"]),
+                 (fmt_ci(row["difference"], row["difference_ci95"], signed=True), row["difference"]),
+                 (str(row["paired_seeds"]), row["paired_seeds"]), (fmt_p(row["p_value"]), row["p_value"]),
+                 (fmt_p(row["p_holm"]), row["p_holm"])]
+        if images:
+            cells += [(f"{row['images']:,}" if row["images"] else "-", row["images"]),
+                      (fmt_p(row["p_images"]), row["p_images"])]
+        cells.append((fmt_tied(row["tied_with_best"], row["tie_test"]), row["tied_with_best"]))
+        view.add(cells, "best" if row["tied_with_best"] else "")
+    return view
+
+
+def best_of(board: Leaderboard, dataset: str) -> Optional[dict]:
+    return next((row for row in board.per_dataset if row["dataset"] == dataset and row["tie_test"] == "best"), None)
+
+
+def unjudged(board: Leaderboard, dataset: str) -> list[dict]:
+    """The rows of a task with a top-1 whose tie with the best nothing could judge."""
+    return [row for row in board.per_dataset
+            if row["dataset"] == dataset and row["top1"] is not None and row["tied_with_best"] is None]
 
 
 def gain_view(board: Leaderboard) -> View:
@@ -144,8 +214,56 @@ def describe(board: Leaderboard) -> str:
 
 CI_NOTE = (f"top-1 on each dataset's test split: mean over seeds ± half-width of the "
            f"{CONFIDENCE:.0%} confidence interval (Student t; none with one seed); n = seeds that ran ok")
-OVERALL_NOTE = ("mean top-1 and mean rank (1 = best on a dataset, ties share the average rank) over "
-                "the datasets where the pair ran ok; best on = datasets where it has the highest top-1")
+OVERALL_NOTE = ("mean top-1 over the datasets where the pair ran ok, with its 95% stratified-bootstrap "
+                f"interval (each dataset's seeds resampled, {BOOTSTRAP_RESAMPLES:,} times, fixed seed); mean rank "
+                "over the same datasets (each dataset's rank: 1 for its best top-1 and every row tied with it, "
+                "else the place by top-1); best on = datasets where it is the best or tied with it")
+IMPROVEMENT_NOTE = ("P(> {control}) = the probability that a run of the pair beats a run of `{control}` on the "
+                    "same backbone and dataset (every seed against every seed, a tie counting half), averaged over "
+                    "datasets: how often it wins, not by how much")
+TIE_NOTE = ("Bold: the best top-1 of each dataset and every row tied with it, i.e. not separated from "
+            "it at 95% by these records: the 95% t-interval of their per-seed differences contains zero "
+            f"(with fewer than {FEW_SEEDS} seeds in common and per-image predictions on both sides, the exact "
+            "McNemar test over the test images decides instead). Tied means not separated, not equal. Rank: "
+            "1 for the bold rows, else the place by top-1")
+PAIRWISE_NOTE = (f"Under each dataset, its leading rows (up to {LEADING} after the best) against the best row: "
+                 "minus best = the row's top-1 minus the best's over the seeds both ran ok (n) ± half-width of "
+                 "its 95% t-interval; p = paired t-test; Holm p = p adjusted (Holm) over the comparisons of "
+                 "that table; tied = not separated at 95% (the rule above)")
+IMAGES_NOTE = ("; images = test images paired over those seeds, McNemar p = exact McNemar test on the images "
+               "exactly one of the two got right (it judges these trained models on this test split: "
+               "seed-to-seed variation is not in it)")
+
+
+def unjudged_note(rows: list[dict]) -> str:
+    names = ", ".join(f"{row['backbone']} / {row['strategy']}" for row in rows)
+    return (f"one seed: ties cannot be judged for {names} (fewer than two seeds in common with the best row "
+            "and no per-image predictions), so only the highest top-1 is in bold")
+
+
+def pairwise_note(board: Leaderboard) -> str:
+    images = any(row["p_images"] is not None for row in board.pairwise)
+    return PAIRWISE_NOTE + (IMAGES_NOTE if images else "")
+
+
+def improvement_note(board: Leaderboard) -> str:
+    return IMPROVEMENT_NOTE.format(control=board.control)
+
+
+def critical_difference_note(board: Leaderboard) -> str:
+    """What the critical-difference diagram shows, or why there is none."""
+    cd = board.critical_difference
+    if not cd.get("drawn"):
+        return f"No critical-difference diagram: {cd.get('reason', 'no records')}"
+    text = (f"Friedman's test over the {cd['tasks']} datasets and the {len(cd['rows'])} pairs with a top-1 on "
+            f"every one: chi-square = {cd['friedman_chi2']:.2f}, p {_p_equals(cd['friedman_p'])}. Nemenyi's critical "
+            f"difference at 95% is {cd['critical_difference']:.2f} mean-rank units: in the diagram, pairs joined "
+            "by a bar are not separated. Its ranks are Friedman's (each dataset's places by mean top-1, equal "
+            "values sharing the average place, no tie rule), so they can differ from the table's mean rank")
+    if cd["left_out"]:
+        text += "; left out (no top-1 on every dataset): " + ", ".join(
+            f"{r['backbone']} / {r['strategy']}" for r in cd["left_out"])
+    return text
 
 
 CURVE_NOTE = ("top-1 for each value of a setting the grid lists several values of (mean over seeds ± "
