@@ -12,6 +12,11 @@ strategy), two plots and a self-contained page, all written next to the records:
     RESULTS/GRID/leaderboard.html                     one page, nothing remote, sortable tables
     RESULTS/GRID/accuracy_vs_train_time.png           per dataset, Pareto front marked
     RESULTS/GRID/accuracy_vs_trainable_params.png
+    RESULTS/GRID/critical_difference.png              with five or more datasets: mean ranks, Nemenyi CD
+
+Which rows the numbers separate (ties with each dataset's best, the leading rows' paired tests,
+the bootstrap interval, P(improvement) and Friedman's test) is ``significance``; the arithmetic
+itself is ``stats``.
 
 Output is byte-stable for the same records: rows are sorted, numbers formatted fixed, plots
 rendered without timestamps, and the only dates shown are those in the records.
