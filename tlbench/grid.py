@@ -14,7 +14,7 @@ import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,8 +25,10 @@ from tlbench.settings import Settings
 
 GRID_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes nothing larger
-TOP_LEVEL_KEYS = ("name", "backbones", "strategies", "datasets", "seeds", "settings",
+TOP_LEVEL_KEYS = ("name", "backbones", "strategies", "datasets", "seeds", "settings", "budget",
                   "backbone", "strategy", "dataset")
+#: Settings a ``[budget.STRATEGY]`` table may change for one strategy's cells: how much it trains.
+BUDGET_SETTINGS = ("epochs", "batch_size")
 LIST_KEYS = {"backbones": "backbone", "strategies": "strategy", "datasets": "dataset"}
 PLURAL = {"backbone": "backbones", "strategy": "strategies", "dataset": "datasets"}
 
@@ -300,6 +302,31 @@ def _option_tables(data: dict, singular: str, names: list[str], registry: Regist
     return resolved
 
 
+def _budgets(data: dict, strategies: list[str], source: str) -> dict:
+    """``[budget.STRATEGY]`` tables: epochs or batch size for one strategy's cells, so that a
+    strategy that needs more steps gets them, visibly (its records' settings say so)."""
+    tables = data.get("budget", {})
+    if not isinstance(tables, dict):
+        raise ConfigError(f"'budget' in {source!r} must be a table of [budget.STRATEGY] tables.")
+    for name, table in tables.items():
+        if name not in strategies:
+            raise ConfigError(f"[budget.{name}] in {source!r} names a strategy the grid does not use; "
+                              f"add it to 'strategies' or remove the table. In use: {', '.join(strategies)}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"[budget.{name}] in {source!r} must be a table, e.g. epochs = 10.")
+        for key, value in table.items():
+            if key not in BUDGET_SETTINGS:
+                raise ConfigError(f"'{key}' in [budget.{name}] of {source!r} is not a budget; "
+                                  f"a budget sets {' or '.join(BUDGET_SETTINGS)} for one strategy.")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{key} = {value!r} in [budget.{name}] of {source!r}: use a whole number >= 1.")
+    return tables
+
+
+def _with_budget(settings: Settings, budget: Optional[dict]) -> Settings:
+    return replace(settings, **budget) if budget else settings
+
+
 def load_grid(path: Optional[str], registry: Registry) -> Grid:
     """The grid in file ``path`` (None: the default grid a plugin provides), validated."""
     data, source = read_grid_file(default_grid_path(registry) if path is None else path)
@@ -331,6 +358,7 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
         for key, singular in LIST_KEYS.items()
     }
     seeds = _seeds(data, source)
+    budgets = _budgets(data, lists["strategies"], source)
     grid = Grid(name, lists["backbones"], lists["strategies"], lists["datasets"], seeds, settings,
                 source=source, data=data)
     for dataset, (sweep, cell_settings), backbone, strategy, seed in itertools.product(
@@ -338,7 +366,7 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
     ):
         grid.cells.append(Cell(
             grid=name, backbone=backbone, strategy=strategy, dataset=dataset, seed=seed,
-            settings=cell_settings,
+            settings=_with_budget(cell_settings, budgets.get(strategy)),
             backbone_options=options["backbone"][backbone],
             strategy_candidates=options["strategy"][strategy],
             dataset_options=options["dataset"][dataset],

@@ -182,6 +182,8 @@ def grid_for(grid_data: dict, backbone: str, strategy: str, dataset: str) -> dic
         data[plural] = [name]
         if isinstance(grid_data.get(singular), dict):
             data[singular] = {key: table for key, table in grid_data[singular].items() if key == name}
+    if isinstance(grid_data.get("budget"), dict):
+        data["budget"] = {key: table for key, table in grid_data["budget"].items() if key == strategy}
     return data
 
 
