@@ -66,7 +66,7 @@ def test_mcnemar_exact_on_hand_computed_cases():
     assert mcnemar_exact_p(4, 4) == 1.0 and mcnemar_exact_p(0, 0) == 1.0
 
 
-@pytest.mark.parametrize("b, c", [(0, 1), (3, 12), (12, 3), (40, 55), (7, 7), (250, 310), (0, 60)])
+@pytest.mark.parametrize("b, c", [(0, 1), (3, 12), (12, 3), (40, 55), (7, 7), (250, 310), (0, 60), (9500, 10500)])
 def test_mcnemar_exact_is_scipys_binomial_test(b, c):
     assert mcnemar_exact_p(b, c) == pytest.approx(scipy.stats.binomtest(b, b + c, 0.5).pvalue, rel=1e-9)
 
