@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-max-retries", type=int, default=2, metavar="N",
                      help="times Ray reruns a cell whose worker died (default: 2); after that the "
                           "cell has no record and the next run picks it up")
+    run.add_argument("--race-seeds", type=int, metavar="N",
+                     help="after the grid's seeds, add one seed a round to each dataset's best row and "
+                          "the rows tied with it, until none is tied or they have N seeds (racing; "
+                          "--executor local or subprocess)")
     run.add_argument("--retry-failed", action="store_true", help="rerun cells whose record says failed")
     run.add_argument("--force", action="store_true", help="rerun every cell, even those already done")
 
@@ -252,6 +256,13 @@ def cmd_run(args) -> int:
     from tlbench.results import ensure_writable
 
     registry, grid = _load_grid(args)
+    if args.race_seeds is not None:
+        from tlbench.race import check_cap
+
+        check_cap(args.race_seeds, grid)
+        if args.executor == "ray":
+            raise ConfigError("--race-seeds runs with --executor local or subprocess: each round is "
+                              "decided on the driver from the records of the last.")
 
     from tlbench.report import build_report, terminal_summary, write_board
     from tlbench.results import grid_dir
@@ -273,6 +284,8 @@ def cmd_run(args) -> int:
 
             outcome = run_grid_on(pool, runner, grid, job_for, retry_failed=args.retry_failed,
                                   force=args.force)
+            if args.race_seeds:
+                grid.cells = grid.cells + _race(args, registry, grid, runner, outcome)
     except KeyboardInterrupt as exc:
         progress.grid_done()
         cell = _interrupted_cells(getattr(exc, "records", []))
@@ -290,6 +303,33 @@ def cmd_run(args) -> int:
         print(f"{len(outcome.lost)} cell(s) have no record because their worker was lost; run the same "
               "command again to run them.", file=sys.stderr)
     return 1 if outcome.failed or outcome.lost else 0
+
+
+def _race(args, registry, grid, runner, outcome) -> list:
+    """Racing rounds after the grid's own cells (tlbench.race); returns the cells they added.
+    Failures and lost cells of each round join ``outcome``."""
+    from tlbench.executors import run_grid_on
+    from tlbench.race import next_round
+    from tlbench.report import build_report
+
+    added, used = [], set(grid.seeds)
+    for round_no in range(1, args.race_seeds - len(grid.seeds) + 1):
+        board = build_report(args.results, grid.name, cells=grid.cells + added)
+        racing = next_round(grid, registry, board.per_dataset, used, args.race_seeds, round_no)
+        if racing is None:
+            break
+        used |= set(racing.seeds)
+        if not args.quiet:
+            rows = len({(c.task, c.backbone, c.strategy) for c in racing.cells})
+            print(f"Racing, round {round_no}: seed {racing.seeds[0]} for {rows} row(s) tied with their "
+                  "dataset's best", file=sys.stderr)
+        pool, job_for = _pool(args, registry, racing, runner)
+        more = run_grid_on(pool, runner, racing, job_for, retry_failed=args.retry_failed)
+        outcome.ran += more.ran
+        outcome.skipped += more.skipped
+        outcome.lost += more.lost
+        added += racing.cells
+    return added
 
 
 def _pool(args, registry, grid, runner):

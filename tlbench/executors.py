@@ -512,6 +512,8 @@ class GridDriver:
             if record is None:
                 kind, message = result.failure
                 record = runner.failed_record(cell, kind, message, started_at, where=result.where)
+            if cell.race:  # the driver's fact: a worker rebuilds the cell from the grid without it
+                record = {**record, "race": dict(cell.race)}
             try:
                 write_record(runner.results_dir, record)
             except OSError as exc:

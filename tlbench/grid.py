@@ -48,6 +48,9 @@ class Cell:
     dataset_options: Any
     #: (setting, value) pairs this cell takes from a list in [settings] (a curve: one cell per value)
     sweep: tuple = ()
+    #: set on a seed added by racing (tlbench.race): its round, cap and rule, for the record; not
+    #: part of the identity (the cell is the one a grid listing that seed would have)
+    race: tuple = ()
 
     @property
     def strategy_options(self) -> Any:

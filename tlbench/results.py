@@ -76,6 +76,8 @@ OPTIONAL = {
     "pretrained": lambda v: isinstance(v, bool),
     "pixels": lambda v: isinstance(v, str),
     "predictions": lambda v: predictions.is_valid(v),
+    "race": lambda v: (isinstance(v, dict) and isinstance(v.get("round"), int) and isinstance(v.get("max_seeds"), int)
+                       and isinstance(v.get("rule"), str)),
     "node": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
     "resources": lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
     "plugins": lambda v: isinstance(v, dict) and all(
