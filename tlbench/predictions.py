@@ -8,7 +8,8 @@ sorted, the same for every cell of a grid that shares the split: see ``split_dig
 - ``correct``: whether each prediction was right, base64 of the bits (``numpy.packbits``, little
   bit order), so that McNemar's test or a bootstrap over images needs no labels.
 
-No torch here: reports read records without it.
+No torch here, and numpy only when a record's predictions are used: reading records is on the
+path of commands that must start fast.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import base64
 import binascii
 from typing import Optional
 
-import numpy as np
-
 MAX_CLASSES = 2**16
 
 
-def encode(predicted: np.ndarray, correct: np.ndarray) -> dict:
+def encode(predicted, correct) -> dict:
+    import numpy as np
+
     predicted = np.asarray(predicted)
     correct = np.asarray(correct, dtype=bool)
     if predicted.shape != correct.shape or predicted.ndim != 1:
@@ -36,8 +37,11 @@ def encode(predicted: np.ndarray, correct: np.ndarray) -> dict:
     }
 
 
-def decode(value: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted classes, correct flags) of a record's ``predictions``; ValueError if malformed."""
+def decode(value: dict) -> tuple:
+    """(predicted classes, correct flags) as numpy arrays of a record's ``predictions``;
+    ValueError if malformed."""
+    import numpy as np
+
     if not isinstance(value, dict) or set(value) != {"count", "predicted", "correct"}:
         raise ValueError("predictions must be an object with count, predicted and correct")
     count = value["count"]
@@ -62,7 +66,7 @@ def is_valid(value) -> bool:
     return True
 
 
-def of_record(record: dict) -> Optional[tuple[np.ndarray, np.ndarray]]:
+def of_record(record: dict) -> Optional[tuple]:
     """A record's (predicted, correct), or None when it has none (records before the field,
     failed cells)."""
     value = record.get("predictions")
