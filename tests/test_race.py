@@ -50,7 +50,10 @@ def test_tied_rows_get_seeds_until_the_cap_and_each_added_record_says_why(twin_p
         else:
             assert record["race"] == {"round": record["seed"] - 1, "max_seeds": 4, "rule": RULE}
     board = (results / "race" / "leaderboard.json").read_text()
-    assert '"seeds": 4' in board  # the leaderboard counts the raced seeds
+    assert '"seeds": 4' in board and '"raced_seeds": 2' in board  # the leaderboard counts the raced seeds
+    markdown = (results / "race" / "leaderboard.md").read_text()
+    assert "| 4 (2 raced) |" in markdown and "by a rule fixed before any result was read" in markdown
+    assert "optional stopping" not in markdown
 
     # the same command again: the rule replays its rounds from the records, and runs nothing again
     before = {p.name: p.stat().st_mtime_ns for p in (results / "race" / "records").glob("*.json")}
@@ -90,3 +93,13 @@ def test_a_cap_not_above_the_grid_seeds_and_ray_are_refused(write_grid, cli, tmp
     assert code == 2 and "must be more than the grid's 2 seed(s)" in err
     code, _, err = cli("run", "--grid", grid, "--results", tmp_path, "--race-seeds", 5, "--executor", "ray")
     assert code == 2 and "--executor local or subprocess" in err
+
+
+def test_seeds_a_person_adds_after_a_first_run_are_marked_as_added_later(write_grid, cli, tmp_path):
+    first = write_grid(grid_text('"linear_probe"', [0], dataset="digits"))
+    assert cli("run", "--grid", first, "--results", tmp_path, "-q")[0] == 0
+    grown = write_grid(grid_text('"linear_probe"', [0, 1, 2], dataset="digits"), name="grown.toml")
+    assert cli("run", "--grid", grown, "--results", tmp_path, "-q")[0] == 0
+    markdown = (tmp_path / "race" / "leaderboard.md").read_text()
+    assert "| 3 (2 added later) |" in markdown and "optional stopping" in markdown
+    assert {r["seed"]: r["grid_seeds"] for r in iter_records(tmp_path, "race")} == {0: [0], 1: [0, 1, 2], 2: [0, 1, 2]}

@@ -512,8 +512,9 @@ class GridDriver:
             if record is None:
                 kind, message = result.failure
                 record = runner.failed_record(cell, kind, message, started_at, where=result.where)
-            if cell.race:  # the driver's fact: a worker rebuilds the cell from the grid without it
-                record = {**record, "race": dict(cell.race)}
+            # the driver's facts (a worker rebuilds the cell from the grid without them): a seed
+            # racing added says so; any other names the seeds its grid listed when it ran
+            record = {**record, **({"race": dict(cell.race)} if cell.race else {"grid_seeds": list(self.grid.seeds)})}
             try:
                 write_record(runner.results_dir, record)
             except OSError as exc:

@@ -76,6 +76,7 @@ OPTIONAL = {
     "pretrained": lambda v: isinstance(v, bool),
     "pixels": lambda v: isinstance(v, str),
     "predictions": lambda v: predictions.is_valid(v),
+    "grid_seeds": lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
     "race": lambda v: (isinstance(v, dict) and isinstance(v.get("round"), int) and isinstance(v.get("max_seeds"), int)
                        and isinstance(v.get("rule"), str)),
     "node": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),

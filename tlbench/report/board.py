@@ -201,7 +201,7 @@ def _row(key: tuple, records: list[dict], missing_seeds: list[int]) -> dict:
         row.update(sweep=records[0]["sweep"], base_dataset=records[0]["base_dataset"])
     row["warnings"] = sorted({f"seed {r['seed']}: {w}" for r in ok for w in r.get("warnings") or ()})
     row.update(top1=top1.mean, top1_ci95=top1.half_width, top1_std=top1.std, seeds=top1.n,
-               ok_seeds=[r["seed"] for r in ok])
+               ok_seeds=[r["seed"] for r in ok], **_seed_origins(ok))
     for metric, _ in METRICS:
         values = [r[metric] for r in ok if isinstance(r.get(metric), (int, float))]
         row[metric] = mean_ci(values).mean
@@ -213,6 +213,17 @@ def _row(key: tuple, records: list[dict], missing_seeds: list[int]) -> dict:
     errors += [f"seed {seed}: no record" for seed in missing_seeds]
     row["error"] = "; ".join(errors)
     return row
+
+
+def _seed_origins(ok: list[dict]) -> dict:
+    """How many of a row's seeds racing added (the rule in their records, fixed before looking),
+    and how many joined the grid after its first run (its records list other ``grid_seeds`` than
+    the first record's: seeds added after reading a leaderboard are optional stopping)."""
+    raced = [r for r in ok if isinstance(r.get("race"), dict)]
+    planned = [r for r in ok if isinstance(r.get("grid_seeds"), list) and r not in raced]
+    first = min(planned, key=lambda r: r.get("started_at") or "")["grid_seeds"] if planned else None
+    later = [r for r in planned if first is not None and r["seed"] not in first]
+    return {"raced_seeds": len(raced), "later_seeds": len(later)}
 
 
 def _overall(per_dataset: list[dict], datasets: list[str]) -> list[dict]:

@@ -13,7 +13,8 @@ from tlbench.report.markdown import _sentence
 from tlbench.report.plots import CD_PLOT, PLOT_CAPTIONS, PLOT_TITLES
 from tlbench.report.views import (CI_NOTE, OVERALL_NOTE, TIE_NOTE, View, best_of, critical_difference_note,
                                   dataset_view, describe, environment_view, gain_note, gain_view, improvement_note,
-                                  no_gain_note, overall_view, pairwise_note, pairwise_view, unjudged, unjudged_note)
+                                  no_gain_note, overall_view, pairwise_note, pairwise_view, seed_origin_note, unjudged,
+                                  unjudged_note)
 
 
 def _template(name: str) -> str:
@@ -90,6 +91,9 @@ def to_html(board: Leaderboard, plots: dict[str, bytes]) -> str:
             cannot = unjudged(board, dataset)
             if cannot:
                 parts.append(f'<p class="note">{_note(unjudged_note(cannot).replace("in bold", "highlighted"))}</p>')
+            origins = seed_origin_note(board, dataset)
+            if origins:
+                parts.append(f'<p class="note">n: {_note(origins)}.</p>')
             best = best_of(board, dataset)
             if any(row["dataset"] == dataset for row in board.pairwise):
                 parts.append(f'<p class="note">Against the best, {escape(best["backbone"])} / '

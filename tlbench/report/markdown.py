@@ -9,7 +9,8 @@ from tlbench.report.plots import CD_PLOT, PLOT_TITLES
 from tlbench.report.views import (CI_NOTE, CURVE_NOTE, OVERALL_NOTE, TIE_NOTE, View, _curve_views, best_of,
                                   critical_difference_note, dataset_view, describe, environment_view, fmt_ci,
                                   fmt_seconds, gain_note, gain_view, improvement_note, no_gain_note, overall_view,
-                                  pairwise_note, pairwise_view, unjudged, unjudged_note)
+                                  pairwise_note, pairwise_view, seed_origin_note, unjudged,
+                                  unjudged_note)
 
 # -- markdown ---------------------------------------------------------------------------------
 
@@ -51,6 +52,9 @@ def to_markdown(board: Leaderboard, plots: Iterable[str] = ()) -> str:
         cannot = unjudged(board, dataset)
         if cannot:
             parts[-1] += f"\n{_sentence(unjudged_note(cannot))}.\n"
+        origins = seed_origin_note(board, dataset)
+        if origins:
+            parts[-1] += f"\nn: {origins}.\n"
         best = best_of(board, dataset)
         if any(row["dataset"] == dataset for row in board.pairwise):
             parts[-1] += (f"\nAgainst the best, {best['backbone']} / {best['strategy']}:\n\n"

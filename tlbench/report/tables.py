@@ -8,7 +8,7 @@ from tlbench.report.board import INTEGER_METRICS, METRICS, Leaderboard
 from tlbench.report.significance import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from tlbench.report.stats import CONFIDENCE
 
-PER_DATASET_COLUMNS = ["dataset", "backbone", "strategy", "seeds", "top1", "top1_ci95", "top1_std",
+PER_DATASET_COLUMNS = ["dataset", "backbone", "strategy", "seeds", "raced_seeds", "later_seeds", "top1", "top1_ci95", "top1_std",
                        *[m for m, _ in METRICS], "rank", "best", "tied_with_best", "tie_test", "status", "error"]
 OVERALL_COLUMNS = ["backbone", "strategy", "mean_top1", "mean_top1_low", "mean_top1_high", "mean_rank", "datasets",
                    "of_datasets", "wins", "p_improvement", "p_improvement_tasks", "not_ok"]

@@ -115,7 +115,7 @@ def dataset_view(board: Leaderboard, dataset: str) -> View:
         if row["dataset"] != dataset:
             continue
         view.add([(row["backbone"], row["backbone"]), (row["strategy"], row["strategy"]),
-                  (fmt_ci(row["top1"], row["top1_ci95"]), row["top1"]), (str(row["seeds"]), row["seeds"]),
+                  (fmt_ci(row["top1"], row["top1_ci95"]), row["top1"]), (fmt_seeds(row), row["seeds"]),
                   (fmt_rank(row["rank"]), row["rank"]),
                   (fmt_seconds(row["train_s"]), row["train_s"]),
                   (fmt_rate(row["train_samples_per_s"]), row["train_samples_per_s"]),
@@ -233,6 +233,26 @@ PAIRWISE_NOTE = (f"Under each dataset, its leading rows (up to {LEADING} after t
 IMAGES_NOTE = ("; images = test images paired over those seeds, McNemar p = exact McNemar test on the images "
                "exactly one of the two got right (it judges these trained models on this test split: "
                "seed-to-seed variation is not in it)")
+
+
+def fmt_seeds(row: dict) -> str:
+    """``5``, or ``5 (2 raced)`` / ``5 (2 added later)`` where seeds came from racing or later."""
+    origins = [f"{row[key]} {words}" for key, words in (("raced_seeds", "raced"), ("later_seeds", "added later"))
+               if row.get(key)]
+    return f"{row['seeds']} ({', '.join(origins)})" if origins else str(row["seeds"])
+
+
+def seed_origin_note(board: Leaderboard, dataset: str) -> str:
+    """What the n column's notes mean, under a task where some row has them."""
+    rows = [row for row in board.per_dataset if row["dataset"] == dataset]
+    notes = []
+    if any(row.get("raced_seeds") for row in rows):
+        notes.append("raced: seeds that racing (`tlbench run --race-seeds`) added to the best row and the rows "
+                     "tied with it, by a rule fixed before any result was read (it is in their records)")
+    if any(row.get("later_seeds") for row in rows):
+        notes.append("added later: seeds the grid listed only after its first seeds had run; if they were added "
+                     "after reading a leaderboard, that is optional stopping and the row's interval is optimistic")
+    return "; ".join(notes)
 
 
 def unjudged_note(rows: list[dict]) -> str:
