@@ -1,6 +1,8 @@
 """One protocol for every strategy: what each learns from, and tuning lists that say when
 validation preferred an edge."""
 
+import pytest
+
 from tlbench.results import iter_records
 from tlbench.runner import edge_picks
 
@@ -112,3 +114,22 @@ def test_a_wrong_budget_is_one_line_naming_the_fix(write_grid, cli, tmp_path):
                             ("[budget.full_finetune]\nepochs = 0", "whole number >= 1")):
         code, _, err = cli("run", "--grid", write_grid(base + table), "--results", tmp_path)
         assert code == 2 and expected in err and "Traceback" not in err, err
+
+
+def test_epochs_can_be_a_curve_but_not_also_a_budget(registry, write_grid):
+    from tlbench.errors import ConfigError
+    from tlbench.grid import load_grid
+
+    text = """
+        name = "budget-curve"
+        backbones = ["test_efficientnet"]
+        strategies = ["full_finetune"]
+        datasets = ["digits"]
+        [settings]
+        epochs = [1, 3]
+    """
+    cells = load_grid(write_grid(text), registry).cells
+    assert [(c.settings.epochs, c.sweep, c.task) for c in cells] == [
+        (1, (("epochs", 1),), "digits (epochs=1)"), (3, (("epochs", 3),), "digits (epochs=3)")]
+    with pytest.raises(ConfigError, match="lists as a curve"):
+        load_grid(write_grid(text + "\n[budget.full_finetune]\nepochs = 5\n", name="both.toml"), registry)

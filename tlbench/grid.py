@@ -240,7 +240,7 @@ def _seeds(data: dict, source: str) -> list[int]:
 
 # Settings a grid may list several values of: one cell per value, for curves such as accuracy
 # against shots (a strategy option's list instead selects one value on validation).
-SWEEPABLE_SETTINGS = ("train_per_class", "train_size", "image_size")
+SWEEPABLE_SETTINGS = ("train_per_class", "train_size", "image_size", "epochs")
 
 
 def _settings_variants(data: dict, source: str) -> list[tuple[tuple, Settings]]:
@@ -362,6 +362,11 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
     }
     seeds = _seeds(data, source)
     budgets = _budgets(data, lists["strategies"], source)
+    swept = {key for sweep, _ in variants for key, _ in sweep}
+    for strategy, table in budgets.items():
+        for key in swept & set(table):
+            raise ConfigError(f"[budget.{strategy}] sets {key}, which [settings] lists as a curve in {source!r}: "
+                              f"remove one of them (a budget would flatten that strategy's curve).")
     grid = Grid(name, lists["backbones"], lists["strategies"], lists["datasets"], seeds, settings,
                 source=source, data=data)
     for dataset, (sweep, cell_settings), backbone, strategy, seed in itertools.product(
