@@ -140,7 +140,7 @@ def test_new_settings_at_their_default_leave_existing_run_ids_alone(write_grid, 
 
 
 @pytest.mark.parametrize("table, expected", [
-    ("epochs = [1, 2]", "'epochs' in [settings] takes one value"),
+    ("batch_size = [16, 32]", "'batch_size' in [settings] takes one value"),
     ("train_per_class = []", "must list distinct values"),
     ("train_per_class = [5, 5]", "must list distinct values"),
     ("train_per_class = [5, -1]", "train_per_class must be 0 (all) or a positive number"),

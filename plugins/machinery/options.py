@@ -55,6 +55,18 @@ class FinetuneOptions(SupervisedOptions):
 
 
 @dataclass(frozen=True)
+class PretrainedFinetuneOptions(FinetuneOptions):
+    """Every parameter of a pretrained network trains: small steps for the body, large ones for
+    the new head, BatchNorm on its running statistics, a short warm-up (docs/strategies.md,
+    "Recipes", says what was measured to choose each)."""
+
+    lr: float = tlbench.option(1e-4, "AdamW peak learning rate of the pretrained body (a list selects on validation)")
+    head_lr_scale: float = tlbench.option(10.0, "the new head's learning rate is lr times this (1 = one rate for all)")
+    norm_statistics: str = tlbench.option("keep", "BatchNorm while training: keep (running statistics fixed; scale and shift still train) or update (batch statistics, running averages follow the data)")
+    warmup_epochs: float = tlbench.option(0.5, "linear warm-up length in epochs before the cosine decay")
+
+
+@dataclass(frozen=True)
 class LinearProbeOptions:
     l2_max: float = tlbench.option(10.0, "strongest L2 penalty on the path (on standardised features)")
     l2_min: float = tlbench.option(1e-5, "weakest L2 penalty on the path")

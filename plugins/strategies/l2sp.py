@@ -2,11 +2,11 @@ from dataclasses import dataclass
 
 import tlbench
 
-from tlbench_plugins.machinery.options import FinetuneOptions
+from tlbench_plugins.machinery.options import PretrainedFinetuneOptions
 
 
 @dataclass(frozen=True)
-class L2spOptions(FinetuneOptions):
+class L2spOptions(PretrainedFinetuneOptions):
     alpha: float = tlbench.option(0.01, "strength of the pull toward the pretrained weights (alpha/2 ||w - w0||^2)")
     beta: float = tlbench.option(0.01, "L2 strength on the new head (beta/2 ||w||^2)")
     weight_decay: float = tlbench.option(0.0, "AdamW decoupled weight decay on top of the penalties (0: L2-SP replaces it)")
