@@ -7,7 +7,8 @@ from tlbench_plugins.machinery.options import FinetuneOptions, LinearProbeOption
 
 @dataclass(frozen=True)
 class LpFtOptions(FinetuneOptions):
-    lr: float = tlbench.option(3e-4, "AdamW peak learning rate of the fine-tuning stage (a list selects on validation)")
+    lr: float = tlbench.option(3e-5, "AdamW peak learning rate of the fine-tuning stage (a list selects on validation)")
+    warmup_epochs: float = tlbench.option(0.5, "linear warm-up length in epochs before the cosine decay")
     norm_statistics: str = tlbench.option("keep", "BatchNorm while fine-tuning: keep (the running statistics the probe was fitted with) or update")
 
 
