@@ -133,3 +133,24 @@ def test_epochs_can_be_a_curve_but_not_also_a_budget(registry, write_grid):
         (1, (("epochs", 1),), "digits (epochs=1)"), (3, (("epochs", 3),), "digits (epochs=3)")]
     with pytest.raises(ConfigError, match="lists as a curve"):
         load_grid(write_grid(text + "\n[budget.full_finetune]\nepochs = 5\n", name="both.toml"), registry)
+
+
+def test_a_probe_on_a_warm_cache_is_charged_the_extraction_an_earlier_cell_paid(write_grid, tiny_settings, cli, tmp_path):
+    import csv
+
+    grid = write_grid(f"""
+        name = "warm"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["digits"]
+        {tiny_settings}
+    """)
+    assert cli("run", "--grid", grid, "--results", tmp_path, "-q")[0] == 0
+    (cold,) = iter_records(tmp_path, "warm")
+    assert cold["strategy_info"]["feature_cache"] == "miss" and cold["strategy_info"]["cached_extraction_s"] == 0
+    assert cli("run", "--grid", grid, "--results", tmp_path, "-q", "--force")[0] == 0
+    (warm,) = iter_records(tmp_path, "warm")
+    info = warm["strategy_info"]
+    assert info["feature_cache"] == "hit" and info["cached_extraction_s"] > 0
+    (row,) = csv.DictReader((tmp_path / "warm" / "leaderboard.csv").open())
+    assert float(row["fit_s"]) == pytest.approx(warm["train_s"] + info["cached_extraction_s"], rel=1e-6)

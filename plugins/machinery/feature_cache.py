@@ -42,7 +42,8 @@ def _path(cache_dir: str, key: dict) -> Path:
 
 
 def load(cache_dir: str, key: dict, labels: torch.Tensor):
-    """Cached features for ``key``, or None when absent, unreadable or inconsistent."""
+    """(cached features for ``key``, the seconds their extraction took), or None when absent,
+    unreadable or inconsistent."""
     path = _path(cache_dir, key)
     if not path.exists():
         return None
@@ -54,7 +55,7 @@ def load(cache_dir: str, key: dict, labels: torch.Tensor):
     except Exception:  # a truncated or foreign file
         valid = False
     if valid:
-        return features
+        return features, float(entry.get("seconds") or 0.0)
     _set_aside(path)
     return None
 
@@ -74,15 +75,16 @@ def _umask() -> int:
     return current
 
 
-def store(cache_dir: str, key: dict, features: torch.Tensor, labels: torch.Tensor) -> None:
-    """Write an entry whole or not at all, so a killed run never leaves half a file behind."""
+def store(cache_dir: str, key: dict, features: torch.Tensor, labels: torch.Tensor, seconds: float = 0.0) -> None:
+    """Write an entry whole or not at all, so a killed run never leaves half a file behind.
+    ``seconds``: what extracting them cost, so a later cell that reads them can say so."""
     path = _path(cache_dir, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide a shared cache from its other users
         with os.fdopen(fd, "wb") as handle:
-            torch.save({"key": key, "features": features.cpu(), "labels": labels.cpu()}, handle)
+            torch.save({"key": key, "features": features.cpu(), "labels": labels.cpu(), "seconds": seconds}, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

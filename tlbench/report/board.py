@@ -21,8 +21,8 @@ METRICS = (
 )
 INTEGER_METRICS = {"trainable_params", "total_params"}
 ENVIRONMENT_FIELDS = ("tlbench", "tlbench_git_commit", "tlbench_git_dirty", "torch", "torchvision",
-                      "timm", "python", "cuda", "device", "device_name", "precision", "platform",
-                      "hostname")
+                      "timm", "python", "cuda", "device", "device_name", "cpu_model", "threads", "deterministic",
+                      "precision", "platform", "hostname")
 
 
 # -- which records ----------------------------------------------------------------------------
@@ -205,6 +205,9 @@ def _row(key: tuple, records: list[dict], missing_seeds: list[int]) -> dict:
     for metric, _ in METRICS:
         values = [r[metric] for r in ok if isinstance(r.get(metric), (int, float))]
         row[metric] = mean_ci(values).mean
+    # the compute the row cost: every candidate's fit when options were tuned on validation
+    # and the frozen pass an earlier cell paid, where features came from the cache
+    row["fit_s"] = mean_ci([_fit_seconds(r) for r in ok if _fit_seconds(r) is not None]).mean
     counts = {s: sum(r["status"] == s for r in records) for s in STATUS_ORDER}
     counts["missing"] = len(missing_seeds)
     row["status"] = ("ok" if counts["ok"] and sum(counts.values()) == counts["ok"]
@@ -213,6 +216,15 @@ def _row(key: tuple, records: list[dict], missing_seeds: list[int]) -> dict:
     errors += [f"seed {seed}: no record" for seed in missing_seeds]
     row["error"] = "; ".join(errors)
     return row
+
+
+def _fit_seconds(record: dict) -> Optional[float]:
+    """Every candidate's fit, plus the feature extraction its probe read from the cache."""
+    fit = record.get("selection_s") or record.get("train_s")
+    if not isinstance(fit, (int, float)):
+        return None
+    cached = (record.get("strategy_info") or {}).get("cached_extraction_s")
+    return fit + (cached if isinstance(cached, (int, float)) and cached > 0 else 0.0)
 
 
 def _seed_origins(ok: list[dict]) -> dict:

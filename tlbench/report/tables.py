@@ -9,13 +9,13 @@ from tlbench.report.significance import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from tlbench.report.stats import CONFIDENCE
 
 PER_DATASET_COLUMNS = ["dataset", "backbone", "strategy", "seeds", "raced_seeds", "later_seeds", "top1", "top1_ci95", "top1_std",
-                       *[m for m, _ in METRICS], "rank", "best", "tied_with_best", "tie_test", "status", "error"]
+                       *[m for m, _ in METRICS], "fit_s", "rank", "best", "tied_with_best", "tie_test", "status", "error"]
 OVERALL_COLUMNS = ["backbone", "strategy", "mean_top1", "mean_top1_low", "mean_top1_high", "mean_rank", "datasets",
                    "of_datasets", "wins", "p_improvement", "p_improvement_tasks", "not_ok"]
 PAIRWISE_COLUMNS = ["dataset", "backbone", "strategy", "best_backbone", "best_strategy", "top1", "best_top1",
                     "difference", "difference_ci95", "paired_seeds", "p_value", "p_holm", "images", "p_images",
                     "tied_with_best", "tie_test"]
-FLOAT_COLUMNS = {"top1", "top1_ci95", "top1_std", "rank", "mean_top1", "mean_top1_low", "mean_top1_high", "mean_rank",
+FLOAT_COLUMNS = {"fit_s", "top1", "top1_ci95", "top1_std", "rank", "mean_top1", "mean_top1_low", "mean_top1_high", "mean_rank",
                  "p_improvement", "control_top1", "gain", "gain_ci95", "best_top1", "difference", "difference_ci95",
                  "p_value", "p_holm", "p_images"}
 GAIN_COLUMNS = ["dataset", "backbone", "strategy", "top1", "control_top1", "gain", "gain_ci95",
