@@ -204,7 +204,7 @@ def test_transfer_gain_is_each_strategy_minus_the_control_with_paired_seeds(tmp_
     assert rows[("lite1", "linear_probe")]["gain"] == "" and rows[("lite1", "linear_probe")]["note"] == "scratch: 2 missing"
     md = (folder / "leaderboard.md").read_text()
     assert "## Transfer gain over `scratch`" in md and "+0.110 ± 0.127" in md
-    assert "(the same recipe from random weights)" in md
+    assert "(the network trained from random weights)" in md
 
 
 def test_the_control_is_the_one_strategy_whose_records_start_from_random_weights(tmp_path, cli):

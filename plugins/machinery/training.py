@@ -267,7 +267,7 @@ class CompileClock:
 def finetune_everything(model: nn.Module, train: tlbench.Split, val: tlbench.Split,
                         ctx: tlbench.FitContext, recipe: Recipe) -> nn.Module:
     """Every parameter trains with ``recipe``; logs the validation top-1. The whole fit of
-    full_finetune and of scratch (the same recipe from random weights)."""
+    full_finetune and of scratch (random weights, each with its own recipe)."""
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     fit_supervised(model, train, ctx, recipe)

@@ -1,13 +1,20 @@
+from dataclasses import dataclass
+
 import tlbench
 
 from tlbench_plugins.machinery.options import FinetuneOptions
 
 
+@dataclass(frozen=True)
+class ScratchOptions(FinetuneOptions):
+    lr: float = tlbench.option(3e-3, "AdamW peak learning rate for every parameter (a list selects on validation)")
+
+
 class Scratch(tlbench.Strategy):
-    """The full_finetune recipe from random weights: the control that measures transfer gain."""
+    """Every parameter trains from random weights (lr 3e-3, batch statistics): the control that measures transfer gain."""
 
     name = "scratch"
-    Options = FinetuneOptions
+    Options = ScratchOptions
     pretrained = False
 
     def fit(self, model, train, val, ctx):

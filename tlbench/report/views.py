@@ -314,7 +314,7 @@ def _curve_views(board: Leaderboard) -> list[tuple[tuple, View]]:
 
 
 def gain_note(board: Leaderboard) -> str:
-    what = ("the same recipe from random weights" if board.control_from_random
+    what = ("the network trained from random weights" if board.control_from_random
             else "the control chosen with --control")
     return (f"each strategy's top-1 minus `{board.control}` ({what}) on "
             f"the same backbone and dataset; ± from per-seed differences, n = paired seeds")
