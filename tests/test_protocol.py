@@ -154,3 +154,17 @@ def test_a_probe_on_a_warm_cache_is_charged_the_extraction_an_earlier_cell_paid(
     assert info["feature_cache"] == "hit" and info["cached_extraction_s"] > 0
     (row,) = csv.DictReader((tmp_path / "warm" / "leaderboard.csv").open())
     assert float(row["fit_s"]) == pytest.approx(warm["train_s"] + info["cached_extraction_s"], rel=1e-6)
+
+
+def test_a_row_whose_every_seed_chose_one_end_of_its_list_is_flagged():
+    from tlbench.report.board import _edge_picks
+
+    def record(selected, lrs=(1e-3, 3e-3)):
+        return {"candidates": [{"options": {"lr": lr, "blocks": 2}} for lr in lrs], "selected": selected}
+
+    (note,) = _edge_picks([record(1), record(1), record(1)])
+    assert note.startswith("lr: every seed (3 of 3) chose the largest value")
+    assert _edge_picks([record(1), record(0), record(1)]) == []  # validation disagrees: inside the range
+    assert _edge_picks([record(1)]) == []  # one seed says little
+    assert _edge_picks([record(1, (1, 2, 3)), record(1, (1, 2, 3))]) == []  # the middle value
+    assert "smallest" in _edge_picks([record(0), record(0)])[0]

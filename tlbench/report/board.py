@@ -200,6 +200,7 @@ def _row(key: tuple, records: list[dict], missing_seeds: list[int]) -> dict:
     if records and records[0].get("sweep"):
         row.update(sweep=records[0]["sweep"], base_dataset=records[0]["base_dataset"])
     row["warnings"] = sorted({f"seed {r['seed']}: {w}" for r in ok for w in r.get("warnings") or ()})
+    row["warnings"] += _edge_picks(ok)
     row.update(top1=top1.mean, top1_ci95=top1.half_width, top1_std=top1.std, seeds=top1.n,
                ok_seeds=[r["seed"] for r in ok], **_seed_origins(ok))
     for metric, _ in METRICS:
@@ -216,6 +217,30 @@ def _row(key: tuple, records: list[dict], missing_seeds: list[int]) -> dict:
     errors += [f"seed {seed}: no record" for seed in missing_seeds]
     row["error"] = "; ".join(errors)
     return row
+
+
+def _edge_picks(ok: list[dict]) -> list[str]:
+    """A tuned option whose every seed chose the same end of its list (two values or more):
+    validation keeps pointing past the list, so the row may be under-tuned."""
+    tuned = [r for r in ok if isinstance(r.get("candidates"), list) and isinstance(r.get("selected"), int)
+             and 0 <= r["selected"] < len(r["candidates"])]
+    if len(tuned) < 2:
+        return []
+    notes = []
+    for key in sorted((tuned[0]["candidates"][0].get("options") or {})):
+        ends = set()
+        for r in tuned:
+            values = [(c.get("options") or {}).get(key) for c in r["candidates"]]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) or len(set(values)) < 2:
+                ends = None
+                break
+            chosen = values[r["selected"]]
+            ends.add("largest" if chosen == max(values) else "smallest" if chosen == min(values) else "inside")
+        if ends and len(ends) == 1 and ends != {"inside"}:
+            (end,) = ends
+            notes.append(f"{key}: every seed ({len(tuned)} of {len(tuned)}) chose the {end} value of its list on "
+                         "validation; the best may lie beyond it")
+    return notes
 
 
 def _fit_seconds(record: dict) -> Optional[float]:
