@@ -101,7 +101,7 @@ class TestRenderedPage:
         assert column(page, "table-pairwise-digits", 1) == ["linear_probe", "scratch"]
         assert column(page, "table-pairwise-digits", 7) == ["no", "no"]
         # faces: the strategies that did not run there are rows too
-        assert column(page, "table-dataset-faces", 9) == ["ok", "ok", "3 missing", "3 missing"]
+        assert column(page, "table-dataset-faces", 10) == ["ok", "ok", "3 missing", "3 missing"]
 
         top1 = page.locator("#table-dataset-digits th", has_text="top-1")
         top1.locator("button").click()
