@@ -100,9 +100,23 @@ def test_an_edited_top1_exits_1_naming_the_cell(copy, reproduce):
     assert hashes(copy) == before
 
 
+def test_a_record_that_contradicts_its_own_predictions_is_named(copy, reproduce):
+    probe = ok_records(copy, "linear_probe")[0]
+    nudged = max(0.0, probe["top1"] - 0.01)  # within the tolerance: only the predictions give it away
+    rewrite(copy / "tiny" / "records" / f"{probe['run_id']}.json", top1=nudged)
+    code, out, err = reproduce("--results", copy, "--run-id", probe["run_id"], "-q")
+    assert code == 1, out + err
+    assert "1 of 1 published record(s) contradict themselves" in out
+    assert f"its top-1 {nudged:.3f} disagrees with its own per-image predictions ({probe['top1']:.3f} of" in out
+
+
 def test_a_larger_tolerance_accepts_the_difference(copy, reproduce):
     probe = ok_records(copy, "linear_probe")[0]
-    rewrite(copy / "tiny" / "records" / f"{probe['run_id']}.json", top1=max(0.0, probe["top1"] - 0.05))
+    path = copy / "tiny" / "records" / f"{probe['run_id']}.json"
+    rewrite(path, top1=max(0.0, probe["top1"] - 0.05))
+    old_style = json.loads(path.read_text())
+    del old_style["predictions"]  # a record from before per-image predictions: nothing to check it by
+    path.write_text(json.dumps(old_style))
     code, out, err = reproduce("--results", copy, "--run-id", probe["run_id"], "--tolerance", "0.1", "-q")
     assert code == 0, out + err
     assert "within 0.1" in out

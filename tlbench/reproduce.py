@@ -57,6 +57,24 @@ class Check:
         return self.difference is not None and abs(self.difference) <= self.tolerance + EPSILON
 
     @property
+    def inconsistency(self) -> Optional[str]:
+        """Why the published top-1 disagrees with the record's own per-image predictions (a
+        record changed after it was written), or None; records without predictions say nothing."""
+        from tlbench.predictions import of_record
+
+        try:
+            found = of_record(self.published)
+        except ValueError:
+            return None  # the validator already refused malformed predictions
+        if found is None or not found[1].size:
+            return None
+        right = float(found[1].mean())
+        if abs(right - self.published["top1"]) <= EPSILON:
+            return None
+        return (f"its top-1 {self.published['top1']:.3f} disagrees with its own per-image predictions "
+                f"({right:.3f} of {found[1].size} test images right): the record was changed after it was written")
+
+    @property
     def environment_differences(self) -> dict:
         """{key: (published, rerun)} for the environment keys both records have and differ on."""
         before = self.published.get("environment") or {}
@@ -347,7 +365,8 @@ def verdict(checks: list[Check], tolerance: float) -> tuple[list[str], int]:
     """(the verdict line and a line per cell that is not reproduced, exit status)."""
     beyond = [c for c in checks if c.difference is not None and not c.within]
     unrun = [c for c in checks if c.difference is None]
-    if not beyond and not unrun:
+    changed = [c for c in checks if c.inconsistency]
+    if not beyond and not unrun and not changed:
         largest = max(abs(c.difference) for c in checks)
         return [f"Reproduced: all {len(checks)} rerun cell(s) are within {tolerance:g} of their published "
                 f"top-1 (largest difference {largest:.3f})."], 0
@@ -356,6 +375,8 @@ def verdict(checks: list[Check], tolerance: float) -> tuple[list[str], int]:
         parts.append(f"{len(beyond)} of {len(checks)} cell(s) beyond {tolerance:g} of their published top-1")
     if unrun:
         parts.append(f"{len(unrun)} of {len(checks)} could not be rerun")
+    if changed:
+        parts.append(f"{len(changed)} of {len(checks)} published record(s) contradict themselves")
     lines = ["Not reproduced: " + ", and ".join(parts) + "."]
     for check in beyond:
         r = check.published
@@ -363,6 +384,8 @@ def verdict(checks: list[Check], tolerance: float) -> tuple[list[str], int]:
                      f"{check.rerun['top1']:.3f} rerun ({check.difference:+.3f})")
     for check in unrun:
         lines.append(f"  {check.label} (run_id {check.published['run_id']}): {check.problem}")
+    for check in changed:
+        lines.append(f"  {check.label} (run_id {check.published['run_id']}): {check.inconsistency}")
     return lines, 1
 
 
