@@ -55,36 +55,82 @@ def test_tied_rows_get_seeds_until_the_cap_and_each_added_record_says_why(twin_p
     assert "| 4 (2 raced) |" in markdown and "by a rule fixed before any result was read" in markdown
     assert "optional stopping" not in markdown
 
-    # the same command again: the rule replays its rounds from the records, and runs nothing again
+    # the same command again: the leaderboard already counts the raced seeds, so nothing races or reruns
     before = {p.name: p.stat().st_mtime_ns for p in (results / "race" / "records").glob("*.json")}
     code, _, err = cli("run", "--grid", grid, "--results", results, "--plugins-dir", twin_plugins,
                        "--race-seeds", 4)
-    assert code == 0 and err.count("2 of 2 cells already have records") == 2
+    assert code == 0 and "Racing" not in err
     assert {p.name: p.stat().st_mtime_ns for p in (results / "race" / "records").glob("*.json")} == before
 
 
-def test_a_best_row_already_separated_gets_no_more_seeds(test_plugins_dir, write_grid, cli, tmp_path):
+def test_a_best_row_its_seeds_separate_gets_no_more_seeds(test_plugins_dir, write_grid, cli, tmp_path):
+    grid = write_grid(grid_text('"linear_probe", "always_zero"', [0, 1, 2], dataset="digits"))
+    code, _, err = cli("run", "--grid", grid, "--results", tmp_path, "--plugins-dir", test_plugins_dir,
+                       "--race-seeds", 5)
+    assert code == 0, err
+    assert "Racing" not in err
+    assert {r["seed"] for r in iter_records(tmp_path, "race")} == {0, 1, 2}
+
+
+def test_one_seed_separated_only_over_test_images_still_races(test_plugins_dir, write_grid, cli, tmp_path):
+    # McNemar over the test images separates these at once; it says nothing of the spread from
+    # seed to seed, so the race goes on until the seeds judge
     grid = write_grid(grid_text('"linear_probe", "always_zero"', [0], dataset="digits"))
     code, _, err = cli("run", "--grid", grid, "--results", tmp_path, "--plugins-dir", test_plugins_dir,
                        "--race-seeds", 3)
     assert code == 0, err
-    assert "Racing" not in err
-    assert {r["seed"] for r in iter_records(tmp_path, "race")} == {0}
+    assert "Racing, round 1: seed 1" in err and "Racing, round 2: seed 2" in err
+    assert {r["seed"] for r in iter_records(tmp_path, "race")} == {0, 1, 2}
+
+
+def test_the_leaderboard_keeps_raced_seeds_whoever_writes_it(test_plugins_dir, write_grid, cli, tmp_path):
+    import shutil
+
+    plugins = tmp_path / "both"
+    plugins.mkdir()
+    shutil.copy(test_plugins_dir / "broken_results.py", plugins)
+    (plugins / "probe_twin.py").write_text(
+        "import tlbench\n"
+        "from tlbench_plugins.strategies.linear_probe import LinearProbe\n\n\n"
+        "class LinearProbeTwin(LinearProbe):\n"
+        "    name = 'linear_probe_twin'\n\n\n"
+        "@tlbench.hookimpl\n"
+        "def register_strategies(register):\n"
+        "    register(LinearProbeTwin)\n")
+    grid = write_grid(grid_text('"linear_probe", "linear_probe_twin", "always_zero"', [0, 1, 2], dataset="digits"))
+    results = tmp_path / "results"
+    assert cli("run", "--grid", grid, "--results", results, "--plugins-dir", plugins, "--race-seeds", 4)[0] == 0
+    seeds = {(r["strategy"], r["seed"]) for r in iter_records(results, "race")}
+    assert ("linear_probe", 3) in seeds and ("linear_probe_twin", 3) in seeds and ("always_zero", 3) not in seeds
+
+    def rows():
+        import json
+
+        board = json.loads((results / "race" / "leaderboard.json").read_text())
+        return {r["strategy"]: (r["seeds"], r["status"]) for r in board["per_dataset"]}
+
+    raced = {"linear_probe": (4, "ok"), "linear_probe_twin": (4, "ok"), "always_zero": (3, "ok")}
+    assert rows() == raced
+    # a plain run of the same grid, and a report from the records alone, show the same rows
+    assert cli("run", "--grid", grid, "--results", results, "--plugins-dir", plugins)[0] == 0
+    assert rows() == raced
+    assert cli("report", "--results", results)[0] == 0
+    assert rows() == raced
 
 
 def test_the_rule_races_only_the_best_and_rows_tied_with_it():
+    def row(task, strategy, top1, seeds, tied, test):
+        return {"dataset": task, "backbone": "b", "strategy": strategy, "top1": top1, "seeds": seeds,
+                "tied_with_best": tied, "tie_test": test}
+
     rows = [
-        {"dataset": "a", "backbone": "b", "strategy": "x", "top1": 0.9, "seeds": 3, "tied_with_best": True},
-        {"dataset": "a", "backbone": "b", "strategy": "y", "top1": 0.88, "seeds": 3, "tied_with_best": True},
-        {"dataset": "a", "backbone": "b", "strategy": "z", "top1": 0.5, "seeds": 3, "tied_with_best": False},
-        {"dataset": "c", "backbone": "b", "strategy": "x", "top1": 0.9, "seeds": 3, "tied_with_best": True},
-        {"dataset": "c", "backbone": "b", "strategy": "y", "top1": 0.7, "seeds": 3, "tied_with_best": False},
-        {"dataset": "d", "backbone": "b", "strategy": "x", "top1": 0.9, "seeds": 5, "tied_with_best": True},
-        {"dataset": "d", "backbone": "b", "strategy": "y", "top1": 0.9, "seeds": 5, "tied_with_best": True},
-        {"dataset": "e", "backbone": "b", "strategy": "x", "top1": 0.9, "seeds": 1, "tied_with_best": True},
-        {"dataset": "e", "backbone": "b", "strategy": "y", "top1": 0.2, "seeds": 1, "tied_with_best": None},
+        row("a", "x", 0.9, 3, True, "best"), row("a", "y", 0.88, 3, True, "seeds"), row("a", "z", 0.5, 3, False, "seeds"),
+        row("c", "x", 0.9, 3, True, "best"), row("c", "y", 0.7, 3, False, "seeds"),
+        row("d", "x", 0.9, 5, True, "best"), row("d", "y", 0.9, 5, True, "equal"),
+        row("e", "x", 0.9, 1, True, "best"), row("e", "y", 0.2, 1, None, None),
+        row("f", "x", 0.9, 2, True, "best"), row("f", "y", 0.3, 2, False, "images"),  # the images, not the seeds
     ]
-    assert unsettled(rows, max_seeds=5) == {"a": {("b", "x"), ("b", "y")}, "e": {("b", "x"), ("b", "y")}}
+    assert unsettled(rows, max_seeds=5) == {task: {("b", "x"), ("b", "y")} for task in ("a", "e", "f")}
 
 
 def test_a_cap_not_above_the_grid_seeds_and_ray_are_refused(write_grid, cli, tmp_path):

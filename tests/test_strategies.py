@@ -195,3 +195,13 @@ def test_layer_decay_slows_stages_near_the_input(setup_cell):
     assert lr_of[id(named["blocks.4.0.conv_pw.weight"])] == 0.5
     assert lr_of[id(named["conv_stem.weight"])] == 0.5 ** 6
     assert decay_of[id(named["conv_stem.weight"])] == 0.1 and decay_of[id(named["bn1.bias"])] == 0.0
+
+
+def test_full_finetune_from_random_weights_normalises_by_the_batch(small_cell, cell_tools):
+    """Its recipe keeps a pretrained network's BatchNorm statistics; a random network's (0 and 1)
+    mean nothing, so a grid with pretrained = false trains on batch statistics, and says so."""
+    cell_setup, before = small_cell("full_finetune")
+    assert cell_setup.ctx.pretrained is False and cell_setup.strategy.options.norm_statistics == "keep"
+    model = cell_tools.fit(cell_setup)
+    assert cell_setup.ctx.info["norm_statistics"] == "update (random weights)"
+    assert "bn1.running_mean" in cell_tools.changed(model, before)

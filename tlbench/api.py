@@ -170,6 +170,9 @@ class FitContext:
     #: ``torch.amp.GradScaler``, or fp16 gradients underflow). The record keeps it.
     precision: str
     weights: str  # identity of the initial weights (with the seed for random init), for caches
+    #: whether the network starts from pretrained weights (False: random initialisation, e.g.
+    #: ``scratch`` or a grid with ``pretrained = false``)
+    pretrained: bool = True
     cache_dir: str
     #: ``ctx.progress(iterable, total=None, desc="")`` wraps a loop so the cell's progress bar shows it
     progress: Callable[..., Iterable]

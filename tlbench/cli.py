@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import signal
 import sys
 import threading
@@ -176,7 +177,6 @@ def cmd_rank(args) -> int:
 
 def cmd_reproduce(args) -> int:
     """`tlbench reproduce`; exit 0 when every rerun cell is within tolerance, 1 otherwise."""
-    import os
     import shutil
     import tempfile
     from pathlib import Path
@@ -269,6 +269,9 @@ def cmd_run(args) -> int:
     from tlbench.machine import check_device
     from tlbench.runner import Runner, check_cache_dir
 
+    if any(cell.settings.deterministic for cell in grid.cells):
+        # read once, when cuBLAS starts: set before anything here touches CUDA (workers inherit it)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if args.executor != "ray":  # on Ray, the cluster's GPUs count, not the driver's (see RayPool)
         check_device(grid.settings.device)
     ensure_writable(args.results, grid.name)
@@ -334,8 +337,6 @@ def _race(args, registry, grid, runner, outcome) -> list:
 
 def _pool(args, registry, grid, runner):
     """(pool that runs the cells, cell -> job for its workers) for --executor."""
-    import os
-
     from tlbench.executors import LocalPool, SubprocessPool, job_maker
 
     if args.cell_timeout is not None and not (math.isfinite(args.cell_timeout) and args.cell_timeout > 0):
@@ -495,8 +496,6 @@ def _where(paths: list) -> str:
 
 
 def _color(stream) -> bool:
-    import os
-
     return (hasattr(stream, "isatty") and stream.isatty() and "NO_COLOR" not in os.environ
             and os.environ.get("TERM") != "dumb")
 
@@ -609,8 +608,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so that flushing it at exit raises nothing more."""
-    import os
-
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
 

@@ -406,6 +406,7 @@ class Runner:
         ctx = CellContext(cell, device, len(images.classes), self.cache_dir, self.progress)
         # random weights differ by seed, so their identity (e.g. for feature caches) includes it
         ctx.weights = network.weights if pretrained else f"{network.weights}@seed{cell.seed}"
+        ctx.pretrained = pretrained
         train, val, test = (split(CountingSplit, splits.train), split(CountingSplit, splits.val),
                             split(ImageSplit, splits.test))
         return CellSetup(

@@ -62,7 +62,7 @@ class PretrainedFinetuneOptions(FinetuneOptions):
 
     lr: float = tlbench.option(1e-4, "AdamW peak learning rate of the pretrained body (a list selects on validation)")
     head_lr_scale: float = tlbench.option(10.0, "the new head's learning rate is lr times this (1 = one rate for all)")
-    norm_statistics: str = tlbench.option("keep", "BatchNorm while training: keep (running statistics fixed; scale and shift still train) or update (batch statistics, running averages follow the data)")
+    norm_statistics: str = tlbench.option("keep", "BatchNorm while training: keep (a pretrained network's running statistics fixed; scale and shift still train; from random weights it updates) or update (batch statistics, running averages follow the data)")
     warmup_epochs: float = tlbench.option(0.5, "linear warm-up length in epochs before the cosine decay")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +66,16 @@ def default_train_mode(model: nn.Module, recipe: "Recipe") -> None:
     train_mode_keeping_frozen_norms(model)
     if recipe.norm_statistics == "keep":
         keep_norm_statistics(model)
+
+
+def for_the_weights(recipe: "Recipe", ctx: tlbench.FitContext) -> "Recipe":
+    """The pretrained fine-tuning recipe keeps the statistics a pretrained network learned; a
+    random network's initial ones (0 and 1) mean nothing, so there it normalises by the batch
+    (a grid with ``pretrained = false``), and the record says so."""
+    if recipe.norm_statistics == "keep" and not getattr(ctx, "pretrained", True):
+        ctx.log(norm_statistics="update (random weights)")
+        return replace(recipe, norm_statistics="update")
+    return recipe
 
 
 def stage_groups(model: nn.Module) -> list[list[str]]:
@@ -270,7 +280,7 @@ def finetune_everything(model: nn.Module, train: tlbench.Split, val: tlbench.Spl
     full_finetune and of scratch (random weights, each with its own recipe)."""
     for parameter in model.parameters():
         parameter.requires_grad_(True)
-    fit_supervised(model, train, ctx, recipe)
+    fit_supervised(model, train, ctx, for_the_weights(recipe, ctx))
     ctx.log(val_top1=accuracy(model, val, ctx))
     return model
 

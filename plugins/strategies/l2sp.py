@@ -46,7 +46,7 @@ class L2sp(tlbench.Strategy):
             if strength:
                 hooks.append(parameter.register_hook(_pull(parameter, anchor, strength)))
         try:
-            training.fit_supervised(model, train, ctx, self.options.recipe())
+            training.fit_supervised(model, train, ctx, training.for_the_weights(self.options.recipe(), ctx))
         finally:
             for hook in hooks:
                 hook.remove()

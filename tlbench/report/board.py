@@ -38,7 +38,9 @@ def current_records(records: Iterable[dict], cells: Optional[list] = None) -> li
     records = list(records)
     if cells is not None:
         wanted = {cell.run_id for cell in cells}
-        chosen = [r for r in records if r["run_id"] in wanted]
+        configs = {cell.config_id for cell in cells}
+        # seeds racing added belong to the grid's configuration though its seed list lacks them
+        chosen = [r for r in records if r["run_id"] in wanted or (_raced(r) and r.get("config_id") in configs)]
     else:
         newest: dict = {}
         for r in sorted(records, key=lambda r: (r.get("started_at") or "", r["run_id"])):
@@ -55,10 +57,17 @@ def expected_cells(records: list[dict], cells: Optional[list] = None) -> set:
     strategies, datasets and seeds they name (a grid is such a product), so a cell that never
     wrote a record - a runner lost with its node, a grid stopped early - shows as missing.
     """
+    raced = {(r["dataset"], r["backbone"], r["strategy"], r["seed"]) for r in records if _raced(r)}
     if cells is not None:
-        return {(c.task, c.backbone, c.strategy, c.seed) for c in cells}
-    axes = [sorted({r[k] for r in records}) for k in (*KEYS, "seed")]
-    return set(itertools.product(*axes))
+        return {(c.task, c.backbone, c.strategy, c.seed) for c in cells} | raced
+    # a seed racing added is expected of its own row only, not of every row
+    planned = [r for r in records if not _raced(r)] or records
+    axes = [sorted({r[k] for r in planned}) for k in (*KEYS, "seed")]
+    return set(itertools.product(*axes)) | raced
+
+
+def _raced(record: dict) -> bool:
+    return isinstance(record.get("race"), dict)
 
 
 # -- tables -----------------------------------------------------------------------------------
@@ -219,27 +228,30 @@ def _row(key: tuple, records: list[dict], missing_seeds: list[int]) -> dict:
     return row
 
 
+EDGE_SHARE = 0.8  # "8 of 10 cells took the largest lr": a row, not a seed, says the list is misplaced
+
+
 def _edge_picks(ok: list[dict]) -> list[str]:
-    """A tuned option whose every seed chose the same end of its list (two values or more):
-    validation keeps pointing past the list, so the row may be under-tuned."""
+    """A tuned option whose seeds chose the same end of its list (two values or more) in at least
+    EDGE_SHARE of them: validation keeps pointing past the list, so the row may be under-tuned."""
     tuned = [r for r in ok if isinstance(r.get("candidates"), list) and isinstance(r.get("selected"), int)
              and 0 <= r["selected"] < len(r["candidates"])]
     if len(tuned) < 2:
         return []
     notes = []
     for key in sorted((tuned[0]["candidates"][0].get("options") or {})):
-        ends = set()
+        ends = []
         for r in tuned:
             values = [(c.get("options") or {}).get(key) for c in r["candidates"]]
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) or len(set(values)) < 2:
-                ends = None
                 break
             chosen = values[r["selected"]]
-            ends.add("largest" if chosen == max(values) else "smallest" if chosen == min(values) else "inside")
-        if ends and len(ends) == 1 and ends != {"inside"}:
-            (end,) = ends
-            notes.append(f"{key}: every seed ({len(tuned)} of {len(tuned)}) chose the {end} value of its list on "
-                         "validation; the best may lie beyond it")
+            ends.append("largest" if chosen == max(values) else "smallest" if chosen == min(values) else "inside")
+        else:
+            for end in ("largest", "smallest"):
+                if ends.count(end) >= max(2, EDGE_SHARE * len(tuned)):
+                    notes.append(f"{key}: {ends.count(end)} of {len(tuned)} seeds chose the {end} value of its list "
+                                 "on validation; the best may lie beyond it")
     return notes
 
 
@@ -248,7 +260,11 @@ def _fit_seconds(record: dict) -> Optional[float]:
     fit = record.get("selection_s") or record.get("train_s")
     if not isinstance(fit, (int, float)):
         return None
-    cached = (record.get("strategy_info") or {}).get("cached_extraction_s")
+    # with candidates, only the first one's: later candidates read what the first extracted,
+    # and that extraction is already in selection_s
+    candidates = record.get("candidates")
+    first = candidates[0] if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict) else record
+    cached = (first.get("strategy_info") or {}).get("cached_extraction_s")
     return fit + (cached if isinstance(cached, (int, float)) and cached > 0 else 0.0)
 
 
@@ -256,7 +272,7 @@ def _seed_origins(ok: list[dict]) -> dict:
     """How many of a row's seeds racing added (the rule in their records, fixed before looking),
     and how many joined the grid after its first run (its records list other ``grid_seeds`` than
     the first record's: seeds added after reading a leaderboard are optional stopping)."""
-    raced = [r for r in ok if isinstance(r.get("race"), dict)]
+    raced = [r for r in ok if _raced(r)]
     planned = [r for r in ok if isinstance(r.get("grid_seeds"), list) and r not in raced]
     first = min(planned, key=lambda r: r.get("started_at") or "")["grid_seeds"] if planned else None
     later = [r for r in planned if first is not None and r["seed"] not in first]
