@@ -12,7 +12,7 @@ class BitfitOptions(SupervisedOptions):
 
 
 class Bitfit(tlbench.Strategy):
-    """Only the biases and the head train (BitFit, Ben Zaken et al. 2022); the full_finetune recipe.
+    """Only the biases and the head train (BitFit, Ben Zaken et al. 2022), BatchNorm statistics kept.
 
     Every parameter named ``*.bias`` trains, norm-layer biases included (BatchNorm's shift is a
     bias); norm-layer scales (``weight``) stay frozen, as in the paper, which trains biases only.

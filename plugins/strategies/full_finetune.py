@@ -4,8 +4,9 @@ from tlbench_plugins.machinery.options import PretrainedFinetuneOptions
 
 
 class FullFinetune(tlbench.Strategy):
-    """Every parameter trains: the body at a small rate, the new head at a larger one, BatchNorm on
-    its running statistics; AdamW, warm-up and cosine decay, optional layer-wise lr decay."""
+    """Every parameter trains: the body slowly, the new head 10x faster, BatchNorm statistics kept.
+
+    AdamW with warm-up and cosine decay, optional layer-wise lr decay (docs/strategies.md, "Recipes")."""
 
     name = "full_finetune"
     Options = PretrainedFinetuneOptions
