@@ -173,12 +173,13 @@ def test_overall_table_gives_mean_top1_and_mean_rank_across_datasets(tmp_path, c
     write_all(tmp_path, [record(d, "lite0", s, 0, v) for d, by in scores.items() for s, v in by.items()])
     write_all(tmp_path, [record("textures", "lite0", "pu", 0, status="failed")])
     rows = read_csv(report(cli, tmp_path) / "leaderboard_overall.csv")
-    got = {r["strategy"]: (float(r["mean_top1"]), float(r["mean_rank"]), r["datasets"], r["wins"]) for r in rows}
+    got = {r["strategy"]: (float(r["mean_top1"]), float(r["mean_rank"]), int(r["datasets"]), int(r["wins"]))
+           for r in rows}
     # one seed each: nothing is tied but equal top-1. ranks: digits ft 1 pu 1 (equal: tied, both
     # best) lp 3; faces lp 1 ft 2 pu 3; textures ft 1 lp 2
-    assert got["ft"] == pytest.approx((0.89, (1 + 2 + 1) / 3, "3", "2"), rel=1e-5)  # CSV: 6 digits
-    assert got["lp"] == pytest.approx((0.86333333, 2.0, "3", "1"))
-    assert got["pu"] == pytest.approx((0.875, 2.0, "2", "1"))
+    assert got["ft"] == pytest.approx((0.89, (1 + 2 + 1) / 3, 3, 2), rel=1e-5)  # CSV: 6 digits
+    assert got["lp"] == pytest.approx((0.86333333, 2.0, 3, 1))
+    assert got["pu"] == pytest.approx((0.875, 2.0, 2, 1))
     assert [r["strategy"] for r in rows] == ["ft", "pu", "lp"]  # by mean rank, then mean top-1
 
 
