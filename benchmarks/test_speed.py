@@ -227,7 +227,7 @@ def test_probe_solver_vs_torch_lbfgs(benchmark, report, make_cell, runner_with_c
     features of efficientnet_lite0 at 64 px: >= 1.5x faster, and no penalty's train loss worse
     by more than 1e-4. Alternating A B five times; median times."""
     from tlbench_plugins.machinery import linear_head as probe, training
-    from tlbench_plugins.machinery.features import frozen_features
+    from tlbench.frozen.features import frozen_features
     from tlbench_plugins.strategies.linear_probe import LinearProbe
 
     cell = make_cell(grid("linear_probe", batch=None))

@@ -23,16 +23,15 @@ def training_features(model, train: tlbench.Split, ctx: tlbench.FitContext):
     import time
 
     from tlbench_plugins.machinery import training
-    from tlbench_plugins.machinery.features import frozen_features
 
     memo = ctx.memo.get("training_features")
     if memo is None or memo[0] is not train:
         start = time.perf_counter()
         training.freeze(model)
-        (features,), cache = frozen_features(model, [train], ctx, use_cache=True)
+        (features,) = ctx.frozen_features(model, [train])  # logs feature_cache
         memo = (train, features.double().cpu().numpy(), train.labels.cpu().numpy())
         ctx.memo["training_features"] = memo
-        ctx.log(feature_cache=cache, features_s=time.perf_counter() - start,
+        ctx.log(features_s=time.perf_counter() - start,
                 feature_dim=memo[1].shape[1], images=len(memo[2]))
     return memo[1], memo[2]
 

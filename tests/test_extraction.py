@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tlbench_plugins.machinery import freeze_boundary, training
-from tlbench_plugins.machinery.extraction import Extraction
-from tlbench_plugins.machinery.features import pooled_features
+from tlbench.frozen.extraction import Extraction
+from tlbench.frozen.features import pooled_features
 
 
 @pytest.fixture

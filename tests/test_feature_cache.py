@@ -93,7 +93,7 @@ def test_corrupt_or_stale_entries_are_set_aside_and_rebuilt(probe_cell, registry
 
 
 def test_probe_selection_never_touches_test_images(probe_cell, registry, tmp_path, monkeypatch):
-    from tlbench_plugins.machinery import features
+    from tlbench.frozen import features
 
     seen = []
     original = features.pooled_features

@@ -5,7 +5,7 @@ import timm
 import torch
 from torch import nn
 
-from tlbench_plugins.machinery.batchnorm_folding import folded
+from tlbench.frozen.folding import folded
 
 
 def frozen(model: nn.Module) -> nn.Module:

@@ -156,7 +156,7 @@ def test_the_checker_accepts_what_the_contract_allows():
         from tlbench import Split, Strategy, option
         from tlbench_plugins.machinery import training
         from tlbench_plugins.machinery.options import SupervisedOptions
-        import tlbench_plugins.machinery.features
+        import tlbench_plugins.machinery.knn
 
         def fit(self, model, train, val, ctx):
             ctx.memo["x"] = train.__len__()

@@ -47,7 +47,7 @@ def test_every_compiled_cell_pays_and_records_its_own_compilation(setup_cell, mo
 
 
 def test_frozen_features_are_fp32_under_a_half_precision_cell(setup_cell):
-    from tlbench_plugins.machinery.features import frozen_features
+    from tlbench.frozen.features import frozen_features
 
     cell_setup, _ = setup_cell("linear_probe", SMALL)
     ctx, model, train = cell_setup.ctx, cell_setup.model.eval(), cell_setup.train
@@ -66,7 +66,7 @@ def test_frozen_features_are_fp32_under_a_half_precision_cell(setup_cell):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_the_feature_cache_key_names_the_extraction_precision_not_the_cells(setup_cell, precision):
-    from tlbench_plugins.machinery.feature_cache import cache_key
+    from tlbench.frozen.cache import cache_key
 
     cell_setup, _ = setup_cell("linear_probe", SMALL)
     cell_setup.ctx.precision = precision

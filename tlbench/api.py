@@ -191,6 +191,41 @@ class FitContext:
         nothing in fp32. Scoring runs under it too."""
         raise NotImplementedError
 
+    def frozen_features(self, model, splits: "list[Split]", cache: bool = True) -> list:
+        """The frozen ``model``'s pre-logit features (``forward_head(..., pre_logits=True)``, fp32)
+        of every image of each split, one tensor per split on ``device``: the path the
+        first-party probes take. Each image goes through the network at most once across
+        cells and processes: features are kept on disk under ``cache_dir`` (``cache=False``:
+        not), keyed by the weights, the exact images, the pooling and the precision; on the CPU
+        the network runs with its BatchNorms folded, two batches at a time. Logs
+        ``feature_cache`` (hit, miss or off) and ``cached_extraction_s`` (what extracting the
+        features read from the cache cost when they were made: the leaderboard charges it, so
+        that a probe's compute does not depend on whether the cache was warm). Example::
+
+            (train_x, val_x) = ctx.frozen_features(model, [train, val])
+        """
+        from tlbench.frozen.features import frozen_features
+
+        found, state = frozen_features(model, list(splits), self, use_cache=cache)
+        self.log(feature_cache=state)
+        return found
+
+    def frozen_pass(self, model):
+        """A ``with`` block for passes of a frozen ``model`` over many batches, as the feature
+        extraction runs them (eval mode, no gradients, fp32; on the CPU folded BatchNorms and
+        two batches at a time; the model in channels_last layout): ``outputs(batches, compute)``
+        yields ``compute(network, x)`` for each batch, in order. Close that generator inside the
+        block. Example::
+
+            with ctx.frozen_pass(model) as frozen, contextlib.closing(
+                    frozen.outputs(images, lambda net, x: net.forward_features(x))) as outputs:
+                maps = [m.cpu() for m in outputs]
+        """
+        from tlbench.frozen.extraction import Extraction
+        from tlbench.frozen.features import channels_last
+
+        return Extraction(channels_last(model), self)
+
 
 class Strategy(Component):
     """How a pretrained network is adapted to a dataset.

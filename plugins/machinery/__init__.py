@@ -8,10 +8,10 @@ Nothing here registers anything or is an entry point; ``tlbench_plugins.strategi
   BatchNorm statistics, AdamW groups with layer-wise decay, schedule, augmentation, accuracy).
 - ``options``: option dataclasses shared by several strategies (the supervised recipe's, the
   linear probe's).
-- ``features``: pre-logit features of a frozen network, through the on-disk cache.
-- ``feature_cache``: that cache, keyed by weights, images, pooling and precision.
-- ``extraction``: frozen-network passes over many batches (folded once, two batches at a time).
-- ``batchnorm_folding``: BatchNorm folded into the convolution before it, for those passes.
+
+Frozen passes (features of whole splits through the on-disk cache, and passes over many
+batches with folded BatchNorms) are public API, ``ctx.frozen_features`` and ``ctx.frozen_pass``
+(tlbench/frozen/), so that a third-party probe pays for them as the first-party ones do.
 - ``freeze_boundary``: a partly frozen network cut where training starts, so its frozen part
   runs once and its output (the boundary activations) is cached.
 - ``linear_head``: the linear probe's logistic-regression head (standardisation, L2 path,

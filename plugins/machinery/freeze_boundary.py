@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import tlbench
-from tlbench_plugins.machinery.training import as_channels_last, channels_last, train_mode_keeping_frozen_norms
+from tlbench_plugins.machinery.training import as_channels_last, train_mode_keeping_frozen_norms
 
 
 class _Stop(Exception):
@@ -187,8 +187,6 @@ def cached_batches(model: nn.Module, split: BoundarySplit, train: tlbench.Split,
     """Run the frozen part once over ``train`` and keep its output at the boundary: in memory
     on the device, or, given ``file``, in that file (created), mapped into memory, so the page
     cache holds what RAM allows and the disk the rest."""
-    from tlbench_plugins.machinery.extraction import Extraction
-
     size = ctx.settings.batch_size
     images = (as_channels_last(x) for x, _ in train.batches(size, device=ctx.device))
     shape = (len(train), *split.sample_activation.shape[1:])
@@ -197,8 +195,7 @@ def cached_batches(model: nn.Module, split: BoundarySplit, train: tlbench.Split,
                    else _file_tensor(file, shape))
     done = 0
     # the boundary unit is trainable, so folding (frozen layers only) leaves it in place
-    with Extraction(channels_last(model), ctx) as extraction, \
-            BoundaryInput(model.get_submodule(split.boundary)) as boundary_input:
+    with ctx.frozen_pass(model) as extraction, BoundaryInput(model.get_submodule(split.boundary)) as boundary_input:
         outputs = extraction.outputs(images, lambda network, x: boundary_input(network, x).float())
         with contextlib.closing(outputs):
             for chunk in ctx.progress(outputs, total=train.num_batches(size), desc="frozen part"):

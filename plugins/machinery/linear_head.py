@@ -25,11 +25,10 @@ def fit_linear_probe(model: nn.Module, train: tlbench.Split, val: tlbench.Split,
     list values (``ctx.selecting``).
     """
     from tlbench_plugins.machinery import training
-    from tlbench_plugins.machinery.features import frozen_features
 
     training.freeze(model)
     # The frozen network runs once per image, and not at all when the cache has its features.
-    (train_x, val_x), cache = frozen_features(model, [train, val], ctx, options.cache)
+    train_x, val_x = ctx.frozen_features(model, [train, val], cache=options.cache)
     train_y, val_y = train.labels.to(ctx.device), val.labels.to(ctx.device)
     path = probe_path(train_x, train_y, val_x, val_y, ctx.num_classes, options.penalties(), options.max_iter)
     penalty, val_top1, state = max(path, key=lambda step: step[1])  # first (strongest) on ties
@@ -42,7 +41,7 @@ def fit_linear_probe(model: nn.Module, train: tlbench.Split, val: tlbench.Split,
         head.bias.copy_(bias)
     training.unfreeze([head])
     ctx.log(l2=penalty, val_top1=val_top1, l2_path=[[p, acc] for p, acc, _ in path],
-            feature_dim=train_x.shape[1], feature_cache=cache, refit_on_val=refit_on_val)
+            feature_dim=train_x.shape[1], refit_on_val=refit_on_val)
     return val_top1
 
 

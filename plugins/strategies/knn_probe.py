@@ -31,14 +31,13 @@ class KnnProbe(tlbench.Strategy):
 
     def fit(self, model, train, val, ctx):
         from tlbench_plugins.machinery import knn, training
-        from tlbench_plugins.machinery.features import frozen_features
 
         training.freeze(model)
-        (train_x,), cache = frozen_features(model, [train], ctx, self.options.cache)
+        (train_x,) = ctx.frozen_features(model, [train], cache=self.options.cache)
         head = knn.KnnHead(train_x, train.labels.to(ctx.device), ctx.num_classes, self.options.k,
                            self.options.temperature, self.options.center)
         model.reset_classifier(0)  # after the features: the cache key counts the parameters
         classifier = knn.KnnClassifier(model, head).eval()
         ctx.log(val_top1=training.accuracy(classifier, val, ctx), feature_dim=train_x.shape[1],
-                memory=len(train_x), feature_cache=cache)
+                memory=len(train_x))
         return classifier

@@ -1,9 +1,9 @@
 """Pre-logit features of a frozen network, each image through the network at most once.
 
-``frozen_features`` looks every split up in the on-disk cache (feature_cache.py) and extracts
-only the missing ones, all in one stream through a folded network (extraction.py). Shared by
-the linear_probe, knn_probe and lp_ft strategies and the transferability scores, so they reuse
-each other's features.
+``frozen_features`` looks every split up in the on-disk cache (cache.py) and extracts only the
+missing ones, all in one stream through a folded network (extraction.py). Plugins reach it as
+``ctx.frozen_features`` (tlbench.FitContext): the first-party probes, lp_ft, the
+transferability scores and any third-party strategy share one cache.
 """
 
 from __future__ import annotations
@@ -15,11 +15,17 @@ import time
 import torch
 from torch import nn
 
-import tlbench
-from tlbench_plugins.machinery.training import as_channels_last, channels_last
 
 
-def pooled_features(extraction, splits: list[tlbench.Split], ctx: tlbench.FitContext) -> list:
+def channels_last(model: nn.Module) -> nn.Module:
+    return model.to(memory_format=torch.channels_last)
+
+
+def as_channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+
+
+def pooled_features(extraction, splits: list, ctx) -> list:
     """Pre-logit features of the frozen network (an extraction.Extraction) for every image of
     each of ``splits``. All splits go through as one stream of batches, so the extraction's
     two-at-a-time pipeline fills and drains once."""
@@ -36,14 +42,14 @@ def pooled_features(extraction, splits: list[tlbench.Split], ctx: tlbench.FitCon
     return [torch.cat(outputs[end - count:end] or [none]) for count, end in zip(counts, ends)]
 
 
-def frozen_features(model: nn.Module, splits: list[tlbench.Split], ctx: tlbench.FitContext,
+def frozen_features(model: nn.Module, splits: list, ctx,
                     use_cache: bool = True) -> tuple[list, str]:
     """``pooled_features`` of each of ``splits`` through the on-disk cache; returns (features on
     ctx.device per split, the cache's part: "hit" when all came from it, "miss" when some were
     extracted, "off" without ``use_cache``). The network is folded for extraction once, and
     only if some split has to be extracted."""
-    from tlbench_plugins.machinery import feature_cache
-    from tlbench_plugins.machinery.extraction import Extraction
+    from tlbench.frozen import cache as feature_cache
+    from tlbench.frozen.extraction import Extraction
 
     # keys first: while folded, the network's own parameters are not the ones it was built with
     keys = [feature_cache.cache_key(model, split, ctx, pooling="pre_logits") for split in splits]

@@ -15,7 +15,7 @@ from contextlib import ExitStack
 import torch
 from torch import nn
 
-from tlbench_plugins.machinery.batchnorm_folding import folded
+from tlbench.frozen.folding import folded
 
 
 class Extraction:

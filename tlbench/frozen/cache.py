@@ -18,13 +18,14 @@ from pathlib import Path
 
 import torch
 
-import tlbench
 
 FORMAT = 1  # bump when what is stored changes
 FEATURE_PRECISION = "fp32"  # frozen features are extracted in fp32 whatever the cell's precision (extraction.py)
 
 
-def cache_key(model: torch.nn.Module, split: tlbench.Split, ctx: tlbench.FitContext, pooling: str) -> dict:
+def cache_key(model: torch.nn.Module, split, ctx, pooling: str) -> dict:
+    """Everything that changes a split's features: the weights' identity and the architecture,
+    the exact images (the split's ``key``), where they are taken and their precision."""
     return {
         "format": FORMAT,
         "weights": ctx.weights,
