@@ -195,3 +195,54 @@ def test_a_tuned_probe_is_charged_one_extraction_whichever_candidate_wins(write_
         assert record["candidates"][0]["strategy_info"]["cached_extraction_s"] == 0  # it extracted
         (row,) = csv.DictReader((tmp_path / name / "leaderboard.csv").open())
         assert float(row["fit_s"]) == pytest.approx(record["selection_s"], abs=1e-6)  # nothing added twice
+
+
+NEAREST_MEAN = '''
+import tlbench
+
+
+class NearestMean(tlbench.Strategy):
+    """A third-party probe: each class's mean frozen feature; the nearest mean answers."""
+
+    name = "nearest_mean"
+
+    def fit(self, model, train, val, ctx):
+        import torch
+
+        model.eval().requires_grad_(False)
+        (features,) = ctx.frozen_features(model, [train])
+        labels = train.labels.to(ctx.device)
+        means = torch.stack([features[labels == c].mean(0) for c in range(ctx.num_classes)])
+        head = model.get_classifier()
+        with torch.no_grad():  # argmax of 2 m.x - |m|^2 is the nearest mean
+            head.weight.copy_(2 * means)
+            head.bias.copy_(-(means ** 2).sum(1))
+        head.requires_grad_(True)
+        return model
+
+
+@tlbench.hookimpl
+def register_strategies(register):
+    register(NearestMean)
+'''
+
+
+def test_a_third_party_probe_shares_the_frozen_features_and_their_accounting(write_grid, tiny_settings, cli, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "nearest_mean.py").write_text(NEAREST_MEAN)
+    grid = write_grid(f"""
+        name = "third"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe", "nearest_mean"]
+        datasets = ["digits"]
+        {tiny_settings}
+    """)
+    code, _, err = cli("run", "--grid", grid, "--results", tmp_path, "--plugins-dir", plugins, "-q")
+    assert code == 0, err
+    records = {r["strategy"]: r for r in iter_records(tmp_path, "third")}
+    caches = sorted(r["strategy_info"]["feature_cache"] for r in records.values())
+    assert caches == ["hit", "miss"]  # whichever ran second read what the first extracted
+    reader = next(r for r in records.values() if r["strategy_info"]["feature_cache"] == "hit")
+    assert reader["strategy_info"]["cached_extraction_s"] > 0
+    assert records["nearest_mean"]["top1"] > 0.3  # digits: ten classes, chance is 0.1
