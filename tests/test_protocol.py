@@ -1,10 +1,28 @@
 """One protocol for every strategy: what each learns from, and tuning lists that say when
 validation preferred an edge."""
 
+import textwrap
+
 import pytest
 
 from tlbench.results import iter_records
 from tlbench.runner import edge_picks
+
+
+@pytest.fixture
+def digits_grid(write_grid, tiny_settings):
+    """A grid of test_efficientnet on digits (tiny settings): ``digits_grid(name, strategies, extra)``."""
+
+    def write(name, strategies='"linear_probe"', extra=""):
+        return write_grid(f"""
+            name = "{name}"
+            backbones = ["test_efficientnet"]
+            strategies = [{strategies}]
+            datasets = ["digits"]
+            {tiny_settings}
+        """ + textwrap.dedent(extra), name=f"{name}.toml")
+
+    return write
 
 
 def test_a_value_chosen_at_the_edge_of_its_list_is_warned_about():
@@ -24,13 +42,8 @@ def test_edges_are_judged_per_option_in_a_product_of_lists():
     assert warning.startswith("alpha = 10.0")
 
 
-def test_an_edge_pick_reaches_the_record_and_the_progress_output(write_grid, tiny_settings, cli, tmp_path):
-    grid = write_grid(f"""
-        name = "edge"
-        backbones = ["test_efficientnet"]
-        strategies = ["linear_probe"]
-        datasets = ["digits"]
-        {tiny_settings}
+def test_an_edge_pick_reaches_the_record_and_the_progress_output(digits_grid, cli, tmp_path):
+    grid = digits_grid("edge", extra="""
         [strategy.linear_probe]
         l2_max = [1000.0, 100.0, 0.001]
         l2_steps = 1
@@ -44,29 +57,17 @@ def test_an_edge_pick_reaches_the_record_and_the_progress_output(write_grid, tin
     assert "l2_max = 0.001 was chosen" in err
 
 
-def test_the_probe_learns_from_the_training_split_alone_like_every_trained_strategy(
-        write_grid, tiny_settings, cli, tmp_path):
-    grid = write_grid(f"""
-        name = "alike"
-        backbones = ["test_efficientnet"]
-        strategies = ["linear_probe"]
-        datasets = ["digits"]
-        {tiny_settings}
-    """)
+def test_the_probe_learns_from_the_training_split_alone_like_every_trained_strategy(digits_grid, cli, tmp_path):
+    grid = digits_grid("alike")
     assert cli("run", "--grid", grid, "--results", tmp_path, "-q")[0] == 0
     (record,) = iter_records(tmp_path, "alike")
     assert record["strategy_info"]["refit_on_val"] is False
     assert record["options"]["refit_on_val"] is False
 
-    refit = write_grid(f"""
-        name = "refit"
-        backbones = ["test_efficientnet"]
-        strategies = ["linear_probe"]
-        datasets = ["digits"]
-        {tiny_settings}
+    refit = digits_grid("refit", extra="""
         [strategy.linear_probe]
         refit_on_val = true
-    """, name="refit.toml")
+    """)
     assert cli("run", "--grid", refit, "--results", tmp_path, "-q")[0] == 0
     (record,) = iter_records(tmp_path, "refit")
     assert record["strategy_info"]["refit_on_val"] is True
@@ -135,16 +136,10 @@ def test_epochs_can_be_a_curve_but_not_also_a_budget(registry, write_grid):
         load_grid(write_grid(text + "\n[budget.full_finetune]\nepochs = 5\n", name="both.toml"), registry)
 
 
-def test_a_probe_on_a_warm_cache_is_charged_the_extraction_an_earlier_cell_paid(write_grid, tiny_settings, cli, tmp_path):
+def test_a_probe_on_a_warm_cache_is_charged_the_extraction_an_earlier_cell_paid(digits_grid, cli, tmp_path):
     import csv
 
-    grid = write_grid(f"""
-        name = "warm"
-        backbones = ["test_efficientnet"]
-        strategies = ["linear_probe"]
-        datasets = ["digits"]
-        {tiny_settings}
-    """)
+    grid = digits_grid("warm")
     assert cli("run", "--grid", grid, "--results", tmp_path, "-q")[0] == 0
     (cold,) = iter_records(tmp_path, "warm")
     assert cold["strategy_info"]["feature_cache"] == "miss" and cold["strategy_info"]["cached_extraction_s"] == 0
@@ -172,22 +167,17 @@ def test_a_row_whose_seeds_mostly_chose_one_end_of_its_list_is_flagged():
     assert "smallest" in _edge_picks([record(0), record(0)])[0]
 
 
-def test_a_tuned_probe_is_charged_one_extraction_whichever_candidate_wins(write_grid, tiny_settings, cli, tmp_path,
+def test_a_tuned_probe_is_charged_one_extraction_whichever_candidate_wins(digits_grid, cli, tmp_path,
                                                                           monkeypatch):
     import csv
 
     for name, order in (("first", "[0.001, 1000.0, 100.0]"), ("last", "[1000.0, 100.0, 0.001]")):
-        grid = write_grid(f"""
-            name = "{name}"
-            backbones = ["test_efficientnet"]
-            strategies = ["linear_probe"]
-            datasets = ["digits"]
-            {tiny_settings}
+        grid = digits_grid(name, extra=f"""
             [strategy.linear_probe]
             l2_max = {order}
             l2_steps = 1
             max_iter = 50
-        """, name=f"{name}.toml")
+        """)
         monkeypatch.setenv("TLBENCH_CACHE_DIR", str(tmp_path / f"cache-{name}"))  # cold for each order
         assert cli("run", "--grid", grid, "--results", tmp_path, "-q")[0] == 0
         (record,) = iter_records(tmp_path, name)
@@ -227,17 +217,11 @@ def register_strategies(register):
 '''
 
 
-def test_a_third_party_probe_shares_the_frozen_features_and_their_accounting(write_grid, tiny_settings, cli, tmp_path):
+def test_a_third_party_probe_shares_the_frozen_features_and_their_accounting(digits_grid, cli, tmp_path):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "nearest_mean.py").write_text(NEAREST_MEAN)
-    grid = write_grid(f"""
-        name = "third"
-        backbones = ["test_efficientnet"]
-        strategies = ["linear_probe", "nearest_mean"]
-        datasets = ["digits"]
-        {tiny_settings}
-    """)
+    grid = digits_grid("third", '"linear_probe", "nearest_mean"')
     code, _, err = cli("run", "--grid", grid, "--results", tmp_path, "--plugins-dir", plugins, "-q")
     assert code == 0, err
     records = {r["strategy"]: r for r in iter_records(tmp_path, "third")}
