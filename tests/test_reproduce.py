@@ -259,3 +259,14 @@ def test_reproduce_help_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "--tolerance" in result.stdout
+
+
+def test_an_environment_field_the_published_record_lacks_is_shown(copy, reproduce):
+    probe = ok_records(copy, "linear_probe")[0]
+    path = copy / "tiny" / "records" / f"{probe['run_id']}.json"
+    older = json.loads(path.read_text())
+    del older["environment"]["threads"]  # a record from before the field
+    path.write_text(json.dumps(older))
+    code, out, err = reproduce("--results", copy, "--run-id", probe["run_id"], "-q")
+    assert code == 0, out + err
+    assert "  threads: - -> " in out

@@ -76,11 +76,14 @@ class Check:
 
     @property
     def environment_differences(self) -> dict:
-        """{key: (published, rerun)} for the environment keys both records have and differ on."""
+        """{key: (published, rerun)} for the environment keys whose values differ; a key one
+        record lacks (a record older than the field, such as ``threads``) shows as ``-``."""
         before = self.published.get("environment") or {}
         after = (self.rerun or {}).get("environment") or {}
-        return {key: (before[key], after[key]) for key in sorted(before.keys() & after.keys())
-                if before[key] != after[key]}
+        if not after:
+            return {}
+        return {key: (before.get(key, "-"), after.get(key, "-")) for key in sorted(before.keys() | after.keys())
+                if before.get(key, "-") != after.get(key, "-")}
 
 
 @dataclass
