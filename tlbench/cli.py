@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "cell has no record and the next run picks it up")
     run.add_argument("--race-seeds", type=int, metavar="N",
                      help="after the grid's seeds, add one seed a round to each dataset's best row and "
-                          "the rows tied with it, until none is tied or they have N seeds (racing; "
-                          "--executor local or subprocess)")
+                          "the rows its seeds do not separate from it, until none is left or they have N "
+                          "seeds (racing; --executor local or subprocess)")
     run.add_argument("--retry-failed", action="store_true", help="rerun cells whose record says failed")
     run.add_argument("--force", action="store_true", help="rerun every cell, even those already done")
 
@@ -266,12 +266,11 @@ def cmd_run(args) -> int:
 
     from tlbench.report import build_report, terminal_summary, write_board
     from tlbench.results import grid_dir
-    from tlbench.machine import check_device
+    from tlbench.machine import check_device, deterministic_cublas
     from tlbench.runner import Runner, check_cache_dir
 
     if any(cell.settings.deterministic for cell in grid.cells):
-        # read once, when cuBLAS starts: set before anything here touches CUDA (workers inherit it)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        deterministic_cublas()  # before anything here touches CUDA; workers inherit it
     if args.executor != "ray":  # on Ray, the cluster's GPUs count, not the driver's (see RayPool)
         check_device(grid.settings.device)
     ensure_writable(args.results, grid.name)
@@ -324,8 +323,8 @@ def _race(args, registry, grid, runner, outcome) -> list:
         used |= set(racing.seeds)
         if not args.quiet:
             rows = len({(c.task, c.backbone, c.strategy) for c in racing.cells})
-            print(f"Racing, round {round_no}: seed {racing.seeds[0]} for {rows} row(s) tied with their "
-                  "dataset's best", file=sys.stderr)
+            print(f"Racing, round {round_no}: seed {racing.seeds[0]} for {rows} row(s) not separated from "
+                  "their dataset's best", file=sys.stderr)
         pool, job_for = _pool(args, registry, racing, runner)
         more = run_grid_on(pool, runner, racing, job_for, retry_failed=args.retry_failed)
         outcome.ran += more.ran

@@ -135,9 +135,14 @@ def reproducible_kernels(settings, device: torch.device) -> None:
     if settings.threads and torch.get_num_threads() != settings.threads:
         torch.set_num_threads(settings.threads)
     if settings.deterministic and device.type == "cuda":
-        # read when cuBLAS makes its first handle: without it deterministic matmuls raise
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        deterministic_cublas()  # in time only if nothing in this process used cuBLAS yet
     torch.use_deterministic_algorithms(settings.deterministic)
+
+
+def deterministic_cublas() -> None:
+    """The cuBLAS workspace deterministic matmuls need (without it they raise). cuBLAS reads it
+    when it makes its first handle, so the CLI sets it before anything touches CUDA."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def gpu_index(device: torch.device) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import typing
-from typing import Any
+from typing import Any, Optional
 
 from tlbench.errors import ConfigError, closest
 
@@ -125,6 +125,15 @@ def build_candidates(options_cls: type, values: dict, where: str) -> tuple:
     combinations = itertools.product(*swept.values()) if swept else [()]
     return tuple(build_options(options_cls, {**fixed, **dict(zip(swept, combo))}, where)
                  for combo in combinations)
+
+
+def end_of_list(values: list, chosen: int) -> Optional[str]:
+    """Where the value validation chose (``values[chosen]``) lies in a tuned list: "smallest",
+    "largest" or "inside"; None when the values are not all numbers or fewer than two differ."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) or len(set(values)) < 2:
+        return None
+    value = values[chosen]
+    return "largest" if value == max(values) else "smallest" if value == min(values) else "inside"
 
 
 def describe_options(options_cls: type) -> list[tuple[str, str, str, str]]:

@@ -17,7 +17,6 @@ Cells already run are never rerun.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Optional
 
 from tlbench.errors import ConfigError
 
@@ -76,8 +75,3 @@ def next_round(grid, registry, per_dataset: list[dict], used_seeds: set, max_see
                    if (cell.backbone, cell.strategy) in racing.get(cell.task, ())]
     return built if built.cells else None
 
-
-def race_of(record: dict) -> Optional[dict]:
-    """The ``race`` field of a record a round added, else None."""
-    value = record.get("race")
-    return value if isinstance(value, dict) else None

@@ -25,10 +25,10 @@ from tlbench.data import (DecodedPixels, ImageSplit, Resample, SplitIndices, fit
                           images_fingerprint, per_class_subsample, stratified_sample, stratified_split)
 from tlbench.errors import ConfigError
 from tlbench.grid import Cell
-from tlbench.machine import (available_memory, reproducible_kernels, environment, held_memory_mb, peak_memory_mb, precision_for,
-                             release_memory, reset_peak_memory, resolve_device, synchronize, use_device,
-                             warm_up)
-from tlbench.options import options_as_dict
+from tlbench.machine import (available_memory, environment, held_memory_mb, peak_memory_mb, precision_for,
+                             release_memory, reproducible_kernels, reset_peak_memory, resolve_device, synchronize,
+                             use_device, warm_up)
+from tlbench.options import end_of_list, options_as_dict
 from tlbench.pixel_store import PixelStore, StoredRows, store_key
 from tlbench.plugins import Registry
 from tlbench.predictions import encode as encode_predictions
@@ -183,16 +183,11 @@ def edge_picks(candidates: list[dict], selected: int) -> list[str]:
     warnings = []
     for key in candidates[0]:
         values = [c[key] for c in candidates]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            continue  # not a range of numbers
-        numbers = sorted(set(values))
-        if len(numbers) < 3:
-            continue  # two values have no inside: either pick is an edge
-        chosen = values[selected]
-        if chosen in (numbers[0], numbers[-1]):
-            side = "smallest" if chosen == numbers[0] else "largest"
-            warnings.append(f"{key} = {chosen} was chosen on validation as the {side} value of its list "
-                            f"{numbers}: the best may lie beyond it; extend the list")
+        side = end_of_list(values, selected)
+        # two values have no inside (either pick is an edge): a row of seeds judges those (report)
+        if side in ("smallest", "largest") and len(set(values)) >= 3:
+            warnings.append(f"{key} = {values[selected]} was chosen on validation as the {side} value of its "
+                            f"list {sorted(set(values))}: the best may lie beyond it; extend the list")
     return warnings
 
 

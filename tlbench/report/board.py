@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 from tlbench.grid import task_name
+from tlbench.options import end_of_list
 from tlbench.report.significance import across_tasks, critical_difference, group_by_task, judge_task
 from tlbench.report.stats import mean_ci
 
@@ -217,7 +218,7 @@ def _row(key: tuple, records: list[dict], missing_seeds: list[int]) -> dict:
         row[metric] = mean_ci(values).mean
     # the compute the row cost: every candidate's fit when options were tuned on validation
     # and the frozen pass an earlier cell paid, where features came from the cache
-    row["fit_s"] = mean_ci([_fit_seconds(r) for r in ok if _fit_seconds(r) is not None]).mean
+    row["fit_s"] = mean_ci([s for s in map(_fit_seconds, ok) if s is not None]).mean
     counts = {s: sum(r["status"] == s for r in records) for s in STATUS_ORDER}
     counts["missing"] = len(missing_seeds)
     row["status"] = ("ok" if counts["ok"] and sum(counts.values()) == counts["ok"]
@@ -240,14 +241,9 @@ def _edge_picks(ok: list[dict]) -> list[str]:
         return []
     notes = []
     for key in sorted((tuned[0]["candidates"][0].get("options") or {})):
-        ends = []
-        for r in tuned:
-            values = [(c.get("options") or {}).get(key) for c in r["candidates"]]
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) or len(set(values)) < 2:
-                break
-            chosen = values[r["selected"]]
-            ends.append("largest" if chosen == max(values) else "smallest" if chosen == min(values) else "inside")
-        else:
+        ends = [end_of_list([(c.get("options") or {}).get(key) for c in r["candidates"]], r["selected"])
+                for r in tuned]
+        if None not in ends:
             for end in ("largest", "smallest"):
                 if ends.count(end) >= max(2, EDGE_SHARE * len(tuned)):
                     notes.append(f"{key}: {ends.count(end)} of {len(tuned)} seeds chose the {end} value of its list "
