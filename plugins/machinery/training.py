@@ -60,14 +60,6 @@ def keep_norm_statistics(model: nn.Module) -> None:
             module.eval()
 
 
-def default_train_mode(model: nn.Module, recipe: "Recipe") -> None:
-    """Train mode; BatchNorm on running statistics where the recipe keeps them, and wherever
-    nothing of the layer trains."""
-    train_mode_keeping_frozen_norms(model)
-    if recipe.norm_statistics == "keep":
-        keep_norm_statistics(model)
-
-
 def for_the_weights(recipe: "Recipe", ctx: tlbench.FitContext) -> "Recipe":
     """The pretrained fine-tuning recipe keeps the statistics a pretrained network learned; a
     random network's initial ones (0 and 1) mean nothing, so there it normalises by the batch
@@ -197,14 +189,15 @@ def fit_supervised(model: nn.Module, train: tlbench.Split, ctx: tlbench.FitConte
                    train_mode=None) -> None:
     """AdamW with warm-up and cosine decay over ``ctx.settings.epochs`` on the parameters that
     require grad. By default it trains ``model`` on images of ``train``; the cached-activation
-    path passes its own ``forward``, ``batches`` and ``train_mode``."""
+    path passes its own ``forward``, ``batches`` and ``train_mode``. A recipe that keeps norm
+    statistics puts every BatchNorm in eval mode after whichever train mode."""
     settings = ctx.settings
     channels_last(model)
     compiling = recipe.compile and forward is None
     forward = forward or (compiled(model) if compiling else model)
     batches = batches or image_batches(train, ctx, recipe)
     steps_per_epoch = steps_per_epoch or train.num_batches(settings.batch_size)
-    train_mode = train_mode or (lambda: default_train_mode(model, recipe))
+    train_mode = train_mode or (lambda: train_mode_keeping_frozen_norms(model))
     optimizer = torch.optim.AdamW(parameter_groups(model, recipe.lr, recipe.weight_decay, recipe.layer_decay,
                                                    recipe.head_lr_scale))
     schedule = cosine_with_warmup(optimizer, steps_per_epoch * settings.epochs,
@@ -215,6 +208,8 @@ def fit_supervised(model: nn.Module, train: tlbench.Split, ctx: tlbench.FitConte
     compile_clock = CompileClock(ctx.device) if compiling else None
     for epoch in range(settings.epochs):
         train_mode()
+        if recipe.norm_statistics == "keep":  # the recipe's, whatever the strategy's train mode
+            keep_norm_statistics(model)
         desc = f"epoch {epoch + 1}/{settings.epochs}"
         # checked once an epoch, not once a step: reading a flag from the GPU waits for it
         non_finite = torch.zeros((), dtype=torch.bool, device=ctx.device)

@@ -46,15 +46,7 @@ class PartialUnfreeze(tlbench.Strategy):
         sample, _ = next(iter(train.batches(min(8, len(train)), device=ctx.device)))
         split = freeze_boundary.find_split(model, sample)
         recipe = self.options.recipe()
-
-        def train_mode():
-            if split:
-                freeze_boundary.eval_prefix_train_suffix(model, split)
-            else:
-                training.train_mode_keeping_frozen_norms(model)
-            if recipe.norm_statistics == "keep":
-                training.keep_norm_statistics(model)
-
+        train_mode = (lambda: freeze_boundary.eval_prefix_train_suffix(model, split)) if split else None
         storage, why_not = self._storage(split, len(train), ctx.cache_dir)
         if storage is None:
             training.fit_supervised(model, train, ctx, recipe, train_mode=train_mode)
