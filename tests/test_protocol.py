@@ -76,31 +76,21 @@ def test_the_probe_learns_from_the_training_split_alone_like_every_trained_strat
 def test_a_budget_table_gives_one_strategy_its_own_epochs(registry, write_grid):
     from tlbench.grid import load_grid
 
-    grid = load_grid(write_grid("""
+    plain = """
         name = "budgets"
         backbones = ["test_efficientnet"]
         strategies = ["linear_probe", "full_finetune"]
         datasets = ["digits"]
         [settings]
         epochs = 3
-        [budget.full_finetune]
-        epochs = 10
-        batch_size = 8
-    """), registry)
+    """
+    grid = load_grid(write_grid(plain + "[budget.full_finetune]\nepochs = 10\nbatch_size = 8\n"), registry)
     by_strategy = {cell.strategy: cell for cell in grid.cells}
     assert (by_strategy["full_finetune"].settings.epochs, by_strategy["full_finetune"].settings.batch_size) == (10, 8)
     assert by_strategy["linear_probe"].settings.epochs == 3
-    unbudgeted = load_grid(write_grid("""
-        name = "budgets"
-        backbones = ["test_efficientnet"]
-        strategies = ["linear_probe", "full_finetune"]
-        datasets = ["digits"]
-        [settings]
-        epochs = 3
-    """, name="plain.toml"), registry)
-    plain = {cell.strategy: cell.run_id for cell in unbudgeted.cells}
-    assert plain["linear_probe"] == by_strategy["linear_probe"].run_id  # untouched strategies keep their ids
-    assert plain["full_finetune"] != by_strategy["full_finetune"].run_id
+    unbudgeted = {cell.strategy: cell.run_id for cell in load_grid(write_grid(plain, name="plain.toml"), registry).cells}
+    assert unbudgeted["linear_probe"] == by_strategy["linear_probe"].run_id  # untouched strategies keep their ids
+    assert unbudgeted["full_finetune"] != by_strategy["full_finetune"].run_id
 
 
 def test_a_wrong_budget_is_one_line_naming_the_fix(write_grid, cli, tmp_path):
