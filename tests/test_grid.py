@@ -1,6 +1,7 @@
 """Grid files: expansion into cells, run ids, and one clear error per mistake."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,9 @@ def test_new_settings_at_their_default_leave_existing_run_ids_alone(write_grid, 
 def test_bad_settings_lists_are_config_errors(write_grid, registry, table, expected):
     with pytest.raises(ConfigError, match=re.escape(expected)):
         load_grid(str(write_grid(BASE + f"[settings]\n{table}\n")), registry)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "grids").glob("*.toml")), ids=lambda p: p.stem)
+def test_every_published_grid_file_loads(path, registry):
+    grid = load_grid(str(path), registry)
+    assert grid.name == path.stem and grid.cells

@@ -205,3 +205,25 @@ def test_full_finetune_from_random_weights_normalises_by_the_batch(small_cell, c
     model = cell_tools.fit(cell_setup)
     assert cell_setup.ctx.info["norm_statistics"] == "update (random weights)"
     assert "bn1.running_mean" in cell_tools.changed(model, before)
+
+
+def test_recomputed_norm_statistics_are_those_of_the_training_images(small_cell, cell_tools):
+    """norm_statistics = "recompute" trains on batch statistics, then sets each BatchNorm's
+    running mean to its inputs' mean over the training images with the final weights: the first
+    norm's, the stem's output averaged over every training image and position."""
+    import torch
+
+    cell_setup, _ = small_cell("scratch", '[strategy.scratch]\nnorm_statistics = "recompute"')
+    model = cell_tools.fit(cell_setup)
+    model.eval()
+    with torch.no_grad():
+        stem = torch.cat([model.conv_stem(x) for x, _ in cell_setup.train.batches(64, device=cell_setup.ctx.device)])
+    assert torch.allclose(model.bn1.running_mean, stem.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert model.bn1.momentum == 0.1  # the layer's own momentum is back for later use
+
+
+def test_an_unknown_norm_statistics_is_refused():
+    from tlbench_plugins.machinery.options import SupervisedOptions
+
+    with pytest.raises(ValueError, match="update, keep, recompute"):
+        SupervisedOptions(norm_statistics="frozen")

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import tlbench
 
+NORM_STATISTICS = ("update", "keep", "recompute")
+
 
 @dataclass(frozen=True)
 class SupervisedOptions:
@@ -16,7 +18,7 @@ class SupervisedOptions:
     warmup_epochs: float = tlbench.option(0.0, "linear warm-up length in epochs before the cosine decay")
     augment: bool = tlbench.option(False, "random resized crop and horizontal flip of training images")
     head_lr_scale: float = tlbench.option(1.0, "the new head's learning rate is lr times this (1 = one rate for all)")
-    norm_statistics: str = tlbench.option("update", "BatchNorm while training: update (batch statistics, running averages follow the data) or keep (running statistics fixed; scale and shift still train)")
+    norm_statistics: str = tlbench.option("update", "BatchNorm while training: update (batch statistics, running averages follow the data), keep (running statistics fixed; scale and shift still train) or recompute (update, then running statistics measured over the training images)")
 
     def __post_init__(self):
         if self.lr <= 0:
@@ -29,8 +31,8 @@ class SupervisedOptions:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.head_lr_scale <= 0:
             raise ValueError(f"head_lr_scale must be > 0, got {self.head_lr_scale}")
-        if self.norm_statistics not in ("update", "keep"):
-            raise ValueError(f"norm_statistics must be update or keep, got {self.norm_statistics!r}")
+        if self.norm_statistics not in NORM_STATISTICS:
+            raise ValueError(f"norm_statistics must be one of {', '.join(NORM_STATISTICS)}, got {self.norm_statistics!r}")
 
     def recipe(self, **extra):
         from tlbench_plugins.machinery.training import Recipe

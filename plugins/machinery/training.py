@@ -60,6 +60,36 @@ def keep_norm_statistics(model: nn.Module) -> None:
             module.eval()
 
 
+@torch.no_grad()
+def recompute_norm_statistics(model: nn.Module, batches, forward) -> None:
+    """Each BatchNorm layer's running mean set to the mean of its inputs over one pass of the
+    training images with the final weights, its running variance to their batches' average
+    variance ("precise BatchNorm",
+    Wu and Johnson 2021; SWA's ``update_bn``). The running averages left by training follow the
+    last few batches of weights that kept moving; at small batches they are noisy, and so is
+    the accuracy they are evaluated with."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats]
+    if not norms:
+        return
+    model.eval()
+    momentum = {module: module.momentum for module in norms}
+    for module in norms:
+        module.reset_running_stats()
+        module.train()
+    seen = 0
+    for x, y in batches:
+        if len(y) < 2:  # BatchNorm cannot normalise a batch of one
+            continue
+        seen += len(y)
+        for module in norms:  # each batch weighted by its images: the mean over all of them
+            module.momentum = len(y) / seen
+        forward(x)
+    for module, value in momentum.items():
+        module.momentum = value
+    model.eval()
+
+
 def for_the_weights(recipe: "Recipe", ctx: tlbench.FitContext) -> "Recipe":
     """The pretrained fine-tuning recipe keeps the statistics a pretrained network learned; a
     random network's initial ones (0 and 1) mean nothing, so there it normalises by the batch
@@ -156,7 +186,9 @@ class Recipe:
     augment: bool = False
     compile: bool = False
     head_lr_scale: float = 1.0
-    norm_statistics: str = "update"  # "keep": every BatchNorm normalises with its running statistics
+    # "keep": every BatchNorm normalises with its running statistics; "recompute": batch
+    # statistics while training, then running statistics measured over the training images
+    norm_statistics: str = "update"
 
 
 def channels_last(model: nn.Module) -> nn.Module:
@@ -231,6 +263,9 @@ def fit_supervised(model: nn.Module, train: tlbench.Split, ctx: tlbench.FitConte
         ctx.log(loss_scale=scaler.get_scale())
     if compile_clock is not None:
         ctx.log(compile_s=compile_clock.seconds, compiled_graphs=compile_clock.graphs)
+    if recipe.norm_statistics == "recompute":
+        with ctx.autocast():
+            recompute_norm_statistics(model, batches(settings.epochs), forward)
     model.eval()
 
 
