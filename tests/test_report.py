@@ -367,25 +367,32 @@ def test_report_over_records_of_two_separate_runs(write_grid, tiny_settings, cli
 
 # -- the published leaderboard -------------------------------------------------------------------
 
-PUBLISHED = Path(__file__).parent.parent / "results" / "offline-default"
+RESULTS = Path(__file__).parent.parent / "results"
+PUBLISHED_FOLDERS = sorted(folder.name for folder in RESULTS.glob("*") if (folder / "leaderboard.md").exists())
 
 
-def test_published_leaderboard_is_what_its_records_say(tmp_path, cli):
+def test_the_published_folders_are_found():
+    assert {"offline-default", "transfer-zoo", "epochs-curve"} <= set(PUBLISHED_FOLDERS)
+
+
+@pytest.mark.parametrize("name", PUBLISHED_FOLDERS)
+def test_published_leaderboard_is_what_its_records_say(name, tmp_path, cli):
     """`tlbench report` over the committed records rewrites the committed tables byte for byte."""
-    shutil.copytree(PUBLISHED / "records", tmp_path / "offline-default" / "records")
-    code, out, err = cli("report", "--results", tmp_path / "offline-default")
+    published = RESULTS / name
+    shutil.copytree(published / "records", tmp_path / name / "records")
+    code, out, err = cli("report", "--results", tmp_path / name)
     assert code == 0, err
-    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard_overall.csv",
+    for file in ("leaderboard.md", "leaderboard.csv", "leaderboard_overall.csv",
                  "leaderboard_transfer_gain.csv", "leaderboard.json"):
-        assert (tmp_path / "offline-default" / name).read_text() == (PUBLISHED / name).read_text(), name
+        assert (tmp_path / name / file).read_text() == (published / file).read_text(), file
 
     def without_images(html):  # the PNG bytes may differ with another matplotlib or FreeType
         return re.sub(r"base64,[A-Za-z0-9+/=]+", "base64,", html)
 
-    assert without_images((tmp_path / "offline-default" / "leaderboard.html").read_text()) == without_images(
-        (PUBLISHED / "leaderboard.html").read_text())
-    for name in ("accuracy_vs_train_time.png", "accuracy_vs_trainable_params.png", "leaderboard.png"):
-        assert (PUBLISHED / name).read_bytes().startswith(b"\x89PNG"), name
+    assert without_images((tmp_path / name / "leaderboard.html").read_text()) == without_images(
+        (published / "leaderboard.html").read_text())
+    for file in ("accuracy_vs_train_time.png", "accuracy_vs_trainable_params.png"):
+        assert (published / file).read_bytes().startswith(b"\x89PNG"), file
 
 
 def shots_record(strategy, seed, shots, top1):
@@ -439,7 +446,7 @@ def test_record_warnings_reach_the_tables_and_the_terminal(tmp_path, cli):
 def test_published_default_leaderboard_separates_the_strategies():
     """What a new user's default run must show: on every dataset the best and worst pretrained
     strategies at least 2 points apart, at most one at >= 0.99, three seeds on every row."""
-    board = json.loads((PUBLISHED / "leaderboard.json").read_text())
+    board = json.loads((RESULTS / "offline-default" / "leaderboard.json").read_text())
     for dataset in board["datasets"]:
         rows = [r for r in board["per_dataset"] if r["dataset"] == dataset]
         assert all(r["seeds"] == 3 and r["top1_ci95"] > 0 for r in rows), dataset
