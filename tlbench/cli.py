@@ -13,9 +13,9 @@ from typing import Optional, Sequence
 
 from tlbench import __version__
 from tlbench.errors import ConfigError, RunStopped
+from tlbench.records import RUNNING, STATUSES
 
 DEFAULT_GRID = object()  # `--grid` given without a file
-STATUSES = ("ok", "failed", "interrupted", "running")
 HINTS = {  # what to try, by the error_kind of failed cells
     "oom": "out of memory: lower batch_size or image_size in [settings], or free the device",
     "non_finite": "non-finite loss: lower the strategy's lr",
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--backbone", metavar="PATTERN", help="only these backbones")
     runs.add_argument("--strategy", metavar="PATTERN", help="only these strategies")
     runs.add_argument("--dataset", metavar="PATTERN", help="only these datasets")
-    runs.add_argument("--status", choices=STATUSES, help="only records with this status")
+    runs.add_argument("--status", choices=(*STATUSES, RUNNING), help="only records with this status")
 
     rank = commands.add_parser(
         "rank", help="forecast which backbone transfers best, from frozen features only",

@@ -23,6 +23,7 @@ from tlbench import sanity
 from tlbench.api import FitContext, Images
 from tlbench.data import (DecodedPixels, ImageSplit, Resample, SplitIndices, fits_in_memory, fixed_size_train_val,
                           images_fingerprint, per_class_subsample, stratified_sample, stratified_split)
+from tlbench.error_kinds import error_kind
 from tlbench.errors import ConfigError
 from tlbench.grid import Cell
 from tlbench.machine import (available_memory, environment, held_memory_mb, peak_memory_mb, precision_for,
@@ -33,7 +34,8 @@ from tlbench.pixel_store import PixelStore, StoredRows, store_key
 from tlbench.plugins import Registry
 from tlbench.predictions import encode as encode_predictions
 from tlbench.progress import Progress
-from tlbench.results import jsonable, utc_now
+from tlbench.records import jsonable
+from tlbench.results import utc_now
 
 CACHE_DIR_ENV = "TLBENCH_CACHE_DIR"
 
@@ -68,27 +70,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-OOM_MESSAGES = ("out of memory", "not enough memory", "can't allocate memory",
-                "cublas_status_alloc_failed")  # cuBLAS cannot allocate its workspace: memory too
-# Errors after which the process's CUDA context is unusable: every later CUDA call fails too
-DEVICE_FAULT_MESSAGES = ("device-side assert", "illegal memory access", "illegal instruction",
-                         "unspecified launch failure", "misaligned address", "cuda error: an illegal")
-
-
-def error_kind(exc: BaseException) -> str:
-    """What went wrong, for the record and the summary: oom, non_finite, device_fault or exception."""
-    message = str(exc).lower()
-    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
-        return "oom"
-    if isinstance(exc, RuntimeError) and any(m in message for m in DEVICE_FAULT_MESSAGES):
-        return "device_fault"
-    if isinstance(exc, RuntimeError) and any(m in message for m in OOM_MESSAGES):
-        return "oom"  # MPS, the CPU allocator and cuBLAS raise plain RuntimeErrors
-    if isinstance(exc, FloatingPointError):  # strategies raise it for a non-finite loss
-        return "non_finite"
-    return "exception"
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
