@@ -418,7 +418,9 @@ def _sigterm_as_interrupt():
 
 def _interrupted_cells(records: list) -> str:
     """``A is recorded as interrupted; `` or ``A and B are ...``, naming every cell Ctrl-C stopped."""
-    labels = [_label(r) for r in records]
+    from tlbench.grid import cell_label
+
+    labels = [cell_label(r) for r in records]
     if not labels:
         return ""
     if len(labels) == 1:
@@ -426,14 +428,12 @@ def _interrupted_cells(records: list) -> str:
     return f"{', '.join(labels[:-1])} and {labels[-1]} are recorded as interrupted; "
 
 
-def _label(record: dict) -> str:
-    return f"{record['backbone']} / {record['strategy']} / {record['dataset']} / seed {record['seed']}"
-
-
 def _print_failures(records: list[dict]) -> None:
+    from tlbench.grid import cell_label
+
     print(f"{len(records)} cell(s) failed:", file=sys.stderr)
     for record in records:
-        print(f"  {_label(record)}: [{record.get('error_kind', 'exception')}] {record['error']}",
+        print(f"  {cell_label(record)}: [{record.get('error_kind', 'exception')}] {record['error']}",
               file=sys.stderr)
     for kind in sorted({r.get("error_kind") for r in records} & HINTS.keys()):
         print(f"  hint: {HINTS[kind]}", file=sys.stderr)
