@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tlbench.runner import error_kind
+from tlbench.error_kinds import error_kind
 
 GRID = """
     name = "faults"

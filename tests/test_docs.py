@@ -15,9 +15,10 @@ from pathlib import Path
 import tlbench
 from tlbench import hookspecs
 from tlbench.cli import build_parser
+from tlbench.error_kinds import ERROR_KINDS
 from tlbench.grid import TOP_LEVEL_KEYS
 from tlbench.options import describe_options
-from tlbench.results import ERROR_KINDS, OPTIONAL, REQUIRED, STATUSES
+from tlbench.records import OPTIONAL, REQUIRED, STATUSES
 
 try:
     from tlbench.settings import Settings

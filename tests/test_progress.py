@@ -36,3 +36,17 @@ def test_ctrl_c_names_every_cell_it_stopped():
     one = GridInterrupted([record("linear_probe")])
     assert _interrupted_cells(one.records) == "lite0 / linear_probe / digits / seed 0 is recorded as interrupted; "
     assert _interrupted_cells(GridInterrupted([]).records) == ""
+
+
+def test_a_cell_of_a_curve_is_named_with_its_point_in_messages_and_in_progress(registry):
+    from tlbench.grid import build_grid, cell_label
+
+    data = {"name": "curve", "backbones": ["test_efficientnet"], "strategies": ["full_finetune"],
+            "datasets": ["digits"], "settings": {"train_per_class": [5, 10]}}
+    cells = build_grid(data, "curve.toml", registry).cells
+    records = [{"backbone": c.backbone, "strategy": c.strategy, "dataset": c.dataset, "seed": c.seed,
+                "sweep": dict(c.sweep)} for c in cells]
+    assert _interrupted_cells(records) == ("test_efficientnet / full_finetune / digits (train_per_class=5) / seed 0 "
+                                           "and test_efficientnet / full_finetune / digits (train_per_class=10) / "
+                                           "seed 0 are recorded as interrupted; ")
+    assert [c.label for c in cells] == [cell_label(r) for r in records]  # progress lines name them the same

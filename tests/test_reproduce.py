@@ -193,13 +193,13 @@ def test_the_sample_covers_every_strategy_and_dataset_before_repeating():
     assert sorted(c["run_id"] for c in sample(cells, 100)) == sorted(c["run_id"] for c in cells)
 
 
-def test_a_cell_of_a_curve_with_candidates_is_rebuilt_with_its_run_id(registry, tmp_path):
+def test_a_cell_of_a_curve_with_candidates_is_rebuilt_with_its_run_id(registry):
     """Options that were lists (candidates selected on validation) and a list in [settings] (a
     curve's point): the record alone rebuilds the same cell."""
     from tlbench.grid import build_grid
     from tlbench.options import options_as_dict
+    from tlbench.cell_record import base
     from tlbench.reproduce import rebuild
-    from tlbench.runner import Runner
 
     data = {"name": "curve", "backbones": ["test_efficientnet"], "strategies": ["full_finetune"],
             "datasets": ["faces"], "seeds": [3], "settings": {"train_per_class": [5, 10], "epochs": 1},
@@ -207,7 +207,7 @@ def test_a_cell_of_a_curve_with_candidates_is_rebuilt_with_its_run_id(registry, 
     cells = build_grid(data, "curve.toml", registry).cells
     assert len(cells) == 2 and all(len(c.strategy_candidates) == 2 for c in cells)
     for cell in cells:
-        record = Runner(registry, tmp_path)._base_record(cell)
+        record = base(cell, registry)
         record.update(candidates=[{"options": options_as_dict(c), "val_top1": 0.5} for c in cell.strategy_candidates],
                       selected=1, options=options_as_dict(cell.strategy_candidates[1]))
         record = json.loads(json.dumps(record))  # as read back from disk
@@ -215,18 +215,18 @@ def test_a_cell_of_a_curve_with_candidates_is_rebuilt_with_its_run_id(registry, 
         assert rebuilt.run_id == cell.run_id and rebuilt.sweep == cell.sweep
 
 
-def test_an_option_added_since_the_record_names_itself(registry, tmp_path):
+def test_an_option_added_since_the_record_names_itself(registry):
     """A record made before a plugin had an option, run with a value other than its default now:
     rebuilt, the cell is another configuration, and the message says which option."""
     from tlbench.errors import ConfigError
     from tlbench.grid import build_grid
+    from tlbench.cell_record import base
     from tlbench.reproduce import rebuild
-    from tlbench.runner import Runner
 
     data = {"name": "g", "backbones": ["test_efficientnet"], "strategies": ["full_finetune"],
             "datasets": ["faces"], "strategy": {"full_finetune": {"lr": 0.0123}}}
     (cell,) = build_grid(data, "g.toml", registry).cells
-    record = json.loads(json.dumps(Runner(registry, tmp_path)._base_record(cell)))
+    record = json.loads(json.dumps(base(cell, registry)))
     assert rebuild(record, registry, "record.json").run_id == cell.run_id
     del record["options"]["lr"]
     with pytest.raises(ConfigError, match=r"not the same configuration: strategy option 'lr' is new \(default"):

@@ -13,9 +13,9 @@ from typing import Optional, Sequence
 
 from tlbench import __version__
 from tlbench.errors import ConfigError, RunStopped
+from tlbench.records import RUNNING, STATUSES
 
 DEFAULT_GRID = object()  # `--grid` given without a file
-STATUSES = ("ok", "failed", "interrupted", "running")
 HINTS = {  # what to try, by the error_kind of failed cells
     "oom": "out of memory: lower batch_size or image_size in [settings], or free the device",
     "non_finite": "non-finite loss: lower the strategy's lr",
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--backbone", metavar="PATTERN", help="only these backbones")
     runs.add_argument("--strategy", metavar="PATTERN", help="only these strategies")
     runs.add_argument("--dataset", metavar="PATTERN", help="only these datasets")
-    runs.add_argument("--status", choices=STATUSES, help="only records with this status")
+    runs.add_argument("--status", choices=(*STATUSES, RUNNING), help="only records with this status")
 
     rank = commands.add_parser(
         "rank", help="forecast which backbone transfers best, from frozen features only",
@@ -418,7 +418,9 @@ def _sigterm_as_interrupt():
 
 def _interrupted_cells(records: list) -> str:
     """``A is recorded as interrupted; `` or ``A and B are ...``, naming every cell Ctrl-C stopped."""
-    labels = [_label(r) for r in records]
+    from tlbench.grid import cell_label
+
+    labels = [cell_label(r) for r in records]
     if not labels:
         return ""
     if len(labels) == 1:
@@ -426,14 +428,12 @@ def _interrupted_cells(records: list) -> str:
     return f"{', '.join(labels[:-1])} and {labels[-1]} are recorded as interrupted; "
 
 
-def _label(record: dict) -> str:
-    return f"{record['backbone']} / {record['strategy']} / {record['dataset']} / seed {record['seed']}"
-
-
 def _print_failures(records: list[dict]) -> None:
+    from tlbench.grid import cell_label
+
     print(f"{len(records)} cell(s) failed:", file=sys.stderr)
     for record in records:
-        print(f"  {_label(record)}: [{record.get('error_kind', 'exception')}] {record['error']}",
+        print(f"  {cell_label(record)}: [{record.get('error_kind', 'exception')}] {record['error']}",
               file=sys.stderr)
     for kind in sorted({r.get("error_kind") for r in records} & HINTS.keys()):
         print(f"  hint: {HINTS[kind]}", file=sys.stderr)

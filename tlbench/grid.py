@@ -115,7 +115,8 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return f"{self.backbone} / {self.strategy} / {self.task} / seed {self.seed}"
+        return cell_label({"backbone": self.backbone, "strategy": self.strategy, "dataset": self.dataset,
+                           "sweep": dict(self.sweep), "seed": self.seed})
 
 
 def task_name(dataset: str, sweep: dict) -> str:
@@ -123,6 +124,13 @@ def task_name(dataset: str, sweep: dict) -> str:
     if not sweep:
         return dataset
     return f"{dataset} ({', '.join(f'{k}={v}' for k, v in sorted(sweep.items()))})"
+
+
+def cell_label(record: dict) -> str:
+    """How messages name a cell, from its record's fields (a Cell's ``label`` too):
+    ``lite0 / linear_probe / digits (train_per_class=5) / seed 0``."""
+    task = task_name(record["dataset"], record.get("sweep") or {})
+    return f"{record['backbone']} / {record['strategy']} / {task} / seed {record['seed']}"
 
 
 # Settings added after records existed: left out of the identity at their default, so that

@@ -124,7 +124,7 @@ class DriverView:
         from tlbench.data import images_fingerprint
 
         try:
-            images = self.runner.load_images(cells[0])
+            images = self.runner.data.load_images(cells[0])
         except Exception as exc:
             self.runner.progress.note(
                 f"dataset {cells[0].dataset!r} cannot be loaded on this machine ({type(exc).__name__}: {exc}); "
@@ -134,8 +134,10 @@ class DriverView:
 
     def _split_digest(self, cell, images) -> Optional[str]:
         """None for a cell whose splits fail here: it fails the same way on its node, and says why."""
+        from tlbench.cell_data import cell_splits
+
         try:
-            return self.runner.prepare_splits(cell, images).digest()
+            return cell_splits(cell, images).digest()
         except Exception:
             return None
 
@@ -243,7 +245,7 @@ def check_data(runner, cell, expected: Optional[dict]) -> None:
         return
     scope = data_scope(cell.dataset)
     try:
-        here = runner.data_fingerprint(cell)
+        here = runner.data.fingerprint(cell)
     except Exception as exc:
         raise NodeUnfit(scope, f"cannot load dataset {cell.dataset!r}, which the driver loads "
                                f"({type(exc).__name__}: {exc}): put the driver's copy at the same path on "

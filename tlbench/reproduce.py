@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from tlbench.errors import ConfigError
-from tlbench.grid import Cell, Grid, build_grid, task_name
+from tlbench.grid import Cell, Grid, build_grid, cell_label, task_name
 from tlbench.options import build_options, options_as_dict
 from tlbench.results import check_record_file
 from tlbench.results import records_dir
@@ -43,8 +43,7 @@ class Check:
 
     @property
     def label(self) -> str:
-        r = self.published
-        return f"{r['backbone']} / {r['strategy']} / {task_name(r['dataset'], r.get('sweep') or {})} / seed {r['seed']}"
+        return cell_label(self.published)
 
     @property
     def difference(self) -> Optional[float]:
@@ -196,14 +195,9 @@ def _named(published: Published, wanted: str) -> dict:
                           "lists them).")
     record = exact[0]
     if record["status"] != "ok":
-        raise ConfigError(f"Record {record['run_id']} ({_label(record)}) is {record['status']}: it has no "
+        raise ConfigError(f"Record {record['run_id']} ({cell_label(record)}) is {record['status']}: it has no "
                           "published top-1 to compare with. Name an ok record (tlbench runs --status ok).")
     return record
-
-
-def _label(record: dict) -> str:
-    return (f"{record['backbone']} / {record['strategy']} / "
-            f"{task_name(record['dataset'], record.get('sweep') or {})} / seed {record['seed']}")
 
 
 # -- rebuilding a cell from its record ---------------------------------------------------------

@@ -9,11 +9,12 @@ from typing import Iterable, Optional
 
 from tlbench.grid import task_name
 from tlbench.options import end_of_list
+from tlbench.records import MISSING, STATUSES
 from tlbench.report.significance import across_tasks, critical_difference, group_by_task, judge_task
 from tlbench.report.stats import mean_ci
 
 KEYS = ("dataset", "backbone", "strategy")
-STATUS_ORDER = ("ok", "failed", "interrupted", "missing")
+STATUS_ORDER = (*STATUSES, MISSING)
 # mean over a row's ok seeds; (record field, short header)
 METRICS = (
     ("top5", "top-5"), ("mean_per_class_acc", "mean class acc"), ("train_s", "train s"),
@@ -220,7 +221,7 @@ def _row(key: tuple, records: list[dict], missing_seeds: list[int]) -> dict:
     # and the frozen pass an earlier cell paid, where features came from the cache
     row["fit_s"] = mean_ci([s for s in map(_fit_seconds, ok) if s is not None]).mean
     counts = {s: sum(r["status"] == s for r in records) for s in STATUS_ORDER}
-    counts["missing"] = len(missing_seeds)
+    counts[MISSING] = len(missing_seeds)
     row["status"] = ("ok" if counts["ok"] and sum(counts.values()) == counts["ok"]
                      else ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s]))
     errors = sorted({f"seed {r['seed']}: {r.get('error') or r['status']}" for r in records if r["status"] != "ok"})
