@@ -6,8 +6,8 @@ each plugin of the grid came from (package and version, or a file's hash), the h
 file the cell's options name, the dataset's fingerprint and the cell's split digest. The worker
 compares before the cell runs. A node that differs is *unfit* for the cells that need what
 differs (``NodeUnfit``, with a scope): the executor keeps those cells off it and hands them to
-another node (tlbench.ray_executor; the worker's side is tlbench.ray_worker), instead of recording a column of failures or, worse, a score
-computed on other data under the same run_id.
+another node (tlbench.ray_executor), instead of recording a column of failures or, worse, a
+score computed on other data under the same run_id. The worker's side is tlbench.ray_worker.
 """
 
 from __future__ import annotations
