@@ -4,7 +4,7 @@ start line to its result line, and Ctrl-C names every cell it stopped."""
 import io
 
 from tlbench.cli import _interrupted_cells
-from tlbench.executors import GridInterrupted
+from tlbench.driver import GridInterrupted
 from tlbench.progress import Progress
 
 

@@ -567,9 +567,9 @@ def test_a_failed_leaderboard_write_leaves_the_old_set_and_no_temporaries(tmp_pa
 def test_a_full_disk_while_storing_a_record_stops_the_run_cleanly(logged_grid, plugins, fit_log, tmp_path, cli,
                                                                   monkeypatch):
     grid = logged_grid([0, 1, 2])
-    import tlbench.executors as executors
+    import tlbench.driver as driver
 
-    real = executors.write_record
+    real = driver.write_record
     stored = []
 
     def write_or_fail(results_dir, record):
@@ -578,7 +578,7 @@ def test_a_full_disk_while_storing_a_record_stops_the_run_cleanly(logged_grid, p
         stored.append(record["seed"])
         return real(results_dir, record)
 
-    monkeypatch.setattr(executors, "write_record", write_or_fail)
+    monkeypatch.setattr(driver, "write_record", write_or_fail)
     code, out, err = cli("run", "--grid", grid, "--results", tmp_path, "--plugins-dir", plugins)
     assert code == 1 and "Traceback" not in err
     assert "No space left on device" in err and "the records stored before are intact" in err

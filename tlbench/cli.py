@@ -271,7 +271,7 @@ def cmd_run(args) -> int:
 
     if any(cell.settings.deterministic for cell in grid.cells):
         deterministic_cublas()  # before anything here touches CUDA; workers inherit it
-    if args.executor != "ray":  # on Ray, the cluster's GPUs count, not the driver's (see RayPool)
+    if args.executor != "ray":  # on Ray, the cluster's GPUs count, not the driver's (see RayExecutor)
         check_device(grid.settings.device)
     ensure_writable(args.results, grid.name)
 
@@ -282,7 +282,7 @@ def cmd_run(args) -> int:
     pool, job_for = _pool(args, registry, grid, runner)
     try:
         with _sigterm_as_interrupt():
-            from tlbench.executors import run_grid_on
+            from tlbench.driver import run_grid_on
 
             outcome = run_grid_on(pool, runner, grid, job_for, retry_failed=args.retry_failed,
                                   force=args.force)
@@ -310,7 +310,7 @@ def cmd_run(args) -> int:
 def _race(args, registry, grid, runner, outcome) -> list:
     """Racing rounds after the grid's own cells (tlbench.race); returns the cells they added.
     Failures and lost cells of each round join ``outcome``."""
-    from tlbench.executors import run_grid_on
+    from tlbench.driver import run_grid_on
     from tlbench.race import next_round
     from tlbench.report import build_report
 
@@ -336,7 +336,8 @@ def _race(args, registry, grid, runner, outcome) -> list:
 
 def _pool(args, registry, grid, runner):
     """(pool that runs the cells, cell -> job for its workers) for --executor."""
-    from tlbench.executors import LocalPool, SubprocessPool, job_maker
+    from tlbench.cell_job import job_maker
+    from tlbench.executors import LocalExecutor, SubprocessExecutor
 
     if args.cell_timeout is not None and not (math.isfinite(args.cell_timeout) and args.cell_timeout > 0):
         raise ConfigError(f"--cell-timeout must be a positive number of seconds, got {args.cell_timeout:g}.")
@@ -345,31 +346,31 @@ def _pool(args, registry, grid, runner):
             raise ConfigError("--cell-timeout needs --executor subprocess or ray: a cell running in "
                               "this process cannot be stopped safely.")
         _only_with_ray(args)
-        return LocalPool(runner), None  # it sizes torch's threads before each cell
+        return LocalExecutor(runner), None  # it sizes torch's threads before each cell
     plugins_dir = args.plugins_dir or os.environ.get("TLBENCH_PLUGINS_DIR")
     if plugins_dir:
         plugins_dir = os.path.abspath(plugins_dir)
     cache_dir = os.environ.get("TLBENCH_CACHE_DIR")
     if args.executor == "subprocess":
         _only_with_ray(args)
-        return SubprocessPool(args.cell_timeout), job_maker(grid, plugins_dir, cache_dir,
-                                                           progress=runner.progress.bars)
+        return SubprocessExecutor(args.cell_timeout), job_maker(grid, plugins_dir, cache_dir,
+                                                               progress=runner.progress.bars)
     from tlbench.node_check import DriverView
-    from tlbench.ray_pool import RayPool
+    from tlbench.ray_executor import RayExecutor
 
     if args.cpus_per_cell <= 0:
         raise ConfigError(f"--cpus-per-cell must be positive, got {args.cpus_per_cell:g}.")
     if args.ray_max_retries < 0:
         raise ConfigError(f"--ray-max-retries must be 0 or more, got {args.ray_max_retries}.")
     shares = _gpu_shares(args.gpu_share, registry)
-    pool = RayPool(registry, args.ray_address, args.cpus_per_cell, shares,
-                   use_gpus=grid.settings.device != "cpu", max_retries=args.ray_max_retries,
-                   timeout_s=args.cell_timeout, needs_gpu=grid.settings.device.startswith("cuda"),
-                   plugins_dir=plugins_dir)
+    pool = RayExecutor(registry, args.ray_address, args.cpus_per_cell, shares,
+                       use_gpus=grid.settings.device != "cpu", max_retries=args.ray_max_retries,
+                       timeout_s=args.cell_timeout, needs_gpu=grid.settings.device.startswith("cuda"),
+                       plugins_dir=plugins_dir)
     if not args.quiet:
         print(pool.describe(), file=sys.stderr)
     # no cache folder: each node keeps its own (its TLBENCH_CACHE_DIR, else its default)
-    return pool, job_maker(grid, plugins_dir, None, driver_view=DriverView(registry, grid, runner))
+    return pool, DriverView(registry, grid, runner).jobs(job_maker(grid, plugins_dir, None))
 
 
 def _only_with_ray(args) -> None:

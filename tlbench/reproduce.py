@@ -291,7 +291,8 @@ def prepare(checks: list[Check], registry, folder: Path) -> None:
 def rerun(checks: list[Check], registry, scratch: Path, progress) -> None:
     """Run the rebuilt cells with the local executor in this process, records under ``scratch``,
     feature caches in a fresh folder there (nothing the published run computed stands in)."""
-    from tlbench.executors import LocalPool, run_grid_on
+    from tlbench.driver import run_grid_on
+    from tlbench.executors import LocalExecutor
     from tlbench.results import ensure_writable
     from tlbench.runner import Runner, check_cache_dir
 
@@ -306,7 +307,7 @@ def rerun(checks: list[Check], registry, scratch: Path, progress) -> None:
         grid = Grid(name, sorted({c.backbone for c in cells}), sorted({c.strategy for c in cells}),
                     sorted({c.dataset for c in cells}), sorted({c.seed for c in cells}), cells[0].settings,
                     cells=cells, source=str(scratch))
-        outcome = run_grid_on(LocalPool(runner), runner, grid, force=True)
+        outcome = run_grid_on(LocalExecutor(runner), runner, grid, force=True)
         by_id = {r["run_id"]: r for r in outcome.ran}
         for check in runnable:
             if check.cell.grid == name:
