@@ -21,8 +21,8 @@ import torch
 
 from tlbench import sanity
 from tlbench.api import FitContext, Images
-from tlbench.data import (DecodedPixels, ImageSplit, Resample, SplitIndices, fits_in_memory, fixed_size_train_val,
-                          images_fingerprint, per_class_subsample, stratified_sample, stratified_split)
+from tlbench.batches import ImageSplit
+from tlbench.decoding import DecodedPixels, Resample, fits_in_memory
 from tlbench.errors import ConfigError
 from tlbench.grid import Cell
 from tlbench.machine import (available_memory, environment, held_memory_mb, peak_memory_mb, precision_for,
@@ -34,6 +34,8 @@ from tlbench.plugins import Registry
 from tlbench.predictions import encode as encode_predictions
 from tlbench.progress import Progress
 from tlbench.results import jsonable, utc_now
+from tlbench.splits import (SplitIndices, fixed_size_train_val, images_fingerprint, per_class_subsample,
+                            stratified_sample, stratified_split)
 
 CACHE_DIR_ENV = "TLBENCH_CACHE_DIR"
 
