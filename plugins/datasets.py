@@ -9,8 +9,6 @@ core draws the stratified splits (an official test split is passed on as ``test_
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -542,25 +540,6 @@ class DownloadOptions:
     download: bool = tlbench.option(True, "download the files into root when they are missing")
 
 
-class _Concatenated:
-    """The images of several torchvision datasets end to end, decoded only when indexed."""
-
-    def __init__(self, parts):
-        self.parts = list(parts)
-        self.starts = list(itertools.accumulate((len(part) for part in self.parts), initial=0))
-
-    def __len__(self) -> int:
-        return self.starts[-1]
-
-    def __getitem__(self, index):
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        part = bisect.bisect_right(self.starts, index) - 1
-        return self.parts[part][index - self.starts[part]][0]
-
-
 def _merge_classes(parts: list, labels_attr: str):
     """One class list for all splits and every split's labels mapped onto it, by class name.
 
@@ -602,7 +581,7 @@ class TorchvisionDataset(tlbench.Dataset):
             for split, kwargs in self.splits.items()
         }
         classes, labels = _merge_classes(list(parts.values()), self.labels_attr)
-        samples = _Concatenated(parts.values())
+        samples = tlbench.ConcatenatedSamples(parts.values(), field=0)  # (image, label) pairs
         test_indices = None
         if "test" in parts:
             position = list(parts).index("test")

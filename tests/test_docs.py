@@ -413,6 +413,25 @@ def test_the_layout_names_every_module_of_the_core():
     assert mismatch(documented, actual, "modules of tlbench/ in docs/development.md") == []
 
 
+# -- environment variables ---------------------------------------------------------------------
+
+
+def environment_variables(text: str) -> set[str]:
+    return set(re.findall(r"\bTLBENCH_[A-Z_]+\b", text))
+
+
+def undocumented_variables(code: str, docs: str) -> list[str]:
+    """The TLBENCH_ variables ``code`` names that ``docs`` does not."""
+    return sorted(environment_variables(code) - environment_variables(docs))
+
+
+def test_every_environment_variable_the_code_reads_is_documented():
+    sources = [path for folder in ("tlbench", "plugins") for path in sorted((ROOT / folder).rglob("*.py"))]
+    code = "".join(map(read, sources))
+    docs = "".join(read(page) for page in sorted(DOCS.glob("*.md")))
+    assert undocumented_variables(code, docs) == []
+
+
 # -- the checks above can fail -----------------------------------------------------------------
 
 
@@ -439,3 +458,8 @@ def test_broken_links_are_reported(tmp_path):
                     "`[in code](missing.md)`\n\n```\n[in a block](missing.md)\n```\n", encoding="utf-8")
     assert link_problems(page) == ["page.md: link to missing.md: no such file",
                                    "page.md: link to other.md#nowhere: no such heading"]
+
+
+def test_an_environment_variable_missing_from_the_docs_is_reported():
+    code = 'size = os.environ.get("TLBENCH_MATERIALIZE_MB", "2048")\ncache = os.environ["TLBENCH_CACHE_DIR"]\n'
+    assert undocumented_variables(code, "Set `TLBENCH_CACHE_DIR` to move the cache.") == ["TLBENCH_MATERIALIZE_MB"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tlbench import sanity
-from tlbench.data import Resample
+from tlbench.decoding import Resample
 from tlbench.results import iter_records
 
 

@@ -9,13 +9,15 @@ import numpy as np
 import torch
 
 from tlbench.api import Images
-from tlbench.data import (DecodedPixels, ImageSplit, Resample, SplitIndices, fits_in_memory, fixed_size_train_val,
-                          images_fingerprint, per_class_subsample, stratified_sample, stratified_split)
+from tlbench.batches import ImageSplit
+from tlbench.decoding import DecodedPixels, Resample, fits_in_memory
 from tlbench.grid import Cell
 from tlbench.machine import available_memory
 from tlbench.options import options_as_dict
 from tlbench.pixel_store import PixelStore, StoredRows, store_key
 from tlbench.plugins import Registry
+from tlbench.splits import (SplitIndices, fixed_size_train_val, images_fingerprint, per_class_subsample,
+                            stratified_sample, stratified_split)
 
 
 def cell_splits(cell: Cell, images: Images) -> SplitIndices:

@@ -126,7 +126,7 @@ class DriverView:
         return {"dataset": fingerprint, "split_digest": split_digests[cell.run_id]}
 
     def _fingerprint(self, cells: list) -> Optional[tuple]:
-        from tlbench.data import images_fingerprint
+        from tlbench.splits import images_fingerprint
 
         try:
             images = self.runner.data.load_images(cells[0])

@@ -22,9 +22,10 @@ import torch
 
 from tlbench import cell_record, sanity
 from tlbench.api import FitContext, Images
+from tlbench.batches import ImageSplit
 from tlbench.cell_data import CellData, cell_splits, resampling
 from tlbench.cell_record import starts_pretrained
-from tlbench.data import ImageSplit, Resample
+from tlbench.decoding import Resample
 from tlbench.errors import ConfigError
 from tlbench.grid import Cell
 from tlbench.machine import (environment, held_memory_mb, peak_memory_mb, precision_for, release_memory,
