@@ -19,17 +19,22 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class Component:
-    """Shared by backbones, strategies and datasets.
+    """Shared by backbones, strategies, datasets and scores.
 
     ``name`` is the one name used in grid files, ``tlbench ls``, records and leaderboards.
     ``description`` defaults to the first line of the class docstring.
     ``Options`` is a dataclass of the options a grid may set under ``[strategy.NAME]``
-    (or ``[backbone.NAME]``, ``[dataset.NAME]``); see :func:`tlbench.option`.
+    (or ``[backbone.NAME]``, ``[dataset.NAME]``, ``[score.NAME]``); see :func:`tlbench.option`.
+    One rule for every kind: the core constructs the component with its validated options,
+    which its methods read as ``self.options``.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any = None):
+        self.options = options if options is not None else self.Options()
 
     @classmethod
     def summary(cls) -> str:
@@ -81,7 +86,7 @@ class Backbone(Component):
     def claims(self, name: str) -> bool:
         return fnmatch.fnmatchcase(name, self.name)
 
-    def create(self, name: str, *, num_classes: int, pretrained: bool, options: Any) -> Network:
+    def create(self, name: str, *, num_classes: int, pretrained: bool) -> Network:
         raise NotImplementedError
 
 
@@ -107,7 +112,7 @@ class Images:
 class Dataset(Component):
     """A source of labelled images."""
 
-    def load(self, options: Any) -> Images:
+    def load(self) -> Images:
         raise NotImplementedError
 
 
@@ -244,9 +249,6 @@ class Strategy(Component):
     #: read cached features. Users override it with ``--gpu-share NAME=FRACTION``.
     gpu_share: ClassVar[float] = 1.0
 
-    def __init__(self, options: Any = None):
-        self.options = options if options is not None else self.Options()
-
     def fit(
         self,
         model: "torch.nn.Module",
@@ -269,9 +271,6 @@ class Score(Component):
     one score are compared across backbones on the same dataset only; their scale is the
     score's own.
     """
-
-    def __init__(self, options: Any = None):
-        self.options = options if options is not None else self.Options()
 
     def estimate(self, model: "torch.nn.Module", train: "Split", ctx: FitContext) -> float:
         raise NotImplementedError

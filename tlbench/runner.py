@@ -229,8 +229,8 @@ class Runner:
         if key not in self._images:
             self._images.clear()  # keep one dataset in memory at a time
             self._pixels.clear()
-            dataset = self.registry.get("datasets", cell.dataset)()
-            images = dataset.load(cell.dataset_options)
+            dataset = self.registry.get("datasets", cell.dataset)(cell.dataset_options)
+            images = dataset.load()
             if len(images.samples) != len(images.labels):
                 raise ValueError(f"dataset {cell.dataset!r} returned {len(images.samples)} samples "
                                  f"but {len(images.labels)} labels")
@@ -372,10 +372,9 @@ class Runner:
         strategy_cls = self.registry.get("strategies", cell.strategy)
         images = self.load_images(cell)
         splits = self.prepare_splits(cell, images)
-        backbone = self.registry.get("backbones", cell.backbone)()
+        backbone = self.registry.get("backbones", cell.backbone)(cell.backbone_options)
         pretrained = starts_pretrained(cell, strategy_cls)
-        network = backbone.create(cell.backbone, num_classes=len(images.classes),
-                                  pretrained=pretrained, options=cell.backbone_options)
+        network = backbone.create(cell.backbone, num_classes=len(images.classes), pretrained=pretrained)
         changed = cell.changed_files()  # after the load: what was loaded is what the run_id names
         if changed:
             raise RuntimeError(f"{', '.join(changed)} changed since the grid was read, so this cell's "
