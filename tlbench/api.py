@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Optional, Sequence
 
 from tlbench.options import NoOptions
+from tlbench.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
-    from tlbench.settings import Settings
 
 
 class Component:
@@ -125,8 +124,8 @@ class Split:
     The core decodes, resizes and normalises the images (with the network's mean and std);
     a split only serves them. Example::
 
-        for x, y in train.batches(ctx.settings.batch_size, shuffle=True, seed=epoch,
-                                  device=ctx.device):
+        for x, y in train.batches(ctx.settings.batch_size, shuffle=True,
+                                  seed=ctx.shuffle_seed(epoch), device=ctx.device):
             loss = F.cross_entropy(model(x), y)
     """
 
@@ -144,7 +143,8 @@ class Split:
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0,
                 device=None) -> "Iterable[tuple[torch.Tensor, torch.Tensor]]":
         """(images N×3×S×S float32, labels N int64) batches on ``device`` (default: the cell's
-        device, ``ctx.device``); ``shuffle`` draws the order with ``seed``."""
+        device, ``ctx.device``); ``shuffle`` draws the order with ``seed``: pass
+        ``ctx.shuffle_seed(epoch)`` for an order of the cell's own."""
         raise NotImplementedError
 
     def num_batches(self, batch_size: int) -> int:
@@ -167,7 +167,7 @@ class FitContext:
     """
 
     device: "torch.device"
-    settings: "Settings"
+    settings: Settings
     seed: int
     num_classes: int
     #: what ``autocast()`` computes in: "fp32" (CPU, MPS), "bf16" (GPUs of compute capability 8.0
@@ -190,6 +190,13 @@ class FitContext:
     #: backbone × dataset pair the same context, so what one score computes from the frozen
     #: network (e.g. the training split's features) the next one can reuse from here.
     memo: dict
+
+    def shuffle_seed(self, epoch: int) -> int:
+        """The seed of epoch ``epoch``'s batch order (``Split.batches(shuffle=True, seed=...)``):
+        each seed of a grid and each epoch gets its own order, and a rerun of the cell the same.
+        ``seed * 1000 + epoch``: the orders the first-party strategies have always trained with,
+        so their published records still rerun equal."""
+        return self.seed * 1000 + epoch
 
     def autocast(self):
         """A context manager for forward passes: autocast to ``precision`` (bf16 or fp16 on CUDA), or
