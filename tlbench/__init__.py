@@ -7,6 +7,7 @@ from tlbench.api import Backbone, Component, Dataset, FitContext, Images, Networ
 from tlbench.errors import ConfigError
 from tlbench.hookspecs import hookimpl
 from tlbench.options import NoOptions, option
+from tlbench.settings import Settings
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,7 @@ __all__ = [
     "Network",
     "NoOptions",
     "Score",
+    "Settings",
     "Split",
     "Strategy",
     "__version__",
