@@ -418,7 +418,8 @@ class HuggingFaceDataset(tlbench.Dataset):
     name = "hf"
     Options = HuggingFaceOptions
 
-    def load(self, options) -> tlbench.Images:
+    def load(self) -> tlbench.Images:
+        options = self.options
         _check_path(options)
         folder = _saved_folder(options)
         splits = _open_saved(options, folder) if folder else _open_hub(options)

@@ -28,7 +28,7 @@ TORCHVISION = ["cifar10", "cifar100", "flowers102", "pets", "dtd", "eurosat", "f
 
 def load(registry, name, **options):
     cls = registry.get("datasets", name)
-    return cls().load(build_options(cls.Options, options, f"[dataset.{name}]"))
+    return cls(build_options(cls.Options, options, f"[dataset.{name}]")).load()
 
 
 @pytest.fixture(scope="module")
@@ -449,7 +449,7 @@ def test_digits_are_scikit_learns_read_without_importing_it():
     """digits reads load_digits()'s file itself (importing scikit-learn took 3 s of a one-cell run)."""
     code = ("import sys\n"
             "from tlbench_plugins.datasets import Digits\n"
-            "images = Digits().load(None)\n"
+            "images = Digits().load()\n"
             "assert 'sklearn' not in sys.modules\n"
             "import numpy as np\n"
             "from sklearn.datasets import load_digits\n"

@@ -2,7 +2,8 @@
 
 The pages are parsed, not searched: a table's first column is compared, as a set of code spans,
 with the names the code has, in both directions (nothing missing, nothing stale), so "`backbone"
-no longer passes for "`backbones`". The examples of docs/plugins.md run in test_docs_example.py.
+no longer passes for "`backbones`". The examples of docs/plugins.md (and the README's plugin)
+run in test_docs_example.py; docs/api.md, the reference, has a section for every public name.
 """
 
 import argparse
@@ -20,14 +21,10 @@ from tlbench.grid import TOP_LEVEL_KEYS
 from tlbench.options import describe_options
 from tlbench.records import OPTIONAL, REQUIRED, STATUSES
 
-try:
-    from tlbench.settings import Settings
-except ImportError:  # before [settings] had its own module
-    from tlbench.grid import Settings
-
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
+API = DOCS / "api.md"
 PAGES = [README, *sorted(DOCS.glob("*.md"))]
 KINDS = {"backbone": "backbones", "strategy": "strategies", "dataset": "datasets", "score": "scores"}
 
@@ -192,22 +189,31 @@ def public_members(obj) -> set[str]:
     return own | set(inspect.get_annotations(obj))
 
 
+def has_behaviour(obj) -> bool:
+    """A function (or a decorator), or a class with methods of its own: what an example can show
+    at work. Data (a dataclass of fields, an exception, a version string) is its signature."""
+    if not inspect.isclass(obj):
+        return callable(obj)
+    return any(inspect.isfunction(value) or isinstance(value, (classmethod, staticmethod, property))
+               for name, value in vars(obj).items() if not name.startswith("_"))
+
+
 def api_problems(text: str, namespace) -> list[str]:
-    """Every name of ``namespace.__all__`` needs a ``### `tlbench.NAME` `` section whose first
-    python block is its signature (with every member the class defines) and a further python
-    block, an example that uses it."""
-    sections = subsections(text, 3)
+    """Every name of ``namespace.__all__`` needs a ``## `tlbench.NAME` `` section whose first
+    python block is its signature (with every member the class defines); a name with behaviour
+    (:func:`has_behaviour`) also needs a further python block, an example that uses it."""
+    sections = subsections(text, 2)
     documented = {m.group(1) for title in sections if (m := re.fullmatch(r"`tlbench\.(\w+)`", title))}
     problems = [f"tlbench.{name}: documented but not in tlbench.__all__"
                 for name in sorted(documented - set(namespace.__all__))]
     for name in namespace.__all__:
         title = f"`tlbench.{name}`"
         if title not in sections:
-            problems.append(f"tlbench.{name}: no '### {title}' section")
+            problems.append(f"tlbench.{name}: no '## {title}' section")
             continue
         blocks = code_blocks(sections[title])
-        if len(blocks) < 2:
-            problems.append(f"tlbench.{name}: needs a python block with its signature and one with an example")
+        if not blocks:
+            problems.append(f"tlbench.{name}: needs a python block with its signature")
             continue
         signature, examples = blocks[0], blocks[1:]
         obj = getattr(namespace, name)
@@ -222,7 +228,7 @@ def api_problems(text: str, namespace) -> list[str]:
         for member in sorted(public_members(obj)):
             if not re.search(rf"\b{re.escape(member)}\b", signature):
                 problems.append(f"tlbench.{name}.{member}: missing from its signature block")
-        if not any(re.search(rf"\b{re.escape(name)}\b", example) for example in examples):
+        if has_behaviour(obj) and not any(re.search(rf"\b{re.escape(name)}\b", example) for example in examples):
             problems.append(f"tlbench.{name}: no example uses it")
     return problems
 
@@ -268,7 +274,7 @@ def test_settings_table_matches_the_settings_dataclass():
     (table, *_) = tables(section(grids, "`[settings]`"))
     documented = {names[0]: spans(default)[0] for names, default
                   in zip(map(spans, column(table, "key")), column(table, "default"))}
-    actual = {name: default for name, _, default, _ in describe_options(Settings)}
+    actual = {name: default for name, _, default, _ in describe_options(tlbench.Settings)}
     assert mismatch(documented, actual, "[settings] keys") == []
     assert documented == actual  # the defaults too
 
@@ -332,8 +338,8 @@ def test_every_hook_has_a_section():
     assert mismatch(documented, hooks, "hooks") == []
 
 
-def test_every_public_name_has_its_signature_and_an_example():
-    assert api_problems(read(DOCS / "plugins.md"), tlbench) == []
+def test_every_public_name_has_its_signature_and_an_example_where_it_has_behaviour():
+    assert api_problems(read(API), tlbench) == []
 
 
 # -- records -----------------------------------------------------------------------------------
@@ -443,12 +449,35 @@ def test_a_table_naming_backbone_for_backbones_is_reported_both_ways():
                         "keys: documented but not in the code: ['backbone']"]
 
 
+def without_examples(text: str, name: str) -> str:
+    """``text`` with every python block of ``name``'s section after the first (its signature)
+    removed."""
+    title = f"## `tlbench.{name}`"
+    start = text.index(title)
+    end = text.find("\n## ", start + len(title))
+    end = len(text) if end < 0 else end
+    signature = re.search(r"```python\n.*?\n```", text[start:end], re.S).end() + start
+    rest = re.sub(r"```python\n.*?\n```", "", text[signature:end], flags=re.S)
+    return text[:signature] + rest + text[end:]
+
+
 def test_a_public_name_without_docs_is_reported():
-    text = read(DOCS / "plugins.md")
-    without_split = re.sub(r"^### `tlbench\.Split`$.*?(?=^### )", "", text, flags=re.M | re.S)
-    assert api_problems(without_split, tlbench) == ["tlbench.Split: no '### `tlbench.Split`' section"]
+    text = read(API)
+    without_split = re.sub(r"^## `tlbench\.Split`$.*?(?=^## )", "", text, flags=re.M | re.S)
+    assert api_problems(without_split, tlbench) == ["tlbench.Split: no '## `tlbench.Split`' section"]
     without_memo = text.replace("    memo: dict ", "    scratchpad: dict ")
     assert api_problems(without_memo, tlbench) == ["tlbench.FitContext.memo: missing from its signature block"]
+    without_shuffle_seed = text.replace("    def shuffle_seed(", "    def order_seed(")
+    assert api_problems(without_shuffle_seed, tlbench) == [
+        "tlbench.FitContext.shuffle_seed: missing from its signature block"]
+
+
+def test_only_a_name_with_behaviour_needs_an_example():
+    text = read(API)
+    assert api_problems(without_examples(text, "Split"), tlbench) == ["tlbench.Split: no example uses it"]
+    assert api_problems(without_examples(text, "option"), tlbench) == ["tlbench.option: no example uses it"]
+    for data in ("Images", "Settings", "ConfigError", "NoOptions", "__version__"):
+        assert api_problems(without_examples(text, data), tlbench) == [], data
 
 
 def test_broken_links_are_reported(tmp_path):

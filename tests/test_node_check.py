@@ -99,7 +99,7 @@ import tlbench
 class ClusterOnly(tlbench.Dataset):
     name = "cluster_only"
 
-    def load(self, options):
+    def load(self):
         raise FileNotFoundError("/data/imagenet is on the cluster's disks only")
 
 

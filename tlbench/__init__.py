@@ -8,6 +8,7 @@ from tlbench.errors import ConfigError
 from tlbench.hookspecs import hookimpl
 from tlbench.options import NoOptions, option
 from tlbench.samples import ConcatenatedSamples
+from tlbench.settings import Settings
 
 __version__ = "0.1.0"
 
@@ -22,6 +23,7 @@ __all__ = [
     "Network",
     "NoOptions",
     "Score",
+    "Settings",
     "Split",
     "Strategy",
     "__version__",

@@ -99,8 +99,8 @@ class CellData:
         if key not in self._images:
             self._images.clear()  # keep one dataset in memory at a time
             self._pixels.clear()
-            dataset = self.registry.get("datasets", cell.dataset)()
-            images = dataset.load(cell.dataset_options)
+            dataset = self.registry.get("datasets", cell.dataset)(cell.dataset_options)
+            images = dataset.load()
             if len(images.samples) != len(images.labels):
                 raise ValueError(f"dataset {cell.dataset!r} returned {len(images.samples)} samples "
                                  f"but {len(images.labels)} labels")

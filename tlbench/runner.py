@@ -315,9 +315,8 @@ class Runner:
 
     def _network(self, cell: Cell, num_classes: int, pretrained: bool):
         """The backbone's network for the cell, built afresh."""
-        backbone = self.registry.get("backbones", cell.backbone)()
-        network = backbone.create(cell.backbone, num_classes=num_classes, pretrained=pretrained,
-                                  options=cell.backbone_options)
+        backbone = self.registry.get("backbones", cell.backbone)(cell.backbone_options)
+        network = backbone.create(cell.backbone, num_classes=num_classes, pretrained=pretrained)
         changed = cell.changed_files()  # after the load: what was loaded is what the run_id names
         if changed:
             raise RuntimeError(f"{', '.join(changed)} changed since the grid was read, so this cell's "
