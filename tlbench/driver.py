@@ -17,7 +17,7 @@ from typing import Optional
 
 from tlbench.cell_job import Outcome
 from tlbench.errors import RunStopped
-from tlbench.grid import Cell, Grid
+from tlbench.grid import Cell, Grid, cell_label
 from tlbench.results import claim_cell, claim_holder, read_record, record_path, records_by_run_id, \
     remove_leftovers, utc_now, write_record
 
@@ -168,8 +168,7 @@ class GridDriver:
         """A device-side assert or illegal access leaves this process's CUDA context broken:
         every later cell here would fail the same way, so the run stops with its record stored."""
         raise RunStopped(
-            f"{record['backbone']} / {record['strategy']} / {record['dataset']} / seed {record['seed']} "
-            f"failed with a GPU fault ({record['error']}), which leaves this process unable to use the "
+            f"{cell_label(record)} failed with a GPU fault ({record['error']}), which leaves this process unable to use the "
             "GPU; the other cells were not run. Run the same command with --executor subprocess: each "
             "cell then has a process of its own, and a fault fails only its cell.")
 
