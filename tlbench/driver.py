@@ -168,9 +168,10 @@ class GridDriver:
         """A device-side assert or illegal access leaves this process's CUDA context broken:
         every later cell here would fail the same way, so the run stops with its record stored."""
         raise RunStopped(
-            f"{cell_label(record)} failed with a GPU fault ({record['error']}), which leaves this process unable to use the "
-            "GPU; the other cells were not run. Run the same command with --executor subprocess: each "
-            "cell then has a process of its own, and a fault fails only its cell.")
+            f"{cell_label(record)} failed with a GPU fault ({record['error']}), which leaves this "
+            "process unable to use the GPU; the other cells were not run. Run the same command with "
+            "--executor subprocess: each cell then has a process of its own, and a fault fails only "
+            "its cell.")
 
     def _store_interrupted(self) -> list:
         records = [self._store(*self.in_flight.pop(handle), result) for handle, result in self.executor.interrupt()]
