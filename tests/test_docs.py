@@ -381,7 +381,7 @@ def test_every_published_leaderboard_is_linked_from_the_results_page():
 
 
 def test_every_tlbench_import_in_the_docs_resolves():
-    """`from tlbench.report import build_report, frames` and the like, in prose or code."""
+    """`from tlbench.report import build_leaderboard, frames` and the like, in prose or code."""
     import importlib
 
     problems = []

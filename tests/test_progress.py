@@ -3,7 +3,7 @@ start line to its result line, and Ctrl-C names every cell it stopped."""
 
 import io
 
-from tlbench.cli import _interrupted_cells
+from tlbench.cli_views import interrupted_cells
 from tlbench.executors import GridInterrupted
 from tlbench.progress import Progress
 
@@ -31,8 +31,8 @@ def test_ctrl_c_names_every_cell_it_stopped():
         return {"backbone": "lite0", "strategy": strategy, "dataset": "digits", "seed": 0}
 
     both = GridInterrupted([record("linear_probe"), record("full_finetune")])
-    assert _interrupted_cells(both.records) == ("lite0 / linear_probe / digits / seed 0 and lite0 / "
+    assert interrupted_cells(both.records) == ("lite0 / linear_probe / digits / seed 0 and lite0 / "
                                                 "full_finetune / digits / seed 0 are recorded as interrupted; ")
     one = GridInterrupted([record("linear_probe")])
-    assert _interrupted_cells(one.records) == "lite0 / linear_probe / digits / seed 0 is recorded as interrupted; "
-    assert _interrupted_cells(GridInterrupted([]).records) == ""
+    assert interrupted_cells(one.records) == "lite0 / linear_probe / digits / seed 0 is recorded as interrupted; "
+    assert interrupted_cells(GridInterrupted([]).records) == ""
