@@ -315,17 +315,111 @@ def flags(parser: argparse.ArgumentParser) -> set[str]:
             if flag not in ("-h", "--help")}
 
 
-def test_cli_page_documents_every_command_and_flag():
+def command_parsers() -> dict:
+    """{"tlbench": parser, "tlbench run": its parser, ...}"""
     parser = build_parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    parsers = {"tlbench": parser, **{f"tlbench {name}": sub for name, sub in commands.choices.items()}}
+    return {"tlbench": parser, **{f"tlbench {name}": sub for name, sub in commands.choices.items()}}
+
+
+def test_cli_page_documents_every_command_and_flag():
+    parsers = command_parsers()
     text = read(DOCS / "cli.md")
-    sections = {title.strip("`"): body for title, body in subsections(text, 2).items()}
+    sections = {title.strip("`"): body for title, body in subsections(text, 2).items()
+                if title.startswith("`tlbench")}  # not "Exit codes"
     problems = mismatch(sections, parsers, "commands in docs/cli.md")
     for command in set(sections) & set(parsers):
         (table,) = tables(sections[command])
         problems += mismatch(names_in(column(table, "flag")), flags(parsers[command]), f"`{command}` flags")
     assert problems == []
+
+
+# -- the glossary ------------------------------------------------------------------------------
+
+# Flags that switch something on or off and name no thing: the glossary need not list them.
+SWITCHES = {"--version", "-q", "--quiet", "-v", "--verbose", "--screenshot"}
+
+
+def known_spellings(parsers: dict) -> set[str]:
+    """What a user can type or read by name: commands, flags, record fields, grid-file keys,
+    settings, hooks and environment variables."""
+    core_source = "\n".join(path.read_text(encoding="utf-8") for path in (ROOT / "tlbench").rglob("*.py"))
+    return ({"tlbench", *parsers} | {flag for parser in parsers.values() for flag in flags(parser)}
+            | set(REQUIRED) | set(OPTIONAL) | published_record_fields() | FIELDS_OF_SOME_RECORDS
+            | set(TOP_LEVEL_KEYS) | {name for name, _, _, _ in describe_options(Settings)}
+            | {name for name, value in vars(hookspecs).items() if hasattr(value, "tlbench_spec")}
+            | set(re.findall(r"\bTLBENCH_[A-Z_]+\b", core_source)))
+
+
+def python_name_exists(dotted: str) -> bool:
+    """``tlbench.grid.Cell``, ``tlbench.Strategy.fit``, ``tlbench.report.Leaderboard.transfer_gain``
+    (a dataclass field): the longest importable module, then attributes."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            fields = getattr(obj, "__dataclass_fields__", {})
+            if not hasattr(obj, name) and name not in fields:
+                return False
+            obj = getattr(obj, name, None)
+        return True
+    return False
+
+
+def spelling_of(span: str) -> str:
+    """The name a span spells: `[strategy.NAME]` -> strategy, `--executor ray` -> --executor."""
+    table = re.fullmatch(r"\[(\w+)(?:\.NAME)?\]", span)
+    if table:
+        return table.group(1)
+    return span.split()[0] if span.startswith("-") else span
+
+
+def glossary_problems(text: str, parsers: dict, known: set) -> list[str]:
+    """Each term once; each spelling real and of one term only; every command and every flag
+    that names a thing (not a SWITCHES one) spelled by some term."""
+    (table,) = tables(section(text, "Terms"))
+    terms = column(table, "term")
+    problems = [f"term {t!r} is listed twice" for t in sorted({t for t in terms if terms.count(t) > 1})]
+    owner: dict = {}
+    for term, cell in zip(terms, column(table, "spelled")):
+        for span in spans(cell):
+            name = spelling_of(span)
+            if not (name in known or (name.startswith("tlbench.") and python_name_exists(name))):
+                problems.append(f"{term}: `{span}` is no command, flag, record field, grid key, setting, "
+                                "hook, environment variable or tlbench name")
+            if owner.setdefault(name, term) != term:
+                problems.append(f"`{name}` spells two terms: {owner[name]} and {term}")
+    commands = {name for name in parsers if name != "tlbench"}
+    every_flag = {flag for parser in parsers.values() for flag in flags(parser)}
+    unlisted = (commands | every_flag) - SWITCHES - set(owner)
+    return problems + [f"{name}: in no term of the glossary" for name in sorted(unlisted)]
+
+
+def test_the_glossary_spells_every_term_as_the_code_and_cli_do():
+    parsers = command_parsers()
+    assert SWITCHES <= {flag for parser in parsers.values() for flag in flags(parser)}
+    assert glossary_problems(read(DOCS / "concepts.md"), parsers, known_spellings(parsers)) == []
+    assert "(docs/concepts.md)" in read(README)
+
+
+def test_a_glossary_with_a_stale_spelling_a_missing_flag_or_a_doubled_term_is_reported():
+    parsers = command_parsers()
+    text = read(DOCS / "concepts.md")
+    stale = text.replace("`--grid-name`", "`--grid-nam`")
+    assert glossary_problems(stale, parsers, known_spellings(parsers)) == [
+        "grid name: `--grid-nam` is no command, flag, record field, grid key, setting, hook, environment "
+        "variable or tlbench name",
+        "--grid-name: in no term of the glossary"]
+    doubled = text.replace("| grid name | `name`,", "| grid | `name`,").replace("`tlbench.grid.Cell`", "`run_id`")
+    assert glossary_problems(doubled, parsers, known_spellings(parsers)) == [
+        "term 'grid' is listed twice", "`run_id` spells two terms: cell and cell id"]
+    assert not python_name_exists("tlbench.report.build_report")
+    assert python_name_exists("tlbench.report.Leaderboard.transfer_gain")
 
 
 # -- plugins -----------------------------------------------------------------------------------
@@ -387,8 +481,26 @@ def test_every_published_leaderboard_is_linked_from_the_results_page():
     assert "tlbench report --results results/offline-default --screenshot" in commands
 
 
+def markdown_names(text: str) -> set[str]:
+    """The .md files a text names: `docs/cli.md`, DESIGN.md, ``leaderboard.md``."""
+    return set(re.findall(r"\b([A-Za-z][\w-]*\.md)\b", text))
+
+
+def test_every_markdown_file_the_docs_code_and_tests_name_exists():
+    """A page, module or test that names a page the repository lacks (a design note kept
+    elsewhere, say) sends its reader nowhere."""
+    existing = {path.name for path in ROOT.rglob("*.md") if ".git" not in path.parts}
+    sources = [*PAGES, ROOT / "benchmarks" / "README.md", *sorted((ROOT / "tlbench").rglob("*.py")),
+               *sorted((ROOT / "plugins").rglob("*.py")), *sorted((ROOT / "benchmarks").glob("*.py")),
+               *(path for path in sorted((ROOT / "tests").glob("*.py")) if path.name != "test_docs.py")]
+    missing = [f"{path.relative_to(ROOT)}: {name}" for path in sources
+               for name in sorted(markdown_names(read(path)) - existing)]
+    assert missing == []
+    assert markdown_names("as DESIGN.md says; see docs/cli.md") == {"DESIGN.md", "cli.md"}
+
+
 def test_every_tlbench_import_in_the_docs_resolves():
-    """`from tlbench.report import build_report, frames` and the like, in prose or code."""
+    """`from tlbench.report import build_leaderboard, frames` and the like, in prose or code."""
     import importlib
 
     problems = []

@@ -1,4 +1,4 @@
-"""The first-party plugins use tlbench exactly as a third-party plugin would (DESIGN.md): they
+"""The first-party plugins use tlbench exactly as a third-party plugin would (docs/plugins.md): they
 import the public ``tlbench`` module only, touch no private attribute of a core object, and
 share code through the library ``tlbench_plugins.machinery``, never through another plugin."""
 
