@@ -346,7 +346,7 @@ def known_spellings(parsers: dict) -> set[str]:
     core_source = "\n".join(path.read_text(encoding="utf-8") for path in (ROOT / "tlbench").rglob("*.py"))
     return ({"tlbench", *parsers} | {flag for parser in parsers.values() for flag in flags(parser)}
             | set(REQUIRED) | set(OPTIONAL) | published_record_fields() | FIELDS_OF_SOME_RECORDS
-            | set(TOP_LEVEL_KEYS) | {name for name, _, _, _ in describe_options(Settings)}
+            | set(TOP_LEVEL_KEYS) | {name for name, _, _, _ in describe_options(tlbench.Settings)}
             | {name for name, value in vars(hookspecs).items() if hasattr(value, "tlbench_spec")}
             | set(re.findall(r"\bTLBENCH_[A-Z_]+\b", core_source)))
 
