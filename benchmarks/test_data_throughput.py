@@ -66,7 +66,8 @@ def delivered_per_s(split) -> float:
 def test_the_model_does_not_wait_on_decoding(benchmark, photos, tmp_path):
     import timm
     import tlbench
-    from tlbench.data import ImageSplit, Resample
+    from tlbench.batches import ImageSplit
+    from tlbench.decoding import Resample
 
     cache_dir = tmp_path / "cache"
 

@@ -16,7 +16,9 @@ import time
 
 import pytest
 
-from tlbench.executors import LocalPool, SubprocessPool, job_maker, run_grid_on
+from tlbench.cell_job import job_maker
+from tlbench.driver import run_grid_on
+from tlbench.executors import LocalExecutor, SubprocessExecutor
 from tlbench.grid import load_grid
 from tlbench.runner import Runner
 
@@ -33,28 +35,28 @@ batch_size = 32
 """
 
 
-class TimedPool:
-    """Wraps a pool and notes when each cell was submitted and when its outcome arrived."""
+class TimedExecutor:
+    """Wraps an executor and notes when each cell was submitted and when its outcome arrived."""
 
-    def __init__(self, pool):
-        self.pool, self.slots, self.times = pool, pool.slots, {}
+    def __init__(self, executor):
+        self.executor, self.slots, self.times = executor, executor.slots, {}
 
     def submit(self, cell, job):
-        handle = self.pool.submit(cell, job)
+        handle = self.executor.submit(cell, job)
         self.times[handle] = [cell.run_id, time.perf_counter(), None]
         return handle
 
     def finished(self):
-        done = self.pool.finished()
+        done = self.executor.finished()
         for handle, _ in done:
             self.times[handle][2] = time.perf_counter()
         return done
 
     def interrupt(self):
-        return self.pool.interrupt()
+        return self.executor.interrupt()
 
     def close(self):
-        self.pool.close()
+        self.executor.close()
 
     def overheads(self, records) -> list[float]:
         run_s = {r["run_id"]: r["run_s"] for r in records}
@@ -62,10 +64,10 @@ class TimedPool:
         return [end - start - run_s[run_id] for run_id, start, end in ordered]
 
 
-def run_grid(runner, grid, pool=None):
+def run_grid(runner, grid, executor=None):
     start = time.perf_counter()
-    job_for = None if pool is None else job_maker(grid, None, None, threads=1)
-    outcome = run_grid_on(pool or LocalPool(runner), runner, grid, job_for)
+    job_for = None if executor is None else job_maker(grid, None, None, threads=1)
+    outcome = run_grid_on(executor or LocalExecutor(runner), runner, grid, job_for)
     assert not outcome.lost
     wall = time.perf_counter() - start
     assert all(r["status"] == "ok" for r in outcome.ran), [r.get("error") for r in outcome.ran]
@@ -74,7 +76,7 @@ def run_grid(runner, grid, pool=None):
 
 def test_ray_two_workers_vs_local(benchmark, report, registry, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray", reason='pip install "tlbench[ray]"')
-    from tlbench.ray_pool import RayPool
+    from tlbench.ray_executor import RayExecutor
 
     path = tmp_path / "grid.toml"
     path.write_text(GRID, encoding="utf-8")
@@ -87,14 +89,14 @@ def test_ray_two_workers_vs_local(benchmark, report, registry, tmp_path, monkeyp
         monkeypatch.setenv("TLBENCH_CACHE_DIR", str(tmp_path / "cache-ray"))
         start = time.perf_counter()
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-        pool = TimedPool(RayPool(registry, None, cpus_per_cell=1, gpu_shares={}, use_gpus=False,
-                                 max_retries=0))
+        executor = TimedExecutor(RayExecutor(registry, None, cpus_per_cell=1, gpu_shares={}, use_gpus=False,
+                                             max_retries=0))
         init_s = time.perf_counter() - start
         try:
-            ray_records, ray_s = run_grid(Runner(registry, tmp_path / "ray"), grid, pool)
+            ray_records, ray_s = run_grid(Runner(registry, tmp_path / "ray"), grid, executor)
         finally:
             ray.shutdown()
-        return local_records, local_s, ray_records, ray_s, init_s, pool.overheads(ray_records)
+        return local_records, local_s, ray_records, ray_s, init_s, executor.overheads(ray_records)
 
     local_records, local_s, ray_records, ray_s, init_s, overheads = benchmark.pedantic(
         measure, rounds=1, iterations=1)
@@ -115,9 +117,9 @@ def test_subprocess_executor_overhead(benchmark, report, registry, tmp_path):
     grid = load_grid(str(path), registry)
 
     def measure():
-        pool = TimedPool(SubprocessPool())
-        records, wall = run_grid(Runner(registry, tmp_path / "sub"), grid, pool)
-        return records, wall, pool.overheads(records)
+        executor = TimedExecutor(SubprocessExecutor())
+        records, wall = run_grid(Runner(registry, tmp_path / "sub"), grid, executor)
+        return records, wall, executor.overheads(records)
 
     records, wall, overheads = benchmark.pedantic(measure, rounds=1, iterations=1)
     report("6 subprocess executor, per-cell start-up", cells=len(records), wall_s=wall,

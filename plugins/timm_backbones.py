@@ -75,8 +75,8 @@ class TimmBackbone(tlbench.Backbone):
         arch, _, tag = name.partition(".")
         return timm.is_model(arch) and (not tag or timm.is_model_pretrained(name))
 
-    def create(self, name, *, num_classes, pretrained, options=None) -> tlbench.Network:
-        network = load_network(name, pretrained=pretrained, options=options or TimmOptions())
+    def create(self, name, *, num_classes, pretrained) -> tlbench.Network:
+        network = load_network(name, pretrained=pretrained, options=self.options)
         network.model.reset_classifier(num_classes)
         return network
 

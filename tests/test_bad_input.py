@@ -129,7 +129,7 @@ def test_device_this_machine_lacks(write_grid, cli, tmp_path):
 
 def test_unknown_grid_in_report(cli, tmp_path):
     (tmp_path / "mine" / "records").mkdir(parents=True)
-    code, out, err = cli("report", "--results", tmp_path, "--grid", "mien")
+    code, out, err = cli("report", "--results", tmp_path, "--grid-name", "mien")
     assert code == 2 and "Unknown grid 'mien'" in err and "mine" in err
 
 

@@ -28,7 +28,7 @@ TORCHVISION = ["cifar10", "cifar100", "flowers102", "pets", "dtd", "eurosat", "f
 
 def load(registry, name, **options):
     cls = registry.get("datasets", name)
-    return cls().load(build_options(cls.Options, options, f"[dataset.{name}]"))
+    return cls(build_options(cls.Options, options, f"[dataset.{name}]")).load()
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_texture_patch_size_out_of_range_is_a_config_error(registry, patch_size)
 
 @pytest.mark.parametrize("name", ["digits", "textures", "faces"])
 def test_core_split_is_reproducible_and_stratified(offline, name):
-    from tlbench.data import stratified_split
+    from tlbench.splits import stratified_split
 
     labels = np.asarray(offline[name].labels)
     first, again = (stratified_split(labels, 0.1, 0.2, seed=0) for _ in range(2))
@@ -149,7 +149,7 @@ def test_folder_classes_are_sorted_subfolders_and_images_load_lazily(
 
 
 def test_folder_samples_become_rgb_arrays_in_the_core(registry, tmp_path):
-    from tlbench.data import to_rgb_uint8
+    from tlbench.decoding import to_rgb_uint8
 
     images = load(registry, "folder", path=str(make_tree(tmp_path)))
     samples = pickle.loads(pickle.dumps(images.samples))  # as DataLoader workers receive them
@@ -395,7 +395,7 @@ def test_no_image_is_in_two_splits_of_the_default_grids_protocol(installed, name
     """Exact copies across splits would score memorised images as transferred ones."""
     import hashlib
 
-    from tlbench.data import fixed_size_train_val, stratified_split
+    from tlbench.splits import fixed_size_train_val, stratified_split
 
     images = installed(name)
     samples = np.asarray(images.samples)
@@ -423,7 +423,7 @@ def test_no_image_is_in_two_splits_of_the_default_grids_protocol(installed, name
 def test_every_image_mode_a_folder_may_hold_becomes_faithful_rgb(tmp_path, mode, make, expected):
     """Written to a real file and read back as a folder dataset would (16-bit PNGs used to come
     out solid white: PIL's convert clips 16-bit levels at 255)."""
-    from tlbench.data import to_rgb_uint8
+    from tlbench.decoding import to_rgb_uint8
     from tlbench_plugins.datasets import ImageFiles
 
     suffix = ".tiff" if mode in ("F", "CMYK", "I") else ".png"
@@ -436,7 +436,7 @@ def test_every_image_mode_a_folder_may_hold_becomes_faithful_rgb(tmp_path, mode,
 
 
 def test_a_sixteen_bit_gradient_keeps_its_levels(tmp_path):
-    from tlbench.data import to_rgb_uint8
+    from tlbench.decoding import to_rgb_uint8
     from tlbench_plugins.datasets import ImageFiles
 
     levels = (np.arange(256, dtype=np.uint32) * 257).astype(np.uint16).reshape(16, 16)
@@ -449,7 +449,7 @@ def test_digits_are_scikit_learns_read_without_importing_it():
     """digits reads load_digits()'s file itself (importing scikit-learn took 3 s of a one-cell run)."""
     code = ("import sys\n"
             "from tlbench_plugins.datasets import Digits\n"
-            "images = Digits().load(None)\n"
+            "images = Digits().load()\n"
             "assert 'sklearn' not in sys.modules\n"
             "import numpy as np\n"
             "from sklearn.datasets import load_digits\n"

@@ -10,7 +10,7 @@ import torch
 
 import tlbench
 from tlbench import machine
-from tlbench.data import ImageSplit
+from tlbench.batches import ImageSplit
 from tlbench.progress import Progress
 from tlbench.runner import CellContext
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tlbench.runner import error_kind
+from tlbench.error_kinds import error_kind
 
 GRID = """
     name = "faults"
@@ -49,15 +49,17 @@ def test_a_device_fault_stops_an_in_process_run_and_says_how_to_go_on(tmp_path, 
 
 
 def test_with_a_process_per_cell_a_device_fault_fails_only_its_cell(tmp_path, write_grid, test_plugins_dir):
-    """The driver stops only for a pool that runs cells in its own process. Checked with the
-    driver's real loop over real cells, in this process, for speed: a pool that says each cell
-    has a process of its own (as SubprocessPool and RayPool do) goes on after the fault."""
-    from tlbench.executors import LocalPool, SubprocessPool, run_grid_on
+    """The driver stops only for an executor that runs cells in its own process. Checked with the
+    driver's real loop over real cells, in this process, for speed: an executor that says each
+    cell has a process of its own (as SubprocessExecutor and RayExecutor do) goes on after the
+    fault."""
+    from tlbench.driver import run_grid_on
+    from tlbench.executors import LocalExecutor, SubprocessExecutor
     from tlbench.grid import load_grid
     from tlbench.plugins import load_registry
     from tlbench.runner import Runner
 
-    class ProcessPerCell(LocalPool):
+    class ProcessPerCell(LocalExecutor):
         shares_the_process = False
 
     registry = load_registry(str(test_plugins_dir))
@@ -66,7 +68,7 @@ def test_with_a_process_per_cell_a_device_fault_fails_only_its_cell(tmp_path, wr
     outcome = run_grid_on(ProcessPerCell(runner), runner, grid)
     assert {r["strategy"]: r.get("error_kind") for r in outcome.failed} == {"gpu_fault": "device_fault"}
     assert {r["strategy"]: r["status"] for r in outcome.ran} == {"gpu_fault": "failed", "head_only": "ok"}
-    assert not getattr(SubprocessPool, "shares_the_process", False)
-    from tlbench.ray_pool import RayPool
+    assert not getattr(SubprocessExecutor, "shares_the_process", False)
+    from tlbench.ray_executor import RayExecutor
 
-    assert not getattr(RayPool, "shares_the_process", False)
+    assert not getattr(RayExecutor, "shares_the_process", False)

@@ -2,7 +2,8 @@
 
 The pages are parsed, not searched: a table's first column is compared, as a set of code spans,
 with the names the code has, in both directions (nothing missing, nothing stale), so "`backbone"
-no longer passes for "`backbones`". The examples of docs/plugins.md run in test_docs_example.py.
+no longer passes for "`backbones`". The examples of docs/plugins.md (and the README's plugin)
+run in test_docs_example.py; docs/api.md, the reference, has a section for every public name.
 """
 
 import argparse
@@ -15,18 +16,15 @@ from pathlib import Path
 import tlbench
 from tlbench import hookspecs
 from tlbench.cli import build_parser
+from tlbench.error_kinds import ERROR_KINDS
 from tlbench.grid import TOP_LEVEL_KEYS
 from tlbench.options import describe_options
-from tlbench.results import ERROR_KINDS, OPTIONAL, REQUIRED, STATUSES
-
-try:
-    from tlbench.settings import Settings
-except ImportError:  # before [settings] had its own module
-    from tlbench.grid import Settings
+from tlbench.records import OPTIONAL, REQUIRED, STATUSES
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
+API = DOCS / "api.md"
 PAGES = [README, *sorted(DOCS.glob("*.md"))]
 KINDS = {"backbone": "backbones", "strategy": "strategies", "dataset": "datasets", "score": "scores"}
 
@@ -191,22 +189,31 @@ def public_members(obj) -> set[str]:
     return own | set(inspect.get_annotations(obj))
 
 
+def has_behaviour(obj) -> bool:
+    """A function (or a decorator), or a class with methods of its own: what an example can show
+    at work. Data (a dataclass of fields, an exception, a version string) is its signature."""
+    if not inspect.isclass(obj):
+        return callable(obj)
+    return any(inspect.isfunction(value) or isinstance(value, (classmethod, staticmethod, property))
+               for name, value in vars(obj).items() if not name.startswith("_"))
+
+
 def api_problems(text: str, namespace) -> list[str]:
-    """Every name of ``namespace.__all__`` needs a ``### `tlbench.NAME` `` section whose first
-    python block is its signature (with every member the class defines) and a further python
-    block, an example that uses it."""
-    sections = subsections(text, 3)
+    """Every name of ``namespace.__all__`` needs a ``## `tlbench.NAME` `` section whose first
+    python block is its signature (with every member the class defines); a name with behaviour
+    (:func:`has_behaviour`) also needs a further python block, an example that uses it."""
+    sections = subsections(text, 2)
     documented = {m.group(1) for title in sections if (m := re.fullmatch(r"`tlbench\.(\w+)`", title))}
     problems = [f"tlbench.{name}: documented but not in tlbench.__all__"
                 for name in sorted(documented - set(namespace.__all__))]
     for name in namespace.__all__:
         title = f"`tlbench.{name}`"
         if title not in sections:
-            problems.append(f"tlbench.{name}: no '### {title}' section")
+            problems.append(f"tlbench.{name}: no '## {title}' section")
             continue
         blocks = code_blocks(sections[title])
-        if len(blocks) < 2:
-            problems.append(f"tlbench.{name}: needs a python block with its signature and one with an example")
+        if not blocks:
+            problems.append(f"tlbench.{name}: needs a python block with its signature")
             continue
         signature, examples = blocks[0], blocks[1:]
         obj = getattr(namespace, name)
@@ -221,7 +228,7 @@ def api_problems(text: str, namespace) -> list[str]:
         for member in sorted(public_members(obj)):
             if not re.search(rf"\b{re.escape(member)}\b", signature):
                 problems.append(f"tlbench.{name}.{member}: missing from its signature block")
-        if not any(re.search(rf"\b{re.escape(name)}\b", example) for example in examples):
+        if has_behaviour(obj) and not any(re.search(rf"\b{re.escape(name)}\b", example) for example in examples):
             problems.append(f"tlbench.{name}: no example uses it")
     return problems
 
@@ -267,7 +274,7 @@ def test_settings_table_matches_the_settings_dataclass():
     (table, *_) = tables(section(grids, "`[settings]`"))
     documented = {names[0]: spans(default)[0] for names, default
                   in zip(map(spans, column(table, "key")), column(table, "default"))}
-    actual = {name: default for name, _, default, _ in describe_options(Settings)}
+    actual = {name: default for name, _, default, _ in describe_options(tlbench.Settings)}
     assert mismatch(documented, actual, "[settings] keys") == []
     assert documented == actual  # the defaults too
 
@@ -308,17 +315,111 @@ def flags(parser: argparse.ArgumentParser) -> set[str]:
             if flag not in ("-h", "--help")}
 
 
-def test_cli_page_documents_every_command_and_flag():
+def command_parsers() -> dict:
+    """{"tlbench": parser, "tlbench run": its parser, ...}"""
     parser = build_parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    parsers = {"tlbench": parser, **{f"tlbench {name}": sub for name, sub in commands.choices.items()}}
+    return {"tlbench": parser, **{f"tlbench {name}": sub for name, sub in commands.choices.items()}}
+
+
+def test_cli_page_documents_every_command_and_flag():
+    parsers = command_parsers()
     text = read(DOCS / "cli.md")
-    sections = {title.strip("`"): body for title, body in subsections(text, 2).items()}
+    sections = {title.strip("`"): body for title, body in subsections(text, 2).items()
+                if title.startswith("`tlbench")}  # not "Exit codes"
     problems = mismatch(sections, parsers, "commands in docs/cli.md")
     for command in set(sections) & set(parsers):
         (table,) = tables(sections[command])
         problems += mismatch(names_in(column(table, "flag")), flags(parsers[command]), f"`{command}` flags")
     assert problems == []
+
+
+# -- the glossary ------------------------------------------------------------------------------
+
+# Flags that switch something on or off and name no thing: the glossary need not list them.
+SWITCHES = {"--version", "-q", "--quiet", "-v", "--verbose", "--screenshot"}
+
+
+def known_spellings(parsers: dict) -> set[str]:
+    """What a user can type or read by name: commands, flags, record fields, grid-file keys,
+    settings, hooks and environment variables."""
+    core_source = "\n".join(path.read_text(encoding="utf-8") for path in (ROOT / "tlbench").rglob("*.py"))
+    return ({"tlbench", *parsers} | {flag for parser in parsers.values() for flag in flags(parser)}
+            | set(REQUIRED) | set(OPTIONAL) | published_record_fields() | FIELDS_OF_SOME_RECORDS
+            | set(TOP_LEVEL_KEYS) | {name for name, _, _, _ in describe_options(tlbench.Settings)}
+            | {name for name, value in vars(hookspecs).items() if hasattr(value, "tlbench_spec")}
+            | set(re.findall(r"\bTLBENCH_[A-Z_]+\b", core_source)))
+
+
+def python_name_exists(dotted: str) -> bool:
+    """``tlbench.grid.Cell``, ``tlbench.Strategy.fit``, ``tlbench.report.Leaderboard.transfer_gain``
+    (a dataclass field): the longest importable module, then attributes."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            fields = getattr(obj, "__dataclass_fields__", {})
+            if not hasattr(obj, name) and name not in fields:
+                return False
+            obj = getattr(obj, name, None)
+        return True
+    return False
+
+
+def spelling_of(span: str) -> str:
+    """The name a span spells: `[strategy.NAME]` -> strategy, `--executor ray` -> --executor."""
+    table = re.fullmatch(r"\[(\w+)(?:\.NAME)?\]", span)
+    if table:
+        return table.group(1)
+    return span.split()[0] if span.startswith("-") else span
+
+
+def glossary_problems(text: str, parsers: dict, known: set) -> list[str]:
+    """Each term once; each spelling real and of one term only; every command and every flag
+    that names a thing (not a SWITCHES one) spelled by some term."""
+    (table,) = tables(section(text, "Terms"))
+    terms = column(table, "term")
+    problems = [f"term {t!r} is listed twice" for t in sorted({t for t in terms if terms.count(t) > 1})]
+    owner: dict = {}
+    for term, cell in zip(terms, column(table, "spelled")):
+        for span in spans(cell):
+            name = spelling_of(span)
+            if not (name in known or (name.startswith("tlbench.") and python_name_exists(name))):
+                problems.append(f"{term}: `{span}` is no command, flag, record field, grid key, setting, "
+                                "hook, environment variable or tlbench name")
+            if owner.setdefault(name, term) != term:
+                problems.append(f"`{name}` spells two terms: {owner[name]} and {term}")
+    commands = {name for name in parsers if name != "tlbench"}
+    every_flag = {flag for parser in parsers.values() for flag in flags(parser)}
+    unlisted = (commands | every_flag) - SWITCHES - set(owner)
+    return problems + [f"{name}: in no term of the glossary" for name in sorted(unlisted)]
+
+
+def test_the_glossary_spells_every_term_as_the_code_and_cli_do():
+    parsers = command_parsers()
+    assert SWITCHES <= {flag for parser in parsers.values() for flag in flags(parser)}
+    assert glossary_problems(read(DOCS / "concepts.md"), parsers, known_spellings(parsers)) == []
+    assert "(docs/concepts.md)" in read(README)
+
+
+def test_a_glossary_with_a_stale_spelling_a_missing_flag_or_a_doubled_term_is_reported():
+    parsers = command_parsers()
+    text = read(DOCS / "concepts.md")
+    stale = text.replace("`--grid-name`", "`--grid-nam`")
+    assert glossary_problems(stale, parsers, known_spellings(parsers)) == [
+        "grid name: `--grid-nam` is no command, flag, record field, grid key, setting, hook, environment "
+        "variable or tlbench name",
+        "--grid-name: in no term of the glossary"]
+    doubled = text.replace("| grid name | `name`,", "| grid | `name`,").replace("`tlbench.grid.Cell`", "`run_id`")
+    assert glossary_problems(doubled, parsers, known_spellings(parsers)) == [
+        "term 'grid' is listed twice", "`run_id` spells two terms: cell and cell id"]
+    assert not python_name_exists("tlbench.report.build_report")
+    assert python_name_exists("tlbench.report.Leaderboard.transfer_gain")
 
 
 # -- plugins -----------------------------------------------------------------------------------
@@ -331,8 +432,8 @@ def test_every_hook_has_a_section():
     assert mismatch(documented, hooks, "hooks") == []
 
 
-def test_every_public_name_has_its_signature_and_an_example():
-    assert api_problems(read(DOCS / "plugins.md"), tlbench) == []
+def test_every_public_name_has_its_signature_and_an_example_where_it_has_behaviour():
+    assert api_problems(read(API), tlbench) == []
 
 
 # -- records -----------------------------------------------------------------------------------
@@ -380,8 +481,26 @@ def test_every_published_leaderboard_is_linked_from_the_results_page():
     assert "tlbench report --results results/offline-default --screenshot" in commands
 
 
+def markdown_names(text: str) -> set[str]:
+    """The .md files a text names: `docs/cli.md`, DESIGN.md, ``leaderboard.md``."""
+    return set(re.findall(r"\b([A-Za-z][\w-]*\.md)\b", text))
+
+
+def test_every_markdown_file_the_docs_code_and_tests_name_exists():
+    """A page, module or test that names a page the repository lacks (a design note kept
+    elsewhere, say) sends its reader nowhere."""
+    existing = {path.name for path in ROOT.rglob("*.md") if ".git" not in path.parts}
+    sources = [*PAGES, ROOT / "benchmarks" / "README.md", *sorted((ROOT / "tlbench").rglob("*.py")),
+               *sorted((ROOT / "plugins").rglob("*.py")), *sorted((ROOT / "benchmarks").glob("*.py")),
+               *(path for path in sorted((ROOT / "tests").glob("*.py")) if path.name != "test_docs.py")]
+    missing = [f"{path.relative_to(ROOT)}: {name}" for path in sources
+               for name in sorted(markdown_names(read(path)) - existing)]
+    assert missing == []
+    assert markdown_names("as DESIGN.md says; see docs/cli.md") == {"DESIGN.md", "cli.md"}
+
+
 def test_every_tlbench_import_in_the_docs_resolves():
-    """`from tlbench.report import build_report, frames` and the like, in prose or code."""
+    """`from tlbench.report import build_leaderboard, frames` and the like, in prose or code."""
     import importlib
 
     problems = []
@@ -412,6 +531,25 @@ def test_the_layout_names_every_module_of_the_core():
     assert mismatch(documented, actual, "modules of tlbench/ in docs/development.md") == []
 
 
+# -- environment variables ---------------------------------------------------------------------
+
+
+def environment_variables(text: str) -> set[str]:
+    return set(re.findall(r"\bTLBENCH_[A-Z_]+\b", text))
+
+
+def undocumented_variables(code: str, docs: str) -> list[str]:
+    """The TLBENCH_ variables ``code`` names that ``docs`` does not."""
+    return sorted(environment_variables(code) - environment_variables(docs))
+
+
+def test_every_environment_variable_the_code_reads_is_documented():
+    sources = [path for folder in ("tlbench", "plugins") for path in sorted((ROOT / folder).rglob("*.py"))]
+    code = "".join(map(read, sources))
+    docs = "".join(read(page) for page in sorted(DOCS.glob("*.md")))
+    assert undocumented_variables(code, docs) == []
+
+
 # -- the checks above can fail -----------------------------------------------------------------
 
 
@@ -423,12 +561,35 @@ def test_a_table_naming_backbone_for_backbones_is_reported_both_ways():
                         "keys: documented but not in the code: ['backbone']"]
 
 
+def without_examples(text: str, name: str) -> str:
+    """``text`` with every python block of ``name``'s section after the first (its signature)
+    removed."""
+    title = f"## `tlbench.{name}`"
+    start = text.index(title)
+    end = text.find("\n## ", start + len(title))
+    end = len(text) if end < 0 else end
+    signature = re.search(r"```python\n.*?\n```", text[start:end], re.S).end() + start
+    rest = re.sub(r"```python\n.*?\n```", "", text[signature:end], flags=re.S)
+    return text[:signature] + rest + text[end:]
+
+
 def test_a_public_name_without_docs_is_reported():
-    text = read(DOCS / "plugins.md")
-    without_split = re.sub(r"^### `tlbench\.Split`$.*?(?=^### )", "", text, flags=re.M | re.S)
-    assert api_problems(without_split, tlbench) == ["tlbench.Split: no '### `tlbench.Split`' section"]
+    text = read(API)
+    without_split = re.sub(r"^## `tlbench\.Split`$.*?(?=^## )", "", text, flags=re.M | re.S)
+    assert api_problems(without_split, tlbench) == ["tlbench.Split: no '## `tlbench.Split`' section"]
     without_memo = text.replace("    memo: dict ", "    scratchpad: dict ")
     assert api_problems(without_memo, tlbench) == ["tlbench.FitContext.memo: missing from its signature block"]
+    without_shuffle_seed = text.replace("    def shuffle_seed(", "    def order_seed(")
+    assert api_problems(without_shuffle_seed, tlbench) == [
+        "tlbench.FitContext.shuffle_seed: missing from its signature block"]
+
+
+def test_only_a_name_with_behaviour_needs_an_example():
+    text = read(API)
+    assert api_problems(without_examples(text, "Split"), tlbench) == ["tlbench.Split: no example uses it"]
+    assert api_problems(without_examples(text, "option"), tlbench) == ["tlbench.option: no example uses it"]
+    for data in ("Images", "Settings", "ConfigError", "NoOptions", "__version__"):
+        assert api_problems(without_examples(text, data), tlbench) == [], data
 
 
 def test_broken_links_are_reported(tmp_path):
@@ -438,3 +599,8 @@ def test_broken_links_are_reported(tmp_path):
                     "`[in code](missing.md)`\n\n```\n[in a block](missing.md)\n```\n", encoding="utf-8")
     assert link_problems(page) == ["page.md: link to missing.md: no such file",
                                    "page.md: link to other.md#nowhere: no such heading"]
+
+
+def test_an_environment_variable_missing_from_the_docs_is_reported():
+    code = 'size = os.environ.get("TLBENCH_MATERIALIZE_MB", "2048")\ncache = os.environ["TLBENCH_CACHE_DIR"]\n'
+    assert undocumented_variables(code, "Set `TLBENCH_CACHE_DIR` to move the cache.") == ["TLBENCH_MATERIALIZE_MB"]

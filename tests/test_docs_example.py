@@ -115,3 +115,47 @@ def test_strategy_example_trains_the_head(page, heading, strategy, shapes_plugin
     record = only_record(tmp_path / "results", "example")
     assert record["status"] == "ok", record.get("error")
     assert record["trainable_params"] == 256 * 3 + 3  # the head of test_efficientnet, 3 shapes
+
+
+def test_readme_example_shuffles_each_seed_and_epoch_its_own_way(write_grid, tmp_path):
+    """Two seeds of a grid are two draws of the batch order, not one order twice; a rerun of a
+    seed is the same draw."""
+    from tlbench.grid import load_grid
+    from tlbench.plugins import load_registry
+    from tlbench.runner import Runner
+
+    folder = save_example(ROOT / "README.md", "A plugin", tmp_path / "plugins").parent
+    registry = load_registry(str(folder))
+    grid = load_grid(str(write_grid("""
+        name = "orders"
+        backbones = ["test_efficientnet"]
+        strategies = ["head_only_sgd"]
+        datasets = ["faces"]
+        seeds = [0, 1]
+        [settings]
+        image_size = 16
+        epochs = 2
+        pretrained = false
+    """)), registry)  # the split is split_seed's: every seed trains on the same images
+
+    def labels_served(cell) -> list[list[int]]:
+        """The training labels in the order the example's fit was served them, one list an epoch."""
+        setup = Runner(registry, tmp_path).setup(cell)
+        served, batches = [], setup.train.batches
+
+        def recording(*args, **kwargs):
+            served.append([])
+            for x, y in batches(*args, **kwargs):
+                served[-1] += y.tolist()
+                yield x, y
+
+        setup.train.batches = recording
+        setup.strategy.fit(setup.model, setup.train, setup.val, setup.ctx)
+        return served
+
+    seed_0, seed_1 = grid.cells
+    first = labels_served(seed_0)
+    assert len(first) == 2 and first[0] != first[1]  # each epoch its own order
+    other = labels_served(seed_1)
+    assert sorted(other[0]) == sorted(first[0]) and other != first  # the same images, another order
+    assert labels_served(seed_0) == first

@@ -241,10 +241,10 @@ def test_ray_gpu_cells_get_a_worker_each_and_say_how_the_gpu_was_shared(ray_inst
 
 
 def test_ray_resources_by_strategy(ray_instance, registry):
-    from tlbench.ray_pool import RayPool
+    from tlbench.ray_executor import RayExecutor
 
     def pool(**kwargs):
-        return RayPool(registry, None, cpus_per_cell=kwargs.pop("cpus", 1.0), max_retries=0, **kwargs)
+        return RayExecutor(registry, None, cpus_per_cell=kwargs.pop("cpus", 1.0), max_retries=0, **kwargs)
 
     strategies = {name: registry.get("strategies", name)
                   for name in ("linear_probe", "full_finetune", "partial_unfreeze")}

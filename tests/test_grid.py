@@ -49,6 +49,15 @@ def test_run_id_changes_with_any_option_and_only_then(write_grid, registry):
     assert first_cell("[strategy.linear_probe]\nl2_max = 0.5\n").run_id != plain.run_id
     # a default written out explicitly is the same configuration
     assert first_cell("[settings]\nbatch_size = 64\n").run_id == plain.run_id
+    # a score's options are tlbench rank's, not any cell's
+    assert first_cell("[score.knn_accuracy]\nk = 5\n").run_id == plain.run_id
+
+
+def test_score_tables_hold_the_options_rank_gives_each_score(write_grid, registry):
+    grid = load_grid(str(write_grid(BASE + "[score.knn_accuracy]\nk = 5\n")), registry)
+    assert grid.score_options["knn_accuracy"].k == 5
+    assert grid.score_options["knn_accuracy"].temperature == 0.07  # the rest keep their defaults
+    assert "logme" not in grid.score_options
 
 
 def test_default_grid_is_valid_and_offline(registry):
@@ -79,6 +88,10 @@ def test_default_grid_is_valid_and_offline(registry):
     (BASE + "[strategy.linear_probe]\nl3 = 1.0\n", "Unknown option 'l3' in [strategy.linear_probe]"),
     (BASE + "[strategy.linear_probe]\nl2_min = -1.0\n", "need 0 < l2_min"),
     (BASE + "[strategy.partial_unfreeze]\nblocks = 1\n", "does not use"),
+    (BASE + "[score.knn_accuracy]\nkk = 5\n", "Unknown option 'kk' in [score.knn_accuracy]. Did you mean 'k'?"),
+    (BASE + "[score.knn_acuracy]\nk = 5\n", "Unknown score 'knn_acuracy' in [score.knn_acuracy]"),
+    (BASE + "[score.knn_accuracy]\nk = [5, 10]\n", "'k' in [score.knn_accuracy] must be int"),
+    (BASE + "score = 3\n", "must be a table of [score.NAME] tables"),
     (BASE + "[settings\n", "not valid TOML"),
 ])
 def test_config_mistakes_are_one_clear_error(write_grid, registry, text, expected):

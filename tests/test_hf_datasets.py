@@ -82,7 +82,7 @@ def hf(registry):
     plugin = registry.get("datasets", "hf")
 
     def load(**options):
-        return plugin().load(build_options(plugin.Options, options, "[dataset.hf]"))
+        return plugin(build_options(plugin.Options, options, "[dataset.hf]")).load()
 
     return load
 

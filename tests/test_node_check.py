@@ -1,6 +1,6 @@
 """What a cluster node checks before it runs a cell (tlbench.node_check), and what the Ray executor
 does with a node that fails a check, without a cluster: the checks on real plugins, files and
-image folders; the executor's bookkeeping with Ray as RayPool sees it. The same on a real
+image folders; the executor's bookkeeping with Ray as RayExecutor sees it. The same on a real
 two-node cluster: test_ray_cluster.py."""
 
 import re
@@ -13,16 +13,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlbench import ray_pool
+from tlbench import ray_executor
+from tlbench.cell_job import CellJob
 from tlbench.errors import ConfigError, RunStopped
-from tlbench.executors import CellJob, _as_driver_paths
 from tlbench.grid import build_grid, file_sha256, read_grid_file
 from tlbench.node_check import (NODE_WIDE, DriverView, NodeUnfit, check_data, check_dataset_options, check_files,
                                 check_plugins,
                                 data_scope, describe_node, file_scope, local_plugins_dir, scopes_of)
 from tlbench.plugins import load_registry
 from tlbench.progress import Progress
-from tlbench.ray_pool import RayPool
+from tlbench.ray_executor import RayExecutor
+from tlbench.ray_worker import _as_driver_paths
 from tlbench.runner import Runner
 
 
@@ -98,7 +99,7 @@ import tlbench
 class ClusterOnly(tlbench.Dataset):
     name = "cluster_only"
 
-    def load(self, options):
+    def load(self):
         raise FileNotFoundError("/data/imagenet is on the cluster's disks only")
 
 
@@ -190,7 +191,7 @@ def test_nodes_are_named_by_address_and_id_not_only_by_hostname():
 
 
 class FakeCluster:
-    """Ray as RayPool sees it: two live nodes, and remote functions that remember their options."""
+    """Ray as RayExecutor sees it: two live nodes, and remote functions that remember their options."""
 
     def __init__(self):
         self.submitted = []
@@ -222,10 +223,10 @@ class FakeCluster:
 def test_an_unfit_node_is_left_out_of_the_cells_it_cannot_run_and_said_once(monkeypatch, registry, folder_grid,
                                                                              tmp_path):
     fake = FakeCluster()
-    monkeypatch.setattr(ray_pool, "import_ray", lambda: fake)
-    pool = RayPool(registry, None, cpus_per_cell=1.0, gpu_shares={}, use_gpus=False, max_retries=2)
+    monkeypatch.setattr(ray_executor, "import_ray", lambda: fake)
+    pool = RayExecutor(registry, None, cpus_per_cell=1.0, gpu_shares={}, use_gpus=False, max_retries=2)
     cell = folder_grid(photos(tmp_path / "photos", 2)).cells[0]
-    job = CellJob({}, "", cell.run_id)
+    job = CellJob({}, "", cell.run_id, cell.backbone, cell.strategy, cell.dataset)
     node_a = {"hostname": "vm", "id": "a" * 56}
     first = pool._left_out(pool._named(node_a), data_scope(cell.dataset), "has another copy of dataset 'folder' (...)")
     assert first.requeue == ("Ray node vm (10.0.0.1:1111, id aaaaaaaa) has another copy of dataset 'folder' "
@@ -253,12 +254,13 @@ def test_an_unfit_node_is_left_out_of_the_cells_it_cannot_run_and_said_once(monk
 def test_a_gpu_cell_counts_only_nodes_with_a_gpu_as_able_to_run_it(monkeypatch, registry, folder_grid, tmp_path):
     fake = FakeCluster()
     fake.node_list[1]["Resources"]["GPU"] = 1.0  # node b has the one GPU
-    monkeypatch.setattr(ray_pool, "import_ray", lambda: fake)
+    monkeypatch.setattr(ray_executor, "import_ray", lambda: fake)
     monkeypatch.setattr(fake, "cluster_resources", lambda: {"CPU": 2.0, "GPU": 1.0})
-    pool = RayPool(registry, None, cpus_per_cell=1.0, gpu_shares={}, use_gpus=True, max_retries=2)
+    pool = RayExecutor(registry, None, cpus_per_cell=1.0, gpu_shares={}, use_gpus=True, max_retries=2)
     cell = folder_grid(photos(tmp_path / "photos", 2)).cells[0]
     pool._left_out({"hostname": "vm", "id": "b" * 56}, data_scope(cell.dataset), "has another copy ...")
-    pool.submit(cell, CellJob({}, "", cell.run_id))  # node a has no GPU: it would wait for ever there
+    job = CellJob({}, "", cell.run_id, cell.backbone, cell.strategy, cell.dataset)
+    pool.submit(cell, job)  # node a has no GPU: it would wait for ever there
     ((_, outcome),) = pool.finished()
     assert outcome.failure[0] == "node_config" and fake.submitted == []
 
@@ -294,9 +296,9 @@ def test_an_address_is_probed_before_ray_is_asked_to_join_it(family, host):
     with listener:
         listener.listen()
         port = listener.getsockname()[1]
-        ray_pool._check_answers(f"{host}:{port}")  # something answers: Ray is asked
+        ray_executor._check_answers(f"{host}:{port}")  # something answers: Ray is asked
     with pytest.raises(ConfigError, match=f"Cannot join the Ray cluster at '{re.escape(host)}:{port}': nothing "
                                           "answers there"):
-        ray_pool._check_answers(f"{host}:{port}")  # closed now
+        ray_executor._check_answers(f"{host}:{port}")  # closed now
     for not_probed in (None, "auto", "ray://head:10001"):
-        ray_pool._check_answers(not_probed)
+        ray_executor._check_answers(not_probed)

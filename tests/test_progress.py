@@ -3,8 +3,8 @@ start line to its result line, and Ctrl-C names every cell it stopped."""
 
 import io
 
-from tlbench.cli import _interrupted_cells
-from tlbench.executors import GridInterrupted
+from tlbench.cli_views import interrupted_cells
+from tlbench.driver import GridInterrupted
 from tlbench.progress import Progress
 
 
@@ -31,8 +31,22 @@ def test_ctrl_c_names_every_cell_it_stopped():
         return {"backbone": "lite0", "strategy": strategy, "dataset": "digits", "seed": 0}
 
     both = GridInterrupted([record("linear_probe"), record("full_finetune")])
-    assert _interrupted_cells(both.records) == ("lite0 / linear_probe / digits / seed 0 and lite0 / "
+    assert interrupted_cells(both.records) == ("lite0 / linear_probe / digits / seed 0 and lite0 / "
                                                 "full_finetune / digits / seed 0 are recorded as interrupted; ")
     one = GridInterrupted([record("linear_probe")])
-    assert _interrupted_cells(one.records) == "lite0 / linear_probe / digits / seed 0 is recorded as interrupted; "
-    assert _interrupted_cells(GridInterrupted([]).records) == ""
+    assert interrupted_cells(one.records) == "lite0 / linear_probe / digits / seed 0 is recorded as interrupted; "
+    assert interrupted_cells(GridInterrupted([]).records) == ""
+
+
+def test_a_cell_of_a_curve_is_named_with_its_point_in_messages_and_in_progress(registry):
+    from tlbench.grid import build_grid, cell_label
+
+    data = {"name": "curve", "backbones": ["test_efficientnet"], "strategies": ["full_finetune"],
+            "datasets": ["digits"], "settings": {"train_per_class": [5, 10]}}
+    cells = build_grid(data, "curve.toml", registry).cells
+    records = [{"backbone": c.backbone, "strategy": c.strategy, "dataset": c.dataset, "seed": c.seed,
+                "sweep": dict(c.sweep)} for c in cells]
+    assert interrupted_cells(records) == ("test_efficientnet / full_finetune / digits (train_per_class=5) / seed 0 "
+                                           "and test_efficientnet / full_finetune / digits (train_per_class=10) / "
+                                           "seed 0 are recorded as interrupted; ")
+    assert [c.label for c in cells] == [cell_label(r) for r in records]  # progress lines name them the same

@@ -168,6 +168,27 @@ def test_rank_unknown_score_suggests_the_closest(cli, tiny_grid, tmp_path):
     assert code == 2 and "Unknown score 'logmee'. Did you mean: logme?" in err and "Traceback" not in err
 
 
+def test_a_grids_score_table_sets_that_scores_options(cli, tiny_grid, tmp_path):
+    def knn_accuracies(extra=""):
+        code, out, err = cli("rank", "--grid", tiny_grid(extra=extra), "--results", tmp_path / "r",
+                             "--scores", "knn_accuracy", "-q")
+        assert code == 0, err
+        ranking = json.loads((tmp_path / "r" / "zoo" / "rank.json").read_text())
+        return [p["scores"]["knn_accuracy"] for p in ranking["pairs"]]
+
+    default, five = knn_accuracies(), knn_accuracies("[score.knn_accuracy]\nk = 5\n")
+    assert default == knn_accuracies("[score.knn_accuracy]\nk = 20\n")  # the default written out
+    assert five != default  # 5 neighbours vote, not 20
+
+
+def test_an_unknown_score_option_is_one_clear_error(cli, tiny_grid, tmp_path):
+    code, out, err = cli("rank", "--grid", tiny_grid(extra="[score.knn_accuracy]\nneighbours = 5\n"),
+                         "--results", tmp_path)
+    assert code == 2 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert line.endswith("Unknown option 'neighbours' in [score.knn_accuracy]. Valid options: k, temperature")
+
+
 def test_rank_needs_a_strategy_from_pretrained_weights(cli, tiny_grid, tmp_path):
     code, out, err = cli("rank", "--grid", tiny_grid('"scratch"'), "--results", tmp_path)
     assert code == 2 and "no strategy that starts from pretrained weights" in err

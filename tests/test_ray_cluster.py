@@ -133,7 +133,7 @@ def test_two_nodes_run_the_grid_as_the_local_executor_and_records_name_their_nod
     assert len({r["plugins"]["strategy"]["sha256"] for r in head_only}) == 1
     # each node cached features in its own cache folder, not the driver's
     assert any(site["worker_cache"].rglob("*")) and any(site["head_cache"].rglob("*"))
-    listing = tlbench(cluster, "runs", "--results", site["driver_only"] / "results", "--grid", "same")
+    listing = tlbench(cluster, "runs", "--results", site["driver_only"] / "results", "--grid-name", "same")
     for address in addresses.values():
         assert address in listing.stdout
 

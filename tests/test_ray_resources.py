@@ -7,14 +7,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from tlbench import ray_pool
+from tlbench import ray_executor
 from tlbench.errors import ConfigError
-from tlbench.executors import CellJob, job_maker, run_job
-from tlbench.ray_pool import RayPool
+from tlbench.cell_job import CellJob, job_maker
+from tlbench.ray_executor import RayExecutor
+from tlbench.worker import run_job
 
 
 class FakeRay:
-    """Ray as RayPool sees it: an initialised instance with these resources, and a remote
+    """Ray as RayExecutor sees it: an initialised instance with these resources, and a remote
     function that remembers what it was asked to run and with which options."""
 
     def __init__(self, resources):
@@ -43,10 +44,10 @@ class FakeRay:
 
 def pool_on(monkeypatch, registry, resources, **kwargs):
     fake = FakeRay(resources)
-    monkeypatch.setattr(ray_pool, "import_ray", lambda: fake)
+    monkeypatch.setattr(ray_executor, "import_ray", lambda: fake)
     options = dict(address=None, cpus_per_cell=1.0, gpu_shares={}, use_gpus=True, max_retries=2)
     options.update(kwargs)
-    return RayPool(registry, **options), fake
+    return RayExecutor(registry, **options), fake
 
 
 def test_a_gpu_cell_gets_a_fresh_worker_its_own_device_and_a_share_on_record(monkeypatch, registry):
@@ -83,7 +84,7 @@ def test_a_grid_asking_for_cuda_on_a_cluster_without_gpus_is_a_config_error(monk
 
 
 def a_job():
-    return CellJob(grid_data={}, grid_source="grid.toml", run_id="0" * 16)
+    return CellJob(grid_data={}, grid_source="grid.toml", run_id="0" * 16, backbone="b", strategy="s", dataset="d")
 
 
 def test_a_workers_record_keeps_what_was_reserved_for_it(one_cell_grid):

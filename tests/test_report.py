@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tlbench.report import build_report, terminal_summary
+from tlbench.report import build_leaderboard, terminal_summary
 from tlbench.report.stats import average_ranks, mean_ci, pareto_front, t_quantile
 from tlbench.results import write_record
 
@@ -291,7 +291,7 @@ def test_markdown_is_github_tables_and_links_the_plots(tmp_path, cli):
 def test_terminal_summary_marks_the_best_strategy_per_dataset(tmp_path):
     write_all(tmp_path, [record("digits", "lite0", "linear_probe", 0, 0.9), record("digits", "lite0", "scratch", 0, 0.7),
                          record("faces", "lite0", "linear_probe", 0, 0.6), record("faces", "lite0", "scratch", 0, 0.8)])
-    board = build_report(tmp_path, GRID)
+    board = build_leaderboard(tmp_path, GRID)
     lines = terminal_summary(board).splitlines()
     assert [c.strip() for c in lines[0].split("|")[1:-1]] == ["dataset", "backbone", "strategy", "top-1", "seeds",
                                                               "train s", "status"]
@@ -307,7 +307,7 @@ def test_report_accepts_a_grid_folder_and_rejects_bad_input(tmp_path, cli):
     code, out, err = cli("report", "--results", tmp_path / GRID)
     assert code == 0 and (tmp_path / GRID / "leaderboard.html").is_file()
     assert f"Leaderboard in {tmp_path / GRID}/" in out
-    code, out, err = cli("report", "--results", tmp_path, "--grid", "papr")
+    code, out, err = cli("report", "--results", tmp_path, "--grid-name", "papr")
     assert code == 2 and "Did you mean: paper?" in err and "Traceback" not in err
 
 
@@ -438,7 +438,7 @@ def test_record_warnings_reach_the_tables_and_the_terminal(tmp_path, cli):
     folder = report(cli, tmp_path)
     md = (folder / "leaderboard.md").read_text()
     assert f"- bitfit on lite0, seed 0: {at_chance}" in md
-    board = build_report(tmp_path, GRID)
+    board = build_leaderboard(tmp_path, GRID)
     assert f"WARNING digits / lite0 / bitfit, seed 0: {at_chance}" in terminal_summary(board)
     assert "linear_probe, seed" not in terminal_summary(board)
 

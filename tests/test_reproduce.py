@@ -95,7 +95,7 @@ def test_an_edited_top1_exits_1_naming_the_cell(copy, reproduce):
     code, out, err = reproduce("--results", copy / "tiny", "--run-id", probe["run_id"][:8], "-q")
     assert code == 1, out + err
     assert "Not reproduced: 1 of 1 cell(s) beyond 0.02" in out
-    assert f"test_efficientnet / linear_probe / faces / seed {probe['seed']} (run_id {probe['run_id']})" in out
+    assert f"test_efficientnet / linear_probe / faces / seed {probe['seed']} (cell id {probe['run_id']})" in out
     assert err == ""  # -q: no progress
     assert hashes(copy) == before
 
@@ -134,7 +134,7 @@ def test_a_record_whose_options_hash_to_another_run_id_is_another_configuration(
 def test_unknown_run_id_is_a_usage_error(published, reproduce):
     code, out, err = reproduce("--results", published, "--run-id", "0123456789abcdef")
     assert code == 2
-    assert err.startswith("error: --run-id '0123456789abcdef': no record with this run_id")
+    assert err.startswith("error: --run-id '0123456789abcdef': no record with this cell id (run_id)")
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
@@ -146,7 +146,7 @@ def test_a_failed_record_named_by_run_id_is_a_usage_error(published, reproduce):
 
 @pytest.mark.parametrize("argv, message", [
     (["--results", "{tmp}/missing"], "Results folder"),
-    (["--results", "{results}", "--grid", "tinny"], "Unknown grid 'tinny'"),
+    (["--results", "{results}", "--grid-name", "tinny"], "Unknown grid 'tinny'"),
     (["--results", "{results}", "--cells", "0"], "--cells must be 1 or more"),
     (["--results", "{results}", "--tolerance", "nan"], "--tolerance"),
     (["--results", "{results}", "--scratch", "{results}/tiny/rerun"], "inside the results folder"),
@@ -161,7 +161,7 @@ def test_usage_errors_are_one_line_and_exit_2(published, reproduce, tmp_path, ar
 def test_several_grids_without_grid_name_the_choices(copy, reproduce):
     shutil.copytree(copy / "tiny", copy / "other")
     code, out, err = reproduce("--results", copy)
-    assert code == 2 and "several grids: other, tiny" in err and "--grid" in err
+    assert code == 2 and "several grids: other, tiny" in err and "--grid-name NAME" in err
 
 
 def test_a_malformed_record_is_reported_and_left_where_it_is(copy, reproduce):
@@ -193,13 +193,13 @@ def test_the_sample_covers_every_strategy_and_dataset_before_repeating():
     assert sorted(c["run_id"] for c in sample(cells, 100)) == sorted(c["run_id"] for c in cells)
 
 
-def test_a_cell_of_a_curve_with_candidates_is_rebuilt_with_its_run_id(registry, tmp_path):
+def test_a_cell_of_a_curve_with_candidates_is_rebuilt_with_its_run_id(registry):
     """Options that were lists (candidates selected on validation) and a list in [settings] (a
     curve's point): the record alone rebuilds the same cell."""
     from tlbench.grid import build_grid
     from tlbench.options import options_as_dict
-    from tlbench.reproduce import rebuild
-    from tlbench.runner import Runner
+    from tlbench.cell_record import base
+    from tlbench.rebuild import rebuild
 
     data = {"name": "curve", "backbones": ["test_efficientnet"], "strategies": ["full_finetune"],
             "datasets": ["faces"], "seeds": [3], "settings": {"train_per_class": [5, 10], "epochs": 1},
@@ -207,7 +207,7 @@ def test_a_cell_of_a_curve_with_candidates_is_rebuilt_with_its_run_id(registry, 
     cells = build_grid(data, "curve.toml", registry).cells
     assert len(cells) == 2 and all(len(c.strategy_candidates) == 2 for c in cells)
     for cell in cells:
-        record = Runner(registry, tmp_path)._base_record(cell)
+        record = base(cell, registry)
         record.update(candidates=[{"options": options_as_dict(c), "val_top1": 0.5} for c in cell.strategy_candidates],
                       selected=1, options=options_as_dict(cell.strategy_candidates[1]))
         record = json.loads(json.dumps(record))  # as read back from disk
@@ -215,18 +215,18 @@ def test_a_cell_of_a_curve_with_candidates_is_rebuilt_with_its_run_id(registry, 
         assert rebuilt.run_id == cell.run_id and rebuilt.sweep == cell.sweep
 
 
-def test_an_option_added_since_the_record_names_itself(registry, tmp_path):
+def test_an_option_added_since_the_record_names_itself(registry):
     """A record made before a plugin had an option, run with a value other than its default now:
     rebuilt, the cell is another configuration, and the message says which option."""
     from tlbench.errors import ConfigError
     from tlbench.grid import build_grid
-    from tlbench.reproduce import rebuild
-    from tlbench.runner import Runner
+    from tlbench.cell_record import base
+    from tlbench.rebuild import rebuild
 
     data = {"name": "g", "backbones": ["test_efficientnet"], "strategies": ["full_finetune"],
             "datasets": ["faces"], "strategy": {"full_finetune": {"lr": 0.0123}}}
     (cell,) = build_grid(data, "g.toml", registry).cells
-    record = json.loads(json.dumps(Runner(registry, tmp_path)._base_record(cell)))
+    record = json.loads(json.dumps(base(cell, registry)))
     assert rebuild(record, registry, "record.json").run_id == cell.run_id
     del record["options"]["lr"]
     with pytest.raises(ConfigError, match=r"not the same configuration: strategy option 'lr' is new \(default"):

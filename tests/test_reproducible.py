@@ -122,3 +122,13 @@ def test_predictions_round_trip_and_reject_garbage():
     assert not predictions.is_valid([1, 2, 3])
     with pytest.raises(ValueError):
         predictions.encode(np.array([-1]), np.array([True]))
+
+
+def test_each_seed_and_epoch_shuffles_with_the_seed_published_records_trained_with():
+    """FitContext.shuffle_seed is the rule the first-party training loop always used
+    (seed * 1000 + epoch): published cells rerun with the same batch orders."""
+    import tlbench
+
+    ctx = tlbench.FitContext()
+    ctx.seed = 3
+    assert [ctx.shuffle_seed(epoch) for epoch in range(3)] == [3000, 3001, 3002]

@@ -246,7 +246,7 @@ def test_runs_lists_records_with_status_and_metrics(failed_grid, cli):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["grid", "backbone", "strategy", "dataset", "seed", "status", "top1",
-                                "train_s", "run_id", "node", "error"]
+                                "train_s", "cell", "id", "(run_id)", "node", "error"]
     rows = [line.split()[:6] for line in lines[2:-1]]
     assert [row[2] for row in rows] == ["explodes", "full_finetune", "logged", "oom"]  # sorted
     assert [row[5] for row in rows] == ["failed", "failed", "ok", "failed"]
@@ -257,7 +257,7 @@ def test_runs_lists_records_with_status_and_metrics(failed_grid, cli):
     (["--status", "ok"], ["logged"]),
     (["--strategy", "e*"], ["explodes"]),
     (["--dataset", "faces", "--status", "failed"], ["explodes", "full_finetune", "oom"]),
-    (["--grid", "failures", "--backbone", "test_*"], ["explodes", "full_finetune", "logged", "oom"]),
+    (["--grid-name", "failures", "--backbone", "test_*"], ["explodes", "full_finetune", "logged", "oom"]),
 ])
 def test_runs_filters(failed_grid, cli, argv, strategies):
     code, out, err = cli("runs", "--results", failed_grid[0], *argv)
@@ -268,7 +268,7 @@ def test_runs_filters(failed_grid, cli, argv, strategies):
 def test_runs_with_no_match_or_unknown_grid(failed_grid, cli):
     code, out, err = cli("runs", "--results", failed_grid[0], "--backbone", "resnet50")
     assert code == 0 and out == "" and "No records match --backbone resnet50 (4 record(s)" in err
-    code, out, err = cli("runs", "--results", failed_grid[0], "--grid", "failurs")
+    code, out, err = cli("runs", "--results", failed_grid[0], "--grid-name", "failurs")
     assert code == 2 and "Unknown grid 'failurs'" in err and "Did you mean: failures?" in err
 
 
@@ -567,9 +567,9 @@ def test_a_failed_leaderboard_write_leaves_the_old_set_and_no_temporaries(tmp_pa
 def test_a_full_disk_while_storing_a_record_stops_the_run_cleanly(logged_grid, plugins, fit_log, tmp_path, cli,
                                                                   monkeypatch):
     grid = logged_grid([0, 1, 2])
-    import tlbench.executors as executors
+    import tlbench.driver as driver
 
-    real = executors.write_record
+    real = driver.write_record
     stored = []
 
     def write_or_fail(results_dir, record):
@@ -578,7 +578,7 @@ def test_a_full_disk_while_storing_a_record_stops_the_run_cleanly(logged_grid, p
         stored.append(record["seed"])
         return real(results_dir, record)
 
-    monkeypatch.setattr(executors, "write_record", write_or_fail)
+    monkeypatch.setattr(driver, "write_record", write_or_fail)
     code, out, err = cli("run", "--grid", grid, "--results", tmp_path, "--plugins-dir", plugins)
     assert code == 1 and "Traceback" not in err
     assert "No space left on device" in err and "the records stored before are intact" in err

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tlbench import sanity
-from tlbench.data import Resample
+from tlbench.decoding import Resample
 from tlbench.results import iter_records
 
 
@@ -43,11 +43,11 @@ def test_a_cell_at_chance_says_so_in_its_record_and_the_progress_output(write_gr
 
 @pytest.fixture(scope="module")
 def lite0(registry):
-    backbone = registry.get("backbones", "efficientnet_lite0")()
     from tlbench.options import build_options
 
+    backbone = registry.get("backbones", "efficientnet_lite0")
     options = build_options(backbone.Options, {}, "[backbone.efficientnet_lite0]")
-    return backbone.create("efficientnet_lite0", num_classes=10, pretrained=True, options=options)
+    return backbone(options).create("efficientnet_lite0", num_classes=10, pretrained=True)
 
 
 def test_pretrained_features_collapse_at_32_px_and_not_at_64(lite0):

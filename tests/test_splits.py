@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tlbench.data import fixed_size_train_val, per_class_subsample, stratified_sample, stratified_split
+from tlbench.splits import fixed_size_train_val, per_class_subsample, stratified_sample, stratified_split
 
 LABELS = np.repeat(np.arange(4), [50, 30, 20, 10])
 
@@ -86,7 +86,8 @@ def _numbered_images(count: int):
 def test_streamed_batches_are_the_held_ones_pass_after_pass():
     import torch
 
-    from tlbench.data import ImageSplit, Resample, decode_all
+    from tlbench.batches import ImageSplit
+    from tlbench.decoding import Resample, decode_all
 
     images = _numbered_images(12)
     indices = np.array([11, 3, 5, 0, 8, 9, 1])
@@ -107,7 +108,7 @@ def test_streamed_batches_are_the_held_ones_pass_after_pass():
 def test_a_pass_inside_another_and_an_abandoned_pass_are_served_right():
     import torch
 
-    from tlbench.data import ImageSplit
+    from tlbench.batches import ImageSplit
 
     split = ImageSplit(_numbered_images(9), np.arange(9), 4, (0.0,) * 3, (1.0,) * 3)
 
@@ -126,13 +127,13 @@ def test_a_pass_inside_another_and_an_abandoned_pass_are_served_right():
 def test_decoding_on_threads_gives_the_same_pixels_in_the_same_rows(monkeypatch):
     import torch
 
-    from tlbench import data
+    from tlbench import decoding
 
     images = [np.full((20 + i, 30, 3), (7 * i) % 256, dtype=np.uint8) for i in range(40)]
     rows = np.arange(39, -1, -1)
-    alone = data.decode_all(images, rows, 8, data.Resample(), threads=1)
-    monkeypatch.setattr(data, "THREADED_DECODE_S", 0.0)  # as for photos: every image is worth a thread
-    threaded = data.decode_all(images, rows, 8, data.Resample(), threads=2)
+    alone = decoding.decode_all(images, rows, 8, decoding.Resample(), threads=1)
+    monkeypatch.setattr(decoding, "THREADED_DECODE_S", 0.0)  # as for photos: every image is worth a thread
+    threaded = decoding.decode_all(images, rows, 8, decoding.Resample(), threads=2)
     assert torch.equal(alone, threaded)
     assert [int(x[0, 4, 4]) for x in threaded[:3]] == [(7 * 39) % 256, (7 * 38) % 256, (7 * 37) % 256]
 
@@ -156,7 +157,7 @@ def _photo(path, size=(1200, 900), exif_orientation=None):
 def test_a_large_jpeg_from_a_folder_is_decoded_at_a_fraction_of_its_size(tmp_path):
     from PIL import Image
 
-    from tlbench.data import Resample, to_rgb_uint8
+    from tlbench.decoding import Resample, to_rgb_uint8
     from tlbench_plugins.datasets import ImageFiles
 
     _photo(tmp_path / "a.jpg")
@@ -184,7 +185,7 @@ def test_a_rotated_photo_is_still_turned_upright(tmp_path):
 
 
 def test_a_file_that_cannot_be_decoded_is_named(tmp_path):
-    from tlbench.data import Resample, to_rgb_uint8
+    from tlbench.decoding import Resample, to_rgb_uint8
     from tlbench_plugins.datasets import ImageFiles
 
     _photo(tmp_path / "t.jpg")

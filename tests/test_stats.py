@@ -10,7 +10,7 @@ import pytest
 import scipy.stats
 
 from tlbench import predictions
-from tlbench.report import build_report, terminal_summary
+from tlbench.report import build_leaderboard, terminal_summary
 from tlbench.report.significance import _cliques, compare, judge_task
 from tlbench.report.stats import (friedman, holm, mcnemar_exact_p, paired_t_p, probability_of_improvement,
                                   stratified_bootstrap_ci)
@@ -278,7 +278,7 @@ def test_every_row_tied_with_the_best_is_bold_and_says_so_in_every_file(tmp_path
     assert re.findall(r'<tr data-index="(\d)" class="best"', table) == ["0", "1"]  # highlighted, both
     table = html.split('id="table-pairwise-digits"', 1)[1].split("</table>", 1)[0]
     assert re.findall(r'<tr data-index="(\d)" class="best"', table) == ["0"]
-    marked = [line.split("|")[3].strip() for line in terminal_summary(build_report(tmp_path, GRID)).splitlines()
+    marked = [line.split("|")[3].strip() for line in terminal_summary(build_leaderboard(tmp_path, GRID)).splitlines()
               if " *" in line and line.startswith("|")]
     assert marked == ["linear_probe", "lp_ft"]
 

@@ -61,8 +61,8 @@ def predict(network, *images):
 
 
 def create(cls, name, num_classes=5, pretrained=True, **options):
-    return cls().create(name, num_classes=num_classes, pretrained=pretrained,
-                        options=build_options(cls.Options, options, f"[backbone.{name}]"))
+    return cls(build_options(cls.Options, options, f"[backbone.{name}]")).create(
+        name, num_classes=num_classes, pretrained=pretrained)
 
 
 # -- bundled weights ---------------------------------------------------------------------------

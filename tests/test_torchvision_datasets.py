@@ -28,7 +28,7 @@ from tlbench.options import build_options
 def load(registry, name, root):
     cls = registry.get("datasets", name)
     options = build_options(cls.Options, {"root": str(root), "download": False}, f"[dataset.{name}]")
-    return cls().load(options)
+    return cls(options).load()
 
 
 def save(path, size, color=(90, 140, 200)):

@@ -7,12 +7,15 @@ from tlbench.api import Backbone, Component, Dataset, FitContext, Images, Networ
 from tlbench.errors import ConfigError
 from tlbench.hookspecs import hookimpl
 from tlbench.options import NoOptions, option
+from tlbench.samples import ConcatenatedSamples
+from tlbench.settings import Settings
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Backbone",
     "Component",
+    "ConcatenatedSamples",
     "ConfigError",
     "Dataset",
     "FitContext",
@@ -20,6 +23,7 @@ __all__ = [
     "Network",
     "NoOptions",
     "Score",
+    "Settings",
     "Split",
     "Strategy",
     "__version__",

@@ -11,25 +11,29 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Optional, Sequence
 
 from tlbench.options import NoOptions
+from tlbench.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from tlbench.settings import Settings
-
 
 class Component:
-    """Shared by backbones, strategies and datasets.
+    """Shared by backbones, strategies, datasets and scores.
 
     ``name`` is the one name used in grid files, ``tlbench ls``, records and leaderboards.
     ``description`` defaults to the first line of the class docstring.
     ``Options`` is a dataclass of the options a grid may set under ``[strategy.NAME]``
-    (or ``[backbone.NAME]``, ``[dataset.NAME]``); see :func:`tlbench.option`.
+    (or ``[backbone.NAME]``, ``[dataset.NAME]``, ``[score.NAME]``); see :func:`tlbench.option`.
+    One rule for every kind: the core constructs the component with its validated options,
+    which its methods read as ``self.options``.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any = None):
+        self.options = options if options is not None else self.Options()
 
     @classmethod
     def summary(cls) -> str:
@@ -81,7 +85,7 @@ class Backbone(Component):
     def claims(self, name: str) -> bool:
         return fnmatch.fnmatchcase(name, self.name)
 
-    def create(self, name: str, *, num_classes: int, pretrained: bool, options: Any) -> Network:
+    def create(self, name: str, *, num_classes: int, pretrained: bool) -> Network:
         raise NotImplementedError
 
 
@@ -107,7 +111,7 @@ class Images:
 class Dataset(Component):
     """A source of labelled images."""
 
-    def load(self, options: Any) -> Images:
+    def load(self) -> Images:
         raise NotImplementedError
 
 
@@ -120,8 +124,8 @@ class Split:
     The core decodes, resizes and normalises the images (with the network's mean and std);
     a split only serves them. Example::
 
-        for x, y in train.batches(ctx.settings.batch_size, shuffle=True, seed=epoch,
-                                  device=ctx.device):
+        for x, y in train.batches(ctx.settings.batch_size, shuffle=True,
+                                  seed=ctx.shuffle_seed(epoch), device=ctx.device):
             loss = F.cross_entropy(model(x), y)
     """
 
@@ -139,7 +143,8 @@ class Split:
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0,
                 device=None) -> "Iterable[tuple[torch.Tensor, torch.Tensor]]":
         """(images N×3×S×S float32, labels N int64) batches on ``device`` (default: the cell's
-        device, ``ctx.device``); ``shuffle`` draws the order with ``seed``."""
+        device, ``ctx.device``); ``shuffle`` draws the order with ``seed``: pass
+        ``ctx.shuffle_seed(epoch)`` for an order of the cell's own."""
         raise NotImplementedError
 
     def num_batches(self, batch_size: int) -> int:
@@ -162,7 +167,7 @@ class FitContext:
     """
 
     device: "torch.device"
-    settings: "Settings"
+    settings: Settings
     seed: int
     num_classes: int
     #: what ``autocast()`` computes in: "fp32" (CPU, MPS), "bf16" (GPUs of compute capability 8.0
@@ -185,6 +190,13 @@ class FitContext:
     #: backbone × dataset pair the same context, so what one score computes from the frozen
     #: network (e.g. the training split's features) the next one can reuse from here.
     memo: dict
+
+    def shuffle_seed(self, epoch: int) -> int:
+        """The seed of epoch ``epoch``'s batch order (``Split.batches(shuffle=True, seed=...)``):
+        each seed of a grid and each epoch gets its own order, and a rerun of the cell the same.
+        ``seed * 1000 + epoch``: the orders the first-party strategies have always trained with,
+        so their published records still rerun equal."""
+        return self.seed * 1000 + epoch
 
     def autocast(self):
         """A context manager for forward passes: autocast to ``precision`` (bf16 or fp16 on CUDA), or
@@ -244,9 +256,6 @@ class Strategy(Component):
     #: read cached features. Users override it with ``--gpu-share NAME=FRACTION``.
     gpu_share: ClassVar[float] = 1.0
 
-    def __init__(self, options: Any = None):
-        self.options = options if options is not None else self.Options()
-
     def fit(
         self,
         model: "torch.nn.Module",
@@ -269,9 +278,6 @@ class Score(Component):
     one score are compared across backbones on the same dataset only; their scale is the
     score's own.
     """
-
-    def __init__(self, options: Any = None):
-        self.options = options if options is not None else self.Options()
 
     def estimate(self, model: "torch.nn.Module", train: "Split", ctx: FitContext) -> float:
         raise NotImplementedError

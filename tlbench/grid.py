@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from tlbench.errors import ConfigError, closest
+from tlbench.errors import ConfigError, closest, unknown_name_error
 from tlbench.options import build_candidates, build_options, options_as_dict
 from tlbench.plugins import Registry
 from tlbench.settings import Settings
@@ -26,7 +26,7 @@ from tlbench.settings import Settings
 GRID_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes nothing larger
 TOP_LEVEL_KEYS = ("name", "backbones", "strategies", "datasets", "seeds", "settings", "budget",
-                  "backbone", "strategy", "dataset")
+                  "backbone", "strategy", "dataset", "score")
 #: Settings a ``[budget.STRATEGY]`` table may change for one strategy's cells: how much it trains.
 BUDGET_SETTINGS = ("epochs", "batch_size")
 LIST_KEYS = {"backbones": "backbone", "strategies": "strategy", "datasets": "dataset"}
@@ -115,7 +115,8 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return f"{self.backbone} / {self.strategy} / {self.task} / seed {self.seed}"
+        return cell_label({"backbone": self.backbone, "strategy": self.strategy, "dataset": self.dataset,
+                           "sweep": dict(self.sweep), "seed": self.seed})
 
 
 def task_name(dataset: str, sweep: dict) -> str:
@@ -123,6 +124,13 @@ def task_name(dataset: str, sweep: dict) -> str:
     if not sweep:
         return dataset
     return f"{dataset} ({', '.join(f'{k}={v}' for k, v in sorted(sweep.items()))})"
+
+
+def cell_label(record: dict) -> str:
+    """How messages name a cell, from its record's fields (a Cell's ``label`` too):
+    ``lite0 / linear_probe / digits (train_per_class=5) / seed 0``."""
+    task = task_name(record["dataset"], record.get("sweep") or {})
+    return f"{record['backbone']} / {record['strategy']} / {task} / seed {record['seed']}"
 
 
 # Settings added after records existed: left out of the identity at their default, so that
@@ -180,6 +188,9 @@ class Grid:
     cells: list[Cell] = field(default_factory=list)
     source: str = ""
     data: dict = field(default_factory=dict)  # the parsed file: what workers rebuild the cells from
+    #: validated options of each score a ``[score.NAME]`` table sets, for ``tlbench rank``
+    #: (no cell uses them, so they change no run_id)
+    score_options: dict = field(default_factory=dict)
 
 
 def default_grid_path(registry: Registry) -> Path:
@@ -305,6 +316,22 @@ def _option_tables(data: dict, singular: str, names: list[str], registry: Regist
     return resolved
 
 
+def _score_tables(data: dict, registry: Registry, source: str) -> dict:
+    """Validated options from ``[score.NAME]`` tables. A grid lists no scores (``tlbench rank``
+    computes every registered one, or those ``--scores`` names), so a table may name any."""
+    tables = data.get("score", {})
+    if not isinstance(tables, dict):
+        raise ConfigError(f"'score' in {source!r} must be a table of [score.NAME] tables.")
+    resolved = {}
+    for name, table in tables.items():
+        if name not in registry.names("scores"):
+            raise unknown_name_error("score", name, registry.names("scores"), f" in [score.{name}] of {source!r}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"[score.{name}] in {source!r} must be a table of options.")
+        resolved[name] = build_options(registry.get("scores", name).Options, table, f"[score.{name}]")
+    return resolved
+
+
 def _budgets(data: dict, strategies: list[str], source: str) -> dict:
     """``[budget.STRATEGY]`` tables: epochs or batch size for one strategy's cells, so that a
     strategy that needs more steps gets them, visibly (its records' settings say so)."""
@@ -368,7 +395,7 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
             raise ConfigError(f"[budget.{strategy}] sets {key}, which [settings] lists as a curve in {source!r}: "
                               f"remove one of them (a budget would flatten that strategy's curve).")
     grid = Grid(name, lists["backbones"], lists["strategies"], lists["datasets"], seeds, settings,
-                source=source, data=data)
+                source=source, data=data, score_options=_score_tables(data, registry, source))
     for dataset, (sweep, cell_settings), backbone, strategy, seed in itertools.product(
         grid.datasets, variants, grid.backbones, grid.strategies, grid.seeds
     ):

@@ -6,8 +6,8 @@ each plugin of the grid came from (package and version, or a file's hash), the h
 file the cell's options name, the dataset's fingerprint and the cell's split digest. The worker
 compares before the cell runs. A node that differs is *unfit* for the cells that need what
 differs (``NodeUnfit``, with a scope): the executor keeps those cells off it and hands them to
-another node (tlbench.ray_pool), instead of recording a column of failures or, worse, a score
-computed on other data under the same run_id.
+another node (tlbench.ray_executor), instead of recording a column of failures or, worse, a
+score computed on other data under the same run_id. The worker's side is tlbench.ray_worker.
 """
 
 from __future__ import annotations
@@ -108,9 +108,14 @@ class DriverView:
         self.grid, self.runner = grid, runner
         self._data: dict = {}  # dataset -> (fingerprint, {run_id: split digest or None}), or None
 
+    def jobs(self, job_for):
+        """cell -> the job ``job_for`` makes, carrying what the driver has for its node to check."""
+        from dataclasses import replace
+
+        return lambda cell: replace(job_for(cell), expected=self.expected(cell))
+
     def expected(self, cell) -> dict:
-        return {"backbone": cell.backbone, "strategy": cell.strategy, "dataset": cell.dataset,
-                "plugins": self.plugins, "files": cell.files, "data": self._data_of(cell)}
+        return {"plugins": self.plugins, "files": cell.files, "data": self._data_of(cell)}
 
     def _data_of(self, cell) -> Optional[dict]:
         if cell.dataset not in self._data:
@@ -121,10 +126,10 @@ class DriverView:
         return {"dataset": fingerprint, "split_digest": split_digests[cell.run_id]}
 
     def _fingerprint(self, cells: list) -> Optional[tuple]:
-        from tlbench.data import images_fingerprint
+        from tlbench.splits import images_fingerprint
 
         try:
-            images = self.runner.load_images(cells[0])
+            images = self.runner.data.load_images(cells[0])
         except Exception as exc:
             self.runner.progress.note(
                 f"dataset {cells[0].dataset!r} cannot be loaded on this machine ({type(exc).__name__}: {exc}); "
@@ -134,8 +139,10 @@ class DriverView:
 
     def _split_digest(self, cell, images) -> Optional[str]:
         """None for a cell whose splits fail here: it fails the same way on its node, and says why."""
+        from tlbench.cell_data import cell_splits
+
         try:
-            return self.runner.prepare_splits(cell, images).digest()
+            return cell_splits(cell, images).digest()
         except Exception:
             return None
 
@@ -171,20 +178,6 @@ def local_plugins_dir(driver_dir: Optional[str]) -> Optional[str]:
         if "runtime_resources" in entry and os.path.isdir(candidate):
             return candidate
     return driver_dir
-
-
-def grid_for(grid_data: dict, backbone: str, strategy: str, dataset: str) -> dict:
-    """The grid as far as one cell goes (its run_id does not depend on the others): a node need
-    not hold every dataset or checkpoint of the grid to run one cell."""
-    data = dict(grid_data)
-    for plural, singular, name in (("backbones", "backbone", backbone), ("strategies", "strategy", strategy),
-                                   ("datasets", "dataset", dataset)):
-        data[plural] = [name]
-        if isinstance(grid_data.get(singular), dict):
-            data[singular] = {key: table for key, table in grid_data[singular].items() if key == name}
-    if isinstance(grid_data.get("budget"), dict):
-        data["budget"] = {key: table for key, table in grid_data["budget"].items() if key == strategy}
-    return data
 
 
 def check_dataset_options(registry, grid_data: dict, dataset: str) -> None:
@@ -243,7 +236,7 @@ def check_data(runner, cell, expected: Optional[dict]) -> None:
         return
     scope = data_scope(cell.dataset)
     try:
-        here = runner.data_fingerprint(cell)
+        here = runner.data.fingerprint(cell)
     except Exception as exc:
         raise NodeUnfit(scope, f"cannot load dataset {cell.dataset!r}, which the driver loads "
                                f"({type(exc).__name__}: {exc}): put the driver's copy at the same path on "

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tlbench.data import Resample, decode_all
+from tlbench.decoding import Resample, decode_all
 
 FORMAT = 1
 CHUNK_ROWS = 512  # decoded at once: bounds the memory the decoding takes

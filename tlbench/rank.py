@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from tlbench.errors import ConfigError
+from tlbench.options import build_options
 
 FILES = ("rank.md", "rank.csv", "rank.json")
 
@@ -83,6 +84,14 @@ def score_names(registry, requested: Optional[str]) -> list[str]:
     return names
 
 
+def score_options(grid, registry, names: list[str]) -> dict:
+    """{name: options} for each score: the grid's ``[score.NAME]`` table, else the score's
+    defaults, checked as a table is (a required option is one clear error before any work)."""
+    return {name: grid.score_options[name] if name in grid.score_options
+            else build_options(registry.get("scores", name).Options, {}, f"[score.{name}]")
+            for name in names}
+
+
 def pair_cells(grid, registry) -> list:
     """One cell per (dataset, backbone): the first seed, and a strategy that starts from the
     pretrained weights (a score of random weights forecasts nothing)."""
@@ -104,6 +113,7 @@ def pair_cells(grid, registry) -> list:
 
 def compute(grid, registry, names: list[str], runner, log=print) -> list[PairScores]:
     """Every score for every pair; a score that raises is recorded as failed, the rest go on."""
+    options = score_options(grid, registry, names)
     pairs = []
     cells = pair_cells(grid, registry)
     for i, cell in enumerate(cells, 1):
@@ -117,7 +127,7 @@ def compute(grid, registry, names: list[str], runner, log=print) -> list[PairSco
             pairs.append(pair)
             continue
         for name in names:
-            score = registry.get("scores", name)()
+            score = registry.get("scores", name)(options[name])
             start = time.perf_counter()
             try:
                 value = float(score.estimate(setup.model, setup.train, setup.ctx))

@@ -2,33 +2,32 @@
 
 A published leaderboard carries its own check: each record holds everything that rebuilds its
 cell (names, settings, every option, the curve settings, the candidates selected among), so
-the cell is rebuilt through the grid's own validation, must get the published ``run_id`` back
-(else it is another configuration, and says so), and runs again with the local executor into a
-scratch folder. The results folder is only read, never written: no record, claim or
-leaderboard goes there, and a malformed record is reported, not set aside.
+the cell is rebuilt through the grid's own validation (``tlbench.rebuild``), must get its
+published cell id (``run_id``) back (else it is another configuration, and says so), and runs
+again with the local executor into a scratch folder. The results folder is only read, never
+written: no record, claim or leaderboard goes there, and a malformed record is reported, not
+set aside.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 from tlbench.errors import ConfigError
-from tlbench.grid import Cell, Grid, build_grid, task_name
-from tlbench.options import build_options, options_as_dict
-from tlbench.results import check_record_file
-from tlbench.results import records_dir
+from tlbench.grid import Cell, Grid, cell_label, task_name
+from tlbench.rebuild import rebuild
+from tlbench.results import check_record_file, records_dir
 
 DEFAULT_CELLS = 4
 # The project's stability target for a cell rerun with another thread count (float sums split
 # among threads round differently): 2 points, 10 of the offline grid's 500 test images.
 DEFAULT_TOLERANCE = 0.02
 EPSILON = 1e-6  # top-1 is a float32 share (0.744 is stored as 0.74400001...): 0.744 - 0.724 is not 0.02
-REBUILD_FIELDS = ("settings", "options", "backbone_options", "dataset_options")
 
 
 @dataclass
@@ -43,8 +42,7 @@ class Check:
 
     @property
     def label(self) -> str:
-        r = self.published
-        return f"{r['backbone']} / {r['strategy']} / {task_name(r['dataset'], r.get('sweep') or {})} / seed {r['seed']}"
+        return cell_label(self.published)
 
     @property
     def difference(self) -> Optional[float]:
@@ -159,7 +157,7 @@ def _order(record: dict) -> tuple:
 
 
 def choose(published: Published, cells: int, run_ids: list[str]) -> list[dict]:
-    """The records to rerun: the named ones (a full run_id or a prefix only one has), else a
+    """The records to rerun: the named ones (a full cell id, run_id, or a start only one has), else a
     sample of ``cells`` of the current configuration's ok records."""
     if not run_ids:
         pool = current_ok(published.records)
@@ -177,13 +175,13 @@ def choose(published: Published, cells: int, run_ids: list[str]) -> list[dict]:
 
 
 def _named(published: Published, wanted: str) -> dict:
-    """The record ``--run-id`` names: its whole run_id, or a start of it no other record has."""
+    """The record ``--run-id`` names: its whole cell id (run_id), or a start of it no other record has."""
     exact = [r for r in published.records if r["run_id"] == wanted]
     if not exact and wanted not in published.malformed:
         exact = [r for r in published.records if wanted and r["run_id"].startswith(wanted)]
         malformed = [stem for stem in published.malformed if wanted and stem.startswith(wanted)]
         if len(exact) + len(malformed) > 1:
-            raise ConfigError(f"--run-id {wanted!r} is the start of several run_ids in "
+            raise ConfigError(f"--run-id {wanted!r} is the start of several cell ids (run_id) in "
                               f"{str(published.folder)!r}: "
                               f"{', '.join(sorted([r['run_id'] for r in exact] + malformed))}. Give more of it.")
         wanted = malformed[0] if malformed else wanted
@@ -191,92 +189,14 @@ def _named(published: Published, wanted: str) -> dict:
         path, why = published.malformed[wanted]
         raise ConfigError(f"Record {path} is malformed ({why}); it cannot be rerun. Fix or remove the file.")
     if not exact:
-        raise ConfigError(f"--run-id {wanted!r}: no record with this run_id in {str(published.folder)!r} "
-                          f"({len(published.records)} record(s) there; `tlbench runs --grid {published.grid}` "
-                          "lists them).")
+        raise ConfigError(f"--run-id {wanted!r}: no record with this cell id (run_id) in "
+                          f"{str(published.folder)!r} ({len(published.records)} record(s) there; "
+                          f"`tlbench runs --grid-name {published.grid}` lists them).")
     record = exact[0]
     if record["status"] != "ok":
-        raise ConfigError(f"Record {record['run_id']} ({_label(record)}) is {record['status']}: it has no "
+        raise ConfigError(f"Record {record['run_id']} ({cell_label(record)}) is {record['status']}: it has no "
                           "published top-1 to compare with. Name an ok record (tlbench runs --status ok).")
     return record
-
-
-def _label(record: dict) -> str:
-    return (f"{record['backbone']} / {record['strategy']} / "
-            f"{task_name(record['dataset'], record.get('sweep') or {})} / seed {record['seed']}")
-
-
-# -- rebuilding a cell from its record ---------------------------------------------------------
-
-
-def grid_data(record: dict) -> dict:
-    """A one-cell grid, as a grid file's parsed data, that makes the record's cell."""
-    for key in REBUILD_FIELDS:
-        if not isinstance(record.get(key), dict):
-            raise ConfigError(f"the record has no {key!r} table, which rebuilding its cell needs")
-    settings = dict(record["settings"])
-    sweep = record.get("sweep") or {}
-    settings.update({key: [value] for key, value in sweep.items()})  # a list: the cell is a curve's point
-    return {
-        "name": record["grid"],
-        "backbones": [record["backbone"]], "strategies": [record["strategy"]],
-        "datasets": [record["dataset"]], "seeds": [record["seed"]],
-        "settings": settings,
-        "backbone": {record["backbone"]: record["backbone_options"]},
-        "strategy": {record["strategy"]: record["options"]},
-        "dataset": {record["dataset"]: record["dataset_options"]},
-    }
-
-
-def rebuild(record: dict, registry, source: str) -> Cell:
-    """The record's cell through the grid's own validation; a ConfigError says why it cannot be
-    rebuilt, or why what is rebuilt is not the published configuration."""
-    (cell,) = build_grid(grid_data(record), source, registry).cells
-    candidates = record.get("candidates")
-    if candidates:  # options were lists: the run_id covers every candidate, in order
-        if not (isinstance(candidates, list)
-                and all(isinstance(c, dict) and isinstance(c.get("options"), dict) for c in candidates)):
-            raise ConfigError("its 'candidates' are not a list of {'options': {...}}")
-        options_cls = registry.get("strategies", record["strategy"]).Options
-        cell = dataclasses.replace(cell, strategy_candidates=tuple(
-            build_options(options_cls, c["options"], f"[strategy.{record['strategy']}] candidate {i + 1}")
-            for i, c in enumerate(candidates)))
-    if cell.run_id != record["run_id"]:
-        raise ConfigError(f"rebuilt from its record it gets run_id {cell.run_id}, so it is not the same "
-                          f"configuration{_changes(record, cell)}")
-    return cell
-
-
-def _changes(record: dict, cell: Cell) -> str:
-    """What differs between the record's options and the rebuilt cell's (defaults a plugin
-    added or changed since), or which other part of the identity can."""
-    from tlbench.grid import LATER_SETTINGS
-
-    selected = record.get("selected", 0)  # `options` is the selected candidate's, when options were lists
-    if not (isinstance(selected, int) and 0 <= selected < len(cell.strategy_candidates)):
-        selected = 0
-    rebuilt = {"settings": options_as_dict(cell.settings),
-               "options": options_as_dict(cell.strategy_candidates[selected]),
-               "backbone_options": options_as_dict(cell.backbone_options),
-               "dataset_options": options_as_dict(cell.dataset_options)}
-    names = {"settings": "setting", "options": "strategy option", "backbone_options": "backbone option",
-             "dataset_options": "dataset option"}
-    found = []
-    for part, now in rebuilt.items():
-        then, what = record[part], names[part]
-        for key in sorted(then.keys() | now.keys()):
-            if key not in then and part == "settings" and LATER_SETTINGS.get(key, object()) == now[key]:
-                continue  # a setting added since, at the default that leaves run_ids as they were
-            if key not in then:
-                found.append(f"{what} {key!r} is new (default {now[key]!r})")
-            elif key in now and then[key] != now[key]:
-                found.append(f"{what} {key!r} is {now[key]!r}, was {then[key]!r}")
-    if found:
-        return ": " + "; ".join(found[:4]) + ("; ..." if len(found) > 4 else "")
-    if cell.files:
-        return " (a file an option names has other content, or is not at that path here)"
-    return (" (what the record holds does not hash to its run_id: the record was edited, or this tlbench "
-            "computes run_ids from other parts)")
 
 
 # -- rerunning ---------------------------------------------------------------------------------
@@ -297,7 +217,8 @@ def prepare(checks: list[Check], registry, folder: Path) -> None:
 def rerun(checks: list[Check], registry, scratch: Path, progress) -> None:
     """Run the rebuilt cells with the local executor in this process, records under ``scratch``,
     feature caches in a fresh folder there (nothing the published run computed stands in)."""
-    from tlbench.executors import LocalPool, run_grid_on
+    from tlbench.driver import run_grid_on
+    from tlbench.executors import LocalExecutor
     from tlbench.results import ensure_writable
     from tlbench.runner import Runner, check_cache_dir
 
@@ -312,7 +233,7 @@ def rerun(checks: list[Check], registry, scratch: Path, progress) -> None:
         grid = Grid(name, sorted({c.backbone for c in cells}), sorted({c.strategy for c in cells}),
                     sorted({c.dataset for c in cells}), sorted({c.seed for c in cells}), cells[0].settings,
                     cells=cells, source=str(scratch))
-        outcome = run_grid_on(LocalPool(runner), runner, grid, force=True)
+        outcome = run_grid_on(LocalExecutor(runner), runner, grid, force=True)
         by_id = {r["run_id"]: r for r in outcome.ran}
         for check in runnable:
             if check.cell.grid == name:
@@ -345,7 +266,7 @@ def table(checks: list[Check]) -> str:
                      _number(rerun_top1) if check.rerun is not None else "not rerun" if check.cell is None else "failed",
                      _number(check.difference, signed=True), "yes" if check.within else "no",
                      ", ".join(check.environment_differences) or "-"])
-    headers = ["backbone", "strategy", "dataset", "seed", "run_id", "published", "rerun", "diff",
+    headers = ["backbone", "strategy", "dataset", "seed", "cell id (run_id)", "published", "rerun", "diff",
                "within", "environment differences"]
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
@@ -383,21 +304,25 @@ def verdict(checks: list[Check], tolerance: float) -> tuple[list[str], int]:
     lines = ["Not reproduced: " + ", and ".join(parts) + "."]
     for check in beyond:
         r = check.published
-        lines.append(f"  {check.label} (run_id {r['run_id']}): top-1 {r['top1']:.3f} published, "
+        lines.append(f"  {check.label} (cell id {r['run_id']}): top-1 {r['top1']:.3f} published, "
                      f"{check.rerun['top1']:.3f} rerun ({check.difference:+.3f})")
     for check in unrun:
-        lines.append(f"  {check.label} (run_id {check.published['run_id']}): {check.problem}")
+        lines.append(f"  {check.label} (cell id {check.published['run_id']}): {check.problem}")
     for check in changed:
-        lines.append(f"  {check.label} (run_id {check.published['run_id']}): {check.inconsistency}")
+        lines.append(f"  {check.label} (cell id {check.published['run_id']}): {check.inconsistency}")
     return lines, 1
 
 
-def reproduce(results_dir: str | Path, grid: str, registry, scratch: str | Path, cells: int = DEFAULT_CELLS,
-              run_ids: Optional[list[str]] = None, tolerance: float = DEFAULT_TOLERANCE, progress=None,
-              log: Callable[[str], None] = lambda line: None, out=None) -> int:
-    """Rerun a grid's chosen cells into ``scratch`` and print the comparison to ``out``;
-    returns the exit status (0 all within ``tolerance``, 1 otherwise)."""
+def reproduce(results_dir: str | Path, grid: str, registry, scratch: Optional[str | Path] = None,
+              cells: int = DEFAULT_CELLS, run_ids: Optional[list[str]] = None, tolerance: float = DEFAULT_TOLERANCE,
+              progress=None, log: Callable[[str], None] = lambda line: None, out=None) -> int:
+    """Rerun a grid's chosen cells into ``scratch`` (None: a temporary folder, removed afterwards)
+    and print the comparison to ``out``; returns the exit status (0 all within ``tolerance``, 1 otherwise)."""
     from tlbench.progress import Progress
+
+    if scratch is None:
+        with tempfile.TemporaryDirectory(prefix="tlbench-reproduce-", ignore_cleanup_errors=True) as folder:
+            return reproduce(results_dir, grid, registry, folder, cells, run_ids, tolerance, progress, log, out)
 
     out = out or sys.stdout
     published = read_published(results_dir, grid)

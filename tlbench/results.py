@@ -1,11 +1,12 @@
-"""Records on disk: one JSON file per cell, written whole or not at all.
+"""The results folder: one record file per cell, written whole or not at all under the cell's
+claim, read back, and set aside when corrupt (what a sound record holds: tlbench.records).
 
 Layout::
 
     RESULTS/GRID/records/RUN_ID.json   one record per cell
     RESULTS/GRID/records/RUN_ID.lock   the claim of the process running that cell right now
     RESULTS/GRID/records/corrupt/      unreadable records, set aside (never deleted)
-    RESULTS/GRID/leaderboard.{md,csv}  written by report.py from the records alone
+    RESULTS/GRID/leaderboard.*         written by `tlbench report` from the records alone
 
 Every write of a record happens while its writer holds the cell's claim, so whoever holds a
 claim may read, replace or set aside that cell's record without racing anyone.
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import math
 import os
 import socket
 import sys
@@ -26,64 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional
 
-from tlbench import predictions
+from tlbench import records
 from tlbench.errors import ConfigError
 
-STATUSES = ("ok", "failed", "interrupted")
-ERROR_KINDS = ("exception", "oom", "non_finite", "device_fault", "interrupted", "timeout", "crashed",
-               "node_config")
-REQUIRED = {"run_id": str, "grid": str, "backbone": str, "strategy": str, "dataset": str,
-            "seed": int, "status": str}
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _share(value) -> bool:
-    return _is_number(value) and 0.0 <= value <= 1.0
-
-
-def _amount(value) -> bool:
-    return value is None or (_is_number(value) and value >= 0)
-
-
-def _count(value) -> bool:
-    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
-
-
-def _scalar(value) -> bool:
-    return value is None or isinstance(value, (str, bool)) or _is_number(value)
-
-
-# Every optional field the core reads, and what it must be when present: a record is data from
-# disk, and one wrong field must not crash a report or be ranked (NaN compares false to all).
-OPTIONAL = {
-    "config_id": lambda v: isinstance(v, str),
-    "started_at": lambda v: isinstance(v, str),
-    "finished_at": lambda v: v is None or isinstance(v, str),
-    "error": lambda v: v is None or isinstance(v, str),
-    "error_kind": lambda v: v in ERROR_KINDS,
-    "environment": lambda v: isinstance(v, dict) and all(_scalar(x) for x in v.values()),
-    "sweep": lambda v: isinstance(v, dict) and all(_scalar(x) for x in v.values()),
-    "warnings": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-    "top1": _share, "top5": _share, "mean_per_class_acc": _share,
-    "train_s": _amount, "eval_s": _amount, "run_s": _amount, "selection_s": _amount,
-    "train_samples_per_s": _amount, "peak_mem_mb": _amount,
-    "trainable_params": _count, "total_params": _count, "num_classes": _count,
-    "settings": lambda v: isinstance(v, dict), "options": lambda v: isinstance(v, dict),
-    "strategy_info": lambda v: isinstance(v, dict), "split_sizes": lambda v: isinstance(v, dict),
-    "pretrained": lambda v: isinstance(v, bool),
-    "pixels": lambda v: isinstance(v, str),
-    "predictions": lambda v: predictions.is_valid(v),
-    "grid_seeds": lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
-    "race": lambda v: (isinstance(v, dict) and isinstance(v.get("round"), int) and isinstance(v.get("max_seeds"), int)
-                       and isinstance(v.get("rule"), str)),
-    "node": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
-    "resources": lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
-    "plugins": lambda v: isinstance(v, dict) and all(
-        isinstance(part, dict) and all(_scalar(x) for x in part.values()) for part in v.values()),
-}
 STALE_TEMP_S = 6 * 3600  # a temporary file this old was left by a killed writer
 
 
@@ -209,26 +154,10 @@ def _remove_stale_temporaries(folder: Path, names, older_than_s: float = 60.0) -
                     tmp.unlink()
 
 
-def jsonable(value):
-    """``value`` as JSON holds it, by one rule for every executor: non-finite floats become None
-    (JSON has no NaN), tuples lists, anything else JSON cannot hold its ``str()``."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy and torch scalars
-        return jsonable(value.item())
-    return str(value)
-
-
 def write_record(results_dir: str | Path, record: dict) -> Path:
     """Store a cell's record; the caller holds the cell's claim."""
     path = record_path(results_dir, record["grid"], record["run_id"])
-    write_atomic(path, json.dumps(jsonable(record), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    write_atomic(path, json.dumps(records.jsonable(record), indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path
 
 
@@ -256,21 +185,8 @@ def check_record_file(path: Path) -> tuple[Optional[dict], Optional[str]]:
         ) from None
     except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         return None, f"unreadable: {exc}"
-    if not isinstance(record, dict):
-        return None, "not a JSON object"
-    for key, kind in REQUIRED.items():
-        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
-            return None, f"missing or invalid {key!r}"
-    for key, valid in OPTIONAL.items():
-        if key in record and not valid(record[key]):
-            return None, f"invalid {key!r}: {record[key]!r:.60}"
-    if record["status"] not in STATUSES:
-        return None, f"unknown status {record['status']!r}"
-    if record["run_id"] != path.stem:  # a copied or renamed file must not stand in for another cell
-        return None, f"run_id {record['run_id']!r} does not match the file name"
-    if record["status"] == "ok" and not isinstance(record.get("top1"), (int, float)):
-        return None, "status ok without a top1 score"
-    return record, None
+    why = records.problem(record, path.stem)
+    return (None, why) if why else (record, None)
 
 
 def read_record(path: Path, claimed: bool = False) -> Optional[dict]:

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from tlbench.data import Resample, to_rgb_uint8
+from tlbench.decoding import Resample, to_rgb_uint8
 
 # Pooled features smaller than this share of their size at the weights' own input size count as
 # collapsed (efficientnet_lite0 on Fashion-MNIST: 0.005 at 32 px, 4.6 at 48 px, 1.8 at 64 px).

@@ -14,7 +14,7 @@ import contextlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -160,7 +160,7 @@ class CachedActivations:
     activations: torch.Tensor  # on the device, or on the CPU backed by a file
     labels: torch.Tensor  # on the device
     batch_size: int
-    seed: int
+    shuffle_seed: Callable[[int], int]  # the cell's ctx.shuffle_seed
 
     @property
     def megabytes(self) -> float:
@@ -170,9 +170,9 @@ class CachedActivations:
         return self.split.forward(self.model, activation)
 
     def batches(self, epoch: int):
-        # the order the core's tlbench.Split.batches(shuffle=True, seed=...) gives (a randperm
-        # drawn with that seed), so both paths see the same batches
-        generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+        # the order the core's tlbench.Split.batches(shuffle=True, seed=ctx.shuffle_seed(epoch))
+        # gives (a randperm drawn with that seed), so both paths see the same batches
+        generator = torch.Generator().manual_seed(self.shuffle_seed(epoch))
         order = torch.randperm(len(self.labels), generator=generator)
         device = self.labels.device
         for start in range(0, len(order), self.batch_size):
@@ -201,7 +201,7 @@ def cached_batches(model: nn.Module, split: BoundarySplit, train: tlbench.Split,
             for chunk in ctx.progress(outputs, total=train.num_batches(size), desc="frozen part"):
                 activations[done:done + len(chunk)].copy_(chunk)
                 done += len(chunk)
-    return CachedActivations(model, split, activations, train.labels.to(ctx.device), size, ctx.seed)
+    return CachedActivations(model, split, activations, train.labels.to(ctx.device), size, ctx.shuffle_seed)
 
 
 def _file_tensor(file: Path, shape: tuple) -> torch.Tensor:

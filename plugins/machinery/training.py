@@ -207,7 +207,7 @@ def image_batches(train: tlbench.Split, ctx: tlbench.FitContext, recipe: Recipe)
     generator = torch.Generator().manual_seed(ctx.seed)
 
     def batches(epoch: int):
-        for x, y in train.batches(ctx.settings.batch_size, shuffle=True, seed=ctx.seed * 1000 + epoch,
+        for x, y in train.batches(ctx.settings.batch_size, shuffle=True, seed=ctx.shuffle_seed(epoch),
                                   device=ctx.device):
             if recipe.augment:
                 x = random_resized_crop_flip(x, generator)

@@ -1,8 +1,10 @@
 """Leaderboards from stored records alone, so they can be rebuilt after a resume, a merge of
 records from several machines, or a run on a cluster.
 
-One grid's records become three tables (per dataset, overall, transfer gain over a control
-strategy), two plots and a self-contained page, all written next to the records::
+``build_leaderboard`` reads one grid's records into a ``Leaderboard``, ``write_leaderboard``
+writes its files (``rebuild_leaderboards`` does both for the grids `tlbench report` names):
+three tables (per dataset, overall, transfer gain over a control strategy), two plots and a
+self-contained page, all next to the records::
 
     RESULTS/GRID/leaderboard.md                       every table, GitHub markdown
     RESULTS/GRID/leaderboard.csv                      per dataset (one row per backbone/strategy)
@@ -24,10 +26,10 @@ rendered without timestamps, and the only dates shown are those in the records.
 
 from __future__ import annotations
 
-from tlbench.report.board import Leaderboard, build
-from tlbench.report.files import build_report, write_board, write_report
+from tlbench.report.board import Leaderboard, build_leaderboard
+from tlbench.report.files import rebuild_leaderboards, write_leaderboard
 from tlbench.report.markdown import terminal_summary, to_markdown
 from tlbench.report.tables import frames
 
-__all__ = ["Leaderboard", "build", "build_report", "frames", "terminal_summary", "to_markdown", "write_board",
-           "write_report"]
+__all__ = ["Leaderboard", "build_leaderboard", "frames", "rebuild_leaderboards", "terminal_summary", "to_markdown",
+           "write_leaderboard"]

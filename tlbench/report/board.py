@@ -1,4 +1,4 @@
-"""Records -> a Leaderboard: which records count, rows per dataset, overall ranks, transfer gain
+"""Records -> a Leaderboard (``build_leaderboard``): which records count, rows per dataset, overall ranks, transfer gain
 over a control, curves and the environment. Numbers only; formatting is in ``views``."""
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ from typing import Iterable, Optional
 
 from tlbench.grid import task_name
 from tlbench.options import end_of_list
+from tlbench.records import MISSING, STATUSES
 from tlbench.report.significance import across_tasks, critical_difference, group_by_task, judge_task
 from tlbench.report.stats import mean_ci
 
 KEYS = ("dataset", "backbone", "strategy")
-STATUS_ORDER = ("ok", "failed", "interrupted", "missing")
+STATUS_ORDER = (*STATUSES, MISSING)
 # mean over a row's ok seeds; (record field, short header)
 METRICS = (
     ("top5", "top-5"), ("mean_per_class_acc", "mean class acc"), ("train_s", "train s"),
@@ -127,8 +128,17 @@ def find_control(records: list[dict]) -> Optional[str]:
     return None
 
 
-def build(records: list[dict], grid: str, cells: Optional[list] = None,
-          control: Optional[str] = None) -> Leaderboard:
+def build_leaderboard(results_dir, grid_name: str, cells: Optional[list] = None,
+                      control: Optional[str] = None) -> Leaderboard:
+    """The leaderboard of one grid from its stored records (with ``cells``: of exactly those)."""
+    from tlbench.results import iter_records  # records bring numpy: not for `tlbench --help`
+
+    records = (as_task(r) for r in iter_records(results_dir, grid_name))
+    return leaderboard_from_records(current_records(records, cells), grid_name, cells, control)
+
+
+def leaderboard_from_records(records: list[dict], grid: str, cells: Optional[list] = None,
+                             control: Optional[str] = None) -> Leaderboard:
     """All tables from the current records of one grid (see ``current_records``); the transfer
     gain is over ``control``, by default the one found by ``find_control``."""
     control = control or find_control(records)
@@ -145,15 +155,15 @@ def build(records: list[dict], grid: str, cells: Optional[list] = None,
     per_dataset = [_row(key, by_key.get(key, []), sorted(missing.get(key, []))) for key in keys]
     per_dataset.sort(key=lambda row: (row["dataset"], _desc(row["top1"]), row["backbone"], row["strategy"]))
 
-    def runs_of(row: dict) -> dict:
+    def records_of(row: dict) -> dict:
         """{seed: ok record} of a row."""
         return {r["seed"]: r for r in by_key.get((row["dataset"], row["backbone"], row["strategy"]), [])
                 if r["status"] == "ok"}
 
-    pairwise = [comparison for _, rows in group_by_task(per_dataset) for comparison in judge_task(rows, runs_of)]
+    pairwise = [comparison for _, rows in group_by_task(per_dataset) for comparison in judge_task(rows, records_of)]
     names = {k: sorted({key[i] for key in keys}) for i, k in enumerate(KEYS)}
     overall = _overall(per_dataset, names["dataset"])
-    across_tasks(overall, per_dataset, names["dataset"], runs_of, control)
+    across_tasks(overall, per_dataset, names["dataset"], records_of, control)
     stamps = [r.get("started_at") for r in records if r.get("started_at")]
     ends = [r.get("finished_at") for r in records if r.get("finished_at")]
     return Leaderboard(
@@ -220,7 +230,7 @@ def _row(key: tuple, records: list[dict], missing_seeds: list[int]) -> dict:
     # and the frozen pass an earlier cell paid, where features came from the cache
     row["fit_s"] = mean_ci([s for s in map(_fit_seconds, ok) if s is not None]).mean
     counts = {s: sum(r["status"] == s for r in records) for s in STATUS_ORDER}
-    counts["missing"] = len(missing_seeds)
+    counts[MISSING] = len(missing_seeds)
     row["status"] = ("ok" if counts["ok"] and sum(counts.values()) == counts["ok"]
                      else ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s]))
     errors = sorted({f"seed {r['seed']}: {r.get('error') or r['status']}" for r in records if r["status"] != "ok"})

@@ -1,38 +1,20 @@
-"""Writing one grid's leaderboard files as one set, next to its records."""
+"""Writing a grid's leaderboard files as one set, next to its records (`tlbench report`)."""
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
-from tlbench.report.board import Leaderboard, as_task, build, current_records
+from tlbench.report.board import Leaderboard, build_leaderboard
 from tlbench.report.markdown import to_markdown
 from tlbench.report.plots import PLOT_TITLES
 from tlbench.report.tables import frames, to_csv, to_json
 
-# -- writing ----------------------------------------------------------------------------------
 
-
-def build_report(results_dir: str | Path, grid_name: str, cells: Optional[list] = None,
-                 control: Optional[str] = None) -> Leaderboard:
-    """The leaderboard of one grid from its stored records (with ``cells``: of exactly those)."""
-    from tlbench.results import iter_records  # records bring numpy: not for `tlbench --help`
-
-    records = (as_task(r) for r in iter_records(results_dir, grid_name))
-    return build(current_records(records, cells), grid_name, cells, control)
-
-
-def write_report(results_dir: str | Path, grid_name: str, cells: Optional[list] = None,
-                 control: Optional[str] = None) -> list[Path]:
-    """Write every leaderboard file of one grid from its records; returns their paths
+def write_leaderboard(board: Leaderboard, folder: Path) -> list[Path]:
+    """Write every leaderboard file of ``board`` into ``folder`` as one set; returns their paths
     (leaderboard.md first, then the page)."""
-    from tlbench.results import grid_dir
-
-    return write_board(build_report(results_dir, grid_name, cells, control), grid_dir(results_dir, grid_name))
-
-
-def write_board(board: Leaderboard, folder: Path) -> list[Path]:
     from tlbench.report.html import to_html
     from tlbench.report.plots import render_plots
     from tlbench.results import write_set
@@ -52,3 +34,26 @@ def write_board(board: Leaderboard, folder: Path) -> list[Path]:
             with contextlib.suppress(OSError):
                 path.unlink()  # no plot for these records: an old one would describe other records
     return paths
+
+
+def rebuild_leaderboards(results_dir: str | Path, grid_names: list[str], control: Optional[str] = None,
+                       screenshot: bool = False) -> Iterator[list[Path]]:
+    """`tlbench report`: rebuild each grid's leaderboard files from its records, yielding their
+    paths grid by grid (with ``screenshot``, the page's PNG too). A ``control`` no grid's records
+    name is an error before anything is written."""
+    from tlbench.results import grid_dir
+
+    boards = [build_leaderboard(results_dir, name, control=control) for name in grid_names]
+    if control and not any(control in board.strategies for board in boards):
+        from tlbench.errors import unknown_name_error
+
+        raise unknown_name_error("control strategy", control,
+                                 {s for board in boards for s in board.strategies}, " in the records")
+    for board in boards:
+        paths = write_leaderboard(board, grid_dir(results_dir, board.grid))
+        if screenshot:
+            from tlbench.report.browser import screenshot as take_screenshot
+
+            page = next(p for p in paths if p.suffix == ".html")
+            paths.append(take_screenshot(page, page.with_suffix(".png")))
+        yield paths

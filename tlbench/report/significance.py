@@ -30,17 +30,17 @@ BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # fixed: the same records give the same interval
 MIN_TASKS_FOR_CD = 5  # Friedman's chi-square approximation and Nemenyi's test need several tasks
 
-Runs = dict  # {seed: ok record} of one row
+SeedRecords = dict  # {seed: ok record} of one row
 
 
-def compare(row: dict, runs: Runs, best: dict, best_runs: Runs) -> dict:
+def compare(row: dict, records: SeedRecords, best: dict, best_records: SeedRecords) -> dict:
     """One row against its task's best row: the paired difference over their common ok seeds
     (mean, t-interval, paired t-test), the McNemar test over the images of those seeds where both
     have per-image predictions, and whether the row is tied with the best (None: not judged)."""
-    common = sorted(set(runs) & set(best_runs))
-    differences = [runs[s]["top1"] - best_runs[s]["top1"] for s in common]
+    common = sorted(set(records) & set(best_records))
+    differences = [records[s]["top1"] - best_records[s]["top1"] for s in common]
     paired = mean_ci(differences)
-    images, p_images = _image_test(runs, best_runs, common)
+    images, p_images = _image_test(records, best_records, common)
     if row["top1"] == best["top1"]:
         tied, test = True, "equal"
     elif len(common) < FEW_SEEDS and p_images is not None:
@@ -54,7 +54,7 @@ def compare(row: dict, runs: Runs, best: dict, best_runs: Runs) -> dict:
             "tied_with_best": tied, "tie_test": test}
 
 
-def _image_test(runs: Runs, best_runs: Runs, seeds: list) -> tuple[int, Optional[float]]:
+def _image_test(records: SeedRecords, best_records: SeedRecords, seeds: list) -> tuple[int, Optional[float]]:
     """(paired images, exact McNemar p) over the given seeds, pooling each seed's discordant
     images (a stratified sign test); (0, None) unless every seed has predictions of the same
     test images on both sides."""
@@ -64,7 +64,7 @@ def _image_test(runs: Runs, best_runs: Runs, seeds: list) -> tuple[int, Optional
         return 0, None
     only_row = only_best = images = 0
     for seed in seeds:
-        mine, theirs = runs[seed], best_runs[seed]
+        mine, theirs = records[seed], best_records[seed]
         if mine.get("split_digest") != theirs.get("split_digest"):
             return 0, None
         a, b = of_record(mine), of_record(theirs)
@@ -76,7 +76,7 @@ def _image_test(runs: Runs, best_runs: Runs, seeds: list) -> tuple[int, Optional
     return images, mcnemar_exact_p(only_row, only_best)
 
 
-def judge_task(rows: list[dict], runs_of: Callable[[dict], Runs]) -> list[dict]:
+def judge_task(rows: list[dict], records_of: Callable[[dict], SeedRecords]) -> list[dict]:
     """Set ``rank``, ``best`` (bold: the best row and rows tied with it), ``tied_with_best`` and
     ``tie_test`` on the rows of one task (sorted best first); return its pairwise table: the
     LEADING rows after the best, each against it, with Holm's adjustment of their t-test p-values."""
@@ -86,8 +86,8 @@ def judge_task(rows: list[dict], runs_of: Callable[[dict], Runs]) -> list[dict]:
     if not scored:
         return []
     best, others = scored[0], scored[1:]
-    best_runs = runs_of(best)
-    comparisons = {id(row): compare(row, runs_of(row), best, best_runs) for row in others}
+    best_records = records_of(best)
+    comparisons = {id(row): compare(row, records_of(row), best, best_records) for row in others}
     places = average_ranks({i: row["top1"] for i, row in enumerate(scored)})
     best.update(rank=1.0, best=True, tied_with_best=True, tie_test="best")
     for i, row in enumerate(others, start=1):
@@ -105,8 +105,8 @@ def judge_task(rows: list[dict], runs_of: Callable[[dict], Runs]) -> list[dict]:
 # -- across tasks ------------------------------------------------------------------------------
 
 
-def across_tasks(overall: list[dict], per_dataset: list[dict], tasks: list[str], runs_of: Callable[[dict], Runs],
-                 control: Optional[str]) -> None:
+def across_tasks(overall: list[dict], per_dataset: list[dict], tasks: list[str],
+                 records_of: Callable[[dict], SeedRecords], control: Optional[str]) -> None:
     """Add to each overall row the stratified-bootstrap interval of its mean top-1 over the tasks
     it ran on (``mean_top1_low``/``_high``) and, with a control, the probability that it improves
     on the control's row of the same backbone (``p_improvement``, over ``p_improvement_tasks``)."""
@@ -115,21 +115,21 @@ def across_tasks(overall: list[dict], per_dataset: list[dict], tasks: list[str],
         by_pair.setdefault((row["backbone"], row["strategy"]), {})[row["dataset"]] = row
     for row in overall:
         mine = by_pair.get((row["backbone"], row["strategy"]), {})
-        values = [_values(runs_of(mine[t])) for t in tasks if t in mine and mine[t]["top1"] is not None]
+        values = [_values(records_of(mine[t])) for t in tasks if t in mine and mine[t]["top1"] is not None]
         row["mean_top1_low"], row["mean_top1_high"] = stratified_bootstrap_ci(
             values, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
         row["p_improvement"], row["p_improvement_tasks"] = None, 0
         if control is None or row["strategy"] == control:
             continue
         theirs = by_pair.get((row["backbone"], control), {})
-        pairs = [(_values(runs_of(mine[t])), _values(runs_of(theirs[t]))) for t in tasks
+        pairs = [(_values(records_of(mine[t])), _values(records_of(theirs[t]))) for t in tasks
                  if t in mine and t in theirs and mine[t]["top1"] is not None and theirs[t]["top1"] is not None]
         row["p_improvement"] = probability_of_improvement(pairs)
         row["p_improvement_tasks"] = len(pairs)
 
 
-def _values(runs: Runs) -> list[float]:
-    return [runs[seed]["top1"] for seed in sorted(runs)]
+def _values(records: SeedRecords) -> list[float]:
+    return [records[seed]["top1"] for seed in sorted(records)]
 
 
 def critical_difference(per_dataset: list[dict], tasks: list[str]) -> dict:

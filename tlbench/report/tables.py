@@ -24,7 +24,7 @@ GAIN_COLUMNS = ["dataset", "backbone", "strategy", "top1", "control_top1", "gain
 
 def frames(board: Leaderboard) -> dict:
     """The tables as pandas DataFrames (numbers unformatted), for notebooks and CSV:
-    ``frames(build_report("results", "my-grid"))["per_dataset"]`` (also ``overall``,
+    ``frames(build_leaderboard("results", "my-grid"))["per_dataset"]`` (also ``overall``,
     ``transfer_gain`` and ``pairwise``, each task's leading rows against its best)."""
     import pandas as pd
 

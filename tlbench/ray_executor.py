@@ -1,8 +1,10 @@
-"""Cells as Ray tasks (``tlbench run --executor ray``). Ray is an optional extra: tlbench[ray].
+"""The Ray executor (``tlbench run --executor ray``), on the driver: cells as Ray tasks, on a
+local Ray instance or a cluster. Ray is an optional extra: tlbench[ray].
 
 Each cell is one task that asks Ray for the resources its strategy needs (a share of a GPU on a
-cluster that has GPUs, CPUs otherwise), runs the cell in the worker and returns its record; the
-driver writes the records, so workers need not share its disk.
+cluster that has GPUs, CPUs otherwise); the task (tlbench.ray_worker) runs the cell in a worker
+and returns its record. The driver writes the records, so workers need not share its disk. A
+node unfit for some cells (tlbench.node_check) gets none of them again.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import sys
 import tempfile
 from typing import Optional
 
+from tlbench.cell_job import CellJob, Outcome
 from tlbench.cpus import QUIET_THREADS_ENV
 from tlbench.errors import ConfigError, RunStopped
-from tlbench.executors import CellJob, IsolatedCell, Outcome, run_job
-from tlbench.node_check import NODE_WIDE, NodeUnfit, cells_of, describe_node, scopes_of, this_node
+from tlbench.node_check import NODE_WIDE, cells_of, describe_node, scopes_of
+from tlbench.ray_worker import task
 
 INSTALL_HINT = 'pip install "tlbench[ray]"'
 NODE_ID_LABEL = "ray.io/node-id"  # every node carries it: a label selector can exclude nodes by id
@@ -28,38 +31,6 @@ def import_ray():
     except ImportError:
         raise ConfigError(f"--executor ray needs Ray, which is not installed: {INSTALL_HINT}") from None
     return ray
-
-
-def _task(job: CellJob, timeout_s: Optional[float]) -> dict:
-    """In a Ray worker: the cell's record, why this node cannot run it, or a failure the driver
-    turns into a record; each with the node that answered."""
-    node = this_node()
-    try:
-        if timeout_s is None:
-            outcome = Outcome(record=run_job(job))
-        else:
-            outcome = IsolatedCell(job, timeout_s).wait()  # a hard deadline needs a process of its own
-    except NodeUnfit as exc:
-        outcome = Outcome(unfit=(exc.scope, exc.reason))
-    except Exception as exc:  # raised before the cell could make its own record
-        outcome = Outcome(failure=("exception", f"{type(exc).__name__}: {exc}"))
-    if outcome.record is not None:
-        return {"record": outcome.record, "node": node}
-    if outcome.unfit is not None:
-        return {"unfit": list(outcome.unfit), "node": node}
-    return {"failure": list(outcome.failure), "node": node, "environment": _environment()}
-
-
-def _environment() -> Optional[dict]:
-    """This worker's environment, for the record of a cell that failed before it started."""
-    try:
-        import torch
-
-        from tlbench.machine import environment
-
-        return environment(torch.device("cpu"), precision=None)
-    except Exception:
-        return None
 
 
 def _runtime_env(plugins_dir: Optional[str]) -> dict:
@@ -150,7 +121,7 @@ def _quiet_ray_events() -> None:
         pass
 
 
-class RayPool:
+class RayExecutor:
     """Submits cells as Ray tasks, at most ``slots`` in flight (each holds its cell's claim)."""
 
     def __init__(self, registry, address: Optional[str], cpus_per_cell: float, gpu_shares: dict,
@@ -186,11 +157,11 @@ class RayPool:
         self.max_retries = max_retries
         self.timeout_s = timeout_s
         self.cuda_requested = needs_gpu
-        self._remote = ray.remote(_task)
+        self._remote = ray.remote(task)
         # a GPU task gets a worker of its own: a reused worker keeps its CUDA context on the GPU
         # it first had, ignores the next task's CUDA_VISIBLE_DEVICES and holds memory Ray cannot
         # see (max_calls is an option of the remote function, not of .options())
-        self._remote_gpu = ray.remote(max_calls=1)(_task)
+        self._remote_gpu = ray.remote(max_calls=1)(task)
         self._refs: dict = {}  # ObjectRef -> handle
         self._unfit: dict = {}  # node id -> {scope: reason}: the cells each node cannot run (node_check)
         self._nodes_seen: tuple = (0.0, [])  # (when, ray.nodes()): asked at most once a second

@@ -1,0 +1,148 @@
+"""The images a cell fits and is scored on: its dataset, loaded once per process, split by the
+cell's settings, and decoded once into the place that has room for them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tlbench.api import Images
+from tlbench.batches import ImageSplit
+from tlbench.decoding import DecodedPixels, Resample, fits_in_memory
+from tlbench.grid import Cell
+from tlbench.machine import available_memory
+from tlbench.options import options_as_dict
+from tlbench.pixel_store import PixelStore, StoredRows, store_key
+from tlbench.plugins import Registry
+from tlbench.splits import (SplitIndices, fixed_size_train_val, images_fingerprint, per_class_subsample,
+                            stratified_sample, stratified_split)
+
+
+def cell_splits(cell: Cell, images: Images) -> SplitIndices:
+    """Which images the cell trains, selects and is scored on."""
+    s = cell.settings
+    splits = stratified_split(images.labels, s.val_fraction, s.test_fraction, s.split_seed, images.test_indices)
+    if s.train_size:
+        splits = fixed_size_train_val(splits, images.labels, s.train_size, s.val_fraction, cell.seed)
+    if s.train_per_class:
+        # k-shot: k per class to train on and at most k to select with, or a strategy that
+        # refits on train + val (linear_probe) would learn from many more than k
+        splits.train = per_class_subsample(splits.train, images.labels, s.train_per_class, cell.seed)
+        splits.val = per_class_subsample(splits.val, images.labels, s.train_per_class, cell.seed)
+    if s.test_size and s.test_size < len(splits.test):
+        splits.test = stratified_sample(splits.test, images.labels, s.test_size, s.split_seed)
+    if len(splits.train) == 0 or len(splits.test) == 0:
+        raise ValueError(f"dataset {cell.dataset!r} is too small to split: {splits.sizes()}")
+    return splits
+
+
+def resampling(setting: str, weights_interpolation: str) -> Resample:
+    """``auto``: the weights' own interpolation to shrink, bilinear to enlarge. Bicubic
+    overshoots at sharp edges when it enlarges small images (8x8 digits to 64 px cost a linear
+    probe 3 points of accuracy), while it is what the weights saw when photos were shrunk."""
+    if setting == "auto":
+        return Resample(shrink=weights_interpolation, enlarge="bilinear")
+    return Resample(shrink=setting, enlarge=setting)
+
+
+class CountingSplit(ImageSplit):
+    """An ImageSplit that counts the images it serves, so throughput is measured by the core."""
+
+    served = 0
+
+    def batches(self, batch_size, shuffle=False, seed=0, device=None):
+        for x, y in super().batches(batch_size, shuffle=shuffle, seed=seed, device=device):
+            self.served += len(y)
+            yield x, y
+
+
+@dataclass
+class CellImages:
+    """The cell's three splits as strategies see them, at the network's size and normalisation."""
+
+    train: CountingSplit
+    val: CountingSplit
+    test: ImageSplit
+    pixels: str  # where their decoded pixels are, in the record's words
+
+
+def pixels_place(part) -> str:
+    """Where a split's decoded pixels are, in the record's words."""
+    if part is None:
+        return "decoded per batch"
+    if isinstance(part, StoredRows):
+        return "stored decoded on disk"
+    return f"held on {part.device.type}"
+
+
+def pixels_on(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """On CUDA, a split that takes at most a quarter of the memory available is held decoded
+    in GPU memory, so batches never wait on the host."""
+    if device.type != "cuda" or isinstance(pixels, StoredRows):
+        return pixels
+    return pixels.to(device) if pixels.numel() <= available_memory(device) // 4 else pixels
+
+
+class CellData:
+    """The dataset and the decoded pixels the cells of this process share, one dataset at a time."""
+
+    def __init__(self, registry: Registry, cache_dir: str):
+        self.registry = registry
+        self.cache_dir = cache_dir
+        self._images: dict = {}
+        self._pixels: dict = {}
+
+    def load_images(self, cell: Cell) -> Images:
+        key = (cell.dataset, repr(cell.dataset_options))
+        if key not in self._images:
+            self._images.clear()  # keep one dataset in memory at a time
+            self._pixels.clear()
+            dataset = self.registry.get("datasets", cell.dataset)(cell.dataset_options)
+            images = dataset.load()
+            if len(images.samples) != len(images.labels):
+                raise ValueError(f"dataset {cell.dataset!r} returned {len(images.samples)} samples "
+                                 f"but {len(images.labels)} labels")
+            self._images[key] = images
+        return self._images[key]
+
+    def fingerprint(self, cell: Cell) -> dict:
+        """The cell's dataset as loaded here, and its splits: what another machine must match
+        to run the cell on the same data (tlbench.node_check)."""
+        images = self.load_images(cell)
+        return {"dataset": images_fingerprint(images), "split_digest": cell_splits(cell, images).digest()}
+
+    def cell_images(self, cell: Cell, images: Images, splits: SplitIndices, network, size: int,
+                    resample: Resample, device: torch.device) -> CellImages:
+        """The splits at ``size``, normalised for ``network``, their batches put on ``device``."""
+        pixels = self._pixels_for(cell, images, size, resample)
+        data_key = f"{cell.dataset}|{options_as_dict(cell.dataset_options)}|{size}|{resample}"
+        placed = set()
+
+        def split(kind: type, indices: np.ndarray) -> ImageSplit:
+            part = None if pixels is None else pixels_on(pixels.rows(indices), device)
+            placed.add(pixels_place(part))
+            return kind(images, indices, size, network.mean, network.std, resample, part,
+                        key=f"{data_key}|{network.mean}|{network.std}", device=device)
+
+        train, val, test = (split(CountingSplit, splits.train), split(CountingSplit, splits.val),
+                            split(ImageSplit, splits.test))
+        return CellImages(train, val, test, pixels=", ".join(sorted(placed)))
+
+    def _pixels_for(self, cell: Cell, images: Images, size: int, resample: Resample):
+        """Where the cell's decoded pixels come from: this process's memory when the dataset fits
+        (DecodedPixels), else a file under the cache folder that every cell and process shares
+        (PixelStore), else nothing (each batch decoded as it is served)."""
+        count = len(images.samples)
+        key = (cell.dataset, repr(cell.dataset_options), size, resample)
+        if key not in self._pixels:
+            self._pixels.clear()
+            if fits_in_memory(count, size):
+                self._pixels[key] = DecodedPixels(images.samples, size, resample)
+            elif PixelStore.room_for(self.cache_dir, count, size):
+                store = store_key(cell.dataset, options_as_dict(cell.dataset_options), count, size, resample)
+                self._pixels[key] = PixelStore(self.cache_dir, store, images.samples, size, resample)
+            else:
+                self._pixels[key] = None
+        return self._pixels[key]

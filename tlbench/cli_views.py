@@ -1,0 +1,164 @@
+"""What the `tlbench` commands print for a person: the `runs` table of records, the `ls`
+listing, a run's answer (its leaderboard, failed and interrupted cells), where files went,
+skipped plugins. Reads records and writes leaderboards; runs no cell."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from tlbench.records import RUNNING
+
+HINTS = {  # what to try, by the error_kind of failed cells
+    "oom": "out of memory: lower batch_size or image_size in [settings], or free the device",
+    "non_finite": "non-finite loss: lower the strategy's lr",
+}
+# `tlbench runs`: a record is a cell's, so its run_id is shown as the cell id it is
+RECORD_COLUMNS = ["grid", "backbone", "strategy", "dataset", "seed", "status", "top1", "train_s",
+                  "cell id (run_id)", "node", "error"]
+
+
+def warn_broken_plugins(registry) -> None:
+    for plugin, why in registry.broken:
+        print(f"warning: plugin {plugin!r} was skipped: {why}", file=sys.stderr)
+
+
+def print_listing(registry, kind: str, verbose: bool) -> None:
+    """`tlbench ls KIND`: one name a line, what it is and where it comes from (``verbose``: and
+    each option, once per component)."""
+    from tlbench.options import describe_options
+
+    rows = list(registry.listing(kind))
+    width = max((len(name) for name, _, _ in rows), default=0)
+    described = set()
+    for name, text, reg in rows:
+        print(f"{name:<{width}}  {text}  (from {reg.where()})")
+        if verbose and reg.component not in described:
+            described.add(reg.component)
+            for opt, option_kind, default, help_text in describe_options(reg.component.Options):
+                print(f"    {opt} ({option_kind}, default {default}): {help_text}")
+
+
+# -- a run's outcome -----------------------------------------------------------------------------
+
+
+def interrupted_cells(records: list) -> str:
+    """``A is recorded as interrupted; `` or ``A and B are ...``, naming every cell Ctrl-C stopped."""
+    from tlbench.grid import cell_label
+
+    labels = [cell_label(r) for r in records]
+    if not labels:
+        return ""
+    if len(labels) == 1:
+        return f"{labels[0]} is recorded as interrupted; "
+    return f"{', '.join(labels[:-1])} and {labels[-1]} are recorded as interrupted; "
+
+
+def print_failures(records: list[dict]) -> None:
+    from tlbench.grid import cell_label
+
+    print(f"{len(records)} cell(s) failed:", file=sys.stderr)
+    for record in records:
+        print(f"  {cell_label(record)}: [{record.get('error_kind', 'exception')}] {record['error']}",
+              file=sys.stderr)
+    for kind in sorted({r.get("error_kind") for r in records} & HINTS.keys()):
+        print(f"  hint: {HINTS[kind]}", file=sys.stderr)
+    print("Fix the cause and rerun with --retry-failed.", file=sys.stderr)
+
+
+def answer_run(results: str, grid, outcome) -> int:
+    """After `tlbench run`: the leaderboard of the grid's cells (its summary printed, its files
+    written) and what failed or was lost; returns the exit status."""
+    from tlbench.report import build_leaderboard, terminal_summary, write_leaderboard
+    from tlbench.results import grid_dir
+
+    board = build_leaderboard(results, grid.name, cells=grid.cells)
+    # the answer first: the files (plots, page) take seconds to render
+    print(terminal_summary(board, color=color(sys.stdout)), end="", flush=True)
+    print(where(write_leaderboard(board, grid_dir(results, grid.name))))
+    if outcome.failed:
+        print_failures(outcome.failed)
+    if outcome.lost:
+        print(f"{len(outcome.lost)} cell(s) have no record because their worker was lost; run the same "
+              "command again to run them.", file=sys.stderr)
+    return 1 if outcome.failed or outcome.lost else 0
+
+
+def where(paths: list) -> str:
+    """Where the leaderboard files went: their folder once, then their names."""
+    folder = paths[0].parent
+    return f"Leaderboard in {folder}{'/' if str(folder)[-1:] != '/' else ''}: " + ", ".join(p.name for p in paths)
+
+
+def color(stream) -> bool:
+    return (hasattr(stream, "isatty") and stream.isatty() and "NO_COLOR" not in os.environ
+            and os.environ.get("TERM") != "dumb")
+
+
+# -- `tlbench runs`: the records -------------------------------------------------------------------
+
+
+def print_records(results: str, grids: list[str], filters: dict) -> None:
+    """The records of ``grids`` (and the cells running now) that match ``filters`` ({"backbone":
+    pattern or None, "strategy", "dataset", "status"}), as a table and a count by status."""
+    from collections import Counter
+
+    from tabulate import tabulate
+
+    rows = [r for name in grids for r in _records_and_claims(results, name)]
+    shown = sorted((r for r in rows if _matches(r, filters)), key=_record_order)
+    if not shown:
+        given = " ".join(f"--{k} {v}" for k, v in filters.items() if v)
+        print(f"No records match {given} ({len(rows)} record(s) under {results!r}).", file=sys.stderr)
+        return
+    print(tabulate([_table_row(r) for r in shown], headers=RECORD_COLUMNS, tablefmt="simple",
+                   disable_numparse=True))
+    counts = Counter(r["status"] for r in shown)
+    print(f"{len(shown)} record(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+
+def _records_and_claims(results: str, grid: str) -> list[dict]:
+    """A grid's records, with the cells some process is running now shown as running instead."""
+    from tlbench.results import active_claims, iter_records
+
+    running = {c["run_id"]: c for c in active_claims(results, grid)}
+    rows = [r for r in iter_records(results, grid) if r["run_id"] not in running]
+    for claim in running.values():
+        holder = f"pid {claim.get('pid', '?')} on {claim.get('host', '?')} since {claim.get('since', '?')}"
+        rows.append({"grid": grid, "run_id": claim["run_id"], "status": RUNNING, "error": holder,
+                     **{k: claim.get(k, "?") for k in ("backbone", "strategy", "dataset", "seed")}})
+    return rows
+
+
+def _matches(record: dict, filters: dict) -> bool:
+    from fnmatch import fnmatchcase
+
+    names = {k: filters.get(k) for k in ("backbone", "strategy", "dataset")}
+    return (all(p is None or fnmatchcase(str(record[k]), p) for k, p in names.items())
+            and filters.get("status") in (None, record["status"]))
+
+
+def _record_order(record: dict) -> tuple:
+    seed = record["seed"] if isinstance(record["seed"], int) else -1
+    names = tuple(str(record[k]) for k in ("grid", "backbone", "strategy", "dataset"))
+    return names + (seed, record["run_id"])
+
+
+def _table_row(record: dict) -> list:
+    def number(key, digits):
+        value = record.get(key)
+        return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+    error = (record.get("error") or "").replace("\n", " ")
+    return [record["grid"], record["backbone"], record["strategy"], record["dataset"], record["seed"],
+            record["status"], number("top1", 3), number("train_s", 1), record["run_id"][:8], _node(record),
+            error if len(error) <= 60 else error[:57] + "..."]
+
+
+def _node(record: dict) -> str:
+    """The machine that ran the cell: a Ray node's hostname and address (hostnames can be the
+    same on two nodes), else the environment's hostname."""
+    node = record.get("node") if isinstance(record.get("node"), dict) else {}
+    environment = record.get("environment") if isinstance(record.get("environment"), dict) else {}
+    hostname = node.get("hostname") or environment.get("hostname") or "-"
+    return f"{hostname} {node['address']}" if node.get("address") else str(hostname)

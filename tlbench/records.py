@@ -1,0 +1,105 @@
+"""What a record may hold: its statuses, each field's type and values JSON can hold; every record
+read back from disk is checked against them.
+
+No numpy or torch here: the command line reads the statuses before it imports anything heavy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from tlbench import predictions
+from tlbench.error_kinds import ERROR_KINDS
+
+STATUSES = ("ok", "failed", "interrupted")  # a stored record's (docs/records.md#statuses)
+RUNNING = "running"  # a cell some live process holds the claim of: no record yet
+MISSING = "missing"  # a cell of the grid with no record at all (a leaderboard counts them)
+
+REQUIRED = {"run_id": str, "grid": str, "backbone": str, "strategy": str, "dataset": str,
+            "seed": int, "status": str}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _share(value) -> bool:
+    return _is_number(value) and 0.0 <= value <= 1.0
+
+
+def _amount(value) -> bool:
+    return value is None or (_is_number(value) and value >= 0)
+
+
+def _count(value) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
+def _scalar(value) -> bool:
+    return value is None or isinstance(value, (str, bool)) or _is_number(value)
+
+
+# Every optional field the core reads, and what it must be when present: a record is data from
+# disk, and one wrong field must not crash a report or be ranked (NaN compares false to all).
+OPTIONAL = {
+    "config_id": lambda v: isinstance(v, str),
+    "started_at": lambda v: isinstance(v, str),
+    "finished_at": lambda v: v is None or isinstance(v, str),
+    "error": lambda v: v is None or isinstance(v, str),
+    "error_kind": lambda v: v in ERROR_KINDS,
+    "environment": lambda v: isinstance(v, dict) and all(_scalar(x) for x in v.values()),
+    "sweep": lambda v: isinstance(v, dict) and all(_scalar(x) for x in v.values()),
+    "warnings": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "top1": _share, "top5": _share, "mean_per_class_acc": _share,
+    "train_s": _amount, "eval_s": _amount, "run_s": _amount, "selection_s": _amount,
+    "train_samples_per_s": _amount, "peak_mem_mb": _amount,
+    "trainable_params": _count, "total_params": _count, "num_classes": _count,
+    "settings": lambda v: isinstance(v, dict), "options": lambda v: isinstance(v, dict),
+    "strategy_info": lambda v: isinstance(v, dict), "split_sizes": lambda v: isinstance(v, dict),
+    "pretrained": lambda v: isinstance(v, bool),
+    "pixels": lambda v: isinstance(v, str),
+    "predictions": lambda v: predictions.is_valid(v),
+    "grid_seeds": lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
+    "race": lambda v: (isinstance(v, dict) and isinstance(v.get("round"), int) and isinstance(v.get("max_seeds"), int)
+                       and isinstance(v.get("rule"), str)),
+    "node": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+    "resources": lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
+    "plugins": lambda v: isinstance(v, dict) and all(
+        isinstance(part, dict) and all(_scalar(x) for x in part.values()) for part in v.values()),
+}
+
+
+def problem(record, run_id: str) -> Optional[str]:
+    """Why ``record``, parsed from the file of ``run_id``, cannot be trusted; None when it can."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    for key, kind in REQUIRED.items():
+        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
+            return f"missing or invalid {key!r}"
+    for key, valid in OPTIONAL.items():
+        if key in record and not valid(record[key]):
+            return f"invalid {key!r}: {record[key]!r:.60}"
+    if record["status"] not in STATUSES:
+        return f"unknown status {record['status']!r}"
+    if record["run_id"] != run_id:  # a copied or renamed file must not stand in for another cell
+        return f"run_id {record['run_id']!r} does not match the file name"
+    if record["status"] == "ok" and not isinstance(record.get("top1"), (int, float)):
+        return "status ok without a top1 score"
+    return None
+
+
+def jsonable(value):
+    """``value`` as JSON holds it, by one rule for every executor: non-finite floats become None
+    (JSON has no NaN), tuples lists, anything else JSON cannot hold its ``str()``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy and torch scalars
+        return jsonable(value.item())
+    return str(value)

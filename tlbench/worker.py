@@ -1,0 +1,128 @@
+"""A worker: runs one cell from its CellJob and returns the record, building only the part of
+the grid that holds the cell.
+
+It runs inside a Ray task (tlbench.ray_worker), or as the entry point of a process of its own
+(``python -m tlbench.worker JOB RESULT``, started by tlbench.executors.IsolatedCell).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from tlbench.cell_job import CellJob, Outcome
+from tlbench.grid import Cell, build_grid
+from tlbench.results import write_atomic
+
+_runners: dict = {}  # one Runner per worker process and configuration: datasets stay loaded
+
+
+class NoSuchCell(LookupError):
+    """The worker's tlbench or plugins build other cells from the grid than the driver's."""
+
+    def __init__(self, run_id: str):
+        self.reason = (f"builds other cells from the grid than the driver (no cell has run_id {run_id}): "
+                       "install the driver's tlbench and plugin versions there")
+        super().__init__(f"this worker {self.reason}")
+
+
+def run_job(job: CellJob) -> dict:
+    """Run the job's cell in this process and return its record."""
+    from tlbench.cpus import size_threads
+
+    size_threads(job.threads)
+    runner = runner_for(job.plugins_dir, job.cache_dir, job.progress)
+    return run_cell(runner, cell_of(job, runner.registry), job)
+
+
+def runner_for(plugins_dir, cache_dir, progress: bool):
+    """This process's Runner for these plugins, cache and progress (made once)."""
+    from tlbench.plugins import load_registry
+    from tlbench.progress import Progress
+    from tlbench.runner import Runner
+
+    key = (plugins_dir, cache_dir, progress)
+    if key not in _runners:
+        _runners[key] = Runner(load_registry(plugins_dir), tempfile.gettempdir(),
+                               progress=Progress(enabled=progress), cache_dir=cache_dir)
+    return _runners[key]
+
+
+def grid_for(job: CellJob) -> dict:
+    """The grid as far as the job's cell goes (its run_id does not depend on the others): a
+    worker need not hold every dataset or checkpoint of the grid to run one cell."""
+    data = dict(job.grid_data)
+    for plural, singular, name in (("backbones", "backbone", job.backbone), ("strategies", "strategy", job.strategy),
+                                   ("datasets", "dataset", job.dataset)):
+        data[plural] = [name]
+        if isinstance(job.grid_data.get(singular), dict):
+            data[singular] = {key: table for key, table in job.grid_data[singular].items() if key == name}
+    if isinstance(job.grid_data.get("budget"), dict):
+        data["budget"] = {key: table for key, table in job.grid_data["budget"].items() if key == job.strategy}
+    return data
+
+
+def cell_of(job: CellJob, registry) -> Cell:
+    """The job's cell, built from its part of the grid; NoSuchCell when no cell there has its run_id."""
+    grid = build_grid(grid_for(job), job.grid_source, registry)
+    cell = next((c for c in grid.cells if c.run_id == job.run_id), None)
+    if cell is None:
+        raise NoSuchCell(job.run_id)
+    return cell
+
+
+def run_cell(runner, cell: Cell, job: CellJob) -> dict:
+    """The cell's record, run on the job's device, with what the executor reserved for it."""
+    runner.device = job.device
+    record = runner.run_cell(cell)
+    if job.resources is not None:
+        record["resources"] = dict(job.resources)  # e.g. num_gpus 0.25: the GPU was shared
+    return record
+
+
+def outcome_of(job: CellJob) -> Outcome:
+    return Outcome(record=run_job(job))
+
+
+# -- a process of its own --------------------------------------------------------------------------
+
+
+def process_main(run: Callable[[CellJob], Outcome], job_path: str, result_path: str) -> int:
+    """Entry point of a cell's own process: ``run`` the job in ``job_path``, write the outcome
+    to ``result_path`` (read by tlbench.executors.IsolatedCell)."""
+    from tlbench.cpus import quiet_threads
+
+    quiet_threads()  # before the cell imports torch (the driver's environment usually has it already)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stores the cell as interrupted
+    _exit_when_orphaned(os.getppid())
+    job = CellJob(**json.loads(Path(job_path).read_text(encoding="utf-8")))
+    try:
+        outcome = run(job)
+    except KeyboardInterrupt:
+        return 130
+    write_atomic(Path(result_path), json.dumps(asdict(outcome)))
+    return 0
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """The cell's process has a session of its own, so it would outlive a driver (or Ray
+    worker) killed with SIGKILL; it stops instead, leaving the cell pending."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="orphan-watch").start()
+
+
+if __name__ == "__main__":
+    sys.exit(process_main(outcome_of, *sys.argv[1:3]))
