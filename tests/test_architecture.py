@@ -144,3 +144,15 @@ def test_the_name_check_finds_names_in_code_but_not_in_docs():
     names = {"scratch", "linear_probe", "digits", "folder"}
     assert plugin_names_in_code(source, names) == [(2, "scratch"), (5, "linear_probe"), (6, "digits"),
                                                      (7, "linear_probe")]
+
+
+MAX_MODULE_LINES = 400
+
+
+@pytest.mark.parametrize("path", sorted(CORE.rglob("*.py")), ids=lambda p: str(p.relative_to(CORE)))
+def test_each_core_module_is_short_and_opens_by_naming_its_job(path):
+    """One job per module: a module past 400 lines has grown a second one, and its opening
+    docstring is where a newcomer learns which one it has."""
+    source = path.read_text(encoding="utf-8")
+    assert len(source.splitlines()) <= MAX_MODULE_LINES, f"{path.name}: split it by job"
+    assert ast.get_docstring(ast.parse(source)), f"{path.name} has no opening docstring"

@@ -10,7 +10,6 @@ import functools
 import hashlib
 import itertools
 import json
-import math
 import os
 import re
 import tomllib
@@ -19,12 +18,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from tlbench.errors import ConfigError, closest, unknown_name_error
+from tlbench.grid_values import check_finite, seeds_of, settings_variants, string_list
 from tlbench.options import build_candidates, build_options, options_as_dict
 from tlbench.plugins import Registry
 from tlbench.settings import Settings
 
 GRID_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes nothing larger
 TOP_LEVEL_KEYS = ("name", "backbones", "strategies", "datasets", "seeds", "settings", "budget",
                   "backbone", "strategy", "dataset", "score")
 #: Settings a ``[budget.STRATEGY]`` table may change for one strategy's cells: how much it trains.
@@ -221,56 +220,6 @@ def read_grid_file(path: str | Path) -> tuple[dict, str]:
         raise ConfigError(f"Grid file {str(source)!r} is not valid TOML: {exc}") from None
 
 
-def _string_list(data: dict, key: str, source: str) -> list[str]:
-    value = data.get(key)
-    if value is None:
-        raise ConfigError(f"Grid file {source!r} needs a {key!r} list, e.g. {key} = [\"...\"].")
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{key!r} in {source!r} must be a list of names, got {value!r}.")
-    if not value:
-        raise ConfigError(f"{key!r} in {source!r} is empty; name at least one.")
-    if len(set(value)) != len(value):
-        raise ConfigError(f"{key!r} in {source!r} names {value!r}: remove the duplicate.")
-    return value
-
-
-def _seeds(data: dict, source: str) -> list[int]:
-    seeds = data.get("seeds", [0])
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = [seeds]
-    if (not isinstance(seeds, list) or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds)):
-        raise ConfigError(f"'seeds' in {source!r} must be a non-empty list of integers from 0 to {MAX_SEED}, "
-                          f"got {seeds!r}.")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"'seeds' in {source!r} repeats a seed: {seeds!r}.")
-    return seeds
-
-
-# Settings a grid may list several values of: one cell per value, for curves such as accuracy
-# against shots (a strategy option's list instead selects one value on validation).
-SWEEPABLE_SETTINGS = ("train_per_class", "train_size", "image_size", "epochs")
-
-
-def _settings_variants(data: dict, source: str) -> list[tuple[tuple, Settings]]:
-    """(sweep, Settings) for each combination of the values listed in [settings]."""
-    swept = {k: v for k, v in data.items() if isinstance(v, list)}
-    for key, values in swept.items():
-        if key not in SWEEPABLE_SETTINGS:
-            raise ConfigError(f"'{key}' in [settings] takes one value, got the list {values!r}; "
-                              f"only {', '.join(SWEEPABLE_SETTINGS)} may list values (one cell per value).")
-        if not values or len(set(map(repr, values))) != len(values):
-            raise ConfigError(f"'{key}' in [settings] must list distinct values, got {values!r}.")
-    fixed = {k: v for k, v in data.items() if k not in swept}
-    variants = []
-    for combo in itertools.product(*swept.values()):
-        sweep = tuple(zip(swept, combo))
-        variants.append((sweep, build_options(Settings, {**fixed, **dict(sweep)}, "[settings]")))
-    return variants
-
-
 def _check_keys(data: dict, source: str) -> None:
     for key in data:
         if key not in TOP_LEVEL_KEYS:
@@ -279,19 +228,6 @@ def _check_keys(data: dict, source: str) -> None:
             raise ConfigError(
                 f"Unknown key {key!r} in grid file {source!r}.{fix} Valid keys: {', '.join(TOP_LEVEL_KEYS)}"
             )
-
-
-def _check_finite(data: Any, source: str, where: str = "") -> None:
-    """TOML allows nan and inf; no option means anything by them, and range checks such as
-    ``lr > 0`` let them through."""
-    if isinstance(data, dict):
-        for key, value in data.items():
-            _check_finite(value, source, f"{where}.{key}" if where else key)
-    elif isinstance(data, list):
-        for value in data:
-            _check_finite(value, source, where)
-    elif isinstance(data, float) and not math.isfinite(data):
-        raise ConfigError(f"{where} = {data} in {source!r}: use a finite number.")
 
 
 def _option_tables(data: dict, singular: str, names: list[str], registry: Registry, source: str) -> dict:
@@ -365,7 +301,7 @@ def load_grid(path: Optional[str], registry: Registry) -> Grid:
 
 def build_grid(data: dict, source: str, registry: Registry) -> Grid:
     _check_keys(data, source)
-    _check_finite(data, source)
+    check_finite(data, source)
     name = data.get("name", Path(source).stem)
     if not isinstance(name, str):
         raise ConfigError(f"'name' in {source!r} must be a string, e.g. name = \"my-grid\"; got {name!r}.")
@@ -374,20 +310,20 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
             f"Grid name {name!r} in {source!r} is not a safe folder name: use letters, digits, "
             "'.', '_' and '-' (no slashes), e.g. name = \"my-grid\"."
         )
-    lists = {key: _string_list(data, key, source) for key in LIST_KEYS}
+    lists = {key: string_list(data, key, source) for key in LIST_KEYS}
     for key, singular in LIST_KEYS.items():
         for item in lists[key]:
             registry.get(key, item)  # raises with the closest names
     settings_data = data.get("settings", {})
     if not isinstance(settings_data, dict):
         raise ConfigError(f"'settings' in {source!r} must be a table: [settings].")
-    variants = _settings_variants(settings_data, source)
+    variants = settings_variants(settings_data, source)
     settings = variants[0][1]
     options = {
         singular: _option_tables(data, singular, lists[key], registry, source)
         for key, singular in LIST_KEYS.items()
     }
-    seeds = _seeds(data, source)
+    seeds = seeds_of(data, source)
     budgets = _budgets(data, lists["strategies"], source)
     swept = {key for sweep, _ in variants for key, _ in sweep}
     for strategy, table in budgets.items():
