@@ -12,7 +12,7 @@ from typing import Optional
 
 
 #: Set before torch is imported (its OpenMP runtime reads it once): idle intra-op threads sleep
-#: instead of spinning. Several torch processes on a few cores (concurrent runners on one results
+#: instead of spinning. Several torch processes on a few cores (concurrent drivers on one results
 #: folder, Ray workers on one node, CI) otherwise burn each other's CPU time waiting; see
 #: benchmarks/test_shared_cpu.py. A value the user set is kept.
 QUIET_THREADS_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}

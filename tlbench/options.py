@@ -101,7 +101,7 @@ def build_candidates(options_cls: type, values: dict, where: str) -> tuple:
     """Like :func:`build_options`, but a list for a numeric option means "try each value".
 
     Returns one options instance per combination of listed values (a single one when nothing
-    is listed); the runner fits each and keeps the one that scores best on validation.
+    is listed); the core fits each and keeps the one that scores best on validation.
     """
     hints = typing.get_type_hints(options_cls)
     tunable = {f.name: f.metadata.get("tunable", True) for f in dataclasses.fields(options_cls)}

@@ -284,7 +284,7 @@ class Claim:
     """This process runs the cell: an exclusive ``flock`` on ``RUN_ID.lock``.
 
     The kernel drops the lock when the holder exits, however it exits (kill -9, a lost node on
-    a local disk), so a dead runner never blocks a cell; the file itself is only a name for the
+    a local disk), so a dead driver never blocks a cell; the file itself is only a name for the
     lock plus who holds it, for messages. Over NFS, Linux maps flock to NFS byte-range locks.
     """
 
@@ -340,7 +340,7 @@ def claim_cell(results_dir: str | Path, grid_name: str, run_id: str,
     """Claim a cell for this process, or None when another live process holds it.
 
     ``about`` (e.g. the cell's backbone/strategy/dataset/seed) is stored with the claim, so
-    ``tlbench runs`` and other runners can say what is running where. Release the claim only
+    ``tlbench runs`` and other drivers can say what is running where. Release the claim only
     after the cell's record is written.
     """
     folder = records_dir(results_dir, grid_name)

@@ -27,7 +27,7 @@ class Settings:
     interpolation: str = option("auto", "resizing: auto (the weights' own to shrink, bilinear to enlarge), bilinear or bicubic")
     pretrained: bool = option(True, "false = random initialisation for every backbone")
     device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    threads: int = option(0, "torch intra-op threads for every cell; 0 = this runner's share of the usable CPUs. Pinned, a trained number does not depend on the machine's CPU count or on concurrent runners")
+    threads: int = option(0, "torch intra-op threads for every cell; 0 = this driver's share of the usable CPUs. Pinned, a trained number does not depend on the machine's CPU count or on concurrent drivers")
     deterministic: bool = option(False, "torch.use_deterministic_algorithms in every cell (CUDA: slower, and kernels without a deterministic version fail the cell)")
 
     def __post_init__(self):
@@ -50,7 +50,7 @@ class Settings:
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must leave some data for training")
         if not 0 <= self.threads <= MAX_THREADS:
-            raise ValueError(f"threads must be 0 (this runner's share of the CPUs) or 1 to {MAX_THREADS}, got {self.threads}")
+            raise ValueError(f"threads must be 0 (this driver's share of the CPUs) or 1 to {MAX_THREADS}, got {self.threads}")
         if self.interpolation not in ("auto", "bilinear", "bicubic"):
             raise ValueError(f"interpolation must be auto, bilinear or bicubic, got {self.interpolation!r}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
