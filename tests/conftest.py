@@ -26,6 +26,21 @@ from tlbench.plugins import load_registry  # noqa: E402
 TEST_PLUGINS_DIR = Path(__file__).parent / "plugins"
 
 
+# The test files that take longest, in the order xdist should start them (pyproject's addopts turn
+# off its own reordering by test count). The Ray cluster file spends a minute or two mostly
+# waiting on daemons: started first, it overlaps the CPU-bound files instead of running alone at
+# the end of the suite.
+LONGEST_FILES_FIRST = ("test_ray_cluster.py", "test_executors.py", "test_resilience.py", "test_race.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FILES_FIRST.index(name) if name in LONGEST_FILES_FIRST else len(LONGEST_FILES_FIRST)
+
+    items.sort(key=rank)  # stable: within a file, and among the rest, collection order stays
+
+
 @pytest.fixture(scope="session")
 def registry():
     return load_registry()
