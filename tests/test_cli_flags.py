@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from tlbench.cli import build_parser
+from tlbench.cli_parser import build_parser
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict:

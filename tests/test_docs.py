@@ -15,7 +15,7 @@ from pathlib import Path
 
 import tlbench
 from tlbench import hookspecs
-from tlbench.cli import build_parser
+from tlbench.cli_parser import build_parser
 from tlbench.error_kinds import ERROR_KINDS
 from tlbench.grid import TOP_LEVEL_KEYS
 from tlbench.options import describe_options
