@@ -5,6 +5,7 @@ Test-only plugins live in tests/plugins/, one definition each, as real plugin fi
 ``test_plugins_dir`` to ``--plugins-dir`` (or to ``load_registry``) to load them.
 """
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -27,10 +28,11 @@ TEST_PLUGINS_DIR = Path(__file__).parent / "plugins"
 
 
 # The test files that take longest, in the order xdist should start them (pyproject's addopts turn
-# off its own reordering by test count). The Ray cluster file spends a minute or two mostly
-# waiting on daemons: started first, it overlaps the CPU-bound files instead of running alone at
+# off its own reordering by test count). The Ray cluster files spend a minute or two mostly
+# waiting on daemons: started first, they overlap the CPU-bound files instead of running alone at
 # the end of the suite.
-LONGEST_FILES_FIRST = ("test_ray_cluster.py", "test_executors.py", "test_resilience.py", "test_race.py")
+LONGEST_FILES_FIRST = ("test_ray_cluster.py", "test_executors.py", "test_ray_cluster_refusals.py",
+                       "test_resilience.py", "test_race.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -39,6 +41,15 @@ def pytest_collection_modifyitems(config, items):
         return LONGEST_FILES_FIRST.index(name) if name in LONGEST_FILES_FIRST else len(LONGEST_FILES_FIRST)
 
     items.sort(key=rank)  # stable: within a file, and among the rest, collection order stays
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker more than this process may use CPUs. A good part of the suite
+    waits (Ray daemons starting, subprocesses importing torch), and the extra worker fills those
+    waits with CPU-bound tests. PYTEST_XDIST_AUTO_NUM_WORKERS still decides when set."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    return len(os.sched_getaffinity(0)) + 1
 
 
 @pytest.fixture(scope="session")

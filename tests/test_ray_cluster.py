@@ -8,17 +8,10 @@ cells it cannot run (never scoring them on other data, never failing a column of
 name the node that ran them, and a node that dies mid-cell costs a retry, not the run.
 """
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from tlbench.results import iter_records
 
@@ -27,47 +20,12 @@ if os.geteuid() != 0:
     pytest.skip("a second node in its own mount namespace needs root (unshare)", allow_module_level=True)
 
 from ray_cluster import TwoNodeCluster  # noqa: E402  (tests/ is on sys.path)
-
-SETTINGS = """
-[settings]
-image_size = 32
-epochs = 1
-batch_size = 32
-pretrained = false
-device = "cpu"
-"""
-
-
-def photos(folder: Path, per_class: int, seed: int = 0) -> Path:
-    """A `folder` dataset: three classes of tiny PNGs."""
-    rng = np.random.default_rng(seed)
-    for c, name in enumerate(["ant", "bee", "cat"]):
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = (rng.random((8, 8, 3)) * 80 + 60 * c).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / name / f"{i}.png")
-    return folder
+from ray_grids import grid, make_site, on_ray, photos, records, tlbench  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """The driver's machine: what only it has sits under driver_only/ (hidden on the second
-    node), plus what each node has of its own."""
-    base = tmp_path_factory.mktemp("cluster")
-    driver_only = base / "driver_only"
-    plugins = driver_only / "my-plugins"
-    plugins.mkdir(parents=True)
-    for name in ("head_only.py", "lost_processes.py", "broken_results.py"):
-        (plugins / name).write_bytes((Path(__file__).parent / "plugins" / name).read_bytes())
-    return {
-        "base": base,
-        "driver_only": driver_only,
-        "plugins": plugins,
-        "photos": photos(driver_only / "photos", per_class=30),  # 90 images here...
-        "other_photos": photos(base / "other_photos", per_class=27, seed=1),  # ...81 on the second node
-        "head_cache": base / "head_cache",
-        "worker_cache": base / "worker_cache",
-    }
+    return make_site(tmp_path_factory.mktemp("cluster"))
 
 
 @pytest.fixture(scope="module")
@@ -77,36 +35,6 @@ def cluster(site):
                         head_env={"TLBENCH_CACHE_DIR": site["head_cache"]},
                         worker_env={"TLBENCH_CACHE_DIR": site["worker_cache"]}) as running:
         yield running
-
-
-def grid(site, name: str, strategies, datasets=("faces",), seeds=(0, 1), extra: str = "") -> Path:
-    path = site["driver_only"] / f"{name}.toml"
-    path.write_text(textwrap.dedent(f"""
-        name = "{name}"
-        backbones = ["test_efficientnet"]
-        strategies = {json.dumps(list(strategies))}
-        datasets = {json.dumps(list(datasets))}
-        seeds = {list(seeds)}
-        {extra}
-        """) + SETTINGS, encoding="utf-8")
-    return path
-
-
-def tlbench(cluster, *argv, timeout=300, wait=True, env=None):
-    command = [sys.executable, "-m", "tlbench.cli", *map(str, argv)]
-    env = cluster.driver_env({"TLBENCH_CACHE_DIR": str(cluster.temp_dir / "driver_cache"), **(env or {})})
-    if not wait:
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
-
-
-def on_ray(cluster, site, grid_path, *more):
-    return ("run", "--grid", grid_path, "--results", site["driver_only"] / "results", "--executor", "ray",
-            "--ray-address", cluster.address, "--plugins-dir", site["plugins"], *more)
-
-
-def records(site, name: str) -> list:
-    return sorted(iter_records(site["driver_only"] / "results", name), key=lambda r: (r["strategy"], r["seed"]))
 
 
 def test_two_nodes_run_the_grid_as_the_local_executor_and_records_name_their_node(cluster, site):
@@ -198,69 +126,3 @@ def test_a_node_that_dies_mid_cell_costs_a_retry_and_ray_keeps_its_logs_to_itsel
     stray = [line for line in err.splitlines() if line and not line.startswith(ours)]
     assert stray == [], err
     assert "(raylet)" not in out + err  # Ray prints a node's death and the retry on the driver's stdout
-
-
-EXTRA_PLUGIN = '''
-import tlbench
-
-
-class Untrained(tlbench.Strategy):
-    """Fits nothing: a plugin some nodes have and others lack."""
-
-    name = "untrained"
-
-    def fit(self, model, train, val, ctx):
-        return model
-
-
-@tlbench.hookimpl
-def register_strategies(register):
-    register(Untrained)
-'''
-
-
-def installed_package(folder: Path) -> Path:
-    """A plugin package as pip installs it (module, dist-info, entry point), on a PYTHONPATH only
-    the driver and the head node get."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "tlbench_extra.py").write_text(EXTRA_PLUGIN)
-    info = folder / "tlbench_extra-1.0.dist-info"
-    info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tlbench-extra\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[tlbench]\nextra = tlbench_extra\n")
-    return folder
-
-
-def test_a_node_without_a_plugin_or_a_usable_cache_gets_no_cells(site, tmp_path):
-    package = installed_package(tmp_path / "site-packages")
-    (tmp_path / "a-file").write_text("not a folder")
-    with TwoNodeCluster(tmp_path, head_env={"PYTHONPATH": package, "TLBENCH_CACHE_DIR": tmp_path / "head-cache"},
-                        worker_env={"TLBENCH_CACHE_DIR": tmp_path / "a-file" / "cache"}) as broken:
-        driver_env = {"PYTHONPATH": str(package)}
-        path = grid(site, "plugin", ["untrained"], seeds=(0, 1, 2))
-        done = tlbench(broken, *on_ray(broken, site, path), env=driver_env)
-        assert done.returncode == 0, done.stderr
-        assert done.stderr.count("lacks the strategy plugin 'untrained', which the driver has "
-                                 "(tlbench-extra 1.0): install the driver's version on every node") == 1, done.stderr
-        ran = records(site, "plugin")
-        assert len(ran) == 3 and {r["node"]["id"] for r in ran} == {broken.head_node_id}
-
-        path = grid(site, "cache", ["linear_probe"], seeds=(0, 1, 2))
-        done = tlbench(broken, *on_ray(broken, site, path))
-        assert done.returncode == 0, done.stderr
-        assert done.stderr.count(f"cannot run cells: The cache folder '{tmp_path / 'a-file' / 'cache'}' "
-                                 "is not writable") == 1, done.stderr
-        ran = records(site, "cache")
-        assert len(ran) == 3 and {r["node"]["id"] for r in ran} == {broken.head_node_id}
-
-
-def test_a_cluster_that_refuses_the_drivers_token_is_reported_in_rays_words(site, tmp_path):
-    with TwoNodeCluster(tmp_path, auth_token="c0ffee" * 8) as guarded:
-        path = grid(site, "token", ["linear_probe"])
-        # a wrong token; Ray retries a refused connection for 20 s by default: 1 s here
-        done = tlbench(guarded, *on_ray(guarded, site, path), env={
-            "RAY_AUTH_TOKEN": "bad" * 16, "RAY_gcs_server_port_wait_time_s": "1"})
-    assert done.returncode == 2
-    assert done.stderr.startswith(f"error: Cannot join the Ray cluster at '{guarded.address}': it refused this driver (")
-    assert "Authentication token is missing or incorrect" in done.stderr and "ray start --head" not in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr  # Ray's retries stayed in its log
