@@ -6,7 +6,7 @@ from typing import Iterable, Optional
 
 from tlbench.report.board import Leaderboard
 from tlbench.report.plots import CD_PLOT, PLOT_TITLES
-from tlbench.report.views import (CI_NOTE, CURVE_NOTE, OVERALL_NOTE, TIE_NOTE, View, _curve_views, best_of,
+from tlbench.report.views import (CI_NOTE, CURVE_NOTE, CURVE_OVERALL_NOTE, OVERALL_NOTE, TIE_NOTE, View, _curve_views, best_of,
                                   critical_difference_note, dataset_view, describe, environment_view, fmt_ci,
                                   fmt_seconds, gain_note, gain_view, improvement_note, no_gain_note, overall_view,
                                   pairwise_note, pairwise_view, seed_origin_note, unjudged,
@@ -40,6 +40,8 @@ def to_markdown(board: Leaderboard, plots: Iterable[str] = ()) -> str:
     overall = f"## Overall\n\n{_sentence(OVERALL_NOTE)}."
     if board.has_control:
         overall += f" {_sentence(improvement_note(board))}."
+    if board.curves:
+        overall += f" {_sentence(CURVE_OVERALL_NOTE)}."
     parts.append(f"{overall}\n\n{_markdown_table(overall_view(board))}")
     plots = list(plots)
     cd = f"### Across datasets: critical difference\n\n{critical_difference_note(board)}.\n"
