@@ -289,7 +289,9 @@ def critical_difference_note(board: Leaderboard) -> str:
     cd = board.critical_difference
     if not cd.get("drawn"):
         return f"No critical-difference diagram: {cd.get('reason', 'no records')}"
-    text = (f"Friedman's test over the {cd['tasks']} datasets and the {len(cd['rows'])} pairs with a top-1 on "
+    tasks = (f"{cd['tasks']} tasks (each dataset at each value of its curve)" if board.curves
+             else f"{cd['tasks']} datasets")
+    text = (f"Friedman's test over the {tasks} and the {len(cd['rows'])} pairs with a top-1 on "
             f"every one: chi-square = {cd['friedman_chi2']:.2f}, p {_p_equals(cd['friedman_p'])}. Nemenyi's critical "
             f"difference at 95% is {cd['critical_difference']:.2f} mean-rank units: in the diagram, pairs joined "
             "by a bar are not separated. Its ranks are Friedman's (each dataset's places by mean top-1, equal "
@@ -307,7 +309,7 @@ CURVE_NOTE = ("top-1 for each value of a setting the grid lists several values o
               "half-width of the 95% confidence interval)")
 
 
-def _curve_views(board: Leaderboard) -> list[tuple[tuple, View]]:
+def curve_views(board: Leaderboard) -> list[tuple[tuple, View]]:
     """One table per dataset and swept setting: a row per backbone/strategy, a column per value."""
     out = []
     for key, rows in itertools.groupby(board.curves, key=lambda c: (c["dataset"], c["setting"])):
