@@ -6,7 +6,8 @@ from typing import Iterable, Optional
 
 from tlbench.report.board import Leaderboard
 from tlbench.report.plots import CD_PLOT, PLOT_TITLES
-from tlbench.report.views import (CI_NOTE, CURVE_NOTE, CURVE_OVERALL_NOTE, OVERALL_NOTE, TIE_NOTE, View, curve_views, best_of,
+from tlbench.report.views import (CI_NOTE, CURVE_NOTE, CURVE_OVERALL_NOTE, OVERALL_NOTE, TIE_NOTE, View, best_of,
+                                  curve_views,
                                   critical_difference_note, dataset_view, describe, environment_view, fmt_ci,
                                   fmt_seconds, gain_note, gain_view, improvement_note, no_gain_note, overall_view,
                                   pairwise_note, pairwise_view, seed_origin_note, unjudged,

@@ -143,7 +143,7 @@ def _plot_curves(curves: list[dict]) -> bytes:
             # ticks at the grid's values, not at powers of ten ("3×10⁰"): the values are what ran
             drawn = [p for c in curves if (c["dataset"], c["setting"]) == (dataset, setting)
                      for p in c["points"] if p["top1"] is not None]
-            values = sorted({float(p["value"]) for p in drawn})
+            values = sorted({float(p["value"]) for p in drawn if float(p["value"]) > 0}) or [1.0]  # log: no 0
             ax.set_xlim(values[0] / 1.25, values[-1] * 1.25)
             ax.xaxis.set_major_locator(FixedLocator(_apart(values, 1.2)))
             ax.xaxis.set_minor_locator(NullLocator())
