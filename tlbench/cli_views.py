@@ -111,7 +111,12 @@ def print_records(results: str, grids: list[str], filters: dict) -> None:
         given = " ".join(f"--{k} {v}" for k, v in filters.items() if v)
         print(f"No records match {given} ({len(rows)} record(s) under {results!r}).", file=sys.stderr)
         return
-    print(tabulate([_table_row(r) for r in shown], headers=RECORD_COLUMNS, tablefmt="simple",
+    # a curve's setting (a list in [settings]) gets a column after dataset, only where records have one
+    settings = sorted({k for r in shown for k in (r.get("sweep") if isinstance(r.get("sweep"), dict) else {})})
+    at = RECORD_COLUMNS.index("dataset") + 1
+    table = [row[:at] + [_sweep_value(r, s) for s in settings] + row[at:] for r, row in
+             ((r, _table_row(r)) for r in shown)]
+    print(tabulate(table, headers=RECORD_COLUMNS[:at] + settings + RECORD_COLUMNS[at:], tablefmt="simple",
                    disable_numparse=True))
     counts = Counter(r["status"] for r in shown)
     print(f"{len(shown)} record(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
@@ -139,9 +144,17 @@ def _matches(record: dict, filters: dict) -> bool:
 
 
 def _record_order(record: dict) -> tuple:
+    from tlbench.report.curves import sweep_key
+
     seed = record["seed"] if isinstance(record["seed"], int) else -1
     names = tuple(str(record[k]) for k in ("grid", "backbone", "strategy", "dataset"))
-    return names + (seed, record["run_id"])
+    sweep = record.get("sweep") if isinstance(record.get("sweep"), dict) else {}
+    return names + (sweep_key(sweep), seed, record["run_id"])
+
+
+def _sweep_value(record: dict, setting: str) -> str:
+    sweep = record.get("sweep") if isinstance(record.get("sweep"), dict) else {}
+    return str(sweep[setting]) if setting in sweep else "-"
 
 
 def _table_row(record: dict) -> list:

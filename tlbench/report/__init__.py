@@ -11,6 +11,7 @@ self-contained page, all next to the records::
     RESULTS/GRID/leaderboard_overall.csv              per backbone/strategy across datasets
     RESULTS/GRID/leaderboard_transfer_gain.csv        each strategy minus the control
     RESULTS/GRID/leaderboard.json                     all of the above and the environment
+    RESULTS/GRID/leaderboard_*.tex                    each table as a LaTeX tabular (booktabs), for papers
     RESULTS/GRID/leaderboard.html                     one page, nothing remote, sortable tables
     RESULTS/GRID/accuracy_vs_train_time.png           per dataset, Pareto front marked
     RESULTS/GRID/accuracy_vs_trainable_params.png

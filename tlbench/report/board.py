@@ -10,6 +10,7 @@ from typing import Iterable, Optional
 from tlbench.grid import task_name
 from tlbench.options import end_of_list
 from tlbench.records import MISSING, STATUSES
+from tlbench.report.curves import by_curve_point, curves_of, fill_sweeps, task_key, task_order
 from tlbench.report.significance import across_tasks, critical_difference, group_by_task, judge_task
 from tlbench.report.stats import mean_ci
 
@@ -153,7 +154,9 @@ def leaderboard_from_records(records: list[dict], grid: str, cells: Optional[lis
     keys = sorted(set(by_key) | set(missing))
 
     per_dataset = [_row(key, by_key.get(key, []), sorted(missing.get(key, []))) for key in keys]
-    per_dataset.sort(key=lambda row: (row["dataset"], _desc(row["top1"]), row["backbone"], row["strategy"]))
+    fill_sweeps(per_dataset, records, cells)
+    per_dataset.sort(key=lambda row: (task_key(row), row["dataset"], _desc(row["top1"]), row["backbone"],
+                                      row["strategy"]))
 
     def records_of(row: dict) -> dict:
         """{seed: ok record} of a row."""
@@ -162,8 +165,13 @@ def leaderboard_from_records(records: list[dict], grid: str, cells: Optional[lis
 
     pairwise = [comparison for _, rows in group_by_task(per_dataset) for comparison in judge_task(rows, records_of)]
     names = {k: sorted({key[i] for key in keys}) for i, k in enumerate(KEYS)}
-    overall = _overall(per_dataset, names["dataset"])
-    across_tasks(overall, per_dataset, names["dataset"], records_of, control)
+    names["dataset"] = task_order(per_dataset)
+    overall = []
+    for sweep, rows in by_curve_point(per_dataset):  # values of a curve are never averaged together
+        tasks = task_order(rows)
+        point = _overall(rows, tasks)
+        across_tasks(point, rows, tasks, records_of, control)
+        overall += [{"sweep": sweep, **row} if sweep else row for row in point]
     stamps = [r.get("started_at") for r in records if r.get("started_at")]
     ends = [r.get("finished_at") for r in records if r.get("finished_at")]
     return Leaderboard(
@@ -174,7 +182,7 @@ def leaderboard_from_records(records: list[dict], grid: str, cells: Optional[lis
         first_started=min(stamps) if stamps else None, last_finished=max(ends) if ends else None,
         datasets=names["dataset"], backbones=names["backbone"], strategies=names["strategy"],
         seeds=sorted({r["seed"] for r in records} | {key[3] for key in expected}),
-        curves=_curves(per_dataset),
+        curves=curves_of(per_dataset),
         control_from_random=starts_from_random(records).get(control, False),
     )
 
@@ -186,22 +194,6 @@ def as_task(record: dict) -> dict:
     if not sweep:
         return record
     return {**record, "dataset": task_name(record["dataset"], sweep), "base_dataset": record["dataset"]}
-
-
-def _curves(per_dataset: list[dict]) -> list[dict]:
-    """Top-1 against each swept setting: one row per dataset (and other swept values), setting,
-    backbone and strategy, with a point per value."""
-    curves: dict = {}
-    for row in per_dataset:
-        sweep = row.get("sweep") or {}
-        for setting, value in sweep.items():
-            others = {k: v for k, v in sweep.items() if k != setting}
-            key = (task_name(row["base_dataset"], others), setting, row["backbone"], row["strategy"])
-            curves.setdefault(key, []).append({"value": value, "top1": row["top1"],
-                                               "top1_ci95": row["top1_ci95"], "seeds": row["seeds"]})
-    return [{"dataset": d, "setting": setting, "backbone": b, "strategy": st,
-             "points": sorted(points, key=lambda p: p["value"])}
-            for (d, setting, b, st), points in sorted(curves.items())]
 
 
 def _desc(value: Optional[float]) -> tuple:
@@ -338,7 +330,8 @@ def _transfer_gain(per_dataset: list[dict], by_key: dict, control: str) -> list[
         rows.append({"dataset": row["dataset"], "backbone": row["backbone"], "strategy": row["strategy"],
                      "top1": row["top1"], "control_top1": None if base is None else base["top1"],
                      "gain": gain, "gain_ci95": ci, "paired_seeds": n, "note": note})
-    rows.sort(key=lambda r: (r["dataset"], r["backbone"], _desc(r["gain"]), r["strategy"]))
+    order = {task: i for i, task in enumerate(task_order(per_dataset))}
+    rows.sort(key=lambda r: (order[r["dataset"]], r["backbone"], _desc(r["gain"]), r["strategy"]))
     return rows
 
 

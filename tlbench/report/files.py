@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from tlbench.report.board import Leaderboard, build_leaderboard
+from tlbench.report.latex import PREFIX as LATEX_PREFIX
+from tlbench.report.latex import SUFFIX as LATEX_SUFFIX
+from tlbench.report.latex import latex_tables
 from tlbench.report.markdown import to_markdown
 from tlbench.report.plots import PLOT_TITLES
 from tlbench.report.tables import frames, to_csv, to_json
@@ -26,13 +29,17 @@ def write_leaderboard(board: Leaderboard, folder: Path) -> list[Path]:
     files["leaderboard_overall.csv"] = to_csv(tables["overall"])
     files["leaderboard_transfer_gain.csv"] = to_csv(tables["transfer_gain"])
     files["leaderboard.json"] = to_json(board)
+    tex = latex_tables(board)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = write_set(folder, {**files, **{name: plots[name] for name in PLOT_TITLES if name in plots}})
-    for name in PLOT_TITLES:
-        path = folder / name
-        if name not in plots and path.exists():
+    paths = write_set(folder, {**files, **tex, **{name: plots[name] for name in PLOT_TITLES if name in plots}})
+    # no such plot or table for these records (a task gone from the grid): an old file would
+    # describe other records
+    stale = [folder / name for name in PLOT_TITLES if name not in plots]
+    stale += [path for path in folder.glob(f"{LATEX_PREFIX}*{LATEX_SUFFIX}") if path.name not in tex]
+    for path in stale:
+        if path.exists():
             with contextlib.suppress(OSError):
-                path.unlink()  # no plot for these records: an old one would describe other records
+                path.unlink()
     return paths
 
 

@@ -11,7 +11,8 @@ from importlib import resources
 from tlbench.report.board import Leaderboard
 from tlbench.report.markdown import _sentence
 from tlbench.report.plots import CD_PLOT, PLOT_CAPTIONS, PLOT_TITLES
-from tlbench.report.views import (CI_NOTE, OVERALL_NOTE, TIE_NOTE, View, best_of, critical_difference_note,
+from tlbench.report.views import (CI_NOTE, CURVE_OVERALL_NOTE, OVERALL_NOTE, TIE_NOTE, View, best_of,
+                                  critical_difference_note,
                                   dataset_view, describe, environment_view, gain_note, gain_view, improvement_note,
                                   no_gain_note, overall_view, pairwise_note, pairwise_view, seed_origin_note, unjudged,
                                   unjudged_note)
@@ -78,6 +79,7 @@ def to_html(board: Leaderboard, plots: dict[str, bytes]) -> str:
         sections.append("<p>No records yet.</p>")
     else:
         improve = f" {_note(improvement_note(board))}" if board.has_control else ""
+        improve += f" {_note(CURVE_OVERALL_NOTE)}" if board.curves else ""
         sections.append(f'<section id="overall"><h2>Overall</h2><p class="note">{_note(OVERALL_NOTE)}{improve}</p>'
                         f"{_table(overall_view(board))}"
                         f'<h3 id="critical-difference">Across datasets: critical difference</h3>'

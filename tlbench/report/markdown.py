@@ -6,7 +6,8 @@ from typing import Iterable, Optional
 
 from tlbench.report.board import Leaderboard
 from tlbench.report.plots import CD_PLOT, PLOT_TITLES
-from tlbench.report.views import (CI_NOTE, CURVE_NOTE, OVERALL_NOTE, TIE_NOTE, View, _curve_views, best_of,
+from tlbench.report.views import (CI_NOTE, CURVE_NOTE, CURVE_OVERALL_NOTE, OVERALL_NOTE, TIE_NOTE, View, best_of,
+                                  curve_views,
                                   critical_difference_note, dataset_view, describe, environment_view, fmt_ci,
                                   fmt_seconds, gain_note, gain_view, improvement_note, no_gain_note, overall_view,
                                   pairwise_note, pairwise_view, seed_origin_note, unjudged,
@@ -40,6 +41,8 @@ def to_markdown(board: Leaderboard, plots: Iterable[str] = ()) -> str:
     overall = f"## Overall\n\n{_sentence(OVERALL_NOTE)}."
     if board.has_control:
         overall += f" {_sentence(improvement_note(board))}."
+    if board.curves:
+        overall += f" {_sentence(CURVE_OVERALL_NOTE)}."
     parts.append(f"{overall}\n\n{_markdown_table(overall_view(board))}")
     plots = list(plots)
     cd = f"### Across datasets: critical difference\n\n{critical_difference_note(board)}.\n"
@@ -65,7 +68,7 @@ def to_markdown(board: Leaderboard, plots: Iterable[str] = ()) -> str:
             parts[-1] += "\nWarnings (see the records):\n\n" + "\n".join(warnings) + "\n"
     if board.curves:
         parts.append(f"## Curves\n\n{_sentence(CURVE_NOTE)}.\n")
-        for (dataset, setting), views in _curve_views(board):
+        for (dataset, setting), views in curve_views(board):
             parts.append(f"### {dataset}: top-1 against {setting}\n\n{_markdown_table(views)}")
     parts.append(f"## Transfer gain over `{board.control}`\n" if board.control else "## Transfer gain\n")
     if board.transfer_gain:

@@ -9,6 +9,7 @@ and date metadata, so the same records give the same PNG bytes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import math
 
@@ -18,6 +19,14 @@ WIDTH_IN = 10.0  # at 100 dpi, 1,000 px: sharp when a README shows it ~880 px wi
 PANEL_HEIGHT_IN = 3.4
 MAX_COLUMNS = 3
 MARKERS = "osD^vP*Xh<>p"
+# A strategy's colour comes from its name, so it is the same in every grid's plots: its hash picks
+# one of tab10's colours (without grey, which marks backbones in legends). The salt was fixed once
+# so that the first-party strategies get nine different ones (a test keeps them so); a strategy
+# whose colour another of the same plot already has takes the first free one after them.
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+           "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
+HASHED_COLORS = 9  # the tab10 ones; the rest of PALETTE (tab20b's darks) only settles clashes
+COLOR_SALT = "tlbench-2552:"
 CURVES_PLOT = "accuracy_curves.png"
 CD_PLOT = "critical_difference.png"
 # file -> title, for the markdown and the page
@@ -118,9 +127,9 @@ def _plot_critical_difference(cd: dict) -> bytes:
 def _plot_curves(curves: list[dict]) -> bytes:
     """Top-1 against each swept setting (log x: shots and sizes grow geometrically), one panel
     per dataset and setting, a line per backbone/strategy with its 95% interval."""
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-    panels = sorted({(c["dataset"], c["setting"]) for c in curves})
+    panels = list(dict.fromkeys((c["dataset"], c["setting"]) for c in curves))  # curves come in numeric order
     backbones = sorted({c["backbone"] for c in curves})
     with _figure(len(panels), sorted({c["strategy"] for c in curves}), backbones, 0.6) as (fig, axes, color, marker):
         for ax, (dataset, setting) in zip(axes, panels):
@@ -131,7 +140,15 @@ def _plot_curves(curves: list[dict]) -> bytes:
                             yerr=[p["top1_ci95"] or 0.0 for p in points], color=color[curve["strategy"]],
                             marker=marker[curve["backbone"]], capsize=3, label=label)
             ax.set_xscale("log")
+            # ticks at the grid's values, not at powers of ten ("3×10⁰"): the values are what ran
+            drawn = [p for c in curves if (c["dataset"], c["setting"]) == (dataset, setting)
+                     for p in c["points"] if p["top1"] is not None]
+            values = sorted({float(p["value"]) for p in drawn if float(p["value"]) > 0}) or [1.0]  # log: no 0
+            ax.set_xlim(values[0] / 1.25, values[-1] * 1.25)
+            ax.xaxis.set_major_locator(FixedLocator(_apart(values, 1.2)))
+            ax.xaxis.set_minor_locator(NullLocator())
             ax.xaxis.set_major_formatter(FuncFormatter(_short_number))
+            ax.set_ylim(*_top1_range(drawn))
             ax.set_title(dataset)
             ax.set_xlabel(setting)
             ax.set_ylabel("top-1")
@@ -155,8 +172,7 @@ def _figure(panels: int, strategies: list[str], backbones: list[str], legend_in:
         matplotlib.rcdefaults()
         matplotlib.rcParams.update({"font.size": 10, "axes.titlesize": 11, "svg.hashsalt": "tlbench",
                                     "path.simplify": False})
-        colors = matplotlib.colormaps["tab10"].colors
-        color = {s: colors[i % len(colors)] for i, s in enumerate(strategies)}
+        color = strategy_colors(strategies)
         marker = {b: MARKERS[i % len(MARKERS)] for i, b in enumerate(backbones)}
         fig = Figure(figsize=(WIDTH_IN, PANEL_HEIGHT_IN * lines + legend_in), dpi=100, layout="constrained")
         FigureCanvasAgg(fig)
@@ -169,6 +185,64 @@ def _figure(panels: int, strategies: list[str], backbones: list[str], legend_in:
         fig.png = buffer.getvalue()
 
 
+def strategy_colors(strategies: list[str]) -> dict[str, str]:
+    """{strategy: colour} chosen by name (see ``PALETTE``), distinct within one plot while it has room."""
+    taken: set = set()
+    colors = {}
+    for name in sorted(strategies):
+        index = int.from_bytes(hashlib.sha256((COLOR_SALT + name).encode()).digest()[:8], "big") % HASHED_COLORS
+        if index in taken:
+            index = next((i for i in range(HASHED_COLORS, len(PALETTE)) if i not in taken),
+                         next((i for i in range(HASHED_COLORS) if i not in taken), index))
+        taken.add(index)
+        colors[name] = PALETTE[index]
+    return colors
+
+
+def _top1_range(rows: list[dict]) -> tuple[float, float]:
+    """A top-1 axis that fits the points and their intervals (not 0 to 1: the differences are
+    what a reader looks at), with a margin, within [0, 1.02]."""
+    low = min(r["top1"] - (r.get("top1_ci95") or 0.0) for r in rows)
+    high = max(r["top1"] + (r.get("top1_ci95") or 0.0) for r in rows)
+    margin = max(0.02, 0.08 * (high - low))
+    return max(0.0, low - margin), min(1.02, high + margin)
+
+
+# decades an axis spans -> (tick mantissas, every how many decades)
+TICK_STEPS = ((1.2, (1, 2, 5), 1), (3.0, (1, 3), 1), (7.0, (1,), 1), (math.inf, (1,), 2))
+
+
+def _log_ticks(low: float, high: float) -> tuple[float, float, list[float]]:
+    """(low, high, ticks) for a log axis: 1-2-5, 1-3 or decade ticks by how many decades the
+    axis spans (labels a panel's width holds without touching), at least two of them: the range
+    grows to the nearest ticks outside it when fewer fall inside (matplotlib's fallback there,
+    linear ticks, gave labels run together: "0.350.40.45")."""
+    decades = math.log10(high / low)
+    mantissas, every = next((m, n) for limit, m, n in TICK_STEPS if decades <= limit)
+    first, last = math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1
+    candidates = sorted(float(f"{m}e{k}") for k in range(first, last + 1) if k % every == 0 for m in mantissas)
+    inside = [t for t in candidates if low <= t <= high]
+    while len(inside) < 2:
+        below = [t for t in candidates if t < low]
+        above = [t for t in candidates if t > high]
+        if below and (not inside or not above or low / below[-1] <= above[0] / high):
+            low = below[-1] / 1.15
+        else:
+            high = above[0] * 1.15
+        inside = [t for t in candidates if low <= t <= high]
+    return low, high, inside
+
+
+def _apart(values: list[float], factor: float) -> list[float]:
+    """The sorted values, skipping any closer than ``factor`` to the last one kept (their labels
+    would touch on a log axis)."""
+    kept = values[:1]
+    for value in values[1:]:
+        if value >= kept[-1] * factor:
+            kept.append(value)
+    return kept
+
+
 def _short_number(value: float, _position=None) -> str:
     """Axis labels as people write them: 0.5, 2, 50, 200, 1k, 20k, 3M."""
     for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -179,15 +253,19 @@ def _short_number(value: float, _position=None) -> str:
 
 def _plot(board, rows: list[dict], x_field: str, x_label: str) -> bytes:
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-    datasets = sorted({r["dataset"] for r in rows})
+    datasets = [d for d in board.datasets if any(r["dataset"] == d for r in rows)]  # curve values by size
     strategies = sorted({r["strategy"] for r in rows})
     backbones = sorted({r["backbone"] for r in rows})
     with _figure(len(datasets), strategies, backbones, 0.9) as (fig, axes, color, marker):
         for ax, dataset in zip(axes, datasets):
             mine = [r for r in rows if r["dataset"] == dataset]
-            points = {(r["backbone"], r["strategy"]): (max(float(r[x_field]), 1e-3), r["top1"]) for r in mine}
+            positive = [float(r[x_field]) for r in mine if float(r[x_field]) > 0]
+            # nothing trained (a k-NN probe): log scale has no 0, so 0 sits a decade left of the rest
+            zero_at = min(positive) / 10 if positive else 1.0
+            points = {(r["backbone"], r["strategy"]): (float(r[x_field]) if float(r[x_field]) > 0 else zero_at,
+                                                       r["top1"]) for r in mine}
             front = pareto_front(points)
             for r in mine:
                 key = (r["backbone"], r["strategy"])
@@ -204,14 +282,15 @@ def _plot(board, rows: list[dict], x_field: str, x_label: str) -> bytes:
             ax.set_title(dataset)
             ax.set_xlabel(x_label)
             ax.set_ylabel("top-1")
-            low = min(r["top1"] - (r["top1_ci95"] or 0.0) for r in mine)
-            ax.set_ylim(max(0.0, low - 0.05), 1.02)
-            left, right = min(xs + [p[0] for p in points.values()]), max(p[0] for p in points.values())
-            ax.set_xlim(left / 1.8, right * 1.8)
-            decades = math.log10(right * 1.8) - math.log10(left / 1.8)
-            subs = (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)  # labels that never collide
-            ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
-            ax.xaxis.set_major_formatter(FuncFormatter(_short_number))
+            ax.set_ylim(*_top1_range(mine))
+            xs = [p[0] for p in points.values()]
+            zero = zero_at if len(positive) < len(mine) else None
+            low, high, ticks = _log_ticks(min(positive or xs) / 1.8, max(xs) * 1.8)
+            if zero is not None:
+                low, ticks = zero / 1.8, [zero] + [t for t in ticks if t >= zero * 3]
+            ax.set_xlim(low, high)
+            ax.xaxis.set_major_locator(FixedLocator(ticks))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _, zero=zero: "0" if v == zero else _short_number(v)))
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.grid(True, which="major", alpha=0.3)
 

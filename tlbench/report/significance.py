@@ -136,8 +136,10 @@ def critical_difference(per_dataset: list[dict], tasks: list[str]) -> dict:
     """Friedman's test over the tasks and Nemenyi's critical difference, for the rows with a
     top-1 on every task; ``{"drawn": False, "reason": ...}`` when it cannot say anything."""
     if len(tasks) < MIN_TASKS_FOR_CD:
+        counted = (_plural(len(tasks), "task") + " (each dataset at each value of its curve)"
+                   if any(row.get("sweep") for row in per_dataset) else _plural(len(tasks), "dataset"))
         return {"drawn": False, "tasks": len(tasks),
-                "reason": (f"{_plural(len(tasks), 'dataset')} (a curve's settings count as datasets), and it "
+                "reason": (f"{counted}, and it "
                            f"needs at least {MIN_TASKS_FOR_CD}: Friedman's test ranks the rows within each one, "
                            "and with fewer its chi-square approximation and Nemenyi's critical difference "
                            "mean little")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from tlbench.report.board import INTEGER_METRICS, METRICS, Leaderboard
+from tlbench.report.curves import curve_settings
 from tlbench.report.significance import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from tlbench.report.stats import CONFIDENCE
 
@@ -29,8 +30,10 @@ def frames(board: Leaderboard) -> dict:
     import pandas as pd
 
     out = {}
+    settings = curve_settings(board.overall)  # a curve's overall rows: one block per curve point
+    overall = [{**(row.get("sweep") or {}), **row} for row in board.overall]
     for name, rows, columns in (("per_dataset", board.per_dataset, PER_DATASET_COLUMNS),
-                                ("overall", board.overall, OVERALL_COLUMNS),
+                                ("overall", overall, [*settings, *OVERALL_COLUMNS]),
                                 ("transfer_gain", board.transfer_gain, GAIN_COLUMNS),
                                 ("pairwise", board.pairwise, PAIRWISE_COLUMNS)):
         frame = pd.DataFrame([{c: row.get(c) for c in columns} for row in rows], columns=columns)

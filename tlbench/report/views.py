@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from tlbench.report.board import Leaderboard
+from tlbench.report.curves import curve_settings, grid_axes, value_key
 from tlbench.report.significance import BOOTSTRAP_RESAMPLES, FEW_SEEDS, LEADING
 from tlbench.report.stats import CONFIDENCE
 
@@ -126,16 +127,22 @@ def dataset_view(board: Leaderboard, dataset: str) -> View:
 
 
 def overall_view(board: Leaderboard) -> View:
+    """A row per backbone/strategy; with a curve, a block of rows per curve point (leading columns
+    give its values), each over the datasets at that point only."""
     improve = board.has_control
-    view = View("overall", ["backbone", "strategy", "mean top-1", "95% interval", "mean rank", "datasets",
-                            "best on", *([f"P(> {board.control})"] if improve else []), "not ok"],
-                [False, False, True, True, True, True, True, *([True] if improve else []), False])
+    settings = curve_settings(board.overall)
+    view = View("overall", [*settings, "backbone", "strategy", "mean top-1", "95% interval", "mean rank",
+                            "datasets", "best on", *([f"P(> {board.control})"] if improve else []), "not ok"],
+                [*[True] * len(settings), False, False, True, True, True, True, True, *([True] if improve else []),
+                 False])
     for row in board.overall:
-        cells = [(row["backbone"], row["backbone"]), (row["strategy"], row["strategy"]),
-                 (fmt_fixed(row["mean_top1"]), row["mean_top1"]),
-                 (fmt_interval(row["mean_top1_low"], row["mean_top1_high"]), row["mean_top1_low"]),
-                 (fmt_fixed(row["mean_rank"], 2), row["mean_rank"]),
-                 (f"{row['datasets']}/{row['of_datasets']}", row["datasets"]), (str(row["wins"]), row["wins"])]
+        sweep = row.get("sweep") or {}
+        cells = [(str(sweep.get(s, "-")), sweep.get(s)) for s in settings]
+        cells += [(row["backbone"], row["backbone"]), (row["strategy"], row["strategy"]),
+                  (fmt_fixed(row["mean_top1"]), row["mean_top1"]),
+                  (fmt_interval(row["mean_top1_low"], row["mean_top1_high"]), row["mean_top1_low"]),
+                  (fmt_fixed(row["mean_rank"], 2), row["mean_rank"]),
+                  (f"{row['datasets']}/{row['of_datasets']}", row["datasets"]), (str(row["wins"]), row["wins"])]
         if improve:
             cells.append((fmt_fixed(row["p_improvement"], 2), row["p_improvement"]))
         cells.append((row["not_ok"] or "-", row["not_ok"]))
@@ -198,15 +205,19 @@ def environment_view(board: Leaderboard) -> View:
 
 
 def describe(board: Leaderboard) -> str:
-    """One line: what the grid is and when its records were made (dates from the records only)."""
+    """One line: what the grid is and when its records were made (dates from the records only).
+    A curve's values are counted as values, not as datasets: 2 datasets × 4 values of k."""
     def plural(n, word, many=None):
         return f"{n} {word if n == 1 else (many or word + 's')}"
 
+    datasets, sweeps = grid_axes(board.per_dataset)
     done = sum(1 for row in board.per_dataset for _ in row["ok_seeds"])
-    parts = [f"{plural(board.cells, 'cell')} ({done} ok)",
-             " × ".join([plural(len(board.backbones), "backbone"),
-                         plural(len(board.strategies), "strategy", "strategies"),
-                         plural(len(board.datasets), "dataset"), plural(len(board.seeds), "seed")])]
+    axes = [plural(len(board.backbones), "backbone"), plural(len(board.strategies), "strategy", "strategies"),
+            plural(len(datasets), "dataset"),
+            *[f"{plural(len(values), 'value')} of {setting} ({', '.join(map(str, values))})"
+              for setting, values in sweeps.items()],
+            plural(len(board.seeds), "seed")]
+    parts = [f"{plural(board.cells, 'cell')} ({done} ok)", " × ".join(axes)]
     if board.first_started and board.last_finished:
         parts.append(f"records from {board.first_started} to {board.last_finished}")
     return "; ".join(parts)
@@ -278,7 +289,9 @@ def critical_difference_note(board: Leaderboard) -> str:
     cd = board.critical_difference
     if not cd.get("drawn"):
         return f"No critical-difference diagram: {cd.get('reason', 'no records')}"
-    text = (f"Friedman's test over the {cd['tasks']} datasets and the {len(cd['rows'])} pairs with a top-1 on "
+    tasks = (f"{cd['tasks']} tasks (each dataset at each value of its curve)" if board.curves
+             else f"{cd['tasks']} datasets")
+    text = (f"Friedman's test over the {tasks} and the {len(cd['rows'])} pairs with a top-1 on "
             f"every one: chi-square = {cd['friedman_chi2']:.2f}, p {_p_equals(cd['friedman_p'])}. Nemenyi's critical "
             f"difference at 95% is {cd['critical_difference']:.2f} mean-rank units: in the diagram, pairs joined "
             "by a bar are not separated. Its ranks are Friedman's (each dataset's places by mean top-1, equal "
@@ -289,16 +302,19 @@ def critical_difference_note(board: Leaderboard) -> str:
     return text
 
 
+CURVE_OVERALL_NOTE = ("with a curve setting, a block of rows per value of it (first columns): each block's means, "
+                      "ranks and intervals are over the datasets at that value only, never averaged across "
+                      "values")
 CURVE_NOTE = ("top-1 for each value of a setting the grid lists several values of (mean over seeds ± "
               "half-width of the 95% confidence interval)")
 
 
-def _curve_views(board: Leaderboard) -> list[tuple[tuple, View]]:
+def curve_views(board: Leaderboard) -> list[tuple[tuple, View]]:
     """One table per dataset and swept setting: a row per backbone/strategy, a column per value."""
     out = []
     for key, rows in itertools.groupby(board.curves, key=lambda c: (c["dataset"], c["setting"])):
         rows = list(rows)
-        values = sorted({p["value"] for c in rows for p in c["points"]})
+        values = sorted({p["value"] for c in rows for p in c["points"]}, key=value_key)
         view = View(f"curve-{key[0]}-{key[1]}", ["backbone", "strategy", *map(str, values)],
                     [False, False, *[True] * len(values)])
         for curve in rows:
