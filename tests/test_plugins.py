@@ -76,8 +76,24 @@ def test_two_plugins_registering_one_name_is_an_error_naming_both(tmp_path, cli)
 
 def test_plugin_clashing_with_first_party_name_is_an_error(tmp_path):
     (tmp_path / "clash.py").write_text(plugin_source("linear_probe"))
-    with pytest.raises(ConfigError, match="strategies.*clash.py|clash.py.*strategies"):
+    with pytest.raises(ConfigError, match="strategies.*clash.py|clash.py.*strategies") as info:
         load_registry(str(tmp_path))
+    # the package, as `tlbench ls` names it: the module name 'strategies' alone says little
+    assert f"'strategies' (from tlbench {tlbench.__version__})" in str(info.value)
+
+
+def test_a_name_no_loaded_plugin_registers_says_how_to_load_its_plugin(tmp_path, write_grid, cli):
+    """A loose-file score given to `rank` but not to `run`: the grid's [score.NAME] table names a
+    score no loaded plugin registers; the message says how to load it, not only what exists."""
+    grid = write_grid('name = "x"\nbackbones = ["test_efficientnet"]\nstrategies = ["linear_probe"]\n'
+                      'datasets = ["digits"]\n[score.centroid]\ntemperature = 0.5\n')
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "Unknown score 'centroid'" in err and "--plugins-dir DIR (or TLBENCH_PLUGINS_DIR)" in err
+    grid = write_grid('name = "x"\nbackbones = ["test_efficientnet"]\nstrategies = ["linar_probe"]\n'
+                      'datasets = ["digits"]\n')
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path)
+    assert code == 2 and "Did you mean: linear_probe" in err and "--plugins-dir" not in err  # a typo
 
 
 def test_broken_plugin_is_reported_and_skipped(tmp_path, cli):

@@ -23,8 +23,15 @@ def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
 
 
-def unknown_name_error(kind: str, name: str, available: Iterable[str], where: str = "") -> ConfigError:
-    """`Unknown strategy 'linar_probe'. Did you mean: linear_probe? Available: ...`"""
+PLUGIN_HINT = ("If a plugin provides it, install its package or load its file with --plugins-dir DIR "
+               "(or TLBENCH_PLUGINS_DIR), for every command that reads this grid.")
+
+
+def unknown_name_error(kind: str, name: str, available: Iterable[str], where: str = "",
+                       plugin_hint: bool = False) -> ConfigError:
+    """`Unknown strategy 'linar_probe'. Did you mean: linear_probe? Available: ...`; with
+    ``plugin_hint`` and no close name, how to load the plugin that registers it (a loose file
+    named to `rank` but not to `run`, say)."""
     available = sorted(available)
     message = f"Unknown {kind} {name!r}{where}."
     suggestions = closest(name, available)
@@ -32,5 +39,7 @@ def unknown_name_error(kind: str, name: str, available: Iterable[str], where: st
         message += " Did you mean: " + ", ".join(suggestions) + "?"
     if available:
         shown = ", ".join(available[:20]) + (", ..." if len(available) > 20 else "")
-        message += f" Available: {shown}"
+        message += f" Available: {shown}."
+    if plugin_hint and not suggestions:
+        message += " " + PLUGIN_HINT
     return ConfigError(message)

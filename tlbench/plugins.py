@@ -50,6 +50,11 @@ class Registration:
             return f"{self.origin['package']} {self.origin.get('version') or ''}".strip()
         return self.origin.get("file") or self.origin.get("module") or self.plugin
 
+    def described(self) -> str:
+        """``'strategies' (from tlbench 0.1.0)``, or the file's path alone for a loose file."""
+        where = self.where()
+        return repr(self.plugin) if where == self.plugin else f"{self.plugin!r} (from {where})"
+
 
 @dataclass
 class Registry:
@@ -72,12 +77,14 @@ class Registry:
         if not component.name:
             raise TypeError(f"plugin {plugin!r} registered {component.__name__} without a name")
         existing = self.entries[kind].get(component.name)
+        added = Registration(component, plugin, self.origins.get(plugin, {}))
         if existing is not None:
+            # as `tlbench ls` names them: the first-party module 'strategies' says little alone
             raise ConfigError(
-                f"Two plugins register the {singular} {component.name!r}: "
-                f"{existing.plugin!r} and {plugin!r}. Uninstall or rename one of them."
+                f"Two plugins register the {singular} {component.name!r}: {existing.described()} and "
+                f"{added.described()}. Uninstall or rename one of them."
             )
-        self.entries[kind][component.name] = Registration(component, plugin, self.origins.get(plugin, {}))
+        self.entries[kind][component.name] = added
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.entries[kind])
@@ -99,8 +106,8 @@ class Registry:
             if claimed:
                 return claimed[0]
             known = [n for r in entries.values() for n in (r.component.featured or [r.component.name])]
-            raise unknown_name_error("backbone", name, [n for n in known if "*" not in n])
-        raise unknown_name_error(KINDS[kind][2], name, entries)
+            raise unknown_name_error("backbone", name, [n for n in known if "*" not in n], plugin_hint=True)
+        raise unknown_name_error(KINDS[kind][2], name, entries, plugin_hint=True)
 
     def listing(self, kind: str) -> Iterable[tuple[str, str, Registration]]:
         """(name, description, registration) in the order `tlbench ls` prints them."""
