@@ -90,6 +90,16 @@ def test_a_name_no_loaded_plugin_registers_says_how_to_load_its_plugin(tmp_path,
     code, out, err = cli("run", "--grid", grid, "--results", tmp_path)
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "Unknown score 'centroid'" in err and "--plugins-dir DIR (or TLBENCH_PLUGINS_DIR)" in err
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "centroid.py").write_text("import tlbench\nraise ImportError('no luck')\n")
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path, "--plugins-dir", tmp_path / "plugins")
+    assert code == 2 and "Traceback" not in err
+    warning, error = err.strip().splitlines()  # loaded but skipped: load it is not the advice
+    assert "centroid.py" in warning and "skipped" in warning and "ImportError: no luck" in warning
+    assert "Unknown score 'centroid'" in error
+    assert "Skipped at loading (the warning above says why): " in error and "centroid.py" in error
+    assert error.endswith("if one of them registers it, fix that plugin, else install its package or load "
+                          "its file with --plugins-dir DIR (or TLBENCH_PLUGINS_DIR), for every command that reads this grid.")
     grid = write_grid('name = "x"\nbackbones = ["test_efficientnet"]\nstrategies = ["linar_probe"]\n'
                       'datasets = ["digits"]\n')
     code, out, err = cli("run", "--grid", grid, "--results", tmp_path)

@@ -23,7 +23,7 @@ import pluggy
 
 from tlbench import hookspecs
 from tlbench.api import Backbone, Dataset, Score, Strategy
-from tlbench.errors import ConfigError, unknown_name_error
+from tlbench.errors import ConfigError, plugin_hint, unknown_name_error
 
 ENTRY_POINT_GROUP = "tlbench"
 PLUGINS_DIR_ENV = "TLBENCH_PLUGINS_DIR"
@@ -106,8 +106,13 @@ class Registry:
             if claimed:
                 return claimed[0]
             known = [n for r in entries.values() for n in (r.component.featured or [r.component.name])]
-            raise unknown_name_error("backbone", name, [n for n in known if "*" not in n], plugin_hint=True)
-        raise unknown_name_error(KINDS[kind][2], name, entries, plugin_hint=True)
+            raise unknown_name_error("backbone", name, [n for n in known if "*" not in n],
+                                     hint=self.missing_hint())
+        raise unknown_name_error(KINDS[kind][2], name, entries, hint=self.missing_hint())
+
+    def missing_hint(self) -> str:
+        """What to do about a name no loaded plugin registers (errors.plugin_hint)."""
+        return plugin_hint(plugin for plugin, _ in self.broken)
 
     def listing(self, kind: str) -> Iterable[tuple[str, str, Registration]]:
         """(name, description, registration) in the order `tlbench ls` prints them."""
