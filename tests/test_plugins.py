@@ -144,6 +144,32 @@ def test_registering_something_that_is_not_a_strategy_is_reported(tmp_path):
     assert "tlbench.Strategy" in why
 
 
+def test_options_that_are_not_a_dataclass_are_reported_and_the_listing_still_works(tmp_path, cli):
+    """A forgotten @dataclass: the plugin is skipped with the fix, and `tlbench ls -v` lists the
+    rest instead of failing with a traceback."""
+    (tmp_path / "plain.py").write_text(textwrap.dedent('''
+        import tlbench
+
+        class Plain(tlbench.Strategy):
+            """Options without @dataclass."""
+            name = "plain"
+
+            class Options:
+                lr: float = tlbench.option(0.1, "learning rate")
+
+            def fit(self, model, train, val, ctx):
+                return model
+
+        @tlbench.hookimpl
+        def register_strategies(register):
+            register(Plain)
+    '''))
+    code, out, err = cli("ls", "strategies", "-v", "--plugins-dir", tmp_path)
+    listed = [line.split()[0] for line in out.splitlines() if not line.startswith(" ")]
+    assert code == 0 and "Traceback" not in err and "linear_probe" in listed and "plain" not in listed
+    assert "plain.py" in err and "Options is not a dataclass: decorate it with @dataclass(frozen=True)" in err
+
+
 def test_plugins_registered_in_process_for_one_test():
     class Probe(tlbench.Strategy):
         """In-process plugin."""

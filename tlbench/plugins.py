@@ -9,6 +9,7 @@ name is an error naming both.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.metadata
@@ -76,6 +77,9 @@ class Registry:
             )
         if not component.name:
             raise TypeError(f"plugin {plugin!r} registered {component.__name__} without a name")
+        if not dataclasses.is_dataclass(component.Options):  # else `tlbench ls -v` fails on it
+            raise TypeError(f"plugin {plugin!r} registered {component.__name__}, whose Options is not a dataclass: "
+                            "decorate it with @dataclass(frozen=True)")
         existing = self.entries[kind].get(component.name)
         added = Registration(component, plugin, self.origins.get(plugin, {}))
         if existing is not None:
