@@ -462,3 +462,25 @@ def test_digits_are_scikit_learns_read_without_importing_it():
 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("labels, classes, problem", [
+    ([0, 1] * 10, ["a", "b"], "returned 30 samples but 20 labels"),
+    ([0, 1, 2] * 10, ["a", "b"], "labels from 0 to 2; they must be integers 0 to 1"),
+    ([-1, 0, 1] * 10, ["a", "b", "c"], "labels from -1 to 1; they must be integers 0 to 2"),
+    ([0.0, 1.0, 1.0] * 10, ["a", "b"], "they must be integers 0 to 1"),
+    ([0] * 30, ["a"], "1 class(es): a classifier needs at least 2"),
+])
+def test_a_plugin_datasets_mistake_is_said_in_its_words_not_torchs(labels, classes, problem):
+    """A label past the class names failed deep in torch ("Class values must be smaller than
+    num_classes"); the core now names the dataset and what Images promises."""
+    import numpy as np
+
+    from tlbench.cell_data import check_images
+
+    images = tlbench.Images(samples=np.zeros((30, 8, 8), np.uint8), labels=labels, classes=classes)
+    with pytest.raises(ValueError, match="dataset 'mine' ") as info:
+        check_images("mine", images)
+    assert problem in str(info.value)
+    check_images("mine", tlbench.Images(samples=np.zeros((30, 8, 8), np.uint8), labels=[0, 1, 2] * 10,
+                                        classes=["a", "b", "c"]))  # a right one passes

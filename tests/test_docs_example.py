@@ -159,3 +159,27 @@ def test_readme_example_shuffles_each_seed_and_epoch_its_own_way(write_grid, tmp
     other = labels_served(seed_1)
     assert sorted(other[0]) == sorted(first[0]) and other != first  # the same images, another order
     assert labels_served(seed_0) == first
+
+
+def test_score_example_ranks_with_its_grid_table(shapes_plugin, write_grid, cli, tmp_path):
+    """The score of docs/plugins.md: `rank` runs it with the option of its [score.NAME] table,
+    and a bad value is one line, exit 2, before anything runs."""
+    save_example(PLUGINS_PAGE, "A score plugin", shapes_plugin)
+    base = GRID.format(name="scored", strategy="linear_probe", dataset="shapes")
+
+    def centroid_fit(table):
+        grid = write_grid(base + table)
+        code, out, err = cli("rank", "--grid", grid, "--results", tmp_path / "r", "--plugins-dir", shapes_plugin,
+                             "--scores", "centroid_fit", "-q")
+        assert code == 0, err
+        ranking = json.loads((tmp_path / "r" / "scored" / "rank.json").read_text())
+        (pair,) = ranking["pairs"]
+        return ranking["score_options"]["centroid_fit"], pair["scores"]["centroid_fit"]
+
+    default_options, default = centroid_fit("")
+    sharp_options, sharp = centroid_fit("[score.centroid_fit]\ntemperature = 0.05\n")
+    assert default_options == {"temperature": 0.1} and sharp_options == {"temperature": 0.05}
+    assert default < 0 and sharp < 0 and sharp != default  # log-probabilities, at two temperatures
+    grid = write_grid(base + "[score.centroid_fit]\ntemperature = 0\n")
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path / "r", "--plugins-dir", shapes_plugin)
+    assert code == 2 and err.strip() == "error: [score.centroid_fit]: temperature must be positive, got 0.0"

@@ -90,7 +90,10 @@ def test_default_grid_is_valid_and_offline(registry):
     (BASE + "[strategy.partial_unfreeze]\nblocks = 1\n", "does not use"),
     (BASE + "[score.knn_accuracy]\nkk = 5\n", "Unknown option 'kk' in [score.knn_accuracy]. Did you mean 'k'?"),
     (BASE + "[score.knn_acuracy]\nk = 5\n", "Unknown score 'knn_acuracy' in [score.knn_acuracy]"),
-    (BASE + "[score.knn_accuracy]\nk = [5, 10]\n", "'k' in [score.knn_accuracy] must be int"),
+    (BASE + "[score.knn_accuracy]\nk = [5, 10]\n", "'k' in [score.knn_accuracy] must be int, got [5, 10]. "
+                                                     "It takes one value: only a strategy's options take a list"),
+    (BASE.replace('"digits"', '"textures"') + "[dataset.textures]\npatch_size = [16, 32]\n",
+     "It takes one value: only a strategy's options take a list"),
     (BASE + "score = 3\n", "must be a table of [score.NAME] tables"),
     (BASE + "[settings\n", "not valid TOML"),
 ])

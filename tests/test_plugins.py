@@ -76,8 +76,34 @@ def test_two_plugins_registering_one_name_is_an_error_naming_both(tmp_path, cli)
 
 def test_plugin_clashing_with_first_party_name_is_an_error(tmp_path):
     (tmp_path / "clash.py").write_text(plugin_source("linear_probe"))
-    with pytest.raises(ConfigError, match="strategies.*clash.py|clash.py.*strategies"):
+    with pytest.raises(ConfigError, match="strategies.*clash.py|clash.py.*strategies") as info:
         load_registry(str(tmp_path))
+    # the package, as `tlbench ls` names it: the module name 'strategies' alone says little
+    assert f"'strategies' (from tlbench {tlbench.__version__})" in str(info.value)
+
+
+def test_a_name_no_loaded_plugin_registers_says_how_to_load_its_plugin(tmp_path, write_grid, cli):
+    """A loose-file score given to `rank` but not to `run`: the grid's [score.NAME] table names a
+    score no loaded plugin registers; the message says how to load it, not only what exists."""
+    grid = write_grid('name = "x"\nbackbones = ["test_efficientnet"]\nstrategies = ["linear_probe"]\n'
+                      'datasets = ["digits"]\n[score.centroid]\ntemperature = 0.5\n')
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "Unknown score 'centroid'" in err and "--plugins-dir DIR (or TLBENCH_PLUGINS_DIR)" in err
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "centroid.py").write_text("import tlbench\nraise ImportError('no luck')\n")
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path, "--plugins-dir", tmp_path / "plugins")
+    assert code == 2 and "Traceback" not in err
+    warning, error = err.strip().splitlines()  # loaded but skipped: load it is not the advice
+    assert "centroid.py" in warning and "skipped" in warning and "ImportError: no luck" in warning
+    assert "Unknown score 'centroid'" in error
+    assert "Skipped at loading (the warning above says why): " in error and "centroid.py" in error
+    assert error.endswith("if one of them registers it, fix that plugin, else install its package or load "
+                          "its file with --plugins-dir DIR (or TLBENCH_PLUGINS_DIR), for every command that reads this grid.")
+    grid = write_grid('name = "x"\nbackbones = ["test_efficientnet"]\nstrategies = ["linar_probe"]\n'
+                      'datasets = ["digits"]\n')
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path)
+    assert code == 2 and "Did you mean: linear_probe" in err and "--plugins-dir" not in err  # a typo
 
 
 def test_broken_plugin_is_reported_and_skipped(tmp_path, cli):
@@ -116,6 +142,32 @@ def test_registering_something_that_is_not_a_strategy_is_reported(tmp_path):
     registry = load_registry(str(tmp_path))
     (why,) = [why for plugin, why in registry.broken if plugin.endswith("wrong.py")]
     assert "tlbench.Strategy" in why
+
+
+def test_options_that_are_not_a_dataclass_are_reported_and_the_listing_still_works(tmp_path, cli):
+    """A forgotten @dataclass: the plugin is skipped with the fix, and `tlbench ls -v` lists the
+    rest instead of failing with a traceback."""
+    (tmp_path / "plain.py").write_text(textwrap.dedent('''
+        import tlbench
+
+        class Plain(tlbench.Strategy):
+            """Options without @dataclass."""
+            name = "plain"
+
+            class Options:
+                lr: float = tlbench.option(0.1, "learning rate")
+
+            def fit(self, model, train, val, ctx):
+                return model
+
+        @tlbench.hookimpl
+        def register_strategies(register):
+            register(Plain)
+    '''))
+    code, out, err = cli("ls", "strategies", "-v", "--plugins-dir", tmp_path)
+    listed = [line.split()[0] for line in out.splitlines() if not line.startswith(" ")]
+    assert code == 0 and "Traceback" not in err and "linear_probe" in listed and "plain" not in listed
+    assert "plain.py" in err and "Options is not a dataclass: decorate it with @dataclass(frozen=True)" in err
 
 
 def test_plugins_registered_in_process_for_one_test():

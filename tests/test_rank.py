@@ -179,6 +179,13 @@ def test_a_grids_score_table_sets_that_scores_options(cli, tiny_grid, tmp_path):
     default, five = knn_accuracies(), knn_accuracies("[score.knn_accuracy]\nk = 5\n")
     assert default == knn_accuracies("[score.knn_accuracy]\nk = 20\n")  # the default written out
     assert five != default  # 5 neighbours vote, not 20
+    # the ranking files say which options gave their numbers
+    ranking = json.loads((tmp_path / "r" / "zoo" / "rank.json").read_text())
+    assert ranking["score_options"] == {"knn_accuracy": {"k": 20, "temperature": 0.07}}
+    knn_accuracies("[score.knn_accuracy]\nk = 5\n")
+    ranking = json.loads((tmp_path / "r" / "zoo" / "rank.json").read_text())
+    assert ranking["score_options"] == {"knn_accuracy": {"k": 5, "temperature": 0.07}}
+    assert "`knn_accuracy` k = 5, temperature = 0.07" in (tmp_path / "r" / "zoo" / "rank.md").read_text()
 
 
 def test_an_unknown_score_option_is_one_clear_error(cli, tiny_grid, tmp_path):

@@ -100,7 +100,7 @@ def test_cli_errors_are_one_line_exit_2_no_traceback(write_grid, cli, tmp_path):
     assert code == 2
     assert err.strip().splitlines() == [
         "error: Unknown strategy 'linar_probe'. Did you mean: linear_probe, knn_probe? "
-        "Available: bitfit, full_finetune, knn_probe, l2sp, linear_probe, lora, lp_ft, partial_unfreeze, scratch"]
+        "Available: bitfit, full_finetune, knn_probe, l2sp, linear_probe, lora, lp_ft, partial_unfreeze, scratch."]
     assert not (tmp_path / "x").exists()  # nothing run, nothing written
     code, out, err = cli("run", "--grid", tmp_path / "missing.toml")
     assert code == 2 and "not found" in err

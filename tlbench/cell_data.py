@@ -47,6 +47,20 @@ def resampling(setting: str, weights_interpolation: str) -> Resample:
     return Resample(shrink=setting, enlarge=setting)
 
 
+
+def check_images(name: str, images: Images) -> None:
+    """What ``Dataset.load`` promises (api.md: ``tlbench.Images``), said in its words before a
+    mistake surfaces deep in torch (a label past the classes: "Class values must be smaller ...")."""
+    if len(images.samples) != len(images.labels):
+        raise ValueError(f"dataset {name!r} returned {len(images.samples)} samples but {len(images.labels)} labels")
+    if len(images.classes) < 2:
+        raise ValueError(f"dataset {name!r} returned {len(images.classes)} class(es): a classifier needs at least 2")
+    labels = np.asarray(images.labels)
+    if labels.size and (labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= len(images.classes)):
+        raise ValueError(f"dataset {name!r} returned labels from {labels.min()} to {labels.max()}; they must be "
+                         f"integers 0 to {len(images.classes) - 1}, one per class name (classes lists "
+                         f"{len(images.classes)})")
+
 class CountingSplit(ImageSplit):
     """An ImageSplit that counts the images it serves, so throughput is measured by the core."""
 
@@ -101,9 +115,7 @@ class CellData:
             self._pixels.clear()
             dataset = self.registry.get("datasets", cell.dataset)(cell.dataset_options)
             images = dataset.load()
-            if len(images.samples) != len(images.labels):
-                raise ValueError(f"dataset {cell.dataset!r} returned {len(images.samples)} samples "
-                                 f"but {len(images.labels)} labels")
+            check_images(cell.dataset, images)
             self._images[key] = images
         return self._images[key]
 

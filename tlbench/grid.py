@@ -261,7 +261,8 @@ def _score_tables(data: dict, registry: Registry, source: str) -> dict:
     resolved = {}
     for name, table in tables.items():
         if name not in registry.names("scores"):
-            raise unknown_name_error("score", name, registry.names("scores"), f" in [score.{name}] of {source!r}")
+            raise unknown_name_error("score", name, registry.names("scores"), f" in [score.{name}] of {source!r}",
+                                     hint=registry.missing_hint())
         if not isinstance(table, dict):
             raise ConfigError(f"[score.{name}] in {source!r} must be a table of options.")
         resolved[name] = build_options(registry.get("scores", name).Options, table, f"[score.{name}]")

@@ -78,8 +78,12 @@ def build_options(options_cls: type, values: dict, where: str) -> Any:
         if annotation is float and isinstance(value, int) and not isinstance(value, bool):
             values = {**values, key: float(value)}
         elif not _type_ok(value, annotation):
+            one_value = (isinstance(value, list) and where.startswith(("[backbone.", "[dataset.", "[score."))
+                         and _type_ok(value[:1] and value[0], annotation))
             raise ConfigError(
                 f"Option {key!r} in {where} must be {_type_name(annotation)}, got {value!r}."
+                + (" It takes one value: only a strategy's options take a list, to select on validation."
+                   if one_value else "")
             )
     missing = [
         name for name, f in fields.items()

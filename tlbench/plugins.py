@@ -9,6 +9,7 @@ name is an error naming both.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.metadata
@@ -23,7 +24,7 @@ import pluggy
 
 from tlbench import hookspecs
 from tlbench.api import Backbone, Dataset, Score, Strategy
-from tlbench.errors import ConfigError, unknown_name_error
+from tlbench.errors import ConfigError, plugin_hint, unknown_name_error
 
 ENTRY_POINT_GROUP = "tlbench"
 PLUGINS_DIR_ENV = "TLBENCH_PLUGINS_DIR"
@@ -50,6 +51,11 @@ class Registration:
             return f"{self.origin['package']} {self.origin.get('version') or ''}".strip()
         return self.origin.get("file") or self.origin.get("module") or self.plugin
 
+    def described(self) -> str:
+        """``'strategies' (from tlbench 0.1.0)``, or the file's path alone for a loose file."""
+        where = self.where()
+        return repr(self.plugin) if where == self.plugin else f"{self.plugin!r} (from {where})"
+
 
 @dataclass
 class Registry:
@@ -71,13 +77,18 @@ class Registry:
             )
         if not component.name:
             raise TypeError(f"plugin {plugin!r} registered {component.__name__} without a name")
+        if not dataclasses.is_dataclass(component.Options):  # else `tlbench ls -v` fails on it
+            raise TypeError(f"plugin {plugin!r} registered {component.__name__}, whose Options is not a dataclass: "
+                            "decorate it with @dataclass(frozen=True)")
         existing = self.entries[kind].get(component.name)
+        added = Registration(component, plugin, self.origins.get(plugin, {}))
         if existing is not None:
+            # as `tlbench ls` names them: the first-party module 'strategies' says little alone
             raise ConfigError(
-                f"Two plugins register the {singular} {component.name!r}: "
-                f"{existing.plugin!r} and {plugin!r}. Uninstall or rename one of them."
+                f"Two plugins register the {singular} {component.name!r}: {existing.described()} and "
+                f"{added.described()}. Uninstall or rename one of them."
             )
-        self.entries[kind][component.name] = Registration(component, plugin, self.origins.get(plugin, {}))
+        self.entries[kind][component.name] = added
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.entries[kind])
@@ -99,8 +110,13 @@ class Registry:
             if claimed:
                 return claimed[0]
             known = [n for r in entries.values() for n in (r.component.featured or [r.component.name])]
-            raise unknown_name_error("backbone", name, [n for n in known if "*" not in n])
-        raise unknown_name_error(KINDS[kind][2], name, entries)
+            raise unknown_name_error("backbone", name, [n for n in known if "*" not in n],
+                                     hint=self.missing_hint())
+        raise unknown_name_error(KINDS[kind][2], name, entries, hint=self.missing_hint())
+
+    def missing_hint(self) -> str:
+        """What to do about a name no loaded plugin registers (errors.plugin_hint)."""
+        return plugin_hint(plugin for plugin, _ in self.broken)
 
     def listing(self, kind: str) -> Iterable[tuple[str, str, Registration]]:
         """(name, description, registration) in the order `tlbench ls` prints them."""

@@ -53,6 +53,7 @@ class Ranking:
     pairs: list  # PairScores, by dataset then backbone
     tau_best: dict  # score -> {dataset or "pooled": (tau, compared backbone pairs)}
     tau_strategy: dict  # score -> {strategy: (tau, compared pairs)}, pooled over datasets
+    options: dict = field(default_factory=dict)  # score -> the options it ran with ([score.NAME])
 
     @property
     def datasets(self) -> list:
@@ -212,10 +213,13 @@ def correlations(pairs: list[PairScores], names: list[str], strategies: list[str
 
 
 def rank(grid, registry, names: list[str], runner, records: Iterable[dict], log=print) -> Ranking:
+    import dataclasses
+
     pairs = compute(grid, registry, names, runner, log=log)
     strategies = attach_measured(pairs, records, grid, registry)
     tau_best, tau_strategy = correlations(pairs, names, strategies)
-    return Ranking(grid.name, names, strategies, pairs, tau_best, tau_strategy)
+    options = {name: dataclasses.asdict(value) for name, value in score_options(grid, registry, names).items()}
+    return Ranking(grid.name, names, strategies, pairs, tau_best, tau_strategy, options)
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -262,6 +266,10 @@ def to_markdown(ranking: Ranking) -> str:
         "",
         _table(headers, rows),
     ]
+    with_options = [f"`{name}` " + ", ".join(f"{key} = {value!r}" for key, value in options.items())
+                    for name, options in ranking.options.items() if options]
+    if with_options:
+        parts += ["", "Options (`[score.NAME]` in the grid, else the defaults): " + "; ".join(with_options) + "."]
     if ranking.strategies:
         columns = [*ranking.datasets, "pooled"]
         parts += [
@@ -317,6 +325,7 @@ def to_json(ranking: Ranking) -> str:
     data = {
         "grid": ranking.grid,
         "scores": ranking.scores,
+        "score_options": ranking.options,  # what each score ran with: the numbers depend on it
         "pairs": [{"dataset": p.dataset, "backbone": p.backbone, "scores": p.scores, "seconds": p.seconds,
                    "errors": p.errors, "info": {k: v for k, v in p.info.items() if k != "tracebacks"},
                    "top1": p.top1, "best_top1": p.best_top1, "best_strategy": p.best_strategy}
