@@ -12,7 +12,6 @@ import pytest
 from tlbench.errors import ConfigError
 from tlbench.grid import load_grid
 from tlbench.results import iter_records
-from tlbench.slices import parse_only, slice_cells
 
 GRID = """
 name = "sl"
@@ -72,6 +71,8 @@ def test_a_slice_runs_only_its_cells_and_says_how_many_of_the_grid_it_holds(writ
 
 
 def test_values_of_one_axis_are_alternatives_and_axes_must_all_match(write_grid, registry):
+    from tlbench.slices import parse_only, slice_cells
+
     grid = load_grid(str(write_grid(grid_text().replace("train_size = 100", "train_per_class = [2, 5]"))), registry)
     assert len(grid.cells) == 8
 
