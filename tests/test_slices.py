@@ -5,6 +5,7 @@ One real 4-cell grid (a tiny random network, 100 digits at 16 px) runs once per 
 copy its results folder and run slices of it.
 """
 
+import csv
 import shutil
 
 import pytest
@@ -142,6 +143,17 @@ def test_the_board_after_a_run_shows_every_record_of_the_grid_however_narrow_the
     assert "4 cells (4 ok)" in md and "linear_probe" in md
     assert cli("report", "--results", results)[0] == 0
     assert board_files(results) == written
+
+
+def test_after_an_edit_a_slice_leaves_the_other_rows_missing_not_showing_the_old_numbers(results, write_grid, cli):
+    edited = write_grid(grid_text().replace("epochs = 1", "epochs = 2"))
+    code, out, err = cli("run", "--grid", edited, "--results", results, "--only", "strategy=scratch,seed=0", "-q")
+    assert code == 0, err
+    with open(results / "sl" / "leaderboard.csv", newline="") as handle:
+        rows = {row["strategy"]: row for row in csv.DictReader(handle)}
+    assert (rows["scratch"]["status"], rows["scratch"]["seeds"]) == ("1 ok, 1 missing", "1")
+    assert (rows["linear_probe"]["status"], rows["linear_probe"]["top1"]) == ("2 missing", "")
+    assert len(list(iter_records(results, "sl"))) == 5  # the old version's records stay on disk
 
 
 # -- the grid's control --------------------------------------------------------------------------

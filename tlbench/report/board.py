@@ -31,12 +31,15 @@ ENVIRONMENT_FIELDS = ("tlbench", "tlbench_git_commit", "tlbench_git_dirty", "tor
 # -- which records ----------------------------------------------------------------------------
 
 
-def current_records(records: Iterable[dict], cells: Optional[list] = None) -> list[dict]:
+def current_records(records: Iterable[dict], cells: Optional[list] = None,
+                    planned: Optional[list] = None) -> list[dict]:
     """The records a leaderboard shows, sorted.
 
     With the grid's cells, exactly the records of those cells. Without them (``tlbench report``),
-    for each dataset/backbone/strategy the configuration run most recently: records of an
-    earlier version of the grid stay on disk but are not averaged with the current ones.
+    for each dataset/backbone/strategy the configuration the grid snapshot (``planned``) gives
+    it, else the configuration run most recently: records of an earlier version of the grid
+    stay on disk but are not averaged with the current ones, nor shown for a row a slice of the
+    new version has not run yet (its cells are missing until it does).
     """
     records = list(records)
     if cells is not None:
@@ -45,11 +48,12 @@ def current_records(records: Iterable[dict], cells: Optional[list] = None) -> li
         # seeds racing added belong to the grid's configuration though its seed list lacks them
         chosen = [r for r in records if r["run_id"] in wanted or (_raced(r) and r.get("config_id") in configs)]
     else:
-        newest: dict = {}
+        current: dict = {}
         for r in sorted(records, key=lambda r: (r.get("started_at") or "", r["run_id"])):
-            newest[(r["dataset"], r["backbone"], r["strategy"])] = r.get("config_id")
+            current[(r["dataset"], r["backbone"], r["strategy"])] = r.get("config_id")
+        current.update({(c.task, c.backbone, c.strategy): c.config_id for c in planned or ()})
         chosen = [r for r in records
-                  if r.get("config_id") == newest[(r["dataset"], r["backbone"], r["strategy"])]]
+                  if r.get("config_id") == current[(r["dataset"], r["backbone"], r["strategy"])]]
     return sorted(chosen, key=lambda r: (r["dataset"], r["backbone"], r["strategy"], r["seed"], r["run_id"]))
 
 
@@ -120,21 +124,21 @@ def build_leaderboard(results_dir, grid_name: str, cells: Optional[list] = None,
     """The leaderboard of one grid from its stored records (with ``cells``: of exactly those).
 
     Without ``cells`` this is `tlbench report`'s leaderboard, which `tlbench run` writes too:
-    every record of the current configuration, the cells of the grid's snapshot that have none
-    as missing (``tlbench.grid_snapshot``), and the snapshot's controls unless ``control`` (a
-    strategy, or a list of them) names others.
+    every record of the current configuration (the grid snapshot's, ``tlbench.grid_snapshot``,
+    where there is one), the snapshot's cells without one as missing, and the snapshot's
+    controls unless ``control`` (a strategy, or a list of them) names others.
     """
     from tlbench.grid_snapshot import read_snapshot
     from tlbench.results import iter_records  # records bring numpy: not for `tlbench --help`
 
-    records = current_records((as_task(r) for r in iter_records(results_dir, grid_name)), cells)
-    controls, control_from = _as_list(control), "chosen"
     snapshot = read_snapshot(results_dir, grid_name) if cells is None else None
-    if snapshot is not None:
-        if not controls:
-            controls, control_from = snapshot.controls, "grid"
-        cells = snapshot.cells
-    board = leaderboard_from_records(records, grid_name, cells, controls[0] if controls else None)
+    planned = snapshot.cells if snapshot is not None else None
+    records = current_records((as_task(r) for r in iter_records(results_dir, grid_name)), cells, planned)
+    controls, control_from = _as_list(control), "chosen"
+    if snapshot is not None and not controls:
+        controls, control_from = snapshot.controls, "grid"
+    board = leaderboard_from_records(records, grid_name, planned if cells is None else cells,
+                                     controls[0] if controls else None)
     if controls:
         board.control_from = control_from
     by_key = _records_by_row(records)
