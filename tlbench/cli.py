@@ -139,8 +139,8 @@ def _keep_snapshot(results: str, grid) -> None:
     try:
         write_snapshot(results, grid)
     except OSError as exc:
-        raise ConfigError(f"Cannot write the grid snapshot into {results!r} ({exc.strerror or exc}); nothing "
-                          "ran. Free space or fix the folder's permissions, or choose another with --results DIR.") from None
+        raise ConfigError(f"Cannot write the grid snapshot into {results!r} ({exc.strerror or exc}); nothing ran. "
+                          "Free space or fix the folder's permissions, or choose another with --results DIR.") from None
 
 
 def _runner(args, registry, grid):

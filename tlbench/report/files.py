@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 from tlbench.report.board import Leaderboard, build_leaderboard
 from tlbench.report.controls import per_control
