@@ -156,6 +156,13 @@ def test_after_an_edit_a_slice_leaves_the_other_rows_missing_not_showing_the_old
     assert len(list(iter_records(results, "sl"))) == 5  # the old version's records stay on disk
 
 
+def test_a_snapshot_that_cannot_be_read_is_said_once_and_the_grid_is_taken_from_the_records(results, cli):
+    (results / "sl" / "grid.json").write_text('{"format": 1, "grid": "sl", "cells": "oops"')
+    code, out, err = cli("report", "--results", results)
+    assert code == 0 and err.count("grid.json is not a grid snapshot") == 1 and "Traceback" not in err
+    assert "4 cells (4 ok)" in (results / "sl" / "leaderboard.md").read_text()
+
+
 # -- the grid's control --------------------------------------------------------------------------
 
 

@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_run(commands) -> None:
     run = commands.add_parser(
         "run", help="run every cell of a grid and write records + leaderboard",
-        description="Run every cell of a grid; cells with records are skipped. Several runs may "
-                    "share a results folder: each cell runs in one of them.")
+        description="Run every cell of a grid (or of a slice of it, --only); cells with records are "
+                    "skipped. Several runs may share a results folder: each cell runs in one of them. "
+                    "The leaderboard written at the end is the grid's, from all of its records.")
     _add_grid_file(run)
     run.add_argument("--executor", choices=["local", "subprocess", "ray"], default="local",
                      help="where cells run: local (default, in this process), subprocess (each cell "
