@@ -49,10 +49,9 @@ def slice_cells(grid, wanted: dict[str, list[str]]) -> list:
     axes = grid_axes(grid)
     chosen = {axis: _values(axis, texts, axes) for axis, texts in wanted.items()}
     cells = [cell for cell in grid.cells if all(_value_of(cell, axis) in values for axis, values in chosen.items())]
-    if not cells:
-        raise ConfigError(f"--only {describe(wanted)} holds no cell of grid {grid.name!r}: "
-                          "no cell has all of these values. Name values that occur together, e.g. "
-                          f"--only {_example(grid)}.")
+    if not cells:  # none while a grid is the full product of its axes; a guard for grids that are not
+        raise ConfigError(f"--only {describe(wanted)} holds no cell of grid {grid.name!r}: no cell has all "
+                          "of these values. Name values that occur together in the grid.")
     return cells
 
 
@@ -86,8 +85,6 @@ def _same(value, text: str) -> bool:
     its value (``5`` and ``5.0`` are one value)."""
     if isinstance(value, str):
         return value == text
-    if isinstance(value, bool):
-        return str(value).lower() == text.lower()
     try:
         return float(text) == value
     except ValueError:
@@ -98,8 +95,3 @@ def _value_of(cell, axis: str):
     if axis in NAMED_AXES:
         return getattr(cell, axis)
     return dict(cell.sweep).get(axis, _missing)
-
-
-def _example(grid) -> str:
-    first = grid.cells[0]
-    return f"strategy={first.strategy},seed={first.seed}"
