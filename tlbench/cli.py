@@ -91,20 +91,25 @@ def cmd_ls(args) -> int:
 
 def cmd_run(args) -> int:
     """`tlbench run`: exit 0 when every cell is done, 1 when one failed or was lost, 130 when stopped."""
+    from tlbench.slices import parse_only
+
     check_run_flags(args)
+    wanted = parse_only(args.only)  # its syntax before plugins load; its names once the grid is read
     registry, grid = _load_grid(args)
+    cells = _slice(args, grid, wanted)
     if args.race_seeds is not None:
         from tlbench.race import check_cap
 
         check_cap(args.race_seeds, grid)
     runner = _runner(args, registry, grid)
+    _keep_snapshot(args.results, grid)
     executor, job_for = _executor(args, registry, grid, runner)
     try:
         with sigterm_as_interrupt():
             from tlbench.driver import run_grid_on
 
             outcome = run_grid_on(executor, runner, grid, job_for, retry_failed=args.retry_failed,
-                                  force=args.force)
+                                  force=args.force, cells=cells)
             if args.race_seeds:
                 grid.cells = grid.cells + _race(args, registry, grid, runner, outcome)
     except KeyboardInterrupt as exc:
@@ -114,6 +119,28 @@ def cmd_run(args) -> int:
               file=sys.stderr)
         return 130
     return answer_run(args.results, grid, outcome)
+
+
+def _slice(args, grid, wanted: dict):
+    """The cells ``--only`` names (None without it: every cell of the grid), said unless -q."""
+    if not wanted:
+        return None
+    from tlbench.slices import describe, slice_cells
+
+    cells = slice_cells(grid, wanted)
+    _log(args)(f"Slice --only {describe(wanted)}: {len(cells)} of the {len(grid.cells)} cells of grid {grid.name!r}.")
+    return cells
+
+
+def _keep_snapshot(results: str, grid) -> None:
+    """The grid snapshot next to the records, before any cell runs (tlbench.grid_snapshot)."""
+    from tlbench.grid_snapshot import write_snapshot
+
+    try:
+        write_snapshot(results, grid)
+    except OSError as exc:
+        raise ConfigError(f"Cannot write the grid snapshot into {results!r} ({exc.strerror or exc}); nothing ran. "
+                          "Free space or fix the folder's permissions, or choose another with --results DIR.") from None
 
 
 def _runner(args, registry, grid):

@@ -40,6 +40,9 @@ def _take_old_grid_spelling(args) -> None:
 
 def check_run_flags(args) -> None:
     """`tlbench run`'s flags: each value in range, and each with the executor it applies to."""
+    if args.race_seeds is not None and args.only:
+        raise ConfigError("--race-seeds decides each round from every row of the grid, so it races the "
+                          "whole grid, not a slice: run the slice (--only) first, then the grid with --race-seeds.")
     if args.race_seeds is not None and args.executor == "ray":
         raise ConfigError("--race-seeds runs with --executor local or subprocess: each round is "
                           "decided on the driver from the records of the last.")

@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_run(commands) -> None:
     run = commands.add_parser(
         "run", help="run every cell of a grid and write records + leaderboard",
-        description="Run every cell of a grid; cells with records are skipped. Several runs may "
-                    "share a results folder: each cell runs in one of them.")
+        description="Run every cell of a grid (or of a slice of it, --only); cells with records are "
+                    "skipped. Several runs may share a results folder: each cell runs in one of them. "
+                    "The leaderboard written at the end is the grid's, from all of its records.")
     _add_grid_file(run)
     run.add_argument("--executor", choices=["local", "subprocess", "ray"], default="local",
                      help="where cells run: local (default, in this process), subprocess (each cell "
@@ -71,8 +72,15 @@ def _add_run(commands) -> None:
                      help="after the grid's seeds, add one seed a round to each dataset's best row and "
                           "the rows its seeds do not separate from it, until none is left or they have N "
                           "seeds (racing; --executor local or subprocess)")
-    run.add_argument("--retry-failed", action="store_true", help="rerun cells whose record says failed")
-    run.add_argument("--force", action="store_true", help="rerun every cell, even those already done")
+    run.add_argument("--only", action="append", metavar="AXIS=VALUE,...",
+                     help="run only the cells with these values (a slice): axes backbone, strategy, dataset, "
+                          "seed and the grid's curve settings; one axis given twice means either value, "
+                          "different axes must all match (repeatable, pooled the same way); e.g. "
+                          "--only strategy=NAME,seed=1")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="rerun cells whose record says failed (with --only: of the slice)")
+    run.add_argument("--force", action="store_true",
+                     help="rerun every cell, even those already done (with --only: of the slice)")
 
 
 def _add_ls(commands) -> None:
@@ -92,9 +100,10 @@ def _add_report(commands) -> None:
     report.add_argument("--results", default="results", metavar="DIR",
                         help="results folder, or one grid's folder in it (default: ./results)")
     _add_grid_name(report, "only the grid of this name (default: every grid in DIR)")
-    report.add_argument("--control", default=None, metavar="STRATEGY",
-                        help="the strategy transfer gain is measured against (default: the grid's one "
-                             "strategy that starts from random weights)")
+    report.add_argument("--control", action="append", default=None, metavar="STRATEGY",
+                        help="the strategy transfer gain is measured against, in place of the grid's "
+                             "`control` (repeatable: a table per control; default: the grid's `control`, "
+                             "else its one strategy that starts from random weights)")
     report.add_argument("--screenshot", action="store_true",
                         help="also save leaderboard.png, the page as headless Chromium renders it "
                              "(needs Playwright and a system Chromium)")

@@ -67,12 +67,13 @@ def print_failures(records: list[dict]) -> None:
 
 
 def answer_run(results: str, grid, outcome) -> int:
-    """After `tlbench run`: the leaderboard of the grid's cells (its summary printed, its files
-    written) and what failed or was lost; returns the exit status."""
+    """After `tlbench run`: the grid's leaderboard (its summary printed, its files written) and
+    what failed or was lost; returns the exit status. The leaderboard is `tlbench report`'s, from
+    every stored record of the grid, whichever cells this run ran (a slice, a resume, a failure)."""
     from tlbench.report import build_leaderboard, terminal_summary, write_leaderboard
     from tlbench.results import grid_dir
 
-    board = build_leaderboard(results, grid.name, cells=grid.cells)
+    board = build_leaderboard(results, grid.name)
     # the answer first: the files (plots, page) take seconds to render
     print(terminal_summary(board, color=color(sys.stdout)), end="", flush=True)
     print(where(write_leaderboard(board, grid_dir(results, grid.name))))

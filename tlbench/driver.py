@@ -59,21 +59,23 @@ class GridOutcome:
 
 
 def run_grid_on(executor, runner, grid: Grid, job_for=None, retry_failed: bool = False,
-                force: bool = False) -> GridOutcome:
+                force: bool = False, cells: Optional[list] = None) -> GridOutcome:
     """Run a grid's pending cells on ``executor`` (up to ``executor.slots`` at once), each under
-    its claim; this process writes every record. Several drivers may share a results folder: a
-    cell another process is running is left to it and looked at again later (its record then
-    counts as done here). Raises GridInterrupted after storing the records of the cells Ctrl-C
-    stopped."""
-    return GridDriver(executor, runner, grid, job_for, {"retry_failed": retry_failed, "force": force}).run()
+    its claim; this process writes every record. With ``cells`` (a slice, tlbench.slices), only
+    those: the flags act on them alone. Several drivers may share a results folder: a cell
+    another process is running is left to it and looked at again later (its record then counts
+    as done here). Raises GridInterrupted after storing the records of the cells Ctrl-C stopped."""
+    flags = {"retry_failed": retry_failed, "force": force}
+    return GridDriver(executor, runner, grid, job_for, flags, cells).run()
 
 
 class GridDriver:
     """The driver's loop over one grid: which cells are pending, claiming each before it is
     handed to the executor, and storing what comes back."""
 
-    def __init__(self, executor, runner, grid: Grid, job_for, flags: dict):
+    def __init__(self, executor, runner, grid: Grid, job_for, flags: dict, cells: Optional[list] = None):
         self.executor, self.runner, self.grid, self.job_for, self.flags = executor, runner, grid, job_for, flags
+        self.cells = grid.cells if cells is None else cells
         self.progress = runner.progress
         remove_leftovers(runner.results_dir, grid.name)
         self.at_start = records_by_run_id(runner.results_dir, grid.name)
@@ -84,7 +86,7 @@ class GridDriver:
 
     def run(self) -> GridOutcome:
         self._sort_pending()
-        self.progress.grid_start(len(self.grid.cells), len(self.outcome.skipped))
+        self.progress.grid_start(len(self.cells), len(self.outcome.skipped))
         try:
             while self.todo or self.waiting or self.in_flight:
                 self._hand_out()
@@ -99,7 +101,7 @@ class GridDriver:
         return self.outcome
 
     def _sort_pending(self) -> None:
-        for cell in self.grid.cells:
+        for cell in self.cells:
             previous = self.at_start.get(cell.run_id)
             if needs_run(previous, previous, **self.flags):
                 self.todo.append(cell)

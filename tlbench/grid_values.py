@@ -1,5 +1,5 @@
-"""The values a grid file holds, checked one shape at a time: lists of names, seeds, the lists
-in [settings] that make curves, and numbers TOML allows but no option means (nan, inf). Each
+"""The values a grid file holds, checked one shape at a time: lists of names, seeds, the
+control(s), the lists in [settings] that make curves, and numbers TOML allows but no option means (nan, inf). Each
 mistake is one ConfigError naming the key and the fix."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import itertools
 import math
 from typing import Any
 
-from tlbench.errors import ConfigError
+from tlbench.errors import ConfigError, closest
 from tlbench.options import build_options
 from tlbench.settings import Settings
 
@@ -41,6 +41,28 @@ def seeds_of(data: dict, source: str) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"'seeds' in {source!r} repeats a seed: {seeds!r}.")
     return seeds
+
+
+def controls_of(data: dict, strategies: list[str], source: str) -> list[str]:
+    """The grid's ``control``: one strategy name or a list of them, each one of the grid's
+    strategies ([] when the key is absent: the leaderboard then finds one from the records)."""
+    value = data.get("control")
+    if value is None:
+        return []
+    controls = [value] if isinstance(value, str) else value
+    if (not isinstance(controls, list) or not controls
+            or not all(isinstance(c, str) and c for c in controls)):
+        raise ConfigError(f"'control' in {source!r} must be a strategy name or a list of them, e.g. "
+                          f"control = \"{strategies[0]}\"; got {value!r}.")
+    if len(set(controls)) != len(controls):
+        raise ConfigError(f"'control' in {source!r} names {controls!r}: remove the duplicate.")
+    for name in controls:
+        if name not in strategies:
+            hint = closest(name, strategies)
+            fix = f" Did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(f"control {name!r} in {source!r} is not one of the grid's strategies.{fix} "
+                              f"Strategies: {', '.join(strategies)}")
+    return controls
 
 
 # Settings a grid may list several values of: one cell per value, for curves such as accuracy

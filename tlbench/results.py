@@ -7,6 +7,7 @@ Layout::
     RESULTS/GRID/records/RUN_ID.lock   the claim of the process running that cell right now
     RESULTS/GRID/records/corrupt/      unreadable records, set aside (never deleted)
     RESULTS/GRID/leaderboard.*         written by `tlbench report` from the records alone
+    RESULTS/GRID/grid.json             the grid snapshot `tlbench run` keeps (tlbench.grid_snapshot)
 
 Every write of a record happens while its writer holds the cell's claim, so whoever holds a
 claim may read, replace or set aside that cell's record without racing anyone.

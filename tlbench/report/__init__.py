@@ -10,12 +10,16 @@ self-contained page, all next to the records::
     RESULTS/GRID/leaderboard.csv                      per dataset (one row per backbone/strategy)
     RESULTS/GRID/leaderboard_overall.csv              per backbone/strategy across datasets
     RESULTS/GRID/leaderboard_transfer_gain.csv        each strategy minus the control
+    RESULTS/GRID/leaderboard_transfer_gain_vs_C.csv   with several controls: minus each control C after the first
     RESULTS/GRID/leaderboard.json                     all of the above and the environment
     RESULTS/GRID/leaderboard_*.tex                    each table as a LaTeX tabular (booktabs), for papers
     RESULTS/GRID/leaderboard.html                     one page, nothing remote, sortable tables
     RESULTS/GRID/accuracy_vs_train_time.png           per dataset, Pareto front marked
     RESULTS/GRID/accuracy_vs_trainable_params.png
     RESULTS/GRID/critical_difference.png              with five or more datasets: mean ranks, Nemenyi CD
+
+The cells the grid holds and its controls come from the grid snapshot beside the records
+(``RESULTS/GRID/grid.json``, tlbench.grid_snapshot) where `tlbench run` left one.
 
 Which rows the numbers separate (ties with each dataset's best, the leading rows' paired tests,
 the bootstrap interval, P(improvement) and Friedman's test) is ``significance``; the arithmetic

@@ -10,6 +10,7 @@ from typing import Iterable, Optional
 from tlbench.grid import task_name
 from tlbench.options import end_of_list
 from tlbench.records import MISSING, STATUSES
+from tlbench.report.controls import find_control, starts_from_random, transfer_gain_rows
 from tlbench.report.curves import by_curve_point, curves_of, fill_sweeps, task_key, task_order
 from tlbench.report.significance import across_tasks, critical_difference, group_by_task, judge_task
 from tlbench.report.stats import mean_ci
@@ -31,12 +32,15 @@ ENVIRONMENT_FIELDS = ("tlbench", "tlbench_git_commit", "tlbench_git_dirty", "tor
 # -- which records ----------------------------------------------------------------------------
 
 
-def current_records(records: Iterable[dict], cells: Optional[list] = None) -> list[dict]:
+def current_records(records: Iterable[dict], cells: Optional[list] = None,
+                    planned: Optional[list] = None) -> list[dict]:
     """The records a leaderboard shows, sorted.
 
     With the grid's cells, exactly the records of those cells. Without them (``tlbench report``),
-    for each dataset/backbone/strategy the configuration run most recently: records of an
-    earlier version of the grid stay on disk but are not averaged with the current ones.
+    for each dataset/backbone/strategy the configuration the grid snapshot (``planned``) gives
+    it, else the configuration run most recently: records of an earlier version of the grid
+    stay on disk but are not averaged with the current ones, nor shown for a row a slice of the
+    new version has not run yet (its cells are missing until it does).
     """
     records = list(records)
     if cells is not None:
@@ -45,18 +49,20 @@ def current_records(records: Iterable[dict], cells: Optional[list] = None) -> li
         # seeds racing added belong to the grid's configuration though its seed list lacks them
         chosen = [r for r in records if r["run_id"] in wanted or (_raced(r) and r.get("config_id") in configs)]
     else:
-        newest: dict = {}
+        current: dict = {}
         for r in sorted(records, key=lambda r: (r.get("started_at") or "", r["run_id"])):
-            newest[(r["dataset"], r["backbone"], r["strategy"])] = r.get("config_id")
+            current[(r["dataset"], r["backbone"], r["strategy"])] = r.get("config_id")
+        current.update({(c.task, c.backbone, c.strategy): c.config_id for c in planned or ()})
         chosen = [r for r in records
-                  if r.get("config_id") == newest[(r["dataset"], r["backbone"], r["strategy"])]]
+                  if r.get("config_id") == current[(r["dataset"], r["backbone"], r["strategy"])]]
     return sorted(chosen, key=lambda r: (r["dataset"], r["backbone"], r["strategy"], r["seed"], r["run_id"]))
 
 
 def expected_cells(records: list[dict], cells: Optional[list] = None) -> set:
     """(dataset, backbone, strategy, seed) of every cell the grid should have.
 
-    With the grid's cells, those. From records alone: every combination of the backbones,
+    With the grid's cells (a Cell or a snapshot's PlannedCell: ``task``, ``backbone``,
+    ``strategy``, ``seed``), those. From records alone: every combination of the backbones,
     strategies, datasets and seeds they name (a grid is such a product), so a cell that never
     wrote a record - a runner lost with its node, a grid stopped early - shows as missing.
     """
@@ -101,41 +107,57 @@ class Leaderboard:
     pairwise: list[dict] = field(default_factory=list)
     #: Friedman's test and Nemenyi's critical difference across tasks, or why there is none
     critical_difference: dict = field(default_factory=dict)
+    #: who named the control: "records" (found by ``find_control``), "grid" (its ``control`` key)
+    #: or "chosen" (``tlbench report --control``)
+    control_from: str = "records"
+    #: {control: transfer gain rows} of the controls after the first, when several are named
+    more_gains: dict = field(default_factory=dict)
+    #: {strategy: True when its records started from random weights} (``starts_from_random``)
+    random_starts: dict = field(default_factory=dict)
 
     @property
     def has_control(self) -> bool:
         return self.control in self.strategies
 
 
-def starts_from_random(records: list[dict]) -> dict:
-    """{strategy: True when its cells started from random weights} for the strategies whose
-    records say (``pretrained``, the effective flag: a strategy can declare it starts from
-    random weights, and a grid can ask it of every strategy)."""
-    flags: dict = {}
-    for r in records:
-        if isinstance(r.get("pretrained"), bool):
-            flags.setdefault(r["strategy"], set()).add(not r["pretrained"])
-    return {strategy: all(values) for strategy, values in flags.items()}
-
-
-def find_control(records: list[dict]) -> Optional[str]:
-    """The control of a grid whose records do not name one: its one strategy that starts from
-    random weights, when other strategies start from pretrained ones (none when zero or
-    several strategies do: then ``tlbench report --control NAME`` chooses)."""
-    random_starts = starts_from_random(records)
-    controls = [s for s, random in random_starts.items() if random]
-    if len(controls) == 1 and not all(random_starts.values()):
-        return controls[0]
-    return None
-
-
 def build_leaderboard(results_dir, grid_name: str, cells: Optional[list] = None,
-                      control: Optional[str] = None) -> Leaderboard:
-    """The leaderboard of one grid from its stored records (with ``cells``: of exactly those)."""
+                      control=None) -> Leaderboard:
+    """The leaderboard of one grid from its stored records (with ``cells``: of exactly those).
+
+    Without ``cells`` this is `tlbench report`'s leaderboard, which `tlbench run` writes too:
+    every record of the current configuration (the grid snapshot's, ``tlbench.grid_snapshot``,
+    where there is one), the snapshot's cells without one as missing, and the snapshot's
+    controls unless ``control`` (a strategy, or a list of them) names others.
+    """
+    from tlbench.grid_snapshot import read_snapshot
     from tlbench.results import iter_records  # records bring numpy: not for `tlbench --help`
 
-    records = (as_task(r) for r in iter_records(results_dir, grid_name))
-    return leaderboard_from_records(current_records(records, cells), grid_name, cells, control)
+    snapshot = read_snapshot(results_dir, grid_name) if cells is None else None
+    planned = snapshot.cells if snapshot is not None else None
+    records = current_records((as_task(r) for r in iter_records(results_dir, grid_name)), cells, planned)
+    controls, control_from = _as_list(control), "chosen"
+    if snapshot is not None and not controls:
+        controls, control_from = snapshot.controls, "grid"
+    board = leaderboard_from_records(records, grid_name, planned if cells is None else cells,
+                                     controls[0] if controls else None)
+    if controls:
+        board.control_from = control_from
+    by_key = _records_by_row(records)
+    board.more_gains = {c: transfer_gain_rows(board.per_dataset, by_key, c) for c in controls[1:]}
+    return board
+
+
+def _as_list(control) -> list:
+    if control is None:
+        return []
+    return [control] if isinstance(control, str) else list(control)
+
+
+def _records_by_row(records: list[dict]) -> dict:
+    by_key: dict = {}
+    for r in records:
+        by_key.setdefault((r["dataset"], r["backbone"], r["strategy"]), []).append(r)
+    return by_key
 
 
 def leaderboard_from_records(records: list[dict], grid: str, cells: Optional[list] = None,
@@ -144,9 +166,7 @@ def leaderboard_from_records(records: list[dict], grid: str, cells: Optional[lis
     gain is over ``control``, by default the one found by ``find_control``."""
     control = control or find_control(records)
     expected = expected_cells(records, cells)
-    by_key: dict = {}
-    for r in records:
-        by_key.setdefault((r["dataset"], r["backbone"], r["strategy"]), []).append(r)
+    by_key = _records_by_row(records)
     seen = {(r["dataset"], r["backbone"], r["strategy"], r["seed"]) for r in records}
     missing: dict = {}
     for d, b, s, seed in expected - seen:
@@ -177,13 +197,14 @@ def leaderboard_from_records(records: list[dict], grid: str, cells: Optional[lis
     return Leaderboard(
         grid=grid, control=control, per_dataset=per_dataset, overall=overall, pairwise=pairwise,
         critical_difference=critical_difference(per_dataset, names["dataset"]),
-        transfer_gain=_transfer_gain(per_dataset, by_key, control),
+        transfer_gain=transfer_gain_rows(per_dataset, by_key, control),
         environment=_environment(records), records=len(records), cells=len(expected | seen),
         first_started=min(stamps) if stamps else None, last_finished=max(ends) if ends else None,
         datasets=names["dataset"], backbones=names["backbone"], strategies=names["strategy"],
         seeds=sorted({r["seed"] for r in records} | {key[3] for key in expected}),
         curves=curves_of(per_dataset),
         control_from_random=starts_from_random(records).get(control, False),
+        random_starts=starts_from_random(records),
     )
 
 
@@ -295,48 +316,6 @@ def _overall(per_dataset: list[dict], datasets: list[str]) -> list[dict]:
         })
     rows.sort(key=lambda row: (_asc(row["mean_rank"]), _desc(row["mean_top1"]), row["backbone"], row["strategy"]))
     return rows
-
-
-def _transfer_gain(per_dataset: list[dict], by_key: dict, control: str) -> list[dict]:
-    """Each strategy's mean top-1 minus the control's on the same backbone and dataset.
-
-    The interval comes from per-seed differences (seed k of both shares the split and the
-    k-shot sample), so it needs the same two or more ok seeds on both sides.
-    """
-    if control is None or not any(row["strategy"] == control for row in per_dataset):
-        return []
-    controls = {(row["dataset"], row["backbone"]): row for row in per_dataset if row["strategy"] == control}
-    rows = []
-    for row in per_dataset:
-        if row["strategy"] == control:
-            continue
-        base = controls.get((row["dataset"], row["backbone"]))
-        gain = ci = None
-        n = 0
-        if base is None:
-            note = f"no {control} cell"
-        elif base["top1"] is None:
-            note = f"{control}: {base['status']}"
-        elif row["top1"] is None:
-            note = row["status"]
-        else:
-            note = ""
-            gain = row["top1"] - base["top1"]
-            if sorted(row["ok_seeds"]) == sorted(base["ok_seeds"]) and len(row["ok_seeds"]) >= 2:
-                mine = _top1_by_seed(by_key[(row["dataset"], row["backbone"], row["strategy"])])
-                theirs = _top1_by_seed(by_key[(row["dataset"], row["backbone"], control)])
-                paired = mean_ci([mine[s] - theirs[s] for s in sorted(mine)])
-                ci, n = paired.half_width, paired.n
-        rows.append({"dataset": row["dataset"], "backbone": row["backbone"], "strategy": row["strategy"],
-                     "top1": row["top1"], "control_top1": None if base is None else base["top1"],
-                     "gain": gain, "gain_ci95": ci, "paired_seeds": n, "note": note})
-    order = {task: i for i, task in enumerate(task_order(per_dataset))}
-    rows.sort(key=lambda r: (order[r["dataset"]], r["backbone"], _desc(r["gain"]), r["strategy"]))
-    return rows
-
-
-def _top1_by_seed(records: list[dict]) -> dict:
-    return {r["seed"]: r["top1"] for r in records if r["status"] == "ok"}
 
 
 def _environment(records: list[dict]) -> list[tuple[str, str]]:

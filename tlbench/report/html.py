@@ -9,6 +9,7 @@ from html import escape
 from importlib import resources
 
 from tlbench.report.board import Leaderboard
+from tlbench.report.controls import per_control
 from tlbench.report.markdown import _sentence
 from tlbench.report.plots import CD_PLOT, PLOT_CAPTIONS, PLOT_TITLES
 from tlbench.report.views import (CI_NOTE, CURVE_OVERALL_NOTE, OVERALL_NOTE, TIE_NOTE, View, best_of,
@@ -69,6 +70,18 @@ def _note(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(_sentence(text))) + "."
 
 
+def _gain_section(board: Leaderboard, anchor: str) -> str:
+    over = f" over <code>{escape(board.control)}</code>" if board.control else ""
+    gain = f'<section id="{_anchor(anchor)}"><h2>Transfer gain{over}</h2>'
+    if board.transfer_gain:
+        view = gain_view(board)
+        view.name = anchor.replace("-", "_")  # the table's id: one per control
+        gain += f'<p class="note">{_note(gain_note(board))}</p>{_table(view, key_columns=3)}'
+    else:
+        gain += f"<p>{_note(no_gain_note(board))}</p>"
+    return gain + "</section>"
+
+
 def to_html(board: Leaderboard, plots: dict[str, bytes]) -> str:
     title = f"{board.grid}: tlbench leaderboard"
     sections = [f'<header><h1>{escape(board.grid)}</h1><p class="meta">{escape(describe(board))}.</p>']
@@ -101,13 +114,8 @@ def to_html(board: Leaderboard, plots: dict[str, bytes]) -> str:
                 parts.append(f'<p class="note">Against the best, {escape(best["backbone"])} / '
                              f'{escape(best["strategy"])}:</p>{_table(pairwise_view(board, dataset))}')
         sections.append("".join(parts) + "</section>")
-        over = f" over <code>{escape(board.control)}</code>" if board.control else ""
-        gain = f'<section id="transfer-gain"><h2>Transfer gain{over}</h2>'
-        if board.transfer_gain:
-            gain += f'<p class="note">{_note(gain_note(board))}</p>{_table(gain_view(board), key_columns=3)}'
-        else:
-            gain += f"<p>{_note(no_gain_note(board))}</p>"
-        sections.append(gain + "</section>")
+        for n, view in enumerate(per_control(board)):  # a table for each control, the first first
+            sections.append(_gain_section(view, "transfer-gain" + (f"-{view.control}" if n else "")))
         figures = []
         for name, png in plots.items():
             data = base64.b64encode(png).decode("ascii")

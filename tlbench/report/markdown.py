@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 from tlbench.report.board import Leaderboard
+from tlbench.report.controls import per_control
 from tlbench.report.plots import CD_PLOT, PLOT_TITLES
 from tlbench.report.views import (CI_NOTE, CURVE_NOTE, CURVE_OVERALL_NOTE, OVERALL_NOTE, TIE_NOTE, View, best_of,
                                   curve_views,
@@ -70,11 +71,12 @@ def to_markdown(board: Leaderboard, plots: Iterable[str] = ()) -> str:
         parts.append(f"## Curves\n\n{_sentence(CURVE_NOTE)}.\n")
         for (dataset, setting), views in curve_views(board):
             parts.append(f"### {dataset}: top-1 against {setting}\n\n{_markdown_table(views)}")
-    parts.append(f"## Transfer gain over `{board.control}`\n" if board.control else "## Transfer gain\n")
-    if board.transfer_gain:
-        parts[-1] += f"\n{_sentence(gain_note(board))}.\n\n{_markdown_table(gain_view(board))}"
-    else:
-        parts[-1] += f"\n{no_gain_note(board)}.\n"
+    for view in per_control(board):  # a table for each control the grid names, its first first
+        parts.append(f"## Transfer gain over `{view.control}`\n" if view.control else "## Transfer gain\n")
+        if view.transfer_gain:
+            parts[-1] += f"\n{_sentence(gain_note(view))}.\n\n{_markdown_table(gain_view(view))}"
+        else:
+            parts[-1] += f"\n{no_gain_note(view)}.\n"
     if plots:
         parts.append("## Plots\n\n" + "\n\n".join(f"![{PLOT_TITLES[name]}]({name})" for name in plots) + "\n")
     parts.append("## Environment\n\n" + _markdown_table(environment_view(board)))

@@ -80,6 +80,9 @@ def to_json(board: Leaderboard) -> str:
     }
     if board.curves:  # only then: leaderboards of grids without curves stay byte-identical
         document["curves"] = board.curves
+    if board.more_gains:  # only with several controls: one-control leaderboards stay byte-identical
+        document["controls"] = [board.control, *board.more_gains]
+        document["more_transfer_gains"] = {c: [clean(r) for r in rows] for c, rows in board.more_gains.items()}
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
 
 

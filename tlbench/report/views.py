@@ -331,12 +331,15 @@ def curve_views(board: Leaderboard) -> list[tuple[tuple, View]]:
 
 def gain_note(board: Leaderboard) -> str:
     what = ("the network trained from random weights" if board.control_from_random
-            else "the control chosen with --control")
+            else "the grid's control" if board.control_from == "grid" else "the control chosen with --control")
     return (f"each strategy's top-1 minus `{board.control}` ({what}) on "
             f"the same backbone and dataset; ± from per-seed differences, n = paired seeds")
 
 
 def no_gain_note(board: Leaderboard) -> str:
+    if board.control is not None and board.control_from == "grid":
+        return (f"No `{board.control}` records yet: run its cells (`tlbench run --grid GRID.toml --only "
+                f"strategy={board.control}`) to measure the gain over it")
     if board.control is not None:
         return (f"No `{board.control}` records: add `{board.control}` to the grid's strategies "
                 f"to measure what pretraining adds")
