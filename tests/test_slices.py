@@ -201,6 +201,9 @@ def test_the_grids_controls_each_get_a_table_in_run_and_in_report_anywhere(resul
     (second,) = (folder / "leaderboard_transfer_gain_vs_scratch.csv").read_text().splitlines()[1:]
     assert first.split(",")[2] == "scratch" and second.split(",")[2] == "linear_probe"
     assert float(first.split(",")[5]) == pytest.approx(-float(second.split(",")[5]))
+    # and a LaTeX table each, named as the CSVs are
+    assert "linear\\_probe" in (folder / "leaderboard_transfer_gain_vs_scratch.tex").read_text()
+    assert "scratch" in (folder / "leaderboard_transfer_gain.tex").read_text()
     written = board_files(results)
     # another machine: the grid's folder copied, no grid file, `tlbench report` writes the same files
     elsewhere = tmp_path / "elsewhere"
@@ -210,5 +213,6 @@ def test_the_grids_controls_each_get_a_table_in_run_and_in_report_anywhere(resul
     # --control replaces the grid's controls for this report: one table, its own files only
     assert cli("report", "--results", elsewhere, "--control", "scratch")[0] == 0
     assert not (elsewhere / "sl" / "leaderboard_transfer_gain_vs_scratch.csv").exists()
+    assert not (elsewhere / "sl" / "leaderboard_transfer_gain_vs_scratch.tex").exists()
     md = (elsewhere / "sl" / "leaderboard.md").read_text()
     assert "## Transfer gain over `scratch`" in md and "over `linear_probe`" not in md

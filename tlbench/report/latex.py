@@ -5,8 +5,10 @@ escaped), one file per table, the same bytes for the same records."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from tlbench.report.board import Leaderboard
+from tlbench.report.controls import per_control
 from tlbench.report.views import (View, curve_views, dataset_view, environment_view, gain_view, overall_view,
                                   pairwise_view)
 
@@ -66,7 +68,8 @@ def _slug(name: str) -> str:
 def latex_tables(board: Leaderboard) -> dict[str, str]:
     """{file name: LaTeX} for each table of leaderboard.md, in its order (none without records):
     ``leaderboard_overall.tex``, ``leaderboard_dataset-TASK.tex`` and ``leaderboard_pairwise-TASK.tex``
-    per task, ``leaderboard_curve-DATASET-SETTING.tex``, ``leaderboard_transfer_gain.tex``,
+    per task, ``leaderboard_curve-DATASET-SETTING.tex``, ``leaderboard_transfer_gain.tex``
+    (and ``leaderboard_transfer_gain_vs_CONTROL.tex`` for each further control of the grid),
     ``leaderboard_environment.tex``."""
     if not board.per_dataset:
         return {}
@@ -82,6 +85,9 @@ def latex_tables(board: Leaderboard) -> dict[str, str]:
     tables += [(view, tabular(view)) for _, view in curve_views(board)]
     if board.transfer_gain:
         gain = gain_view(board)
+        tables.append((gain, tabular(gain)))
+    for view in per_control(board)[1:]:  # a grid's further controls: a table each, by its name
+        gain = replace(gain_view(view), name=f"transfer_gain_vs_{view.control}")
         tables.append((gain, tabular(gain)))
     environment = environment_view(board)
     tables.append((environment, tabular(environment)))
