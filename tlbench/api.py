@@ -47,6 +47,17 @@ class Component:
         """True for a backbone whose name is a pattern standing for many names."""
         return False
 
+    def unavailable(self) -> Optional[str]:
+        """Why this component, with its options, cannot run on this machine, as one line that
+        ends with the fix ("... not installed. Fix: pip install x"); None when it can.
+
+        The core asks once per distinct configuration of a grid, before the first cell, and
+        stops the run (exit 2) when any answers: so look, do not load. Check that files exist,
+        that an extra's package is installed, that a download site answers; never download,
+        decode or build a network here.
+        """
+        return None
+
 
 # -- backbones ---------------------------------------------------------------------------------
 
@@ -87,6 +98,11 @@ class Backbone(Component):
 
     def create(self, name: str, *, num_classes: int, pretrained: bool) -> Network:
         raise NotImplementedError
+
+    def unavailable(self, name: str, *, pretrained: bool) -> Optional[str]:  # type: ignore[override]
+        """As :meth:`Component.unavailable`, for the network ``name`` with pretrained weights or
+        random ones (a family serves many names, and random weights need no file)."""
+        return None
 
 
 # -- datasets ----------------------------------------------------------------------------------

@@ -48,7 +48,11 @@ def cmd_rank(args) -> int:
 
     registry, grid = _load_grid(args)
     names = rank.score_names(registry, args.scores)
-    rank.pair_cells(grid, registry)  # a grid without a pretrained strategy fails before any work
+    pairs = rank.pair_cells(grid, registry)  # a grid without a pretrained strategy fails before any work
+    from tlbench.preflight import check_components
+
+    # rank fits no strategy: only what it builds and scores must be able to run here
+    check_components(grid.name, pairs, registry, rank.score_options(grid, registry, names), strategies=False)
 
     from tlbench.machine import check_device
     from tlbench.results import grid_dir, iter_records, writable_folder
@@ -97,6 +101,10 @@ def cmd_run(args) -> int:
         from tlbench.race import check_cap
 
         check_cap(args.race_seeds, grid)
+    if args.executor != "ray" or args.ray_address is None:  # a cluster's nodes check their own (node_check)
+        from tlbench.preflight import check_components
+
+        check_components(grid.name, grid.cells, registry)
     runner = _runner(args, registry, grid)
     executor, job_for = _executor(args, registry, grid, runner)
     try:
