@@ -273,6 +273,8 @@ class FashionMnist(tlbench.Dataset):
             return missing_fashion_mnist(searched)
         import torchvision.datasets
 
+        from tlbench_plugins.machinery.network import unreachable
+
         mirrors = torchvision.datasets.FashionMNIST.mirrors
         why = None
         for mirror in mirrors:
@@ -385,23 +387,6 @@ def _problem(check) -> Optional[str]:
         check()
     except tlbench.ConfigError as exc:
         return str(exc)
-    return None
-
-
-def unreachable(url: str, timeout_s: float = 3.0) -> Optional[str]:
-    """Why the server of ``url`` (or the proxy for it) does not answer, or None when it does: a
-    connection opened and closed, nothing sent, so it costs a DNS lookup and one round trip."""
-    import socket
-    import urllib.request
-    from urllib.parse import urlsplit
-
-    proxy = urllib.request.getproxies().get(urlsplit(url).scheme)
-    parts = urlsplit(proxy or url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
-    except OSError as exc:  # no DNS, refused, unreachable network, timeout
-        return f"{type(exc).__name__}: {exc}"
     return None
 
 
