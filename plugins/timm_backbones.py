@@ -77,6 +77,17 @@ class TimmBackbone(tlbench.Backbone):
         arch, _, tag = name.partition(".")
         return timm.is_model(arch) and (not tag or timm.is_model_pretrained(name))
 
+    def matching(self, pattern: str) -> dict:
+        """timm's models that match (``timm.list_models(pattern)``), each with its hub weights."""
+        import timm
+
+        tags: dict = {}
+        for tagged in timm.list_models(pattern, pretrained=True):
+            arch, _, tag = tagged.partition(".")
+            tags.setdefault(arch, []).append(tag)
+        return {name: self.featured.get(name) or _weights_note(tags.get(name, []))
+                for name in timm.list_models(pattern)}
+
     def unavailable(self, name, *, pretrained) -> Optional[str]:
         """Bundled weights whose pip package is missing, or hub weights a grid forbids; the rest
         is known only by trying (timm's hub)."""
@@ -92,6 +103,13 @@ class TimmBackbone(tlbench.Backbone):
         network = load_network(name, pretrained=pretrained, options=self.options)
         network.model.reset_classifier(num_classes)
         return network
+
+
+def _weights_note(tags: list) -> str:
+    if not tags:
+        return "timm model, no pretrained weights (pretrained = false only)"
+    shown = ", ".join(tags[:3]) + (f" and {len(tags) - 3} more" if len(tags) > 3 else "")
+    return f"timm model, hub weights: {shown}"
 
 
 @tlbench.hookimpl

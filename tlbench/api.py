@@ -96,6 +96,11 @@ class Backbone(Component):
     def claims(self, name: str) -> bool:
         return fnmatch.fnmatchcase(name, self.name)
 
+    def matching(self, pattern: str) -> Mapping[str, str]:
+        """{name: one-line description} of the names this family serves that match the fnmatch
+        ``pattern``, for ``tlbench ls backbones PATTERN``; by default its ``featured`` ones."""
+        return {name: text for name, text in self.featured.items() if fnmatch.fnmatchcase(name, pattern)}
+
     def create(self, name: str, *, num_classes: int, pretrained: bool) -> Network:
         raise NotImplementedError
 

@@ -89,7 +89,7 @@ def cmd_reproduce(args) -> int:
 def cmd_ls(args) -> int:
     from tlbench.cli_views import print_listing
 
-    print_listing(_registry(args), args.kind, args.verbose)
+    print_listing(_registry(args), args.kind, args.verbose, args.pattern)
     return 0
 
 

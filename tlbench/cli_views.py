@@ -23,12 +23,15 @@ def warn_broken_plugins(registry) -> None:
         print(f"warning: plugin {plugin!r} was skipped: {why}", file=sys.stderr)
 
 
-def print_listing(registry, kind: str, verbose: bool) -> None:
-    """`tlbench ls KIND`: one name a line, what it is and where it comes from (``verbose``: and
-    each option, once per component)."""
+def print_listing(registry, kind: str, verbose: bool, pattern=None) -> None:
+    """`tlbench ls KIND [PATTERN]`: one name a line, what it is and where it comes from
+    (``verbose``: and each option, once per component). A pattern that matches nothing is said
+    on stderr, with the closest names: a search that found nothing, not an error (exit 0)."""
     from tlbench.options import describe_options
 
-    rows = list(registry.listing(kind))
+    rows = list(registry.listing(kind, pattern))
+    if not rows and pattern is not None:
+        print(no_match(registry, kind, pattern), file=sys.stderr)
     width = max((len(name) for name, _, _ in rows), default=0)
     described = set()
     for name, text, reg in rows:
@@ -37,6 +40,15 @@ def print_listing(registry, kind: str, verbose: bool) -> None:
             described.add(reg.component)
             for opt, option_kind, default, help_text in describe_options(reg.component.Options):
                 print(f"    {opt} ({option_kind}, default {default}): {help_text}")
+
+
+def no_match(registry, kind: str, pattern: str) -> str:
+    from tlbench.errors import closest
+
+    hint = closest(pattern, [name for name, _, _ in registry.listing(kind)])
+    maybe = f" Closest: {', '.join(hint)}." if hint else ""
+    return (f"No {kind} match {pattern!r}.{maybe} `tlbench ls {kind}` lists them all; a pattern takes "
+            "* and ? (e.g. 'efficientnet*').")
 
 
 # -- a run's outcome -----------------------------------------------------------------------------
