@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 from tlbench.cli_flags import (check_common_flags, check_reproduce_flags, check_run_flags, grid_folder_as_results,
                                grids_to_read)
 from tlbench.cli_parser import DEFAULT_GRID, build_parser
-from tlbench.cli_views import answer_run, interrupted_cells, warn_broken_plugins, where
+from tlbench.cli_views import answer_run, interrupted_cells, warn_broken_plugins, warn_capped, where
 from tlbench.errors import ConfigError, RunStopped
 from tlbench.sigterm import sigterm_as_interrupt
 
@@ -121,6 +121,7 @@ def cmd_run(args) -> int:
         print(f"Interrupted: {cell}finished cells are saved. Run the same command again to resume.",
               file=sys.stderr)
         return 130
+    warn_capped(outcome.ran + outcome.skipped)
     return answer_run(args.results, grid, outcome)
 
 

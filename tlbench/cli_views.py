@@ -78,6 +78,25 @@ def print_failures(records: list[dict]) -> None:
     print("Fix the cause and rerun with --retry-failed.", file=sys.stderr)
 
 
+CAP_MEANING = {"test_size": "all its test split has", "train_per_class": "the fewest training images of a class"}
+
+
+def warn_capped(records: list[dict]) -> None:
+    """Each split size the data fell short of (a record's ``capped``), said once per setting
+    and dataset however many cells it capped."""
+    from tlbench.grid import task_name
+
+    cells: dict = {}
+    for record in records:
+        for setting, cap in (record.get("capped") or {}).items():
+            key = (setting, cap["set"], cap["used"], task_name(record["dataset"], record.get("sweep") or {}))
+            cells[key] = cells.get(key, 0) + 1
+    for (setting, asked, used, task), count in sorted(cells.items(), key=str):
+        why = CAP_MEANING.get(setting, "what the data allowed")
+        print(f"warning: {setting} = {asked} was capped to {used} ({why}) on {task}, in {count} cell(s); "
+              "their records say so under `capped`", file=sys.stderr)
+
+
 def answer_run(results: str, grid, outcome) -> int:
     """After `tlbench run`: the leaderboard of the grid's cells (its summary printed, its files
     written) and what failed or was lost; returns the exit status."""
