@@ -97,7 +97,7 @@ class TimmBackbone(tlbench.Backbone):
             return _bundled_missing(name)
         if not self.options.hub:
             return f"Backbone {name!r} has no local or bundled weights and hub = false. {_fixes(name, 'set hub = true, ')}"
-        return None
+        return _hub_weights_out_of_reach(name)
 
     def create(self, name, *, num_classes, pretrained) -> tlbench.Network:
         network = load_network(name, pretrained=pretrained, options=self.options)
@@ -187,6 +187,39 @@ def _from_hub(name: str) -> tlbench.Network:
     cfg = model.pretrained_cfg
     source = cfg.get("hf_hub_id") or cfg.get("url") or f"{cfg.get('architecture')}.{cfg.get('tag')}"
     return _network(model, f"timm-hub:{source}")
+
+
+# the weight files timm looks for in a hub repository, in its order (timm.models._hub)
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
+                    "open_clip_pytorch_model.bin")
+
+
+def _hub_weights_out_of_reach(name: str) -> Optional[str]:
+    """Why hub weights for ``name`` can neither come from the local hub cache nor be downloaded
+    now (offline mode, or a hub that does not answer), or None: without this, each cell would
+    retry the hub for about a minute before failing the same way."""
+    import timm
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if not timm.is_model_pretrained(name):
+        return f"timm has no pretrained weights for backbone {name!r}. {_fixes(name)}"
+    repo = timm.models.get_pretrained_cfg(name).hf_hub_id
+    if not repo:  # weights from a plain URL (torch hub's cache): only a download tells
+        return None
+    files = (timm.models.get_pretrained_cfg(name).hf_hub_filename,) + HUB_WEIGHT_FILES
+    if any(isinstance(try_to_load_from_cache(repo, file), str) for file in files if file):
+        return None
+    if constants.HF_HUB_OFFLINE:
+        why = "HF_HUB_OFFLINE is set"
+    else:
+        from tlbench_plugins.machinery.network import unreachable
+
+        why = unreachable(constants.ENDPOINT)
+        if why is None:
+            return None  # the cell downloads them
+        why = f"the hub ({constants.ENDPOINT}) does not answer: {why}"
+    return (f"Pretrained weights for backbone {name!r} ({repo}) are not in the local hub cache and "
+            f"cannot be downloaded ({why}). {_fixes(name, 'go online once so timm caches them, ')}")
 
 
 def _bundled_missing(name: str) -> Optional[str]:
