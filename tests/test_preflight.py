@@ -86,23 +86,19 @@ def assert_stopped_before_any_cell(code, err, results, *expected):
     assert not results.exists()  # no records, no claims, not even the folder
 
 
-def test_missing_fashion_mnist_stops_the_grid_before_any_cell_with_the_fix_once(
-        write_grid, cli, tmp_path, tiny_settings, no_fashion_mnist_download):
-    grid = write_grid(f"""
-        name = "fm"
-        backbones = ["test_efficientnet"]
-        strategies = ["linear_probe", "full_finetune", "scratch"]
-        datasets = ["fashion_mnist"]
-        seeds = [0, 1, 2, 3]
-        [dataset.fashion_mnist]
-        root = "{tmp_path / 'no-copy-here'}"
-        {tiny_settings}
-    """)
+def test_default_grid_without_fashion_mnist_stops_before_any_cell_with_the_fix_once(
+        write_grid, cli, registry, tmp_path, no_fashion_mnist_download):
+    from tlbench.grid import default_grid_path
+
+    # the default grid (12 cells on Fashion-MNIST), its copy looked for in a folder that has none
+    text = default_grid_path(registry).read_text()
+    grid = write_grid(f"{text}\n[dataset.fashion_mnist]\nroot = \"{tmp_path / 'no-copy-here'}\"\n")
     started = time.monotonic()
     code, out, err = cli("run", "--grid", grid, "--results", tmp_path / "results")
     assert time.monotonic() - started < 20
-    assert_stopped_before_any_cell(code, err, tmp_path / "results", "dataset 'fashion_mnist':",
-                                   "apt-get install dataset-fashion-mnist", "127.0.0.1:9")
+    assert_stopped_before_any_cell(code, err, tmp_path / "results", "1 component cannot run here",
+                                   "dataset 'fashion_mnist':", "apt-get install dataset-fashion-mnist",
+                                   "127.0.0.1:9")
 
 
 def test_default_grid_without_the_offline_extra_exits_2_naming_it(cli, tmp_path, without):
