@@ -655,6 +655,14 @@ class TorchvisionDataset(tlbench.Dataset):
             source=f"torchvision {self.torchvision_class} in {root}",
         )
 
+    def unavailable(self) -> Optional[str]:
+        """With download = false, every split's files must be under root: opened (no image
+        decoded) to see. With a download, only trying tells (each site has its own address)."""
+        if self.options.download:
+            return None
+        root = os.path.expanduser(self.options.root) or default_data_root()
+        return _problem(lambda: [self._open(root, False, kwargs) for kwargs in self.splits.values()])
+
     def _open(self, root: str, download: bool, kwargs: dict):
         import torchvision.datasets
 

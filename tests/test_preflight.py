@@ -181,3 +181,21 @@ def test_a_cluster_node_without_the_data_is_unfit_for_that_datasets_cells(
     with pytest.raises(NodeUnfit) as unfit:
         check_available(registry, digits)
     assert unfit.value.scope == NODE_WIDE and "tlbench[offline]" in unfit.value.reason
+
+
+def test_a_torchvision_dataset_without_its_files_and_no_download_stops_before_any_cell(
+        write_grid, cli, tmp_path, tiny_settings):
+    grid = write_grid(f"""
+        name = "tv"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe", "scratch"]
+        datasets = ["cifar10"]
+        seeds = [0, 1]
+        [dataset.cifar10]
+        root = "{tmp_path / 'no-cifar-here'}"
+        download = false
+        {tiny_settings}
+    """)
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path / "results")
+    assert_stopped_before_any_cell(code, err, tmp_path / "results", "dataset 'cifar10':",
+                                   "was not found in", "download = true")
