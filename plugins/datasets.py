@@ -258,6 +258,21 @@ def missing_fashion_mnist(searched: list[str]) -> str:
             "download = true in [dataset.fashion_mnist] with internet access once.")
 
 
+def _fashion_mnist_site_unreachable():
+    """Why none of torchvision's Fashion-MNIST mirrors answers ("URL: error"), or None."""
+    import torchvision.datasets
+
+    from tlbench_plugins.machinery.network import unreachable
+
+    why = None
+    for mirror in torchvision.datasets.FashionMNIST.mirrors:
+        why = unreachable(mirror)
+        if why is None:
+            return None
+        why = f"{mirror}: {why}"
+    return why
+
+
 class FashionMnist(tlbench.Dataset):
     """Fashion-MNIST: 70,000 28×28 grey clothing images, 10 classes, official 10k test split (offline with Debian's dataset-fashion-mnist)."""
 
@@ -271,18 +286,11 @@ class FashionMnist(tlbench.Dataset):
             return None
         if not self.options.download:
             return missing_fashion_mnist(searched)
-        import torchvision.datasets
-
-        from tlbench_plugins.machinery.network import unreachable
-
-        mirrors = torchvision.datasets.FashionMNIST.mirrors
-        why = None
-        for mirror in mirrors:
-            why = unreachable(mirror)
-            if why is None:
-                return None  # the cell downloads it
+        why = _fashion_mnist_site_unreachable()
+        if why is None:
+            return None  # the cell downloads it
         return (f"Fashion-MNIST's idx files were not found (looked in {', '.join(searched)}) and its "
-                f"download site cannot be reached from here ({mirrors[-1]}: {why}). Fix: `apt-get install "
+                f"download site cannot be reached from here ({why}). Fix: `apt-get install "
                 "dataset-fashion-mnist` (Debian; offline afterwards), point root in [dataset.fashion_mnist] "
                 "at a folder holding the four idx files, or connect to the internet once.")
 
