@@ -138,7 +138,8 @@ def test_missing_plugins_dir_is_a_config_error(tmp_path, cli):
     assert code == 2 and "nope" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["ls", "strategies"], ["ls", "datasets"], ["ls", "backbones"]])
+@pytest.mark.parametrize("argv", [["--help"], ["ls", "strategies"], ["ls", "datasets"], ["ls", "backbones"],
+                                  ["ls", "datasets", "c*"]])
 def test_cli_start_up_does_not_import_torch(argv):
     code = (
         "import sys, runpy; sys.argv = ['tlbench'] + %r\n"
