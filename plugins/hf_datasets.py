@@ -108,12 +108,15 @@ def _import_datasets():
     return datasets
 
 
-def _hub_error(options, exc: BaseException) -> tlbench.ConfigError:
+def _offline_mode() -> bool:
+    """HF_DATASETS_OFFLINE or HF_HUB_OFFLINE is set (datasets < 2.19 knows only the first name)."""
     import datasets
 
-    # HF_DATASETS_OFFLINE or HF_HUB_OFFLINE is set (datasets < 2.19 knows only the first name)
-    offline = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    if any(getattr(datasets.config, name, False) for name in offline):
+    return any(getattr(datasets.config, name, False) for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def _hub_error(options, exc: BaseException) -> tlbench.ConfigError:
+    if _offline_mode():
         fix = ("offline mode (HF_DATASETS_OFFLINE=1) found no copy in the cache: load it once "
                "with a network into the same cache (HF_HOME or cache_dir)")
     else:
@@ -194,11 +197,28 @@ def _open_hub(options) -> dict:
     return dict(loaded)
 
 
+def _check_hub_answers(options) -> None:
+    """Outside offline mode, one connection to the hub before load_dataset_builder, which
+    retries an unreachable hub for about 25 s before it says so."""
+    from huggingface_hub import constants
+    from tlbench_plugins.machinery.network import unreachable
+
+    why = None if _offline_mode() else unreachable(constants.ENDPOINT)
+    if why is not None:
+        raise tlbench.ConfigError(
+            f"{_dataset_name(options)} could not be loaded: the hub ({constants.ENDPOINT}) does not "
+            f"answer ({why}). Fix: without a network, set HF_DATASETS_OFFLINE=1 to use the copy in the "
+            "cache (load it once with a network into the same cache), or save it with "
+            "save_to_disk(FOLDER) and set path = FOLDER.")
+
+
 def _hub_description(options):
     """({split: features}, or None where the hub's metadata does not say) without downloading
     the data: load_dataset_builder reads only the dataset card and file list."""
     datasets = _import_datasets()
     args, kwargs = _hub_arguments(options)
+    if not Path(args[0]).is_dir():  # a hub name, not a local folder of data files
+        _check_hub_answers(options)
     try:
         info = datasets.load_dataset_builder(*args, **kwargs).info
     except Exception as exc:

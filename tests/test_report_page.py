@@ -7,6 +7,7 @@ known to work. Set TLBENCH_SKIP_BROWSER_TESTS=1 to skip them on a machine that c
 
 import contextlib
 import os
+import sys
 
 import pytest
 
@@ -157,3 +158,19 @@ def test_screenshot_of_the_rendered_page(needs_chromium, cli, tmp_path):
     assert "leaderboard.png" in out
     with Image.open(shot) as image:
         assert image.format == "PNG" and image.width == 1200 and image.height > 1500
+
+
+@pytest.mark.parametrize("hide_playwright, missing", [
+    (False, "Missing here: a Chromium (TLBENCH_CHROMIUM="),
+    (True, "Missing here: Playwright and a Chromium (TLBENCH_CHROMIUM="),
+])
+def test_screenshot_without_a_browser_names_the_extra_and_chromium(cli, tmp_path, monkeypatch, hide_playwright,
+                                                                   missing):
+    monkeypatch.setenv("TLBENCH_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    if hide_playwright:
+        monkeypatch.setitem(sys.modules, "playwright.sync_api", None)  # `import` now fails
+    write_all(tmp_path, GRID_RECORDS)
+    code, out, err = cli("report", "--results", tmp_path, "--screenshot")
+    assert code == 2 and "Traceback" not in err
+    for text in ("pip install 'tlbench[page]'", "apt-get install chromium", missing):
+        assert err.count(text) == 1, err

@@ -194,3 +194,33 @@ def test_a_file_that_cannot_be_decoded_is_named(tmp_path):
     sample = ImageFiles([tmp_path / "t.jpg"])[0]
     with pytest.raises(OSError, match=r"cannot decode image .*t\.jpg.*Remove or replace it"):
         to_rgb_uint8(sample, 64, Resample())
+
+
+def test_split_sizes_the_data_cannot_give_are_recorded_and_said_once_per_grid(write_grid, cli, tmp_path):
+    import json
+
+    grid = write_grid("""
+        name = "caps"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["faces"]
+        seeds = [0, 1]
+        [settings]
+        image_size = 16
+        pretrained = false
+        test_size = 500
+        train_per_class = 100
+    """)
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path)
+    assert code == 0, err
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "caps" / "records").glob("*.json"))]
+    assert len(records) == 2
+    for record in records:  # what was used, beside the settings the grid gave (and the run_id hashes)
+        test, fewest = record["capped"]["test_size"]["used"], record["capped"]["train_per_class"]["used"]
+        assert record["capped"] == {"test_size": {"set": 500, "used": test},
+                                    "train_per_class": {"set": 100, "used": fewest}}
+        assert record["settings"]["test_size"] == 500 and record["split_sizes"]["test"] == test < 500
+        assert record["split_sizes"]["train"] >= 2 * fewest and 0 < fewest < 100
+    assert err.count(f"warning: test_size = 500 was capped to {test} (all its test split has) on faces, "
+                     "in 2 cell(s)") == 1
+    assert err.count("warning: train_per_class = 100 was capped to") == 1

@@ -221,3 +221,24 @@ def test_a_model_timm_has_no_weights_for_says_so(backbone_cls, offline):
 def test_importing_the_plugin_does_not_import_torch():
     code = "import tlbench_plugins.timm_backbones, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_hub_weights_out_of_reach_are_said_before_any_cell(backbone_cls, offline):
+    why = backbone_cls().unavailable("test_efficientnet", pretrained=True)
+    assert "are not in the local hub cache" in why and "HF_HUB_OFFLINE is set" in why
+    assert "checkpoint" in why and "efficientnet_lite0" in why  # the ways out
+    assert backbone_cls().unavailable("test_efficientnet", pretrained=False) is None  # random weights
+
+
+def test_a_hub_that_does_not_answer_is_said_in_seconds(backbone_cls, tmp_path, monkeypatch):
+    import time
+
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(hf, "ENDPOINT", "http://127.0.0.1:9")  # a machine without a network
+    started = time.monotonic()
+    why = backbone_cls().unavailable("test_efficientnet", pretrained=True)
+    assert time.monotonic() - started < 5
+    assert "the hub (http://127.0.0.1:9) does not answer" in why

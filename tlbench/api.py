@@ -47,6 +47,17 @@ class Component:
         """True for a backbone whose name is a pattern standing for many names."""
         return False
 
+    def unavailable(self) -> Optional[str]:
+        """Why this component, with its options, cannot run on this machine, as one line that
+        ends with the fix ("... not installed. Fix: pip install x"); None when it can.
+
+        The core asks once per distinct configuration of a grid, before the first cell, and
+        stops the run (exit 2) when any answers: so look, do not load. Check that files exist,
+        that an extra's package is installed, that a download site answers; never download,
+        decode or build a network here.
+        """
+        return None
+
 
 # -- backbones ---------------------------------------------------------------------------------
 
@@ -85,8 +96,18 @@ class Backbone(Component):
     def claims(self, name: str) -> bool:
         return fnmatch.fnmatchcase(name, self.name)
 
+    def matching(self, pattern: str) -> Mapping[str, str]:
+        """{name: one-line description} of the names this family serves that match the fnmatch
+        ``pattern``, for ``tlbench ls backbones PATTERN``; by default its ``featured`` ones."""
+        return {name: text for name, text in self.featured.items() if fnmatch.fnmatchcase(name, pattern)}
+
     def create(self, name: str, *, num_classes: int, pretrained: bool) -> Network:
         raise NotImplementedError
+
+    def unavailable(self, name: str, *, pretrained: bool) -> Optional[str]:  # type: ignore[override]
+        """As :meth:`Component.unavailable`, for the network ``name`` with pretrained weights or
+        random ones (a family serves many names, and random weights need no file)."""
+        return None
 
 
 # -- datasets ----------------------------------------------------------------------------------

@@ -38,6 +38,22 @@ def cell_splits(cell: Cell, images: Images) -> SplitIndices:
     return splits
 
 
+def capped_settings(cell: Cell, images: Images, splits: SplitIndices) -> dict:
+    """{setting: {"set": the grid's value, "used": what the data allowed}} for each split size
+    the dataset could not give in full: a ``test_size`` above its test split's size, a
+    ``train_per_class`` above some class's training images (``used``: the fewest a class got).
+    Empty when nothing was capped (``train_size`` too large is an error instead: it would change
+    what every seed trains on)."""
+    s, capped = cell.settings, {}
+    if s.test_size and len(splits.test) < s.test_size:
+        capped["test_size"] = {"set": s.test_size, "used": len(splits.test)}
+    if s.train_per_class:
+        _, per_class = np.unique(np.asarray(images.labels)[splits.train], return_counts=True)
+        if per_class.min() < s.train_per_class:
+            capped["train_per_class"] = {"set": s.train_per_class, "used": int(per_class.min())}
+    return capped
+
+
 def resampling(setting: str, weights_interpolation: str) -> Resample:
     """``auto``: the weights' own interpolation to shrink, bilinear to enlarge. Bicubic
     overshoots at sharp edges when it enlarges small images (8x8 digits to 64 px cost a linear

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 from tlbench.cli_flags import (check_common_flags, check_reproduce_flags, check_run_flags, grid_folder_as_results,
                                grids_to_read)
 from tlbench.cli_parser import DEFAULT_GRID, build_parser
-from tlbench.cli_views import answer_run, interrupted_cells, warn_broken_plugins, where
+from tlbench.cli_views import answer_run, interrupted_cells, warn_broken_plugins, warn_capped, where
 from tlbench.errors import ConfigError, RunStopped
 from tlbench.sigterm import sigterm_as_interrupt
 
@@ -48,7 +48,11 @@ def cmd_rank(args) -> int:
 
     registry, grid = _load_grid(args)
     names = rank.score_names(registry, args.scores)
-    rank.pair_cells(grid, registry)  # a grid without a pretrained strategy fails before any work
+    pairs = rank.pair_cells(grid, registry)  # a grid without a pretrained strategy fails before any work
+    from tlbench.preflight import check_components
+
+    # rank fits no strategy: only what it builds and scores must be able to run here
+    check_components(grid.name, pairs, registry, rank.score_options(grid, registry, names), strategies=False)
 
     from tlbench.machine import check_device
     from tlbench.results import grid_dir, iter_records, writable_folder
@@ -85,7 +89,7 @@ def cmd_reproduce(args) -> int:
 def cmd_ls(args) -> int:
     from tlbench.cli_views import print_listing
 
-    print_listing(_registry(args), args.kind, args.verbose)
+    print_listing(_registry(args), args.kind, args.verbose, args.pattern)
     return 0
 
 
@@ -101,6 +105,10 @@ def cmd_run(args) -> int:
         from tlbench.race import check_cap
 
         check_cap(args.race_seeds, grid)
+    if args.executor != "ray" or args.ray_address is None:  # a cluster's nodes check their own (node_check)
+        from tlbench.preflight import check_components
+
+        check_components(grid.name, grid.cells if cells is None else cells, registry)  # a slice: its own
     runner = _runner(args, registry, grid)
     _keep_snapshot(args.results, grid)
     executor, job_for = _executor(args, registry, grid, runner)
@@ -118,6 +126,7 @@ def cmd_run(args) -> int:
         print(f"Interrupted: {cell}finished cells are saved. Run the same command again to resume.",
               file=sys.stderr)
         return 130
+    warn_capped(outcome.ran + outcome.skipped)
     return answer_run(args.results, grid, outcome)
 
 

@@ -87,6 +87,8 @@ def _add_ls(commands) -> None:
     ls = commands.add_parser("ls", help="list registered backbones, strategies or datasets",
                              description="List what the installed plugins register, one name a line.")
     ls.add_argument("kind", choices=["backbones", "strategies", "datasets", "scores"])
+    ls.add_argument("pattern", nargs="?", help="only the names that match this fnmatch pattern, e.g. "
+                                               "'efficientnet*' (quote it: the shell expands * itself)")
     ls.add_argument("-v", "--verbose", action="store_true", help="also show each one's options")
     _add_common(ls)
 

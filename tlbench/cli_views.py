@@ -23,12 +23,15 @@ def warn_broken_plugins(registry) -> None:
         print(f"warning: plugin {plugin!r} was skipped: {why}", file=sys.stderr)
 
 
-def print_listing(registry, kind: str, verbose: bool) -> None:
-    """`tlbench ls KIND`: one name a line, what it is and where it comes from (``verbose``: and
-    each option, once per component)."""
+def print_listing(registry, kind: str, verbose: bool, pattern=None) -> None:
+    """`tlbench ls KIND [PATTERN]`: one name a line, what it is and where it comes from
+    (``verbose``: and each option, once per component). A pattern that matches nothing is said
+    on stderr, with the closest names: a search that found nothing, not an error (exit 0)."""
     from tlbench.options import describe_options
 
-    rows = list(registry.listing(kind))
+    rows = list(registry.listing(kind, pattern))
+    if not rows and pattern is not None:
+        print(no_match(registry, kind, pattern), file=sys.stderr)
     width = max((len(name) for name, _, _ in rows), default=0)
     described = set()
     for name, text, reg in rows:
@@ -37,6 +40,15 @@ def print_listing(registry, kind: str, verbose: bool) -> None:
             described.add(reg.component)
             for opt, option_kind, default, help_text in describe_options(reg.component.Options):
                 print(f"    {opt} ({option_kind}, default {default}): {help_text}")
+
+
+def no_match(registry, kind: str, pattern: str) -> str:
+    from tlbench.errors import closest
+
+    hint = closest(pattern, [name for name, _, _ in registry.listing(kind)])
+    maybe = f" Closest: {', '.join(hint)}." if hint else ""
+    return (f"No {kind} match {pattern!r}.{maybe} `tlbench ls {kind}` lists them all; a pattern takes "
+            "* and ? (e.g. 'efficientnet*').")
 
 
 # -- a run's outcome -----------------------------------------------------------------------------
@@ -64,6 +76,25 @@ def print_failures(records: list[dict]) -> None:
     for kind in sorted({r.get("error_kind") for r in records} & HINTS.keys()):
         print(f"  hint: {HINTS[kind]}", file=sys.stderr)
     print("Fix the cause and rerun with --retry-failed.", file=sys.stderr)
+
+
+CAP_MEANING = {"test_size": "all its test split has", "train_per_class": "the fewest training images of a class"}
+
+
+def warn_capped(records: list[dict]) -> None:
+    """Each split size the data fell short of (a record's ``capped``), said once per setting
+    and dataset however many cells it capped."""
+    from tlbench.grid import task_name
+
+    cells: dict = {}
+    for record in records:
+        for setting, cap in (record.get("capped") or {}).items():
+            key = (setting, cap["set"], cap["used"], task_name(record["dataset"], record.get("sweep") or {}))
+            cells[key] = cells.get(key, 0) + 1
+    for (setting, asked, used, task), count in sorted(cells.items(), key=str):
+        why = CAP_MEANING.get(setting, "what the data allowed")
+        print(f"warning: {setting} = {asked} was capped to {used} ({why}) on {task}, in {count} cell(s); "
+              "their records say so under `capped`", file=sys.stderr)
 
 
 def answer_run(results: str, grid, outcome) -> int:

@@ -4,7 +4,8 @@ A Ray worker rebuilds its cell from the grid with its own plugins, its own copie
 the options name and its own data. So the driver sends, with each cell, what it has: where
 each plugin of the grid came from (package and version, or a file's hash), the hash of each
 file the cell's options name, the dataset's fingerprint and the cell's split digest. The worker
-compares before the cell runs. A node that differs is *unfit* for the cells that need what
+compares before the cell runs, and asks the cell's components whether they can run on its node
+(``unavailable``, as the driver asked of its own before the first cell: tlbench.preflight). A node that differs is *unfit* for the cells that need what
 differs (``NodeUnfit``, with a scope): the executor keeps those cells off it and hands them to
 another node (tlbench.ray_executor), instead of recording a column of failures or, worse, a
 score computed on other data under the same run_id. The worker's side is tlbench.ray_worker.
@@ -228,6 +229,16 @@ def check_files(expected: dict) -> None:
             raise NodeUnfit(file_scope(path), f"has another {path} than the driver (sha256 {file_sha256(path)[:12]} "
                                               f"there, {sha256[:12]} on the driver): copy the driver's file to "
                                               "every node")
+
+
+def check_available(registry, cell) -> None:
+    """The cell's components can run on this node as they say themselves (``unavailable``, which
+    the driver asked of its own copies before the first cell: tlbench.preflight)."""
+    from tlbench.preflight import unavailable_components
+
+    for problem in unavailable_components([cell], registry):
+        scope = data_scope(cell.dataset) if problem.kind == "dataset" else NODE_WIDE
+        raise NodeUnfit(scope, f"cannot run the {problem.line()}")
 
 
 def check_data(runner, cell, expected: Optional[dict]) -> None:

@@ -10,6 +10,7 @@ name is an error naming both.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import importlib
 import importlib.metadata
@@ -118,15 +119,19 @@ class Registry:
         """What to do about a name no loaded plugin registers (errors.plugin_hint)."""
         return plugin_hint(plugin for plugin, _ in self.broken)
 
-    def listing(self, kind: str) -> Iterable[tuple[str, str, Registration]]:
-        """(name, description, registration) in the order `tlbench ls` prints them."""
+    def listing(self, kind: str, pattern: Optional[str] = None) -> Iterable[tuple[str, str, Registration]]:
+        """(name, description, registration) in the order `tlbench ls` prints them; with an
+        fnmatch ``pattern`` (as timm's ``list_models`` takes), only the names that match it,
+        a family's among them (``Backbone.matching``)."""
         for name in self.names(kind):
             reg = self.entries[kind][name]
             summary = reg.component.summary()
             if reg.component.is_family():
-                yield from ((n, text, reg) for n, text in reg.component.featured.items())
+                served = reg.component.featured if pattern is None else reg.component().matching(pattern)
+                yield from ((n, text, reg) for n, text in served.items())
                 summary = f"any name it resolves: {summary}"
-            yield name, summary, reg
+            if pattern is None or fnmatch.fnmatchcase(name, pattern):
+                yield name, summary, reg
 
 
 def _plugin_manager() -> pluggy.PluginManager:

@@ -14,8 +14,8 @@ from typing import Optional
 from tlbench.cell_job import CellJob, Outcome
 from tlbench.errors import ConfigError
 from tlbench.executors import IsolatedCell
-from tlbench.node_check import (NODE_WIDE, NodeUnfit, check_data, check_dataset_options, check_files, check_plugins,
-                                local_plugins_dir, this_node)
+from tlbench.node_check import (NODE_WIDE, NodeUnfit, check_available, check_data, check_dataset_options, check_files,
+                                check_plugins, local_plugins_dir, this_node)
 from tlbench.worker import NoSuchCell, cell_of, grid_for, process_main, run_cell, runner_for
 
 _usable_caches: set = set()  # cache folders this process found writable
@@ -61,6 +61,7 @@ def run_on_node(job: CellJob) -> dict:
         raise NodeUnfit(NODE_WIDE, f"cannot load its plugins: {exc}") from None
     _check_node(job, runner)
     cell = _cell_on_node(job, runner.registry)
+    check_available(runner.registry, cell)
     check_data(runner, cell, job.expected["data"])
     return _as_driver_paths(run_cell(runner, cell, job), plugins_dir, job.plugins_dir)
 

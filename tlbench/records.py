@@ -36,6 +36,12 @@ def _count(value) -> bool:
     return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
 
 
+def _cap(value) -> bool:
+    """{"set": the grid's value, "used": the one the data allowed}, both whole numbers."""
+    return isinstance(value, dict) and set(value) == {"set", "used"} and all(
+        v is not None and _count(v) for v in value.values())
+
+
 def _scalar(value) -> bool:
     return value is None or isinstance(value, (str, bool)) or _is_number(value)
 
@@ -59,6 +65,7 @@ OPTIONAL = {
     "strategy_info": lambda v: isinstance(v, dict), "split_sizes": lambda v: isinstance(v, dict),
     "pretrained": lambda v: isinstance(v, bool),
     "pixels": lambda v: isinstance(v, str),
+    "capped": lambda v: isinstance(v, dict) and all(_cap(c) for c in v.values()),
     "predictions": lambda v: predictions.is_valid(v),
     "grid_seeds": lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
     "race": lambda v: (isinstance(v, dict) and isinstance(v.get("round"), int) and isinstance(v.get("max_seeds"), int)

@@ -23,7 +23,7 @@ import torch
 from tlbench import cell_record, sanity
 from tlbench.api import FitContext, Images
 from tlbench.batches import ImageSplit
-from tlbench.cell_data import CellData, cell_splits, resampling
+from tlbench.cell_data import CellData, capped_settings, cell_splits, resampling
 from tlbench.cell_record import starts_pretrained
 from tlbench.decoding import Resample
 from tlbench.errors import ConfigError
@@ -306,6 +306,8 @@ class Runner:
                 "pixels": data.pixels,
                 "split_sizes": splits.sizes(),
                 "split_digest": splits.digest(),
+                # only when the data fell short: the records of other cells stay as they were
+                **({"capped": capped} if (capped := capped_settings(cell, images, splits)) else {}),
                 "weights": network.weights,
                 "image_size": size,
                 "environment": environment(device, ctx.precision),

@@ -24,22 +24,35 @@ def find_chromium() -> Optional[str]:
     return next((path for path in map(shutil.which, BROWSER_NAMES) if path), None)
 
 
+NEEDS = ("Rendering the page needs the page extra (pip install 'tlbench[page]': Playwright, which "
+         "drives the system's browser and downloads none) and a Chromium (Debian/Ubuntu: apt-get "
+         f"install chromium, or set {BROWSER_ENV} to a Chromium or Chrome executable)")
+
+
+def missing_parts() -> list[str]:
+    """What rendering the page lacks here: Playwright, a Chromium, or both."""
+    missing = []
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("Playwright")
+    if find_chromium() is None:
+        given = os.environ.get(BROWSER_ENV)
+        missing.append(f"a Chromium ({f'{BROWSER_ENV}={given!r} is not an executable' if given else 'none on PATH'})")
+    return missing
+
+
 @contextmanager
 def chromium() -> Iterator[object]:
-    """A headless Playwright browser running the system Chromium; ConfigError if there is none."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        raise ConfigError("Rendering the page needs Playwright: pip install 'tlbench[page]' "
-                          "(the system's Chromium is used; no browser is downloaded).") from None
-    executable = find_chromium()
-    if executable is None:
-        given = os.environ.get(BROWSER_ENV)
-        raise ConfigError((f"{BROWSER_ENV}={given!r} is not an executable. " if given else
-                           "No Chromium found on PATH. ")
-                          + "Install it (Debian/Ubuntu: apt-get install chromium) or set "
-                          f"{BROWSER_ENV} to a Chromium or Chrome executable.")
+    """A headless Playwright browser running the system Chromium; ConfigError when it cannot
+    start one, naming both parts and which are missing (one install, not two errors in turn)."""
+    missing = missing_parts()
+    if missing:
+        raise ConfigError(f"{NEEDS}. Missing here: {' and '.join(missing)}.")
     from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import sync_playwright
+
+    executable = find_chromium()
 
     with sync_playwright() as playwright:
         try:
