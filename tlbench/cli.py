@@ -97,23 +97,43 @@ def cmd_run(args) -> int:
         from tlbench.race import check_cap
 
         check_cap(args.race_seeds, grid)
+    sinks = _sinks(registry, [*grid.sinks["on"], *args.sink], grid.sinks["options"])
     runner = _runner(args, registry, grid)
+    try:
+        outcome = _run_cells(args, registry, grid, runner, sinks)
+        return 130 if outcome is None else answer_run(args.results, grid, outcome, sinks)
+    finally:
+        sinks.close()
+
+
+def _run_cells(args, registry, grid, runner, sinks):
+    """The grid's pending cells (and racing's), each record told to ``sinks``; None when
+    Ctrl-C or SIGTERM stopped them (said here)."""
+    from tlbench.driver import run_grid_on
+
     executor, job_for = _executor(args, registry, grid, runner)
     try:
         with sigterm_as_interrupt():
-            from tlbench.driver import run_grid_on
-
+            sinks.start()
             outcome = run_grid_on(executor, runner, grid, job_for, retry_failed=args.retry_failed,
-                                  force=args.force)
+                                  force=args.force, sinks=sinks)
             if args.race_seeds:
-                grid.cells = grid.cells + _race(args, registry, grid, runner, outcome)
+                grid.cells = grid.cells + _race(args, registry, grid, runner, outcome, sinks)
+            return outcome
     except KeyboardInterrupt as exc:
         runner.progress.grid_done()
         cell = interrupted_cells(getattr(exc, "records", []))
         print(f"Interrupted: {cell}finished cells are saved. Run the same command again to resume.",
               file=sys.stderr)
-        return 130
-    return answer_run(args.results, grid, outcome)
+        return None
+
+
+def _sinks(registry, names: list, options: dict):
+    """The sinks a command turned on (tlbench.active_sinks); one that cannot run here is a
+    ConfigError before any cell runs."""
+    from tlbench.active_sinks import open_sinks
+
+    return open_sinks(registry, names, options)
 
 
 def _runner(args, registry, grid):
@@ -134,7 +154,7 @@ def _runner(args, registry, grid):
     return runner
 
 
-def _race(args, registry, grid, runner, outcome) -> list:
+def _race(args, registry, grid, runner, outcome, sinks) -> list:
     """Racing rounds after the grid's own cells (tlbench.race); returns the cells they added.
     Failures and lost cells of each round join ``outcome``."""
     from tlbench.driver import run_grid_on
@@ -153,7 +173,7 @@ def _race(args, registry, grid, runner, outcome) -> list:
             print(f"Racing, round {round_no}: seed {racing.seeds[0]} for {rows} row(s) not separated from "
                   "their dataset's best", file=sys.stderr)
         executor, job_for = _executor(args, registry, racing, runner)
-        more = run_grid_on(executor, runner, racing, job_for, retry_failed=args.retry_failed)
+        more = run_grid_on(executor, runner, racing, job_for, retry_failed=args.retry_failed, sinks=sinks)
         outcome.ran += more.ran
         outcome.skipped += more.skipped
         outcome.lost += more.lost
@@ -194,9 +214,18 @@ def cmd_report(args) -> int:
     from tlbench.report import rebuild_leaderboards
 
     grid_folder_as_results(args)
-    for paths in rebuild_leaderboards(args.results, grids_to_read(args), args.control, args.screenshot):
-        print(where(paths))
-    return 0
+    sinks = _sinks(_registry(args), args.sink, {}) if args.sink else None
+    try:
+        if sinks:
+            sinks.start()
+        for paths in rebuild_leaderboards(args.results, grids_to_read(args), args.control, args.screenshot):
+            print(where(paths))
+            if sinks:
+                sinks.report(paths[0].parent.name, paths)
+        return 0
+    finally:
+        if sinks:
+            sinks.close()
 
 
 def cmd_runs(args) -> int:

@@ -25,6 +25,10 @@ def _add_grid_file(parser: argparse.ArgumentParser) -> None:
     _add_common(parser)
 
 
+def _add_sink(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--sink", action="append", default=[], metavar="NAME", help=help_text)
+
+
 def _add_grid_name(parser: argparse.ArgumentParser, help_text: str) -> None:
     """What `report`, `runs` and `reproduce` take instead: a grid by its name, the folder of its
     records. ``--grid NAME``, their old spelling, still works with a warning (cli_flags)."""
@@ -71,14 +75,16 @@ def _add_run(commands) -> None:
                      help="after the grid's seeds, add one seed a round to each dataset's best row and "
                           "the rows its seeds do not separate from it, until none is left or they have N "
                           "seeds (racing; --executor local or subprocess)")
+    _add_sink(run, "also send each record stored and the leaderboard to this sink (repeatable; adds to the "
+                   "grid's sinks, with its [sink.NAME] options if the grid has them; tlbench ls sinks)")
     run.add_argument("--retry-failed", action="store_true", help="rerun cells whose record says failed")
     run.add_argument("--force", action="store_true", help="rerun every cell, even those already done")
 
 
 def _add_ls(commands) -> None:
-    ls = commands.add_parser("ls", help="list registered backbones, strategies or datasets",
+    ls = commands.add_parser("ls", help="list registered backbones, strategies, datasets, scores or sinks",
                              description="List what the installed plugins register, one name a line.")
-    ls.add_argument("kind", choices=["backbones", "strategies", "datasets", "scores"])
+    ls.add_argument("kind", choices=["backbones", "strategies", "datasets", "scores", "sinks"])
     ls.add_argument("-v", "--verbose", action="store_true", help="also show each one's options")
     _add_common(ls)
 
@@ -98,6 +104,9 @@ def _add_report(commands) -> None:
     report.add_argument("--screenshot", action="store_true",
                         help="also save leaderboard.png, the page as headless Chromium renders it "
                              "(needs Playwright and a system Chromium)")
+    _add_sink(report, "also send each leaderboard written to this sink, with its default options "
+                      "(repeatable; tlbench ls sinks)")
+    _add_common(report)
 
 
 def _add_runs(commands) -> None:

@@ -66,16 +66,19 @@ def print_failures(records: list[dict]) -> None:
     print("Fix the cause and rerun with --retry-failed.", file=sys.stderr)
 
 
-def answer_run(results: str, grid, outcome) -> int:
+def answer_run(results: str, grid, outcome, sinks=None) -> int:
     """After `tlbench run`: the leaderboard of the grid's cells (its summary printed, its files
-    written) and what failed or was lost; returns the exit status."""
+    written, ``sinks`` told) and what failed or was lost; returns the exit status."""
     from tlbench.report import build_leaderboard, terminal_summary, write_leaderboard
     from tlbench.results import grid_dir
 
     board = build_leaderboard(results, grid.name, cells=grid.cells)
     # the answer first: the files (plots, page) take seconds to render
     print(terminal_summary(board, color=color(sys.stdout)), end="", flush=True)
-    print(where(write_leaderboard(board, grid_dir(results, grid.name))))
+    paths = write_leaderboard(board, grid_dir(results, grid.name))
+    print(where(paths), flush=True)
+    if sinks:
+        sinks.report(grid.name, paths)
     if outcome.failed:
         print_failures(outcome.failed)
     if outcome.lost:

@@ -59,21 +59,23 @@ class GridOutcome:
 
 
 def run_grid_on(executor, runner, grid: Grid, job_for=None, retry_failed: bool = False,
-                force: bool = False) -> GridOutcome:
+                force: bool = False, sinks=None) -> GridOutcome:
     """Run a grid's pending cells on ``executor`` (up to ``executor.slots`` at once), each under
-    its claim; this process writes every record. Several drivers may share a results folder: a
-    cell another process is running is left to it and looked at again later (its record then
-    counts as done here). Raises GridInterrupted after storing the records of the cells Ctrl-C
-    stopped."""
-    return GridDriver(executor, runner, grid, job_for, {"retry_failed": retry_failed, "force": force}).run()
+    its claim; this process writes every record, and tells ``sinks`` (tlbench.active_sinks) of
+    each once stored. Several drivers may share a results folder: a cell another process is
+    running is left to it and looked at again later (its record then counts as done here).
+    Raises GridInterrupted after storing the records of the cells Ctrl-C stopped."""
+    return GridDriver(executor, runner, grid, job_for, {"retry_failed": retry_failed, "force": force},
+                      sinks).run()
 
 
 class GridDriver:
     """The driver's loop over one grid: which cells are pending, claiming each before it is
     handed to the executor, and storing what comes back."""
 
-    def __init__(self, executor, runner, grid: Grid, job_for, flags: dict):
+    def __init__(self, executor, runner, grid: Grid, job_for, flags: dict, sinks=None):
         self.executor, self.runner, self.grid, self.job_for, self.flags = executor, runner, grid, job_for, flags
+        self.sinks = sinks
         self.progress = runner.progress
         remove_leftovers(runner.results_dir, grid.name)
         self.at_start = records_by_run_id(runner.results_dir, grid.name)
@@ -202,6 +204,8 @@ class GridDriver:
         finally:
             claim.release()
         runner.progress.cell_done(cell.label, record)
+        if self.sinks:  # the one place every stored record passes, whichever executor ran its cell
+            self.sinks.record(record)
         return record
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
+from tlbench.active_sinks import sink_tables
 from tlbench.errors import ConfigError, closest, unknown_name_error
 from tlbench.grid_values import check_finite, seeds_of, settings_variants, string_list
 from tlbench.options import build_candidates, build_options, options_as_dict
@@ -25,7 +26,7 @@ from tlbench.settings import Settings
 
 GRID_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 TOP_LEVEL_KEYS = ("name", "backbones", "strategies", "datasets", "seeds", "settings", "budget",
-                  "backbone", "strategy", "dataset", "score")
+                  "backbone", "strategy", "dataset", "score", "sinks", "sink")
 #: Settings a ``[budget.STRATEGY]`` table may change for one strategy's cells: how much it trains.
 BUDGET_SETTINGS = ("epochs", "batch_size")
 LIST_KEYS = {"backbones": "backbone", "strategies": "strategy", "datasets": "dataset"}
@@ -190,6 +191,9 @@ class Grid:
     #: validated options of each score a ``[score.NAME]`` table sets, for ``tlbench rank``
     #: (no cell uses them, so they change no run_id)
     score_options: dict = field(default_factory=dict)
+    #: ``sinks`` and ``[sink.NAME]`` (tlbench.active_sinks.sink_tables): {"on": names, "options":
+    #: {name: options}}; where records are copied changes no run_id
+    sinks: dict = field(default_factory=lambda: {"on": [], "options": {}})
 
 
 def default_grid_path(registry: Registry) -> Path:
@@ -331,7 +335,8 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
             raise ConfigError(f"[budget.{strategy}] sets {key}, which [settings] lists as a curve in {source!r}: "
                               f"remove one of them (a budget would flatten that strategy's curve).")
     grid = Grid(name, lists["backbones"], lists["strategies"], lists["datasets"], seeds, settings,
-                source=source, data=data, score_options=_score_tables(data, registry, source))
+                source=source, data=data, score_options=_score_tables(data, registry, source),
+                sinks=sink_tables(data, registry, source))
     for dataset, (sweep, cell_settings), backbone, strategy, seed in itertools.product(
         grid.datasets, variants, grid.backbones, grid.strategies, grid.seeds
     ):
