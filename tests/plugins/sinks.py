@@ -1,6 +1,5 @@
-"""Test-only sinks: ``raising`` raises at the step $TLBENCH_TEST_SINK_RAISES names (start,
-record, report or close) and appends every call it gets to $TLBENCH_TEST_SINK_LOG; ``needs_absent``
-needs a package no machine has."""
+"""A test-only sink, ``raising``: it appends every call it gets to $TLBENCH_TEST_SINK_LOG and
+raises at the step $TLBENCH_TEST_SINK_RAISES names (start, record, report or close)."""
 
 import os
 
@@ -31,16 +30,6 @@ class Raising(tlbench.Sink):
         self._call("close")
 
 
-class NeedsAbsent(tlbench.Sink):
-    """Needs a package no machine has."""
-
-    name = "needs_absent"
-
-    def unavailable(self):
-        return "the Python package 'no_such_tracker' is not installed. Fix: pip install no_such_tracker"
-
-
 @tlbench.hookimpl
 def register_sinks(register):
     register(Raising)
-    register(NeedsAbsent)
