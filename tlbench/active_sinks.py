@@ -1,6 +1,6 @@
-"""The sinks one command turned on (a grid's ``sinks``, ``--sink``): their options validated,
-their libraries checked before any cell runs, and each told of records and reports, a sink that
-raises said once and not called again.
+"""The sinks one command turned on (a grid's ``sinks``, ``--sink``): built with their options,
+checked before any cell runs (a missing library), and each told of records and reports, a sink
+that raises said once and not called again.
 
 The records in the results folder are the source of truth; a sink is a copy elsewhere, so its
 failure never fails a cell nor changes the command's exit status.
@@ -18,30 +18,6 @@ from tlbench.options import build_options
 from tlbench.sink import Report
 
 FINAL_STATUSES = ("ok", "failed")  # an interrupted cell is not done: its rerun's record is told
-
-
-def sink_tables(data: dict, registry, source: str) -> dict:
-    """The grid's ``sinks`` list and ``[sink.NAME]`` tables, validated: {name: options} of the
-    listed sinks, and the options of every table (a table may configure a sink that only
-    ``--sink`` turns on, as ``[score.NAME]`` configures a score ``tlbench rank`` computes)."""
-    listed = data.get("sinks", [])
-    if not (isinstance(listed, list) and all(isinstance(n, str) for n in listed)):
-        raise ConfigError(f"'sinks' in {source!r} must be a list of sink names, e.g. sinks = [\"NAME\"] "
-                          "(tlbench ls sinks lists them).")
-    if len(set(listed)) != len(listed):
-        raise ConfigError(f"'sinks' in {source!r} names a sink twice: {listed!r}.")
-    tables = data.get("sink", {})
-    if not isinstance(tables, dict):
-        raise ConfigError(f"'sink' in {source!r} must be a table of [sink.NAME] tables.")
-    options = {}
-    for name in [*listed, *(n for n in tables if n not in listed)]:
-        if name not in registry.names("sinks"):
-            raise unknown_name_error("sink", name, registry.names("sinks"), f" in {source!r}")
-        table = tables.get(name, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"[sink.{name}] in {source!r} must be a table of options.")
-        options[name] = build_options(registry.get("sinks", name).Options, table, f"[sink.{name}]")
-    return {"on": list(listed), "options": options}
 
 
 def open_sinks(registry, names: Iterable[str], configured: Optional[dict] = None, log: Callable = None) -> "ActiveSinks":

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from tlbench.active_sinks import sink_tables
 from tlbench.errors import ConfigError, closest, unknown_name_error
 from tlbench.grid_values import check_finite, seeds_of, settings_variants, string_list
 from tlbench.options import build_candidates, build_options, options_as_dict
 from tlbench.plugins import Registry
 from tlbench.settings import Settings
+from tlbench.sink_options import sink_tables
 
 GRID_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 TOP_LEVEL_KEYS = ("name", "backbones", "strategies", "datasets", "seeds", "settings", "budget",
@@ -191,7 +191,7 @@ class Grid:
     #: validated options of each score a ``[score.NAME]`` table sets, for ``tlbench rank``
     #: (no cell uses them, so they change no run_id)
     score_options: dict = field(default_factory=dict)
-    #: ``sinks`` and ``[sink.NAME]`` (tlbench.active_sinks.sink_tables): {"on": names, "options":
+    #: ``sinks`` and ``[sink.NAME]`` (tlbench.sink_options): {"on": names, "options":
     #: {name: options}}; where records are copied changes no run_id
     sinks: dict = field(default_factory=lambda: {"on": [], "options": {}})
 

@@ -6,6 +6,10 @@ environment variables (``WANDB_PROJECT``, ``WANDB_ENTITY``, ``WANDB_MODE=offline
 ``WANDB_DIR``). A cell's run has the cell's configuration as its config and the record's numbers
 as its metrics (in the summary, where the runs table compares them); a leaderboard's run
 (``job_type = "leaderboard"``) holds its tables as W&B Tables.
+
+Written only against tlbench's public API, as a third-party plugin would be. ``wandb`` is the
+``tlbench[wandb]`` extra, imported in the sink's methods only (never by ``tlbench --help`` or
+``tlbench ls``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 
 import tlbench
 
-from tlbench_plugins.sinks.cell_fields import cell_config, cell_metrics, cell_name, missing_package
+from tlbench_plugins.machinery.cell_fields import cell_config, cell_metrics, cell_name, missing_package
 
 MODES = ("", "online", "offline", "disabled")
 DEFAULT_PROJECT = "tlbench"
@@ -82,3 +86,8 @@ class WandbSink(tlbench.Sink):
             # tlbench's own output stays on the terminal: no console capture, no banner
             settings=wandb.Settings(console="off", silent=True, save_code=False),
             **kwargs)
+
+
+@tlbench.hookimpl
+def register_sinks(register):
+    register(WandbSink)

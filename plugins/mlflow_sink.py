@@ -6,6 +6,9 @@ from ``[sink.mlflow]`` or ``MLFLOW_TRACKING_URI``, else MLflow's default. A cell
 cell's configuration as parameters (flat: ``settings.epochs``, ``options.lr``), the record's
 numbers as metrics, and ends FINISHED or FAILED as the cell did. The client API is used, not
 MLflow's global active run, so nothing leaks into the user's own MLflow code in the process.
+
+Written only against tlbench's public API, as a third-party plugin would be. ``mlflow`` is the
+``tlbench[mlflow]`` extra, imported in the sink's methods only.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 
 import tlbench
 
-from tlbench_plugins.sinks.cell_fields import cell_config, cell_metrics, cell_name, flat, missing_package
+from tlbench_plugins.machinery.cell_fields import cell_config, cell_metrics, cell_name, flat, missing_package
 
 # MLflow's limits: a parameter value's length, and how many parameters one log_batch call takes
 PARAM_LENGTH = 6000
@@ -87,3 +90,8 @@ class MlflowSink(tlbench.Sink):
                                             else self.client.create_experiment(experiment))
         run = self.client.create_run(self.experiments[experiment], run_name=name, tags={"tlbench.grid": grid, **tags})
         return run.info.run_id
+
+
+@tlbench.hookimpl
+def register_sinks(register):
+    register(MlflowSink)
