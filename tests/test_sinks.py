@@ -209,3 +209,16 @@ def test_sink_options_are_checked_like_every_plugins_and_change_no_cell_id(cli, 
 def test_ls_sinks_lists_the_first_party_trackers(cli):
     code, out, _ = cli("ls", "sinks")
     assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["mlflow", "wandb"]
+
+
+def test_a_worker_builds_its_cell_without_the_drivers_sink_plugins(write_grid, registry, test_plugins_dir):
+    """Only the driver tells sinks: a subprocess or a Ray node rebuilds its cell from the grid
+    without the sink's plugin, and gets the driver's cell id."""
+    from tlbench.cell_job import job_maker
+    from tlbench.plugins import load_registry
+    from tlbench.worker import cell_of
+
+    assert "raising" not in registry.names("sinks")
+    driver = load_grid(write_grid(f'name = "g"\nsinks = ["raising"]\n{TINY}'), load_registry(str(test_plugins_dir)))
+    (cell,) = driver.cells
+    assert cell_of(job_maker(driver, None, None)(cell), registry).run_id == cell.run_id
