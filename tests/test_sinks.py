@@ -2,6 +2,8 @@
 tracker, read back here for real (W&B offline, from its own run files; MLflow on a SQLite store,
 through its client). A sink that fails is said once and changes nothing else."""
 
+import contextlib
+import io
 import json
 import struct
 import sys
@@ -34,8 +36,9 @@ def records_of(results: Path, grid: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory):
-    """A 4-cell grid (4 seeds) run once with both sinks on: (its folder, its records)."""
+def tracked(tmp_path_factory, test_plugins_dir):
+    """A 4-cell grid (4 seeds) run once with both trackers on, and the test-only ``raising`` sink
+    failing at the first record: (its folder, its records, what the run said on stderr)."""
     pytest.importorskip("wandb", reason="the test extra installs it")
     pytest.importorskip("mlflow", reason="the test extra installs it")
     folder = tmp_path_factory.mktemp("tracked")
@@ -52,14 +55,17 @@ tags = ["ci"]
 [sink.mlflow]
 tracking_uri = "sqlite:///{folder}/mlflow.db"
 """)
-    with pytest.MonkeyPatch.context() as patch:
+    stderr = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(stderr):
         patch.chdir(folder)  # MLflow keeps a SQLite store's artifacts in ./mlruns
         patch.setenv("TLBENCH_CACHE_DIR", str(folder / "cache"))
-        code = main(["run", "--grid", "grid.toml", "--results", "results", "-q"])
-    assert code == 0
+        patch.setenv("TLBENCH_TEST_SINK_LOG", str(folder / "raising.log"))
+        patch.setenv("TLBENCH_TEST_SINK_RAISES", "record")
+        code = main(["run", "--grid", "grid.toml", "--results", "results", "-q", "--sink", "raising",
+                     "--plugins-dir", str(test_plugins_dir)])
+    assert code == 0, stderr.getvalue()
     records = records_of(folder / "results", "tracked")
-    assert len(records) == 4 and all(r["status"] == "ok" for r in records.values())
-    return folder, records
+    return folder, records, stderr.getvalue()
 
 
 def wandb_log(path: Path):
@@ -104,7 +110,7 @@ def wandb_run(path: Path) -> dict:
 
 
 def test_the_wandb_sink_logs_a_run_per_cell_and_the_leaderboard_tables(tracked):
-    folder, records = tracked
+    folder, records, _ = tracked
     runs = {path: wandb_run(path) for path in sorted(folder.glob("wandb/offline-run-*/run-*.wandb"))}
     cells = {run["config"]["run_id"]: run for run in runs.values() if run["job_type"] == "cell"}
     assert set(cells) == set(records)
@@ -131,7 +137,7 @@ def test_the_wandb_sink_logs_a_run_per_cell_and_the_leaderboard_tables(tracked):
 def test_the_mlflow_sink_logs_a_run_per_cell_and_the_leaderboard_files(tracked):
     from mlflow import MlflowClient
 
-    folder, records = tracked
+    folder, records, _ = tracked
     client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
     experiment = client.get_experiment_by_name("tracked")
     runs = client.search_runs([experiment.experiment_id])
@@ -155,27 +161,27 @@ def test_the_mlflow_sink_logs_a_run_per_cell_and_the_leaderboard_files(tracked):
 # -- failures ------------------------------------------------------------------------------------
 
 
-def test_a_sink_that_raises_is_said_once_and_the_grid_still_exits_0(cli, write_grid, tmp_path, test_plugins_dir,
-                                                                    monkeypatch):
-    log = tmp_path / "sink.log"
+def test_a_sink_that_raises_is_said_once_and_the_cells_and_other_sinks_go_on(tracked):
+    folder, records, stderr = tracked  # the W&B and MLflow tests above read all 4 cells back
+    assert stderr.count("sink 'raising' failed") == 1 and "the tracker is down (record)" in stderr
+    assert "Traceback" not in stderr
+    assert (folder / "raising.log").read_text().splitlines()[0] == "start"
+    assert len((folder / "raising.log").read_text().splitlines()) == 2  # start, the first record
+    assert len(records) == 4 and all(r["status"] == "ok" for r in records.values())
+
+
+@pytest.mark.parametrize("step, calls", [("report", ["start", "report tracked"]), ("start", ["start"])])
+def test_tlbench_report_tells_sinks_and_a_failure_there_changes_nothing(cli, tracked, tmp_path, monkeypatch,
+                                                                       test_plugins_dir, step, calls):
+    folder, _, _ = tracked
+    log = tmp_path / "raising.log"
     monkeypatch.setenv("TLBENCH_TEST_SINK_LOG", str(log))
-    monkeypatch.setenv("TLBENCH_TEST_SINK_RAISES", "record")
-    grid = write_grid(f'name = "raising"\nseeds = [0, 1]\n{TINY}')
-    results = tmp_path / "results"
-    code, out, err = cli("run", "--grid", grid, "--results", results, "--sink", "raising",
-                         "--plugins-dir", test_plugins_dir, "-q")
-    assert code == 0, err
-    assert err.count("sink 'raising' failed") == 1 and "the tracker is down (record)" in err
-    assert "Traceback" not in err
-    assert log.read_text().splitlines()[:1] == ["start"] and len(log.read_text().splitlines()) == 2
-    assert [r["status"] for r in records_of(results, "raising").values()] == ["ok", "ok"]
-    # `tlbench report` tells the leaderboard to a sink too; failing there changes nothing either
-    monkeypatch.setenv("TLBENCH_TEST_SINK_RAISES", "report")
-    log.unlink()
-    code, out, err = cli("report", "--results", results, "--sink", "raising", "--plugins-dir", test_plugins_dir)
-    assert code == 0 and err.count("sink 'raising' failed at the leaderboard of 'raising'") == 1
-    assert log.read_text().splitlines() == ["start", "report raising"]
-    assert (results / "raising" / "leaderboard.md").exists()
+    monkeypatch.setenv("TLBENCH_TEST_SINK_RAISES", step)
+    code, out, err = cli("report", "--results", folder / "results", "--sink", "raising",
+                         "--plugins-dir", test_plugins_dir)
+    assert code == 0 and err.count("sink 'raising' failed") == 1 and f"the tracker is down ({step})" in err
+    assert log.read_text().splitlines() == calls
+    assert "leaderboard.md" in out
 
 
 @pytest.mark.parametrize("sink, module", [("wandb", "wandb"), ("mlflow", "mlflow")])
