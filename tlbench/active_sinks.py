@@ -20,7 +20,8 @@ from tlbench.sink import Report
 FINAL_STATUSES = ("ok", "failed")  # an interrupted cell is not done: its rerun's record is told
 
 
-def open_sinks(registry, names: Iterable[str], configured: Optional[dict] = None, log: Callable = None) -> "ActiveSinks":
+def open_sinks(registry, names: Iterable[str], configured: Optional[dict] = None,
+               log: Optional[Callable[[str], None]] = None) -> "ActiveSinks":
     """The sinks ``names`` built with their options (``configured``: {name: options} from a
     grid's tables; defaults otherwise). A name no plugin registers, or a sink that cannot run
     here (its library missing), is a ConfigError before anything runs."""
@@ -28,7 +29,7 @@ def open_sinks(registry, names: Iterable[str], configured: Optional[dict] = None
     sinks = []
     for name in dict.fromkeys(names):  # once each, in order
         if name not in registry.names("sinks"):
-            raise unknown_name_error("sink", name, registry.names("sinks"))
+            raise unknown_name_error("sink", name, registry.names("sinks"), " (given to --sink)")
         component = registry.get("sinks", name)
         options = configured.get(name) or build_options(component.Options, {}, f"[sink.{name}]")
         sinks.append(component(options))
@@ -36,7 +37,7 @@ def open_sinks(registry, names: Iterable[str], configured: Optional[dict] = None
     if problems:
         lines = "\n".join(f"  sink {name!r}: {why}" for name, why in problems)
         raise ConfigError(f"{len(problems)} sink(s) cannot run on this machine, so nothing was started:\n{lines}")
-    return ActiveSinks(sinks, log or _stderr)
+    return ActiveSinks(sinks, log)
 
 
 def _stderr(text: str) -> None:
@@ -46,16 +47,12 @@ def _stderr(text: str) -> None:
 class ActiveSinks:
     """The sinks of one command, each called until it raises once."""
 
-    def __init__(self, sinks: list, log: Callable[[str], None]):
-        self.sinks, self.log = list(sinks), log
+    def __init__(self, sinks: list, log: Optional[Callable[[str], None]] = None):
+        self.sinks, self.log = list(sinks), log or _stderr
         self.failed: dict = {}  # name -> the error it was dropped for
 
     def __bool__(self) -> bool:
         return bool(self.sinks)
-
-    @property
-    def names(self) -> list[str]:
-        return [sink.name for sink in self.sinks]
 
     def start(self) -> None:
         self._tell("start", lambda sink: sink.start())

@@ -214,18 +214,18 @@ def cmd_report(args) -> int:
     from tlbench.report import rebuild_leaderboards
 
     grid_folder_as_results(args)
-    sinks = _sinks(_registry(args), args.sink, {}) if args.sink else None
+    from tlbench.active_sinks import ActiveSinks
+
+    # plugins are loaded only for a sink: a report reads records alone
+    sinks = _sinks(_registry(args), args.sink, {}) if args.sink else ActiveSinks([])
     try:
-        if sinks:
-            sinks.start()
+        sinks.start()
         for paths in rebuild_leaderboards(args.results, grids_to_read(args), args.control, args.screenshot):
             print(where(paths))
-            if sinks:
-                sinks.report(paths[0].parent.name, paths)
+            sinks.report(paths[0].parent.name, paths)
         return 0
     finally:
-        if sinks:
-            sinks.close()
+        sinks.close()
 
 
 def cmd_runs(args) -> int:
