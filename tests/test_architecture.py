@@ -117,7 +117,7 @@ def plugin_names():
 
     registry = load_registry()
     names = set()
-    for kind in ("backbones", "strategies", "datasets", "scores"):
+    for kind in ("backbones", "strategies", "datasets", "scores", "sinks"):
         for name, _, _ in registry.listing(kind):
             names.add(name)
     return {n for n in names if "*" not in n}

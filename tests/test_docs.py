@@ -26,7 +26,7 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 API = DOCS / "api.md"
 PAGES = [README, *sorted(DOCS.glob("*.md"))]
-KINDS = {"backbone": "backbones", "strategy": "strategies", "dataset": "datasets", "score": "scores"}
+KINDS = {"backbone": "backbones", "strategy": "strategies", "dataset": "datasets", "score": "scores", "sink": "sinks"}
 
 # Record fields written only by some cells: a failed one (traceback), one whose options were lists.
 FIELDS_OF_SOME_RECORDS = {"traceback", "candidates", "selected", "selection_s", "error_kind"}

@@ -191,13 +191,13 @@ def test_missing_plugins_dir_is_a_config_error(tmp_path, cli):
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["ls", "strategies"], ["ls", "datasets"], ["ls", "backbones"],
-                                  ["ls", "datasets", "c*"]])
+                                  ["ls", "datasets", "c*"], ["ls", "sinks"]])
 def test_cli_start_up_does_not_import_torch(argv):
     code = (
         "import sys, runpy; sys.argv = ['tlbench'] + %r\n"
         "try:\n    runpy.run_module('tlbench.cli', run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch', 'timm', 'torchvision', 'pandas', 'numpy') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'timm', 'torchvision', 'pandas', 'numpy', 'wandb', 'mlflow') if m in sys.modules]\n"
         "assert not heavy, heavy\n" % argv
     )
     import subprocess

@@ -9,6 +9,7 @@ from tlbench.hookspecs import hookimpl
 from tlbench.options import NoOptions, option
 from tlbench.samples import ConcatenatedSamples
 from tlbench.settings import Settings
+from tlbench.sink import Report, Sink
 
 __version__ = "0.1.0"
 
@@ -22,8 +23,10 @@ __all__ = [
     "Images",
     "Network",
     "NoOptions",
+    "Report",
     "Score",
     "Settings",
+    "Sink",
     "Split",
     "Strategy",
     "__version__",

@@ -1,4 +1,5 @@
-"""The four kinds of component a plugin can register, and what they exchange with the core.
+"""Four kinds of component a plugin can register (backbones, strategies, datasets, scores), and
+what they exchange with the core; the fifth, the sink, is in ``tlbench.sink``.
 
 Nothing here imports torch: ``tlbench ls`` and ``tlbench --help`` only read class attributes.
 Plugins keep their heavy imports inside methods for the same reason.
@@ -18,12 +19,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class Component:
-    """Shared by backbones, strategies, datasets and scores.
+    """Shared by backbones, strategies, datasets, scores and sinks.
 
     ``name`` is the one name used in grid files, ``tlbench ls``, records and leaderboards.
     ``description`` defaults to the first line of the class docstring.
     ``Options`` is a dataclass of the options a grid may set under ``[strategy.NAME]``
-    (or ``[backbone.NAME]``, ``[dataset.NAME]``, ``[score.NAME]``); see :func:`tlbench.option`.
+    (or ``[backbone.NAME]``, ``[dataset.NAME]``, ``[score.NAME]``, ``[sink.NAME]``); see
+    :func:`tlbench.option`.
     One rule for every kind: the core constructs the component with its validated options,
     which its methods read as ``self.options``.
     """

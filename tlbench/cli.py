@@ -109,25 +109,47 @@ def cmd_run(args) -> int:
         from tlbench.preflight import check_components
 
         check_components(grid.name, grid.cells if cells is None else cells, registry)  # a slice: its own
+    sinks = _sinks(registry, [*grid.sinks["on"], *args.sink], grid.sinks["options"])
     runner = _runner(args, registry, grid)
     _keep_snapshot(args.results, grid)
+    try:
+        outcome = _run_cells(args, registry, grid, runner, sinks, cells)
+        if outcome is None:
+            return 130
+        warn_capped(outcome.ran + outcome.skipped)
+        return answer_run(args.results, grid, outcome, sinks)
+    finally:
+        sinks.close()
+
+
+def _run_cells(args, registry, grid, runner, sinks, cells):
+    """The grid's pending cells (of ``cells``, a slice, when given; and racing's), each record
+    told to ``sinks``; None when Ctrl-C or SIGTERM stopped them (said here)."""
+    from tlbench.driver import run_grid_on
+
     executor, job_for = _executor(args, registry, grid, runner)
     try:
         with sigterm_as_interrupt():
-            from tlbench.driver import run_grid_on
-
+            sinks.start()
             outcome = run_grid_on(executor, runner, grid, job_for, retry_failed=args.retry_failed,
-                                  force=args.force, cells=cells)
+                                  force=args.force, cells=cells, sinks=sinks)
             if args.race_seeds:
-                grid.cells = grid.cells + _race(args, registry, grid, runner, outcome)
+                grid.cells = grid.cells + _race(args, registry, grid, runner, outcome, sinks)
+            return outcome
     except KeyboardInterrupt as exc:
         runner.progress.grid_done()
         cell = interrupted_cells(getattr(exc, "records", []))
         print(f"Interrupted: {cell}finished cells are saved. Run the same command again to resume.",
               file=sys.stderr)
-        return 130
-    warn_capped(outcome.ran + outcome.skipped)
-    return answer_run(args.results, grid, outcome)
+        return None
+
+
+def _sinks(registry, names: list, options: dict):
+    """The sinks a command turned on (tlbench.active_sinks); one that cannot run here is a
+    ConfigError before any cell runs."""
+    from tlbench.active_sinks import open_sinks
+
+    return open_sinks(registry, names, options)
 
 
 def _slice(args, grid, wanted: dict):
@@ -170,7 +192,7 @@ def _runner(args, registry, grid):
     return runner
 
 
-def _race(args, registry, grid, runner, outcome) -> list:
+def _race(args, registry, grid, runner, outcome, sinks) -> list:
     """Racing rounds after the grid's own cells (tlbench.race); returns the cells they added.
     Failures and lost cells of each round join ``outcome``."""
     from tlbench.driver import run_grid_on
@@ -189,7 +211,7 @@ def _race(args, registry, grid, runner, outcome) -> list:
             print(f"Racing, round {round_no}: seed {racing.seeds[0]} for {rows} row(s) not separated from "
                   "their dataset's best", file=sys.stderr)
         executor, job_for = _executor(args, registry, racing, runner)
-        more = run_grid_on(executor, runner, racing, job_for, retry_failed=args.retry_failed)
+        more = run_grid_on(executor, runner, racing, job_for, retry_failed=args.retry_failed, sinks=sinks)
         outcome.ran += more.ran
         outcome.skipped += more.skipped
         outcome.lost += more.lost
@@ -230,9 +252,18 @@ def cmd_report(args) -> int:
     from tlbench.report import rebuild_leaderboards
 
     grid_folder_as_results(args)
-    for paths in rebuild_leaderboards(args.results, grids_to_read(args), args.control, args.screenshot):
-        print(where(paths))
-    return 0
+    from tlbench.active_sinks import ActiveSinks
+
+    # plugins are loaded only for a sink: a report reads records alone
+    sinks = _sinks(_registry(args), args.sink, {}) if args.sink else ActiveSinks([])
+    try:
+        sinks.start()
+        for paths in rebuild_leaderboards(args.results, grids_to_read(args), args.control, args.screenshot):
+            print(where(paths))
+            sinks.report(paths[0].parent.name, paths)
+        return 0
+    finally:
+        sinks.close()
 
 
 def cmd_runs(args) -> int:

@@ -25,6 +25,10 @@ def _add_grid_file(parser: argparse.ArgumentParser) -> None:
     _add_common(parser)
 
 
+def _add_sink(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--sink", action="append", default=[], metavar="NAME", help=help_text)
+
+
 def _add_grid_name(parser: argparse.ArgumentParser, help_text: str) -> None:
     """What `report`, `runs` and `reproduce` take instead: a grid by its name, the folder of its
     records. ``--grid NAME``, their old spelling, still works with a warning (cli_flags)."""
@@ -81,12 +85,14 @@ def _add_run(commands) -> None:
                      help="rerun cells whose record says failed (with --only: of the slice)")
     run.add_argument("--force", action="store_true",
                      help="rerun every cell, even those already done (with --only: of the slice)")
+    _add_sink(run, "also send each record stored and the leaderboard to this sink (repeatable; adds to the "
+                   "grid's sinks, with its [sink.NAME] options if the grid has them; tlbench ls sinks)")
 
 
 def _add_ls(commands) -> None:
-    ls = commands.add_parser("ls", help="list registered backbones, strategies or datasets",
+    ls = commands.add_parser("ls", help="list registered backbones, strategies, datasets, scores or sinks",
                              description="List what the installed plugins register, one name a line.")
-    ls.add_argument("kind", choices=["backbones", "strategies", "datasets", "scores"])
+    ls.add_argument("kind", choices=["backbones", "strategies", "datasets", "scores", "sinks"])
     ls.add_argument("pattern", nargs="?", help="only the names that match this fnmatch pattern, e.g. "
                                                "'efficientnet*' (quote it: the shell expands * itself)")
     ls.add_argument("-v", "--verbose", action="store_true", help="also show each one's options")
@@ -109,6 +115,9 @@ def _add_report(commands) -> None:
     report.add_argument("--screenshot", action="store_true",
                         help="also save leaderboard.png, the page as headless Chromium renders it "
                              "(needs Playwright and a system Chromium)")
+    _add_sink(report, "also send each leaderboard written to this sink, with its default options "
+                      "(repeatable; tlbench ls sinks)")
+    _add_common(report)
 
 
 def _add_runs(commands) -> None:

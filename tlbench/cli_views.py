@@ -97,9 +97,9 @@ def warn_capped(records: list[dict]) -> None:
               "their records say so under `capped`", file=sys.stderr)
 
 
-def answer_run(results: str, grid, outcome) -> int:
-    """After `tlbench run`: the grid's leaderboard (its summary printed, its files written) and
-    what failed or was lost; returns the exit status. The leaderboard is `tlbench report`'s, from
+def answer_run(results: str, grid, outcome, sinks=None) -> int:
+    """After `tlbench run`: the grid's leaderboard (its summary printed, its files written,
+    ``sinks`` told) and what failed or was lost; returns the exit status. The leaderboard is `tlbench report`'s, from
     every stored record of the grid, whichever cells this run ran (a slice, a resume, a failure)."""
     from tlbench.report import build_leaderboard, terminal_summary, write_leaderboard
     from tlbench.results import grid_dir
@@ -107,7 +107,10 @@ def answer_run(results: str, grid, outcome) -> int:
     board = build_leaderboard(results, grid.name)
     # the answer first: the files (plots, page) take seconds to render
     print(terminal_summary(board, color=color(sys.stdout)), end="", flush=True)
-    print(where(write_leaderboard(board, grid_dir(results, grid.name))))
+    paths = write_leaderboard(board, grid_dir(results, grid.name))
+    print(where(paths), flush=True)
+    if sinks:
+        sinks.report(grid.name, paths)
     if outcome.failed:
         print_failures(outcome.failed)
     if outcome.lost:

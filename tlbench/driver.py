@@ -59,23 +59,26 @@ class GridOutcome:
 
 
 def run_grid_on(executor, runner, grid: Grid, job_for=None, retry_failed: bool = False,
-                force: bool = False, cells: Optional[list] = None) -> GridOutcome:
+                force: bool = False, cells: Optional[list] = None, sinks=None) -> GridOutcome:
     """Run a grid's pending cells on ``executor`` (up to ``executor.slots`` at once), each under
-    its claim; this process writes every record. With ``cells`` (a slice, tlbench.slices), only
-    those: the flags act on them alone. Several drivers may share a results folder: a cell
-    another process is running is left to it and looked at again later (its record then counts
-    as done here). Raises GridInterrupted after storing the records of the cells Ctrl-C stopped."""
+    its claim; this process writes every record, and tells ``sinks`` (tlbench.active_sinks) of
+    each once stored. With ``cells`` (a slice, tlbench.slices), only those: the flags act on them
+    alone. Several drivers may share a results folder: a cell another process is running is left
+    to it and looked at again later (its record then counts as done here). Raises
+    GridInterrupted after storing the records of the cells Ctrl-C stopped."""
     flags = {"retry_failed": retry_failed, "force": force}
-    return GridDriver(executor, runner, grid, job_for, flags, cells).run()
+    return GridDriver(executor, runner, grid, job_for, flags, cells, sinks).run()
 
 
 class GridDriver:
     """The driver's loop over one grid: which cells are pending, claiming each before it is
     handed to the executor, and storing what comes back."""
 
-    def __init__(self, executor, runner, grid: Grid, job_for, flags: dict, cells: Optional[list] = None):
+    def __init__(self, executor, runner, grid: Grid, job_for, flags: dict, cells: Optional[list] = None,
+                 sinks=None):
         self.executor, self.runner, self.grid, self.job_for, self.flags = executor, runner, grid, job_for, flags
         self.cells = grid.cells if cells is None else cells
+        self.sinks = sinks
         self.progress = runner.progress
         remove_leftovers(runner.results_dir, grid.name)
         self.at_start = records_by_run_id(runner.results_dir, grid.name)
@@ -204,6 +207,8 @@ class GridDriver:
         finally:
             claim.release()
         runner.progress.cell_done(cell.label, record)
+        if self.sinks:  # the one place every stored record passes, whichever executor ran its cell
+            self.sinks.record(record)
         return record
 
 

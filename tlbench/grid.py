@@ -22,10 +22,11 @@ from tlbench.grid_values import check_finite, controls_of, seeds_of, settings_va
 from tlbench.options import build_candidates, build_options, options_as_dict
 from tlbench.plugins import Registry
 from tlbench.settings import Settings
+from tlbench.sink_options import sink_tables
 
 GRID_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 TOP_LEVEL_KEYS = ("name", "backbones", "strategies", "datasets", "seeds", "control", "settings", "budget",
-                  "backbone", "strategy", "dataset", "score")
+                  "backbone", "strategy", "dataset", "score", "sinks", "sink")
 #: Settings a ``[budget.STRATEGY]`` table may change for one strategy's cells: how much it trains.
 BUDGET_SETTINGS = ("epochs", "batch_size")
 LIST_KEYS = {"backbones": "backbone", "strategies": "strategy", "datasets": "dataset"}
@@ -193,6 +194,9 @@ class Grid:
     #: the strategies transfer gain is measured against (``control``; the first also gives the
     #: overall table's P(> control)); not part of any cell, so they change no run_id
     controls: list[str] = field(default_factory=list)
+    #: ``sinks`` and ``[sink.NAME]`` (tlbench.sink_options): {"on": names, "options":
+    #: {name: options}}; where records are copied changes no run_id
+    sinks: dict = field(default_factory=lambda: {"on": [], "options": {}})
 
 
 def default_grid_path(registry: Registry) -> Path:
@@ -336,7 +340,7 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
                               f"remove one of them (a budget would flatten that strategy's curve).")
     grid = Grid(name, lists["backbones"], lists["strategies"], lists["datasets"], seeds, settings,
                 source=source, data=data, score_options=_score_tables(data, registry, source),
-                controls=controls_of(data, lists["strategies"], source))
+                controls=controls_of(data, lists["strategies"], source), sinks=sink_tables(data, registry, source))
     for dataset, (sweep, cell_settings), backbone, strategy, seed in itertools.product(
         grid.datasets, variants, grid.backbones, grid.strategies, grid.seeds
     ):

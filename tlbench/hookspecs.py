@@ -1,4 +1,4 @@
-"""The only extension surface: four hooks handed a ``register`` callback, and ``default_grid``.
+"""The only extension surface: five hooks handed a ``register`` callback, and ``default_grid``.
 
 Implementations may accept a subset of a spec's arguments, so specs can grow keyword
 arguments later without breaking any plugin.
@@ -28,6 +28,12 @@ def register_datasets(register):
 @hookspec
 def register_scores(register):
     """Register transferability score classes for ``tlbench rank``: ``register(MyScore)``."""
+
+
+@hookspec
+def register_sinks(register):
+    """Register sink classes (where records and leaderboards also go, e.g. an experiment
+    tracker): ``register(MySink)``."""
 
 
 @hookspec

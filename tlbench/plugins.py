@@ -1,4 +1,4 @@
-"""Plugin discovery and the registry of backbones, strategies, datasets and scores.
+"""Plugin discovery and the registry of backbones, strategies, datasets, scores and sinks.
 
 Sources, all treated alike: the ``tlbench`` entry-point group (first-party plugins are
 registered there too, exactly as a third-party package would be), and ``.py`` files in a plugins
@@ -26,6 +26,7 @@ import pluggy
 from tlbench import hookspecs
 from tlbench.api import Backbone, Dataset, Score, Strategy
 from tlbench.errors import ConfigError, plugin_hint, unknown_name_error
+from tlbench.sink import Sink
 
 ENTRY_POINT_GROUP = "tlbench"
 PLUGINS_DIR_ENV = "TLBENCH_PLUGINS_DIR"
@@ -35,6 +36,7 @@ KINDS = {
     "strategies": ("register_strategies", Strategy, "strategy"),
     "datasets": ("register_datasets", Dataset, "dataset"),
     "scores": ("register_scores", Score, "score"),
+    "sinks": ("register_sinks", Sink, "sink"),
 }
 
 

@@ -66,6 +66,8 @@ def grid_for(job: CellJob) -> dict:
             data[singular] = {key: table for key, table in job.grid_data[singular].items() if key == name}
     if isinstance(job.grid_data.get("budget"), dict):
         data["budget"] = {key: table for key, table in job.grid_data["budget"].items() if key == job.strategy}
+    for key in ("sinks", "sink"):  # only the driver tells sinks: a node need not have their plugins
+        data.pop(key, None)
     return data
 
 
