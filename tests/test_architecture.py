@@ -156,3 +156,22 @@ def test_each_core_module_is_short_and_opens_by_naming_its_job(path):
     source = path.read_text(encoding="utf-8")
     assert len(source.splitlines()) <= MAX_MODULE_LINES, f"{path.name}: split it by job"
     assert ast.get_docstring(ast.parse(source)), f"{path.name} has no opening docstring"
+
+
+# -- packaging ---------------------------------------------------------------------------------
+
+
+def test_the_wheel_lists_every_package_of_the_checkout():
+    """pyproject.toml names its packages one by one (the plugins live in plugins/, installed as
+    tlbench_plugins): a folder left out there is missing from the wheel, while an editable install,
+    which the tests use, still finds it."""
+    import tomllib
+
+    root = CORE.parent
+    setup = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    renamed = {folder: package for package, folder in setup["package-dir"].items()}
+    found = set()
+    for init in [*root.glob("tlbench/**/__init__.py"), *root.glob("plugins/**/__init__.py")]:
+        parts = init.parent.relative_to(root).parts
+        found.add(".".join((renamed.get(parts[0], parts[0]), *parts[1:])))
+    assert found == set(setup["packages"])
