@@ -262,11 +262,9 @@ def _fashion_mnist_site_unreachable():
     """Why none of torchvision's Fashion-MNIST mirrors answers ("URL: error"), or None."""
     import torchvision.datasets
 
-    from tlbench_plugins.machinery.network import unreachable
-
     why = None
     for mirror in torchvision.datasets.FashionMNIST.mirrors:
-        why = unreachable(mirror)
+        why = tlbench.unreachable(mirror)
         if why is None:
             return None
         why = f"{mirror}: {why}"

@@ -212,9 +212,8 @@ def _hub_weights_out_of_reach(name: str) -> Optional[str]:
     if constants.HF_HUB_OFFLINE:
         why = "HF_HUB_OFFLINE is set"
     else:
-        from tlbench_plugins.machinery.network import unreachable
-
-        why = unreachable(constants.ENDPOINT)
+        
+        why = tlbench.unreachable(constants.ENDPOINT)
         if why is None:
             return None  # the cell downloads them
         why = f"the hub ({constants.ENDPOINT}) does not answer: {why}"

@@ -6,6 +6,7 @@ The public API for plugins is exactly ``__all__``; importing it does not import 
 from tlbench.api import Backbone, Component, Dataset, FitContext, Images, Network, Score, Split, Strategy
 from tlbench.errors import ConfigError
 from tlbench.hookspecs import hookimpl
+from tlbench.network import unreachable
 from tlbench.options import NoOptions, option
 from tlbench.samples import ConcatenatedSamples
 from tlbench.settings import Settings
@@ -32,4 +33,5 @@ __all__ = [
     "__version__",
     "hookimpl",
     "option",
+    "unreachable",
 ]

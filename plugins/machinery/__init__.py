@@ -1,9 +1,8 @@
 """Machinery the first-party plugins share: a library, not a plugin.
 
 Nothing here registers anything or is an entry point; ``tlbench_plugins.strategies``,
-``tlbench_plugins.scores``, the dataset plugins and the sinks import it, and it imports nothing
-of tlbench but the public ``tlbench`` module, exactly as a third-party package's own helpers
-would.
+``tlbench_plugins.scores`` and the sinks import it, and it imports nothing of tlbench but the
+public ``tlbench`` module, exactly as a third-party package's own helpers would.
 
 - ``training``: the supervised training loop and its recipe (freezing, train modes that keep
   BatchNorm statistics, AdamW groups with layer-wise decay, schedule, augmentation, accuracy).
@@ -19,7 +18,6 @@ batches with folded BatchNorms) are public API, ``ctx.frozen_features`` and ``ct
   refit, installation as the classifier).
 - ``softmax_regression``: the full-batch L-BFGS solver that head is fitted with.
 - ``knn``: the weighted k-nearest-neighbour vote, its head and classifier.
-- ``network``: whether a download site answers (the datasets' ``unavailable`` checks).
 - ``cell_fields``: what an experiment tracker receives of a record (the ``wandb`` and ``mlflow``
   sinks): the cell's name, its configuration, its metrics.
 

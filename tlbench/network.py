@@ -1,5 +1,5 @@
-"""Whether a download site answers, asked cheaply: the first-party datasets' ``unavailable``
-checks use it to say before any cell runs that a download cannot happen here."""
+"""Whether a download site answers, asked cheaply (public: ``tlbench.unreachable``): a plugin's
+``unavailable`` check uses it to say before any cell runs that a download cannot happen here."""
 
 from __future__ import annotations
 
