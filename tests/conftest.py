@@ -5,7 +5,6 @@ Test-only plugins live in tests/plugins/, one definition each, as real plugin fi
 ``test_plugins_dir`` to ``--plugins-dir`` (or to ``load_registry``) to load them.
 """
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -41,15 +40,6 @@ def pytest_collection_modifyitems(config, items):
         return LONGEST_FILES_FIRST.index(name) if name in LONGEST_FILES_FIRST else len(LONGEST_FILES_FIRST)
 
     items.sort(key=rank)  # stable: within a file, and among the rest, collection order stays
-
-
-def pytest_xdist_auto_num_workers(config):
-    """``-n auto``: one worker more than this process may use CPUs. A good part of the suite
-    waits (Ray daemons starting, subprocesses importing torch), and the extra worker fills those
-    waits with CPU-bound tests. PYTEST_XDIST_AUTO_NUM_WORKERS still decides when set."""
-    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
-        return None
-    return len(os.sched_getaffinity(0)) + 1
 
 
 @pytest.fixture(scope="session")

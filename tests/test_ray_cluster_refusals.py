@@ -78,9 +78,10 @@ def test_a_node_without_a_plugin_or_a_usable_cache_gets_no_cells(site, tmp_path)
 def test_a_cluster_that_refuses_the_drivers_token_is_reported_in_rays_words(site, tmp_path):
     with TwoNodeCluster(tmp_path, auth_token="c0ffee" * 8) as guarded:
         path = grid(site, "token", ["linear_probe"])
-        # a wrong token; Ray retries a refused connection for 20 s by default: 1 s here
+        # a wrong token; Ray retries a refused connection for 20 s by default: 3 s here (1 s was
+        # too short for one refusal to come back while the rest of the suite loads the CPUs)
         done = tlbench(guarded, *on_ray(guarded, site, path), env={
-            "RAY_AUTH_TOKEN": "bad" * 16, "RAY_gcs_server_port_wait_time_s": "1"})
+            "RAY_AUTH_TOKEN": "bad" * 16, "RAY_gcs_server_port_wait_time_s": "3"})
     assert done.returncode == 2
     assert done.stderr.startswith(f"error: Cannot join the Ray cluster at '{guarded.address}': it refused this driver (")
     assert "Authentication token is missing or incorrect" in done.stderr and "ray start --head" not in done.stderr
