@@ -133,13 +133,18 @@ class _Node:
         self.name, self.unshare, self.init_pid, self.pid_ns = name, unshare, init_pid, pid_ns
 
     def pids(self) -> list[int]:
-        return _ns_pids(self.pid_ns)
+        """The namespace's live processes; none once its first process is gone (the kernel kills
+        the rest with it). Never a scan by the namespace's inode number alone after that: the
+        kernel may give the number to a namespace of another cluster (another xdist worker's)."""
+        return _ns_pids(self.pid_ns) if self.init_pid in _ns_pids(self.pid_ns) else []
 
     def kill(self, timeout: float = 10.0) -> None:
-        """SIGKILL the namespace's first process: the kernel kills all the others at once."""
+        """SIGKILL the namespace's first process: the kernel kills all the others at once. Only
+        the processes seen in the namespace while it was alive are waited for (see ``pids``)."""
         deadline = time.monotonic() + timeout
+        ours = set(self.pids())
         while True:
-            pids = self.pids()
+            pids = [pid for pid in _ns_pids(self.pid_ns) if pid in ours]  # its first process may be gone
             if not pids:
                 break
             for pid in [self.init_pid] + pids:  # one signal suffices; the rest in case of a race
