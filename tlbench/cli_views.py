@@ -165,7 +165,10 @@ def _records_and_claims(results: str, grid: str) -> list[dict]:
     rows = [r for r in iter_records(results, grid) if r["run_id"] not in running]
     for claim in running.values():
         holder = f"pid {claim.get('pid', '?')} on {claim.get('host', '?')} since {claim.get('since', '?')}"
+        if claim.get("slurm"):  # a task of a detached Slurm array holds it (tlbench.slurm_worker)
+            holder += f", Slurm {claim['slurm']}"
         rows.append({"grid": grid, "run_id": claim["run_id"], "status": RUNNING, "error": holder,
+                     "node": {"hostname": str(claim.get("host", "-"))},
                      **{k: claim.get(k, "?") for k in ("backbone", "strategy", "dataset", "seed")}})
     return rows
 
