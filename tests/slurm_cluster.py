@@ -170,6 +170,8 @@ class SlurmCluster:
             "MessageTimeout=5",
             "SchedulerParameters=sched_interval=1,bf_interval=1",
             "HealthCheckInterval=0",
+            # a node may say it has more CPUs than it does (tests whose cells mostly wait)
+            "SlurmdParameters=config_overrides",
             f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN",
             f"PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP",
             "",

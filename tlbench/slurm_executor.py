@@ -101,6 +101,7 @@ class SlurmExecutor:
         self._buffer: list = []  # (handle, job) handed out and not submitted yet
         self._pending: dict = {}  # run_id -> handle, until its outcome is decided
         self._tasks: dict = {}  # (array job id, task index) -> run_ids of its cells
+        self._logs: dict = {}  # (array job id, task index) -> the task's stderr file
         self._asked = 0.0
 
     def describe(self) -> str:
@@ -134,8 +135,9 @@ class SlurmExecutor:
                               "(or the grid's [executor.slurm] table).") from None
         array = jobs[0].job_id.split("_")[0]
         self.job_ids.append(array)
-        for index, chunk in enumerate(chunks):
+        for index, (chunk, job) in enumerate(zip(chunks, jobs)):
             self._tasks[(array, str(index))] = [job.run_id for _, job in chunk]
+            self._logs[(array, str(index))] = job.paths.stderr
             for handle, job in chunk:
                 self._pending[job.run_id] = handle
         self.log(f"Submitted Slurm job array {array} ({len(chunks)} task(s), {len(buffered)} cell(s)); "
@@ -193,7 +195,7 @@ class SlurmExecutor:
         job_state, node = state
         task = f"Slurm task {key[0]}_{key[1]}" + (f" on {node}" if node and node != "None" else "")
         started = [r for r in run_ids if (self.outbox / f"{r}.started").exists()]
-        log = self.folder / f"{key[0]}_{key[1]}" / f"{key[0]}_{key[1]}_0_log.err"
+        log = self._logs.get(key, self.folder)
         decided = []
         for run_id in run_ids:
             handle = self._pending.pop(run_id)
@@ -222,8 +224,10 @@ class SlurmExecutor:
                 continue  # asked again in a second
             for line in out.splitlines():
                 fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
-                task = fields.get("ArrayTaskId", "")
-                if task.isdigit():  # pending tasks share one line with a range: not ended anyway
+                # submitit submits one task as a plain job, without ArrayTaskId; pending tasks of
+                # an array share one line with a range, and have not ended anyway
+                task = fields.get("ArrayTaskId", "0" if fields.get("JobId") == array else "")
+                if task.isdigit():
                     states[(array, task)] = (fields.get("JobState", ""), fields.get("NodeList", ""))
         return states
 
@@ -276,7 +280,7 @@ def submit_detached(args, registry, grid, runner, cells, make_executor) -> int:
     at_start = {cell.run_id: (records.get(cell.run_id) or {}).get("finished_at") for cell in todo}
     array = executor.submit_detached([job_for(cell) for cell in todo], {
         "results": str(Path(args.results).absolute()), "grid": grid.name, "grid_seeds": list(grid.seeds),
-        "at_start": at_start})
+        "at_start": at_start, "seeds": {cell.run_id: cell.seed for cell in todo}})
     print(array, flush=True)
     log(f"`tlbench runs --results {args.results} --grid-name {grid.name}` shows what is pending, running and "
         "done; `tlbench report` (or the same `tlbench run`) writes the leaderboard once the array has ended.")

@@ -33,7 +33,8 @@ def slurm_ids() -> dict:
 
 def run_task(jobs: list, outbox: str, detached: Optional[dict] = None) -> int:
     """Run ``jobs`` (CellJob fields, one dict a cell) in order; returns how many ran here.
-    ``detached``: {"results": DIR, "grid": NAME, "grid_seeds": [...], "at_start": {run_id: finished_at}}."""
+    ``detached``: {"results": DIR, "grid": NAME, "grid_seeds": [...], "at_start": {run_id: finished_at},
+    "seeds": {run_id: seed}}."""
     # submitit requeues a task on SIGUSR2 only to resume a checkpointable function; a cell is
     # not one: the note of the running cell tells the driver what the time limit cut short
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
@@ -83,7 +84,9 @@ def _claim(job: CellJob, here: dict, detached: dict):
     results = detached["results"]
     grid = detached["grid"]
     about = {"backbone": job.backbone, "strategy": job.strategy, "dataset": job.dataset,
-             "slurm": f"job {here['job_id']} task {here['array_task_id']}", "node": here["node"]}
+             "seed": detached["seeds"].get(job.run_id, "?"),
+             "slurm": f"job {here['job_id']}" + (f" task {here['array_task_id']}" if here["array_task_id"] else ""),
+             "node": here["node"]}
     claim = claim_cell(results, grid, job.run_id, about)
     if claim is None:
         return None
