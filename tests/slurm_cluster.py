@@ -252,7 +252,38 @@ class SlurmCluster:
 
     # -- stopping --------------------------------------------------------------------------------
 
+    def _cancel_jobs(self, timeout: float = 15.0) -> None:
+        """scancel this cluster's jobs (SLURM_CONF names it alone), until its queue is empty."""
+        if "slurmctld" not in self.pids():
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            jobs = sorted({job["job"].split("_")[0] for job in self.squeue()})
+            if not jobs:
+                return
+            self._run(["scancel", *jobs])
+            time.sleep(0.2)
+
+    def _job_processes(self) -> list[int]:
+        """This cluster's job processes (slurmstepd, batch shells, tasks): their environment
+        names this cluster's slurm.conf. slurmstepd detaches from slurmd, so it and its job
+        outlive the daemons unless stopped."""
+        ours, me = f"SLURM_CONF={self.conf}".encode(), os.getpid()
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == me or int(entry) in self.pids().values():
+                continue
+            try:
+                environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if ours in environ and any(v.startswith(b"SLURM_JOB_ID=") for v in environ) or \
+                    (ours in environ and Path(f"/proc/{entry}/comm").read_text().strip() == "slurmstepd"):
+                pids.append(int(entry))
+        return pids
+
     def _stop(self) -> None:
+        self._cancel_jobs()
         # slurmd first (its jobs' steps end with it), then slurmctld, then munged; each by the
         # pid this instance started, SIGTERM and then SIGKILL after a moment
         for name in ("slurmd", "slurmctld", "munged"):
@@ -265,6 +296,11 @@ class SlurmCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for pid in self._job_processes():  # what scancel could not reach (a job of a dead slurmd)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         for log in self._logs:
             log.close()
         self._logs = []

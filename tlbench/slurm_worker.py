@@ -38,6 +38,14 @@ def run_task(jobs: list, outbox: str, detached: Optional[dict] = None) -> int:
     # submitit requeues a task on SIGUSR2 only to resume a checkpointable function; a cell is
     # not one: the note of the running cell tells the driver what the time limit cut short
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    # submitit ignores SIGTERM, waiting for SIGKILL; a cell's outcome is in the outbox once it
+    # has one, so the task ends at once when Slurm ends it (its time limit, scancel). Where
+    # Slurm tracks processes by parentage (proctrack/linuxproc), a task that outlived its batch
+    # shell would escape the SIGKILL: it ends when the shell does.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from tlbench.worker import _exit_when_orphaned
+
+    _exit_when_orphaned(os.getppid())
     here = slurm_ids()
     node = {"hostname": here["node"]}
     ran = 0
