@@ -222,3 +222,12 @@ def test_a_task_past_its_time_limit_records_its_running_cell_as_timeout(cluster,
     assert (record["status"], record["error_kind"]) == ("failed", "timeout"), record
     assert "reached its time limit" in record["error"]
     assert record["slurm"]["node"] == cluster.node
+
+
+def test_an_unknown_partition_is_one_line_naming_the_clusters_partitions(cluster, site):
+    path = grid(site, "nowhere", ["held"])
+    refused = tlbench(cluster, run_args(site, path, "--slurm-partition", "debgu"))
+    assert refused.returncode == 2, refused.stderr
+    [line] = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert "debgu" in line and "debug" in line and "Traceback" not in refused.stderr
+    assert cluster.squeue() == []

@@ -96,7 +96,8 @@ def _check_slurm_flags(args) -> None:
     if args.slurm_time is not None and not re.fullmatch(r"(\d+-)?\d+(:\d{1,2}){0,2}", args.slurm_time.strip()):
         raise ConfigError(f"--slurm-time {args.slurm_time!r}: give minutes (90) or [D-]HH:MM:SS (1-00:00:00, 2:30:00).")
     for flag in args.slurm_sbatch or []:
-        if not flag.strip().lstrip("-") or flag.lstrip("-").partition("=")[0].strip() != flag.lstrip("-").partition("=")[0]:
+        name = flag.lstrip("-").partition("=")[0]
+        if not name or name.strip() != name:
             raise ConfigError(f"--slurm-sbatch {flag!r}: give one sbatch flag as FLAG or FLAG=VALUE, e.g. "
                               "--slurm-sbatch constraint=a100.")
 

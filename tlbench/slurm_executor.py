@@ -74,7 +74,23 @@ def import_submitit():
     return submitit
 
 
-def _said(exc: BaseException) -> str:
+def _check_answers(partition: Optional[str]) -> None:
+    """Slurm answers here (before any cell is claimed), and knows the partition asked for."""
+    try:
+        answer = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"Slurm does not answer on this machine ({exc}).") from None
+    if answer.returncode != 0:
+        raise ConfigError(f"Slurm does not answer on this machine: {_said(answer)}. Run tlbench on a login "
+                          "node of the cluster (or set SLURM_CONF to its slurm.conf).")
+    partitions = sorted(set(answer.stdout.split()))
+    if partition is not None and partition not in partitions:
+        from tlbench.errors import unknown_name_error
+
+        raise unknown_name_error("Slurm partition", partition, partitions, " (--slurm-partition)")
+
+
+def _said(exc) -> str:
     """sbatch's own words when it refused the job, on one line."""
     text = getattr(exc, "stderr", None) or getattr(exc, "output", None) or str(exc)
     if isinstance(text, bytes):
@@ -92,6 +108,7 @@ class SlurmExecutor:
     def __init__(self, options: SlurmOptions, folder: Path, log=None):
         self.submitit = import_submitit()
         self.options = options
+        _check_answers(options.partition)
         # submitit's files (pickled calls, the tasks' stdout and stderr) and the outbox, one
         # folder a run: on the shared disk, since the tasks read and write them from their nodes
         self.folder = folder / time.strftime("%Y%m%dT%H%M%S") / str(os.getpid())
@@ -131,8 +148,7 @@ class SlurmExecutor:
             jobs = executor.map_array(run_task, [[asdict(job) for _, job in chunk] for chunk in chunks],
                                       [str(self.outbox)] * len(chunks), [detached] * len(chunks))
         except Exception as exc:  # sbatch's refusal (a partition, account or flag it does not know)
-            raise ConfigError(f"Slurm refused the job array: {_said(exc)}. Fix the --slurm-* flags "
-                              "(or the grid's [executor.slurm] table).") from None
+            raise ConfigError(f"Slurm refused the job array: {_said(exc)}. Fix the --slurm-* flags.") from None
         array = jobs[0].job_id.split("_")[0]
         self.job_ids.append(array)
         for index, (chunk, job) in enumerate(zip(chunks, jobs)):
