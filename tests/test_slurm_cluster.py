@@ -251,3 +251,10 @@ def test_an_unknown_partition_is_one_line_naming_the_clusters_partitions(cluster
     assert refused.stderr.splitlines() == ["error: Unknown Slurm partition 'debgu' (--slurm-partition). Did you mean: "
                                            "debug? Available: debug."]
     assert cluster.squeue() == []
+
+
+def test_the_grids_executor_slurm_table_reaches_slurm(cluster, site, here):
+    path = grid(site, "tabled", ["held"])
+    path.write_text(path.read_text() + '\n[executor.slurm]\npartition = "debgu"\ncells_per_task = 2\n')
+    refused = here(run_args(site, path))
+    assert refused.returncode == 2 and "Unknown Slurm partition 'debgu'" in refused.stderr, refused.stderr

@@ -250,7 +250,8 @@ def _executor(args, registry, grid, runner):
         from tlbench.results import grid_dir
         from tlbench.slurm_executor import SlurmExecutor
 
-        executor = SlurmExecutor(slurm_options(args), grid_dir(args.results, grid.name).absolute() / "slurm", _log(args))
+        folder = grid_dir(args.results, grid.name).absolute() / "slurm"
+        executor = SlurmExecutor(slurm_options(args, grid.executor.get("slurm", {})), folder, _log(args))
         _log(args)(executor.describe())
         # the nodes share this disk, and so TLBENCH_CACHE_DIR if it is set (each node's default otherwise)
         return executor, DriverView(registry, grid, runner).jobs(job_maker(grid, plugins_dir, cache_dir))

@@ -14,7 +14,7 @@ from tlbench.errors import ConfigError
 RAY_ONLY = (("--ray-address", "ray_address", None), ("--gpu-share", "gpu_share", []),
             ("--ray-max-retries", "ray_max_retries", 2))
 # ... only `--executor slurm` (all default to None)
-SLURM_ONLY = ("partition", "time", "gpus", "mem", "account", "qos", "array_parallelism", "sbatch")
+SLURM_ONLY = ("partition", "time", "gpus", "mem", "account", "qos", "array_parallelism", "sbatch")  # --slurm-*
 SLURM_FLAGS = (*((f"--slurm-{name.replace('_', '-')}", f"slurm_{name}") for name in SLURM_ONLY),
                ("--cells-per-task", "cells_per_task"))
 
@@ -77,41 +77,28 @@ def check_run_flags(args) -> None:
 
 
 def _check_slurm_flags(args) -> None:
-    """`--executor slurm`'s numbers: whole and positive; a time sbatch can read."""
-    import re
-
+    """`--executor slurm`'s flags, each value checked (tlbench.slurm_options), and the flags of
+    the other executors that it does not take."""
     if args.race_seeds is not None:
         raise ConfigError("--race-seeds runs with --executor local or subprocess: each round is "
                           "decided on the driver from the records of the last.")
     if args.cell_timeout is not None:
         raise ConfigError("--cell-timeout does not apply to --executor slurm: give each task a time limit "
                           "with --slurm-time (a cell running at the limit is recorded as a timeout).")
-    if args.cpus_per_cell < 1 or args.cpus_per_cell != int(args.cpus_per_cell):
-        raise ConfigError(f"--cpus-per-cell with --executor slurm is a whole number of CPUs a task, got "
-                          f"{args.cpus_per_cell:g}.")
-    for flag, value, least in (("--slurm-gpus", args.slurm_gpus, 0), ("--cells-per-task", args.cells_per_task, 1),
-                               ("--slurm-array-parallelism", args.slurm_array_parallelism, 1)):
-        if value is not None and value < least:
-            raise ConfigError(f"{flag} must be {least} or more, got {value}.")
-    if args.slurm_time is not None and not re.fullmatch(r"(\d+-)?\d+(:\d{1,2}){0,2}", args.slurm_time.strip()):
-        raise ConfigError(f"--slurm-time {args.slurm_time!r}: give minutes (90) or [D-]HH:MM:SS (1-00:00:00, 2:30:00).")
-    for flag in args.slurm_sbatch or []:
-        name = flag.lstrip("-").partition("=")[0]
-        if not name or name.strip() != name:
-            raise ConfigError(f"--slurm-sbatch {flag!r}: give one sbatch flag as FLAG or FLAG=VALUE, e.g. "
-                              "--slurm-sbatch constraint=a100.")
+    slurm_options(args, {})
 
 
-def slurm_options(args):
-    """The SlurmOptions of `tlbench run --executor slurm`'s flags."""
-    from tlbench.slurm_executor import SlurmOptions
+def slurm_options(args, table: dict):
+    """The SlurmOptions of `tlbench run --executor slurm`: the flags over the grid's
+    [executor.slurm] ``table``. --cpus-per-cell counts when it is not its default, 1."""
+    from tlbench.slurm_options import slurm_options as merged
 
-    given = {"partition": args.slurm_partition, "time": args.slurm_time, "gpus_per_task": args.slurm_gpus,
+    flags = {"partition": args.slurm_partition, "time": args.slurm_time, "gpus": args.slurm_gpus,
              "mem": args.slurm_mem, "account": args.slurm_account, "qos": args.slurm_qos,
              "array_parallelism": args.slurm_array_parallelism, "sbatch": args.slurm_sbatch,
-             "cells_per_task": args.cells_per_task}
-    return SlurmOptions(cpus_per_task=int(args.cpus_per_cell),
-                        **{key: value for key, value in given.items() if value is not None})
+             "cells_per_task": args.cells_per_task,
+             "cpus_per_task": None if args.cpus_per_cell == 1.0 else args.cpus_per_cell}
+    return merged(flags, table)
 
 
 def gpu_shares(pairs: list[str], registry) -> dict:

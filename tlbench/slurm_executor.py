@@ -20,47 +20,19 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
 
 from tlbench.cell_job import Outcome
 from tlbench.errors import ConfigError
+from tlbench.slurm_options import SlurmOptions
 
 INSTALL_HINT = 'pip install "tlbench[slurm]"'
 POLL_S = 1.0  # how often the driver asks Slurm about the tasks (scontrol is a call to slurmctld)
 # a task in one of these has ended: its cells without an outcome are decided from the state
 ENDED = {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
          "DEADLINE", "OUT_OF_MEMORY"}
-
-
-@dataclass
-class SlurmOptions:
-    """What each task asks Slurm for (flags ``--slurm-*``, ``--cpus-per-cell``, ``--cells-per-task``)."""
-
-    partition: Optional[str] = None
-    time: str = "60"  # minutes, or [D-]HH:MM:SS, as sbatch --time takes it
-    cpus_per_task: int = 1
-    gpus_per_task: int = 0
-    mem: Optional[str] = None  # as sbatch --mem takes it: 4G, 16000M
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    array_parallelism: int = 256  # tasks running at once (sbatch --array=...%N)
-    sbatch: list = field(default_factory=list)  # more sbatch flags, "FLAG=VALUE" or "FLAG"
-    cells_per_task: int = 1
-
-    def submitit_parameters(self) -> dict:
-        extra = {}
-        for flag in self.sbatch:
-            name, sep, value = flag.lstrip("-").partition("=")
-            extra[name.replace("-", "_")] = value if sep else True
-        parameters = {"time": self.time, "cpus_per_task": self.cpus_per_task, "array_parallelism":
-                      self.array_parallelism, "partition": self.partition, "mem": self.mem,
-                      "account": self.account, "qos": self.qos,
-                      "gpus_per_node": self.gpus_per_task or None,
-                      # the task's own process runs the cells: no srun step to start and signal
-                      "use_srun": False, "job_name": "tlbench", "additional_parameters": extra}
-        return {k: v for k, v in parameters.items() if v is not None}
 
 
 def import_submitit():
@@ -124,8 +96,9 @@ class SlurmExecutor:
     def describe(self) -> str:
         o = self.options
         where = f"partition {o.partition}" if o.partition else "the default partition"
-        return (f"Slurm: {where}, {o.cpus_per_task} CPU(s){f', {o.gpus_per_task} GPU(s)' if o.gpus_per_task else ''}"
-                f" and {o.time} min a task, {o.cells_per_task} cell(s) a task")
+        limit = f"{o.time} min" if str(o.time).isdigit() else str(o.time)
+        return (f"Slurm: {where}; a task has {o.cpus_per_task} CPU(s){f', {o.gpus} GPU(s)' if o.gpus else ''}, "
+                f"{limit} and {o.cells_per_task} cell(s)")
 
     def submit(self, cell, job) -> object:
         handle = object()
@@ -218,7 +191,7 @@ class SlurmExecutor:
             if job_state == "TIMEOUT" and run_id in started:
                 where = {"slurm": {"job_id": key[0], "array_task_id": key[1], "node": node or ""}}
                 decided.append((handle, Outcome(failure=(
-                    "timeout", f"the {task} reached its time limit ({self.options.time} min, --slurm-time) "
+                    "timeout", f"the {task} reached its time limit (--slurm-time {self.options.time}) "
                                "while running the cell"), where=where)))
             elif job_state in ("FAILED", "OUT_OF_MEMORY") and run_id in started:
                 decided.append((handle, Outcome(failure=(
