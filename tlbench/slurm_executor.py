@@ -92,6 +92,7 @@ class SlurmExecutor:
         self._tasks: dict = {}  # (array job id, task index) -> run_ids of its cells
         self._logs: dict = {}  # (array job id, task index) -> the task's stderr file
         self._asked = 0.0
+        self._reasons: set = set()  # (array, Reason) said while tasks were pending
 
     def describe(self) -> str:
         o = self.options
@@ -218,7 +219,20 @@ class SlurmExecutor:
                 task = fields.get("ArrayTaskId", "0" if fields.get("JobId") == array else "")
                 if task.isdigit():
                     states[(array, task)] = (fields.get("JobState", ""), fields.get("NodeList", ""))
+                if fields.get("JobState") == "PENDING":
+                    self._say_why_pending(array, fields.get("Reason", ""))
         return states
+
+    def _say_why_pending(self, array: str, reason: str) -> None:
+        """Once per reason: Slurm holds tasks for a reason only the request or an admin can
+        change (a limit of the partition, account or QoS, a node that does not exist); the
+        driver keeps waiting, as Slurm does."""
+        if reason in ("None", "Priority", "Resources", "BeginTime", "Dependency", "JobArrayTaskLimit", "") \
+                or (array, reason) in self._reasons:
+            return
+        self._reasons.add((array, reason))
+        self.log(f"Slurm keeps tasks of job {array} pending: Reason={reason}. If that does not pass, Ctrl-C "
+                 "(it cancels the array) and change what the --slurm-* flags ask for.")
 
     # -- stopping --------------------------------------------------------------------------------
 
@@ -247,7 +261,10 @@ class SlurmExecutor:
         print(f"Cancelled Slurm job array {', '.join(self.job_ids)}.", file=sys.stderr)
 
     def close(self) -> None:
-        pass
+        """The run stopped with tasks still queued or running (a record it could not store, say):
+        they would run cells nobody collects, so they are cancelled; their cells stay pending."""
+        if self._pending:
+            self.cancel()
 
 
 def submit_detached(args, registry, grid, runner, cells, make_executor) -> int:
