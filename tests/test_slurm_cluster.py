@@ -258,3 +258,29 @@ def test_the_grids_executor_slurm_table_reaches_slurm(cluster, site, here):
     path.write_text(path.read_text() + '\n[executor.slurm]\npartition = "debgu"\ncells_per_task = 2\n')
     refused = here(run_args(site, path))
     assert refused.returncode == 2 and "Unknown Slurm partition 'debgu'" in refused.stderr, refused.stderr
+
+
+def test_a_failed_node_leaves_its_cell_pending_for_the_next_run(cluster, site, time_limited):
+    # after the time-limited run (this file's last but one test): a node marked down ends every
+    # job on it, and this cluster has one node
+    time_limited[0].wait(timeout=90)
+    path = grid(site, "nodefail", ["held"])
+    hold = site["base"] / "hold-nodefail"
+    hold.touch()
+    # without requeueing: Slurm would requeue the task (JobRequeue), which then waits for a node
+    driver = subprocess.Popen([*CLI, *run_args(site, path, "--slurm-sbatch", "no-requeue")],
+                              env=cluster.env({"TLBENCH_TEST_HOLD": str(hold)}),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started(site, "nodefail")
+    down = ["scontrol", "update", f"NodeName={cluster.node}"]
+    subprocess.run([*down, "State=DOWN", "Reason=tlbench-test"], env=cluster.env(), check=True)
+    try:
+        _, err = driver.communicate(timeout=60)
+    finally:  # the node's slurmd still answers: ReturnToService=2 may have brought it back already
+        subprocess.run([*down, "State=RESUME"], env=cluster.env(), capture_output=True)
+        deadline = time.monotonic() + 30
+        while cluster.node_state() != "idle" and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert driver.returncode == 1, err
+    assert "ended NODE_FAIL before the cell finished" in err
+    assert records(site, "nodefail") == []
