@@ -32,7 +32,7 @@ INSTALL_HINT = 'pip install "tlbench[slurm]"'
 POLL_S = 1.0  # how often the driver asks Slurm about the tasks (scontrol is a call to slurmctld)
 # a task in one of these has ended: its cells without an outcome are decided from the state
 ENDED = {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
-         "DEADLINE", "OUT_OF_MEMORY"}
+         "DEADLINE", "OUT_OF_MEMORY", "FORGOTTEN"}  # the last: no longer known to scontrol
 
 
 def import_submitit():
@@ -159,11 +159,16 @@ class SlurmExecutor:
         return done
 
     def _from_outbox(self) -> list:
+        # a listing, not a stat a cell: opening the folder makes an NFS client look again,
+        # where a cached "no such file" could outlive the task that wrote the file
+        try:
+            names = set(os.listdir(self.outbox))
+        except OSError:
+            return []
         done = []
         for run_id in list(self._pending):
-            path = self.outbox / f"{run_id}.json"
-            if path.exists():
-                done.append((self._pending.pop(run_id), self._read(path)))
+            if f"{run_id}.json" in names:
+                done.append((self._pending.pop(run_id), self._read(self.outbox / f"{run_id}.json")))
         return done
 
     def _read(self, path: Path) -> Outcome:
@@ -184,7 +189,8 @@ class SlurmExecutor:
         its time limit came is recorded ``timeout``, the others are left pending."""
         job_state, node = state
         task = f"Slurm task {key[0]}_{key[1]}" + (f" on {node}" if node and node != "None" else "")
-        started = [r for r in run_ids if (self.outbox / f"{r}.started").exists()]
+        names = set(os.listdir(self.outbox))
+        started = [r for r in run_ids if f"{r}.started" in names]
         log = self._logs.get(key, self.folder)
         decided = []
         for run_id in run_ids:
@@ -208,11 +214,15 @@ class SlurmExecutor:
         states = {}
         for array in self.job_ids:
             try:
-                out = subprocess.run(["scontrol", "-o", "show", "job", array], capture_output=True,
-                                     text=True, timeout=30).stdout
+                answer = subprocess.run(["scontrol", "-o", "show", "job", array], capture_output=True,
+                                        text=True, timeout=30)
             except (OSError, subprocess.TimeoutExpired):
                 continue  # asked again in a second
-            for line in out.splitlines():
+            if answer.returncode != 0 and "Invalid job id" in answer.stderr:
+                # ended longer ago than Slurm remembers (MinJobAge): how, nobody can say now
+                states.update({key: ("FORGOTTEN", "") for key in self._tasks if key[0] == array})
+                continue
+            for line in answer.stdout.splitlines():
                 fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
                 # submitit submits one task as a plain job, without ArrayTaskId; pending tasks of
                 # an array share one line with a range, and have not ended anyway
