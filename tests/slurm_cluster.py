@@ -128,7 +128,8 @@ class SlurmCluster:
             (t / folder).mkdir()
         self.conf.write_text("\n".join([
             "ClusterName=tlbenchtest",
-            f"SlurmctldHost={self.node}",
+            # by address too: this hostname need not resolve (a container's often does not)
+            f"SlurmctldHost={self.node}(127.0.0.1)",
             f"SlurmctldPort={free_port()}",
             f"SlurmdPort={free_port()}",
             "SlurmUser=root",
