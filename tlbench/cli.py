@@ -112,11 +112,11 @@ def cmd_run(args) -> int:
     sinks = _sinks(registry, [*grid.sinks["on"], *args.sink], grid.sinks["options"])
     runner = _runner(args, registry, grid)
     _keep_snapshot(args.results, grid)
-    if args.detach:
-        from tlbench.slurm_executor import submit_detached
-
-        return submit_detached(args, registry, grid, runner, cells, _executor)
     try:
+        if args.detach:  # the tasks store the records: no sink hears of them (operations.md)
+            from tlbench.slurm_executor import submit_detached
+
+            return submit_detached(args, registry, grid, runner, cells, _executor)
         outcome = _run_cells(args, registry, grid, runner, sinks, cells)
         if outcome is None:
             return 130
