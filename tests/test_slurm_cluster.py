@@ -241,7 +241,7 @@ def test_a_task_past_its_time_limit_records_its_running_cell_as_timeout(cluster,
     [record] = records(site, "limited")
     assert (record["status"], record["error_kind"]) == ("failed", "timeout"), record
     assert "reached its time limit" in record["error"]
-    assert record["slurm"]["node"] == cluster.node
+    assert record["slurm"] == {"job_id": record["slurm"]["job_id"], "array_task_id": "", "node": cluster.node}
 
 
 def test_an_unknown_partition_is_one_line_naming_the_clusters_partitions(cluster, site, here):

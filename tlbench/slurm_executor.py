@@ -91,6 +91,7 @@ class SlurmExecutor:
         self._pending: dict = {}  # run_id -> handle, until its outcome is decided
         self._tasks: dict = {}  # (array job id, task index) -> run_ids of its cells
         self._logs: dict = {}  # (array job id, task index) -> the task's stderr file
+        self._job_names: dict = {}  # (array job id, task index) -> submitit's job id: "12_3", or "12"
         self._asked = 0.0
         self._reasons: set = set()  # (array, Reason) said while tasks were pending
 
@@ -128,6 +129,7 @@ class SlurmExecutor:
         for index, (chunk, job) in enumerate(zip(chunks, jobs)):
             self._tasks[(array, str(index))] = [job.run_id for _, job in chunk]
             self._logs[(array, str(index))] = job.paths.stderr
+            self._job_names[(array, str(index))] = job.job_id
             for handle, job in chunk:
                 self._pending[job.run_id] = handle
         self.log(f"Submitted Slurm job array {array} ({len(chunks)} task(s), {len(buffered)} cell(s)); "
@@ -188,22 +190,25 @@ class SlurmExecutor:
         """The cells of a task that ended without their outcome: the one it was running when
         its time limit came is recorded ``timeout``, the others are left pending."""
         job_state, node = state
-        task = f"Slurm task {key[0]}_{key[1]}" + (f" on {node}" if node and node != "None" else "")
+        plain = "_" not in self._job_names.get(key, "_")  # submitit submits one task as a plain job
+        index = "" if plain else key[1]
+        task = (f"Slurm job {key[0]}" if plain else f"Slurm task {key[0]}_{key[1]}") \
+            + (f" on {node}" if node and node != "None" else "")
         names = set(os.listdir(self.outbox))
         started = [r for r in run_ids if f"{r}.started" in names]
         log = self._logs.get(key, self.folder)
         decided = []
+        where = {"slurm": {"job_id": key[0], "array_task_id": index, "node": node or ""}}
         for run_id in run_ids:
             handle = self._pending.pop(run_id)
             if job_state == "TIMEOUT" and run_id in started:
-                where = {"slurm": {"job_id": key[0], "array_task_id": key[1], "node": node or ""}}
                 decided.append((handle, Outcome(failure=(
                     "timeout", f"the {task} reached its time limit (--slurm-time {self.options.time}) "
                                "while running the cell"), where=where)))
             elif job_state in ("FAILED", "OUT_OF_MEMORY") and run_id in started:
                 decided.append((handle, Outcome(failure=(
                     "oom" if job_state == "OUT_OF_MEMORY" else "crashed",
-                    f"the {task} ended {job_state} while running the cell; its log: {log}"))))
+                    f"the {task} ended {job_state} while running the cell; its log: {log}"), where=where)))
             else:
                 decided.append((handle, Outcome(lost=f"the {task} ended {job_state} before the cell "
                                                      f"finished; its log: {log}")))
