@@ -27,11 +27,11 @@ TEST_PLUGINS_DIR = Path(__file__).parent / "plugins"
 
 
 # The test files that take longest, in the order xdist should start them (pyproject's addopts turn
-# off its own reordering by test count). The Ray cluster files spend a minute or two mostly
+# off its own reordering by test count). The Ray and Slurm cluster files spend a minute or two mostly
 # waiting on daemons: started first, they overlap the CPU-bound files instead of running alone at
 # the end of the suite.
-LONGEST_FILES_FIRST = ("test_ray_cluster.py", "test_executors.py", "test_ray_cluster_refusals.py",
-                       "test_resilience.py", "test_race.py")
+LONGEST_FILES_FIRST = ("test_ray_cluster.py", "test_slurm_cluster.py", "test_executors.py",
+                       "test_ray_cluster_refusals.py", "test_resilience.py", "test_race.py")
 
 
 def pytest_collection_modifyitems(config, items):

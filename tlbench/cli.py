@@ -105,7 +105,7 @@ def cmd_run(args) -> int:
         from tlbench.race import check_cap
 
         check_cap(args.race_seeds, grid)
-    if args.executor != "ray" or args.ray_address is None:  # a cluster's nodes check their own (node_check)
+    if not _on_cluster(args):  # a cluster's nodes check their own (node_check)
         from tlbench.preflight import check_components
 
         check_components(grid.name, grid.cells if cells is None else cells, registry)  # a slice: its own
@@ -113,6 +113,10 @@ def cmd_run(args) -> int:
     runner = _runner(args, registry, grid)
     _keep_snapshot(args.results, grid)
     try:
+        if args.detach:  # the tasks store the records: no sink hears of them (operations.md)
+            from tlbench.slurm_executor import submit_detached
+
+            return submit_detached(args, registry, grid, runner, cells, _executor)
         outcome = _run_cells(args, registry, grid, runner, sinks, cells)
         if outcome is None:
             return 130
@@ -142,6 +146,12 @@ def _run_cells(args, registry, grid, runner, sinks, cells):
         print(f"Interrupted: {cell}finished cells are saved. Run the same command again to resume.",
               file=sys.stderr)
         return None
+
+
+def _on_cluster(args) -> bool:
+    """Cells run on a cluster's nodes, not this machine: its device, cache and plugins' needs
+    do not count, each node checks its own (tlbench.node_check)."""
+    return args.executor == "slurm" or (args.executor == "ray" and args.ray_address is not None)
 
 
 def _sinks(registry, names: list, options: dict):
@@ -183,11 +193,11 @@ def _runner(args, registry, grid):
 
     if any(cell.settings.deterministic for cell in grid.cells):
         deterministic_cublas()  # before anything here touches CUDA; workers inherit it
-    if args.executor != "ray":  # on Ray, the cluster's GPUs count, not the driver's (see RayExecutor)
+    if args.executor not in ("ray", "slurm"):  # on a cluster, its GPUs count, not the driver's
         check_device(grid.settings.device)
     ensure_writable(args.results, grid.name)
     runner = Runner(registry, args.results, progress=Progress(enabled=not args.quiet))
-    if args.executor != "ray" or args.ray_address is None:  # a cluster's nodes check their own (node_check)
+    if not _on_cluster(args):  # a cluster's nodes check their own (node_check)
         check_cache_dir(runner.cache_dir)
     return runner
 
@@ -233,8 +243,19 @@ def _executor(args, registry, grid, runner):
     if args.executor == "subprocess":
         return SubprocessExecutor(args.cell_timeout), job_maker(grid, plugins_dir, cache_dir,
                                                                progress=runner.progress.bars)
-    from tlbench.cli_flags import gpu_shares
     from tlbench.node_check import DriverView
+
+    if args.executor == "slurm":
+        from tlbench.cli_flags import slurm_options
+        from tlbench.results import grid_dir
+        from tlbench.slurm_executor import SlurmExecutor
+
+        folder = grid_dir(args.results, grid.name).absolute() / "slurm"
+        executor = SlurmExecutor(slurm_options(args, grid.executor.get("slurm", {})), folder, _log(args))
+        _log(args)(executor.describe())
+        # the nodes share this disk, and so TLBENCH_CACHE_DIR if it is set (each node's default otherwise)
+        return executor, DriverView(registry, grid, runner).jobs(job_maker(grid, plugins_dir, cache_dir))
+    from tlbench.cli_flags import gpu_shares
     from tlbench.ray_executor import RayExecutor
 
     shares = gpu_shares(args.gpu_share, registry)

@@ -11,8 +11,12 @@ from pathlib import Path
 from tlbench.errors import ConfigError
 
 # The flags that only `--executor ray` reads, with their defaults (as build_parser sets them).
-RAY_ONLY = (("--ray-address", "ray_address", None), ("--cpus-per-cell", "cpus_per_cell", 1.0),
-            ("--gpu-share", "gpu_share", []), ("--ray-max-retries", "ray_max_retries", 2))
+RAY_ONLY = (("--ray-address", "ray_address", None), ("--gpu-share", "gpu_share", []),
+            ("--ray-max-retries", "ray_max_retries", 2))
+# ... only `--executor slurm` (all default to None)
+SLURM_ONLY = ("partition", "time", "gpus", "mem", "account", "qos", "array_parallelism", "sbatch")  # --slurm-*
+SLURM_FLAGS = (*((f"--slurm-{name.replace('_', '-')}", f"slurm_{name}") for name in SLURM_ONLY),
+               ("--cells-per-task", "cells_per_task"))
 
 
 def check_common_flags(args) -> None:
@@ -55,11 +59,46 @@ def check_run_flags(args) -> None:
         given = [flag for flag, dest, default in RAY_ONLY if getattr(args, dest) != default]
         if given:
             raise ConfigError(f"{', '.join(given)} only apply to --executor ray (got --executor {args.executor}).")
+    if args.executor not in ("ray", "slurm") and args.cpus_per_cell != 1.0:
+        raise ConfigError(f"--cpus-per-cell only applies to --executor ray or slurm (got --executor {args.executor}).")
+    if args.executor != "slurm":
+        given = [flag for flag, dest in SLURM_FLAGS if getattr(args, dest) is not None] + \
+            (["--detach"] if args.detach else [])
+        if given:
+            raise ConfigError(f"{', '.join(given)} only apply to --executor slurm (got --executor {args.executor}).")
+    if args.executor == "slurm":
+        _check_slurm_flags(args)
+    if args.executor != "ray":
         return
     if args.cpus_per_cell <= 0:
         raise ConfigError(f"--cpus-per-cell must be positive, got {args.cpus_per_cell:g}.")
     if args.ray_max_retries < 0:
         raise ConfigError(f"--ray-max-retries must be 0 or more, got {args.ray_max_retries}.")
+
+
+def _check_slurm_flags(args) -> None:
+    """`--executor slurm`'s flags, each value checked (tlbench.slurm_options), and the flags of
+    the other executors that it does not take."""
+    if args.race_seeds is not None:
+        raise ConfigError("--race-seeds runs with --executor local or subprocess: each round is "
+                          "decided on the driver from the records of the last.")
+    if args.cell_timeout is not None:
+        raise ConfigError("--cell-timeout does not apply to --executor slurm: give each task a time limit "
+                          "with --slurm-time (a cell running at the limit is recorded as a timeout).")
+    slurm_options(args, {})
+
+
+def slurm_options(args, table: dict):
+    """The SlurmOptions of `tlbench run --executor slurm`: the flags over the grid's
+    [executor.slurm] ``table``. --cpus-per-cell counts when it is not its default, 1."""
+    from tlbench.slurm_options import slurm_options as merged
+
+    flags = {"partition": args.slurm_partition, "time": args.slurm_time, "gpus": args.slurm_gpus,
+             "mem": args.slurm_mem, "account": args.slurm_account, "qos": args.slurm_qos,
+             "array_parallelism": args.slurm_array_parallelism, "sbatch": args.slurm_sbatch,
+             "cells_per_task": args.cells_per_task,
+             "cpus_per_task": None if args.cpus_per_cell == 1.0 else args.cpus_per_cell}
+    return merged(flags, table)
 
 
 def gpu_shares(pairs: list[str], registry) -> dict:

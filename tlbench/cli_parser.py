@@ -56,22 +56,25 @@ def _add_run(commands) -> None:
                     "skipped. Several runs may share a results folder: each cell runs in one of them. "
                     "The leaderboard written at the end is the grid's, from all of its records.")
     _add_grid_file(run)
-    run.add_argument("--executor", choices=["local", "subprocess", "ray"], default="local",
+    run.add_argument("--executor", choices=["local", "subprocess", "ray", "slurm"], default="local",
                      help="where cells run: local (default, in this process), subprocess (each cell "
-                          "in a fresh process) or ray (Ray tasks on a local instance or a cluster)")
+                          "in a fresh process), ray (Ray tasks on a local instance or a cluster) or "
+                          "slurm (a Slurm job array; the results folder on the cluster's shared disk)")
     run.add_argument("--cell-timeout", type=float, metavar="SECONDS",
                      help="kill a cell that runs longer and record it as failed (subprocess and ray)")
     run.add_argument("--ray-address", metavar="ADDR",
                      help="join this Ray cluster ('auto': the one started on this node with `ray start`); "
                           "default: start a local instance sized to this machine")
     run.add_argument("--cpus-per-cell", type=float, default=1.0, metavar="N",
-                     help="CPUs Ray reserves for each cell, also its torch threads (default: 1)")
+                     help="CPUs Ray reserves for each cell, or Slurm for each task (a whole number), also "
+                          "the cell's torch threads (default: 1)")
     run.add_argument("--gpu-share", action="append", default=[], metavar="STRATEGY=FRACTION",
                      help="fraction of a GPU Ray reserves for each cell of a strategy, overriding "
                           "the strategy's own (repeatable; e.g. linear_probe=0.25)")
     run.add_argument("--ray-max-retries", type=int, default=2, metavar="N",
                      help="times Ray reruns a cell whose worker died (default: 2); after that the "
                           "cell has no record and the next run picks it up")
+    _add_slurm(run)
     run.add_argument("--race-seeds", type=int, metavar="N",
                      help="after the grid's seeds, add one seed a round to each dataset's best row and "
                           "the rows its seeds do not separate from it, until none is left or they have N "
@@ -87,6 +90,29 @@ def _add_run(commands) -> None:
                      help="rerun every cell, even those already done (with --only: of the slice)")
     _add_sink(run, "also send each record stored and the leaderboard to this sink (repeatable; adds to the "
                    "grid's sinks, with its [sink.NAME] options if the grid has them; tlbench ls sinks)")
+
+
+def _add_slurm(run) -> None:
+    """The flags only `--executor slurm` reads; a grid's [executor.slurm] table gives the same."""
+    run.add_argument("--slurm-partition", metavar="NAME", help="Slurm partition of the tasks (default: the cluster's)")
+    run.add_argument("--slurm-time", metavar="TIME",
+                     help="time limit of each task, in minutes or [D-]HH:MM:SS (default: 60); a cell still "
+                          "running at the limit is recorded as failed (timeout)")
+    run.add_argument("--slurm-gpus", type=int, metavar="N", help="GPUs of each task (default: 0)")
+    run.add_argument("--slurm-mem", metavar="MEM", help="memory of each task, as sbatch --mem takes it (e.g. 8G)")
+    run.add_argument("--slurm-account", metavar="NAME", help="Slurm account the tasks are charged to")
+    run.add_argument("--slurm-qos", metavar="NAME", help="Slurm quality of service of the tasks")
+    run.add_argument("--slurm-array-parallelism", type=int, metavar="N",
+                     help="tasks of the array running at once (default: 256)")
+    run.add_argument("--slurm-sbatch", action="append", metavar="FLAG[=VALUE]",
+                     help="one more sbatch flag for the tasks, without its dashes (repeatable; e.g. "
+                          "--slurm-sbatch constraint=a100 --slurm-sbatch exclude=node7)")
+    run.add_argument("--cells-per-task", type=int, metavar="N",
+                     help="cells each Slurm task runs one after another (default: 1); raise it for cells of "
+                          "under a minute, since each task spends 5-10 s starting Python and torch")
+    run.add_argument("--detach", action="store_true",
+                     help="submit the Slurm job array and return, printing its job id; the tasks store the "
+                          "records, and `tlbench runs` shows what is pending, running and done")
 
 
 def _add_ls(commands) -> None:

@@ -164,8 +164,11 @@ def _records_and_claims(results: str, grid: str) -> list[dict]:
     running = {c["run_id"]: c for c in active_claims(results, grid)}
     rows = [r for r in iter_records(results, grid) if r["run_id"] not in running]
     for claim in running.values():
-        holder = f"pid {claim.get('pid', '?')} on {claim.get('host', '?')} since {claim.get('since', '?')}"
+        # a task of a detached Slurm array is named by Slurm's ids (tlbench.slurm_worker)
+        who = f"Slurm {claim['slurm']}" if claim.get("slurm") else f"pid {claim.get('pid', '?')}"
+        holder = f"{who} on {claim.get('host', '?')} since {claim.get('since', '?')}"
         rows.append({"grid": grid, "run_id": claim["run_id"], "status": RUNNING, "error": holder,
+                     "node": {"hostname": str(claim.get("host", "-"))},
                      **{k: claim.get(k, "?") for k in ("backbone", "strategy", "dataset", "seed")}})
     return rows
 

@@ -23,10 +23,11 @@ from tlbench.options import build_candidates, build_options, options_as_dict
 from tlbench.plugins import Registry
 from tlbench.settings import Settings
 from tlbench.sink_options import sink_tables
+from tlbench.slurm_options import executor_tables
 
 GRID_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 TOP_LEVEL_KEYS = ("name", "backbones", "strategies", "datasets", "seeds", "control", "settings", "budget",
-                  "backbone", "strategy", "dataset", "score", "sinks", "sink")
+                  "backbone", "strategy", "dataset", "score", "sinks", "sink", "executor")
 #: Settings a ``[budget.STRATEGY]`` table may change for one strategy's cells: how much it trains.
 BUDGET_SETTINGS = ("epochs", "batch_size")
 LIST_KEYS = {"backbones": "backbone", "strategies": "strategy", "datasets": "dataset"}
@@ -197,6 +198,9 @@ class Grid:
     #: ``sinks`` and ``[sink.NAME]`` (tlbench.sink_options): {"on": names, "options":
     #: {name: options}}; where records are copied changes no run_id
     sinks: dict = field(default_factory=lambda: {"on": [], "options": {}})
+    #: ``[executor.slurm]`` (tlbench.slurm_options): {"slurm": {key: value}}; where cells run
+    #: changes no run_id
+    executor: dict = field(default_factory=dict)
 
 
 def default_grid_path(registry: Registry) -> Path:
@@ -340,7 +344,8 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
                               f"remove one of them (a budget would flatten that strategy's curve).")
     grid = Grid(name, lists["backbones"], lists["strategies"], lists["datasets"], seeds, settings,
                 source=source, data=data, score_options=_score_tables(data, registry, source),
-                controls=controls_of(data, lists["strategies"], source), sinks=sink_tables(data, registry, source))
+                controls=controls_of(data, lists["strategies"], source), sinks=sink_tables(data, registry, source),
+                executor=executor_tables(data, source))
     for dataset, (sweep, cell_settings), backbone, strategy, seed in itertools.product(
         grid.datasets, variants, grid.backbones, grid.strategies, grid.seeds
     ):

@@ -71,6 +71,7 @@ OPTIONAL = {
     "race": lambda v: (isinstance(v, dict) and isinstance(v.get("round"), int) and isinstance(v.get("max_seeds"), int)
                        and isinstance(v.get("rule"), str)),
     "node": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+    "slurm": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
     "resources": lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
     "plugins": lambda v: isinstance(v, dict) and all(
         isinstance(part, dict) and all(_scalar(x) for x in part.values()) for part in v.values()),

@@ -66,7 +66,7 @@ def grid_for(job: CellJob) -> dict:
             data[singular] = {key: table for key, table in job.grid_data[singular].items() if key == name}
     if isinstance(job.grid_data.get("budget"), dict):
         data["budget"] = {key: table for key, table in job.grid_data["budget"].items() if key == job.strategy}
-    for key in ("sinks", "sink"):  # only the driver tells sinks: a node need not have their plugins
+    for key in ("sinks", "sink", "executor"):  # the driver's business: sinks, where cells run
         data.pop(key, None)
     return data
 

@@ -1,0 +1,286 @@
+"""`tlbench run --executor slurm` on a real one-node Slurm cluster (tests/slurm_cluster.py):
+real slurmctld, slurmd and munged, real sbatch/scontrol/scancel through submitit.
+
+Cheap by design: one cluster for the module (it starts in under a second), tiny cells (16 px,
+no pretrained weights, 5 digits a class), two cells a task so that a task imports torch once.
+The time-limit test waits for slurmctld's own check of time limits (every 30 s, a constant of
+Slurm's), so its run starts in the background first and is looked at last."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from slurm_cluster import SlurmCluster, slurm_missing
+from tlbench.results import iter_records
+
+
+def _why_skip():
+    why = slurm_missing()
+    if why is None:
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            why = 'submitit is not installed (pip install "tlbench[slurm]")'
+    return why
+
+
+pytestmark = pytest.mark.skipif(_why_skip() is not None, reason=str(_why_skip()))
+
+SETTINGS = """
+[settings]
+image_size = 16
+epochs = 1
+batch_size = 32
+pretrained = false
+device = "cpu"
+train_per_class = 5
+"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    base = tmp_path_factory.mktemp("slurm")
+    plugins = base / "plugins"
+    plugins.mkdir()
+    (plugins / "held.py").write_bytes((Path(__file__).parent / "plugins" / "held.py").read_bytes())
+    return {"base": base, "plugins": plugins, "results": base / "results"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # more CPUs than the machine has: held cells only wait, and the time-limited one must not
+    # keep the other tests' tasks waiting for a CPU
+    with SlurmCluster(cpus=8) as running:
+        yield running
+
+
+def grid(site, name, strategies, seeds=(0,)) -> Path:
+    path = site["base"] / f"{name}.toml"
+    path.write_text(textwrap.dedent(f"""
+        name = "{name}"
+        backbones = ["test_efficientnet"]
+        strategies = {json.dumps(list(strategies))}
+        datasets = ["digits"]
+        seeds = {json.dumps(list(seeds))}
+    """) + SETTINGS)
+    return path
+
+
+CLI = [sys.executable, "-m", "tlbench.cli"]
+
+
+def run_args(site, path, *more) -> list:
+    return ["run", "--grid", str(path), "--results", str(site["results"]), "--plugins-dir", str(site["plugins"]),
+            "--executor", "slurm", "--cells-per-task", "2", "--slurm-time", "5", *map(str, more)]
+
+
+def tlbench(cluster, argv, hold=None, timeout=120) -> subprocess.CompletedProcess:
+    """`tlbench ARGV` in a process of its own (one a test signals, or one that must run while
+    the test does something else)."""
+    env = cluster.env({"TLBENCH_TEST_HOLD": str(hold)} if hold else {})
+    return subprocess.run([*CLI, *argv], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def here(cluster, monkeypatch, capsys):
+    """`tlbench ARGV` in this process, as (exit code, stdout, stderr): no start-up of Python,
+    torch and plugins (seconds a run). Slurm's commands and the tasks (sbatch passes them this
+    environment) find the test cluster through SLURM_CONF."""
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+
+    def run(argv, hold=None):
+        from tlbench.cli import main
+
+        if hold:
+            monkeypatch.setenv("TLBENCH_TEST_HOLD", str(hold))
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, code, out.out, out.err)
+
+    return run
+
+
+def started(site, name, count=1, timeout=60.0) -> list:
+    """The `.started` notes of grid ``name``'s cells (tlbench.slurm_worker), once ``count`` exist."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        notes = sorted((site["results"] / name / "slurm").glob("*/*/outbox/*.started"))
+        if len(notes) >= count:
+            return [json.loads(n.read_text()) | {"run_id": n.stem} for n in notes]
+        time.sleep(0.1)
+    raise AssertionError(f"no cell of {name} started within {timeout:g} s")
+
+
+def task_id(note: dict) -> str:
+    """``JOB_TASK`` of an array's task; a job of one task is submitted as a plain job."""
+    return f"{note['job_id']}_{note['array_task_id']}" if note["array_task_id"] else note["job_id"]
+
+
+def records(site, name) -> list:
+    return sorted(iter_records(site["results"], name), key=lambda r: (r["strategy"], r["seed"]))
+
+
+@pytest.fixture(scope="module")
+def time_limited(cluster, site):
+    """A run whose one cell is held until its task's time limit: started now, looked at last.
+    Its limit is brought forward to now once the cell runs (`scontrol update ... EndTime`: a
+    limit under a minute cannot be asked of sbatch); slurmctld ends the task at its next check."""
+    path = grid(site, "limited", ["held"])
+    hold = site["base"] / "hold-limited"
+    hold.touch()
+    driver = subprocess.Popen([*CLI, *run_args(site, path)], env=cluster.env({"TLBENCH_TEST_HOLD": str(hold)}),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = {}
+
+    def shorten():
+        note = started(site, "limited")[0]
+        said["update"] = subprocess.run(
+            ["scontrol", "update", f"JobId={task_id(note)}", "EndTime=now"],
+            env=cluster.env(), capture_output=True, text=True)
+
+    thread = threading.Thread(target=shorten, daemon=True)
+    thread.start()
+    yield driver, thread, said
+    if driver.poll() is None:
+        driver.kill()
+        driver.communicate()
+
+
+def test_a_grid_on_slurm_gives_the_local_executors_results_and_names_job_task_and_node(cluster, site, here,
+                                                                                      time_limited):
+    path = grid(site, "same", ["linear_probe", "held"], seeds=(0, 1))  # held: not held, trains nothing
+    done = here(run_args(site, path))
+    assert done.returncode == 0, done.stderr + cluster.logs()
+    assert "Submitted Slurm job array" in done.stderr
+    on_slurm = records(site, "same")
+    local = site["base"] / "local"
+    on_here = here(["run", "--grid", path, "--results", local, "--plugins-dir", site["plugins"], "-q"])
+    assert on_here.returncode == 0, on_here.stderr
+    on_local = sorted(iter_records(local, "same"), key=lambda r: (r["strategy"], r["seed"]))
+    assert len(on_slurm) == 4
+    assert [(r["run_id"], r["top1"]) for r in on_slurm] == [(r["run_id"], r["top1"]) for r in on_local]
+    # two cells a task: two tasks of one array, both on the cluster's one node
+    assert {r["slurm"]["job_id"] for r in on_slurm} == {on_slurm[0]["slurm"]["job_id"]}
+    assert sorted(r["slurm"]["array_task_id"] for r in on_slurm) == ["0", "0", "1", "1"]
+    assert {r["slurm"]["node"] for r in on_slurm} == {cluster.node}
+    assert {r["node"]["hostname"] for r in on_slurm} == {cluster.node}
+
+
+def test_scancel_of_a_running_task_leaves_its_cell_pending_and_a_rerun_completes_it(cluster, site, here):
+    path = grid(site, "cancelled", ["held"])
+    hold = site["base"] / "hold-cancelled"
+    hold.touch()
+    driver = subprocess.Popen([*CLI, *run_args(site, path)], env=cluster.env({"TLBENCH_TEST_HOLD": str(hold)}),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    note = started(site, "cancelled")[0]
+    subprocess.run(["scancel", task_id(note)], env=cluster.env(), check=True)
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 1, err
+    assert "ended CANCELLED before the cell finished" in err
+    assert records(site, "cancelled") == []  # pending: never recorded as a result
+    hold.unlink()
+    rerun = here(run_args(site, path))
+    assert rerun.returncode == 0, rerun.stderr
+    assert [r["status"] for r in records(site, "cancelled")] == ["ok"]
+
+
+def test_ctrl_c_cancels_the_array_exits_130_and_leaves_no_job_in_the_queue(cluster, site):
+    path = grid(site, "stopped", ["held"], seeds=(0, 1))
+    hold = site["base"] / "hold-stopped"
+    hold.touch()
+    driver = subprocess.Popen([*CLI, *run_args(site, path)], env=cluster.env({"TLBENCH_TEST_HOLD": str(hold)}),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = started(site, "stopped")[0]["job_id"]
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130, err
+    assert f"Cancelled Slurm job array {job}" in err
+    assert [j for j in cluster.squeue() if j["job"].split("_")[0] == job] == []
+    assert {r["status"] for r in records(site, "stopped")} == {"interrupted"}  # pending for the next run
+
+
+def test_detach_returns_the_job_id_and_runs_shows_running_then_done_cells(cluster, site, here):
+    path = grid(site, "detached", ["held"], seeds=(0, 1))
+    hold = site["base"] / "hold-detached"
+    hold.touch()
+    submitted = here(run_args(site, path, "--detach"), hold=hold)  # one task: its first cell held, then the other
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.strip()
+    assert job.isdigit(), submitted.stdout
+    started(site, "detached")
+    runs = ["runs", "--results", site["results"], "--grid-name", "detached"]
+    listing = here(runs)
+    assert "1 running" in listing.stdout and f"Slurm job {job} on {cluster.node}" in listing.stdout, listing.stdout
+    hold.unlink()
+    deadline = time.monotonic() + 60
+    while any(j["job"].split("_")[0] == job for j in cluster.squeue()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [r["status"] for r in records(site, "detached")] == ["ok", "ok"]
+    assert {r["slurm"]["job_id"] for r in records(site, "detached")} == {job}
+    listing = here(runs)
+    assert "running" not in listing.stdout and listing.stdout.count(" ok ") >= 2, listing.stdout
+    again = here(run_args(site, path))  # after the array: nothing left, nothing submitted
+    assert again.returncode == 0 and "Submitted" not in again.stderr, again.stderr
+
+
+def test_a_task_past_its_time_limit_records_its_running_cell_as_timeout(cluster, site, time_limited):
+    driver, thread, said = time_limited
+    thread.join(timeout=60)
+    assert said["update"].returncode == 0, said["update"].stderr
+    _, err = driver.communicate(timeout=90)
+    assert driver.returncode == 1, err
+    [record] = records(site, "limited")
+    assert (record["status"], record["error_kind"]) == ("failed", "timeout"), record
+    assert "reached its time limit" in record["error"]
+    assert record["slurm"] == {"job_id": record["slurm"]["job_id"], "array_task_id": "", "node": cluster.node}
+
+
+def test_an_unknown_partition_is_one_line_naming_the_clusters_partitions(cluster, site, here):
+    path = grid(site, "nowhere", ["held"])
+    refused = here(run_args(site, path, "--slurm-partition", "debgu"))
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.splitlines() == ["error: Unknown Slurm partition 'debgu' (--slurm-partition). Did you mean: "
+                                           "debug? Available: debug."]
+    assert cluster.squeue() == []
+
+
+def test_the_grids_executor_slurm_table_reaches_slurm(cluster, site, here):
+    path = grid(site, "tabled", ["held"])
+    path.write_text(path.read_text() + '\n[executor.slurm]\npartition = "debgu"\ncells_per_task = 2\n')
+    refused = here(run_args(site, path))
+    assert refused.returncode == 2 and "Unknown Slurm partition 'debgu'" in refused.stderr, refused.stderr
+
+
+def test_a_failed_node_leaves_its_cell_pending_for_the_next_run(cluster, site, time_limited):
+    # after the time-limited run (this file's last but one test): a node marked down ends every
+    # job on it, and this cluster has one node
+    time_limited[0].wait(timeout=90)
+    path = grid(site, "nodefail", ["held"])
+    hold = site["base"] / "hold-nodefail"
+    hold.touch()
+    # without requeueing: Slurm would requeue the task (JobRequeue), which then waits for a node
+    driver = subprocess.Popen([*CLI, *run_args(site, path, "--slurm-sbatch", "no-requeue")],
+                              env=cluster.env({"TLBENCH_TEST_HOLD": str(hold)}),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started(site, "nodefail")
+    down = ["scontrol", "update", f"NodeName={cluster.node}"]
+    subprocess.run([*down, "State=DOWN", "Reason=tlbench-test"], env=cluster.env(), check=True)
+    try:
+        _, err = driver.communicate(timeout=60)
+    finally:  # the node's slurmd still answers: ReturnToService=2 may have brought it back already
+        subprocess.run([*down, "State=RESUME"], env=cluster.env(), capture_output=True)
+        deadline = time.monotonic() + 30
+        while cluster.node_state() != "idle" and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert driver.returncode == 1, err
+    assert "ended NODE_FAIL before the cell finished" in err
+    assert records(site, "nodefail") == []
