@@ -281,8 +281,8 @@ def test_options_naming_files_by_relative_paths_are_refused_for_a_cluster(write_
         {tiny_settings}
     """))
     grid = build_grid(data, source, registry)
-    with pytest.raises(ConfigError, match="The option checkpoint = 'weights.pth' .* is a relative path: on a Ray "
-                                          "cluster each node resolves it in its own working folder"):
+    with pytest.raises(ConfigError, match="The option checkpoint = 'weights.pth' .* is a relative path: on a cluster "
+                                          r"\(Ray, Slurm\) each node resolves it in its own working folder"):
         DriverView(registry, grid, Runner(registry, tmp_path / "results"))
 
 

@@ -149,8 +149,8 @@ class DriverView:
 
 
 def _refuse_relative_files(cell) -> None:
-    """A relative path names another file on a worker (its working folder is Ray's, not the
-    driver's): options that name files must be absolute on a cluster."""
+    """A relative path names another file on a worker (its working folder is Ray's or Slurm's,
+    not the driver's): options that name files must be absolute on a cluster."""
     from tlbench.options import options_as_dict
 
     named = [options_as_dict(cell.backbone_options), options_as_dict(cell.dataset_options),
@@ -159,8 +159,8 @@ def _refuse_relative_files(cell) -> None:
         for key, value in options.items():
             if isinstance(value, str) and value and not os.path.isabs(os.path.expanduser(value)) \
                     and os.path.isfile(value):
-                raise ConfigError(f"The option {key} = {value!r} ({cell.label}) is a relative path: on a Ray "
-                                  "cluster each node resolves it in its own working folder. Give the absolute "
+                raise ConfigError(f"The option {key} = {value!r} ({cell.label}) is a relative path: on a "
+                                  "cluster (Ray, Slurm) each node resolves it in its own working folder. Give the absolute "
                                   "path, the same on every node.")
 
 
