@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Optional
 
 from tlbench.errors import ConfigError, unknown_name_error
 from tlbench.options import build_options
+from tlbench.preflight import Unavailable, answer
 from tlbench.sink import Report
 
 FINAL_STATUSES = ("ok", "failed")  # an interrupted cell is not done: its rerun's record is told
@@ -33,9 +34,9 @@ def open_sinks(registry, names: Iterable[str], configured: Optional[dict] = None
         component = registry.get("sinks", name)
         options = configured.get(name) or build_options(component.Options, {}, f"[sink.{name}]")
         sinks.append(component(options))
-    problems = [(sink.name, why) for sink in sinks if (why := sink.unavailable())]
+    problems = [Unavailable("sink", sink.name, why) for sink in sinks if (why := answer(sink.unavailable))]
     if problems:
-        lines = "\n".join(f"  sink {name!r}: {why}" for name, why in problems)
+        lines = "\n".join(f"  {problem.line()}" for problem in problems)
         raise ConfigError(f"{len(problems)} sink(s) cannot run on this machine, so nothing was started:\n{lines}")
     return ActiveSinks(sinks, log)
 

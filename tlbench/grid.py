@@ -22,7 +22,6 @@ from tlbench.grid_values import check_finite, controls_of, seeds_of, settings_va
 from tlbench.options import build_candidates, build_options, options_as_dict
 from tlbench.plugins import Registry
 from tlbench.settings import Settings
-from tlbench.sink_options import sink_tables
 from tlbench.slurm_options import executor_tables
 
 GRID_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -195,7 +194,7 @@ class Grid:
     #: the strategies transfer gain is measured against (``control``; the first also gives the
     #: overall table's P(> control)); not part of any cell, so they change no run_id
     controls: list[str] = field(default_factory=list)
-    #: ``sinks`` and ``[sink.NAME]`` (tlbench.sink_options): {"on": names, "options":
+    #: ``sinks`` and ``[sink.NAME]`` (``_sinks``): {"on": names, "options":
     #: {name: options}}; where records are copied changes no run_id
     sinks: dict = field(default_factory=lambda: {"on": [], "options": {}})
     #: ``[executor.slurm]`` (tlbench.slurm_options): {"slurm": {key: value}}; where cells run
@@ -263,21 +262,38 @@ def _option_tables(data: dict, singular: str, names: list[str], registry: Regist
     return resolved
 
 
-def _score_tables(data: dict, registry: Registry, source: str) -> dict:
-    """Validated options from ``[score.NAME]`` tables. A grid lists no scores (``tlbench rank``
-    computes every registered one, or those ``--scores`` names), so a table may name any."""
-    tables = data.get("score", {})
+def _registered_tables(data: dict, singular: str, registry: Registry, source: str, listed=()) -> dict:
+    """Validated options from ``[singular.NAME]`` tables of a kind no axis of the grid lists
+    (scores: ``tlbench rank`` computes every one or those ``--scores`` names; sinks: a table may
+    configure one only ``--sink`` turns on), so a table may name any registered one; and each
+    of ``listed`` (the grid's ``sinks``), with its defaults when it has no table."""
+    tables = data.get(singular, {})
     if not isinstance(tables, dict):
-        raise ConfigError(f"'score' in {source!r} must be a table of [score.NAME] tables.")
+        raise ConfigError(f"{singular!r} in {source!r} must be a table of [{singular}.NAME] tables.")
+    plural = f"{singular}s"
     resolved = {}
-    for name, table in tables.items():
-        if name not in registry.names("scores"):
-            raise unknown_name_error("score", name, registry.names("scores"), f" in [score.{name}] of {source!r}",
-                                     hint=registry.missing_hint())
+    for name in [*listed, *(n for n in tables if n not in listed)]:
+        if name not in registry.names(plural):
+            where = f" in [{singular}.{name}] of {source!r}" if name in tables else f" in {source!r}"
+            raise unknown_name_error(singular, name, registry.names(plural), where, hint=registry.missing_hint())
+        table = tables.get(name, {})
         if not isinstance(table, dict):
-            raise ConfigError(f"[score.{name}] in {source!r} must be a table of options.")
-        resolved[name] = build_options(registry.get("scores", name).Options, table, f"[score.{name}]")
+            raise ConfigError(f"[{singular}.{name}] in {source!r} must be a table of options.")
+        resolved[name] = build_options(registry.get(plural, name).Options, table, f"[{singular}.{name}]")
     return resolved
+
+
+def _sinks(data: dict, registry: Registry, source: str) -> dict:
+    """The grid's ``sinks`` list and ``[sink.NAME]`` tables: {"on": the listed names, "options":
+    {name: options} of each listed sink and of each table}. Where records are copied is no part
+    of a cell's identity: nothing here changes a run_id."""
+    listed = data.get("sinks", [])
+    if not (isinstance(listed, list) and all(isinstance(n, str) for n in listed)):
+        raise ConfigError(f"'sinks' in {source!r} must be a list of sink names, e.g. sinks = [\"NAME\"] "
+                          "(tlbench ls sinks lists them).")
+    if len(set(listed)) != len(listed):
+        raise ConfigError(f"'sinks' in {source!r} names a sink twice: {listed!r}.")
+    return {"on": list(listed), "options": _registered_tables(data, "sink", registry, source, listed)}
 
 
 def _budgets(data: dict, strategies: list[str], source: str) -> dict:
@@ -343,8 +359,8 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
             raise ConfigError(f"[budget.{strategy}] sets {key}, which [settings] lists as a curve in {source!r}: "
                               f"remove one of them (a budget would flatten that strategy's curve).")
     grid = Grid(name, lists["backbones"], lists["strategies"], lists["datasets"], seeds, settings,
-                source=source, data=data, score_options=_score_tables(data, registry, source),
-                controls=controls_of(data, lists["strategies"], source), sinks=sink_tables(data, registry, source),
+                source=source, data=data, score_options=_registered_tables(data, "score", registry, source),
+                controls=controls_of(data, lists["strategies"], source), sinks=_sinks(data, registry, source),
                 executor=executor_tables(data, source))
     for dataset, (sweep, cell_settings), backbone, strategy, seed in itertools.product(
         grid.datasets, variants, grid.backbones, grid.strategies, grid.seeds

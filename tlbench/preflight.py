@@ -55,7 +55,7 @@ def unavailable_components(cells: Iterable, registry, scores: Optional[dict] = N
         if (kind, name) in found or configuration in asked:
             continue
         asked.add(configuration)
-        why = _answer(ask)
+        why = answer(ask)
         if why:
             found[(kind, name)] = Unavailable(kind, name, why)
     return list(found.values())
@@ -87,7 +87,7 @@ def _key(options) -> str:
     return json.dumps(options_as_dict(options), sort_keys=True, default=str)
 
 
-def _answer(ask: Callable) -> Optional[str]:
+def answer(ask: Callable) -> Optional[str]:
     """The plugin's reason on one line, or None. A check that raises answers too: a ConfigError
     is its reason; anything else is a fault of the check, said as such."""
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 from tlbench.api import Component
 
@@ -38,14 +38,9 @@ class Sink(Component):
     leaderboard written (after `tlbench run` and `tlbench report`), and :meth:`close` once at the
     end, also after a failure or Ctrl-C. The records stay the source of truth: a method that
     raises is reported once and the sink is not called again in that command; no cell fails
-    because of it, and the exit status stays what the cells make it.
+    because of it, and the exit status stays what the cells make it. ``unavailable``
+    (Component's) is asked before the first cell: a sink whose library is missing says so there.
     """
-
-    def unavailable(self) -> Optional[str]:
-        """Why this sink cannot run on this machine, as one line that ends with the fix
-        (``"the Python package 'x' is not installed. Fix: pip install x"``); None when it can.
-        Asked before the first cell (an answer stops the command, exit 2): look, do not import."""
-        return None
 
     def start(self) -> None:
         """Before the first record or report: connect, check credentials."""
