@@ -43,9 +43,9 @@ def run_task(jobs: list, outbox: str, detached: Optional[dict] = None) -> int:
     # Slurm tracks processes by parentage (proctrack/linuxproc), a task that outlived its batch
     # shell would escape the SIGKILL: it ends when the shell does.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    from tlbench.worker import _exit_when_orphaned
+    from tlbench.worker import exit_when_orphaned
 
-    _exit_when_orphaned(os.getppid())
+    exit_when_orphaned(os.getppid())
     here = slurm_ids()
     node = {"hostname": here["node"]}
     ran = 0

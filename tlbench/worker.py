@@ -103,7 +103,7 @@ def process_main(run: Callable[[CellJob], Outcome], job_path: str, result_path: 
 
     quiet_threads()  # before the cell imports torch (the driver's environment usually has it already)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stores the cell as interrupted
-    _exit_when_orphaned(os.getppid())
+    exit_when_orphaned(os.getppid())
     job = CellJob(**json.loads(Path(job_path).read_text(encoding="utf-8")))
     try:
         outcome = run(job)
@@ -113,9 +113,10 @@ def process_main(run: Callable[[CellJob], Outcome], job_path: str, result_path: 
     return 0
 
 
-def _exit_when_orphaned(parent: int) -> None:
+def exit_when_orphaned(parent: int) -> None:
     """The cell's process has a session of its own, so it would outlive a driver (or Ray
-    worker) killed with SIGKILL; it stops instead, leaving the cell pending."""
+    worker, or a Slurm task's batch shell) killed with SIGKILL; it stops instead, leaving the
+    cell pending."""
     import threading
 
     def watch():
