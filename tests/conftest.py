@@ -5,6 +5,7 @@ Test-only plugins live in tests/plugins/, one definition each, as real plugin fi
 ``test_plugins_dir`` to ``--plugins-dir`` (or to ``load_registry``) to load them.
 """
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -32,6 +33,13 @@ TEST_PLUGINS_DIR = Path(__file__).parent / "plugins"
 # the end of the suite.
 LONGEST_FILES_FIRST = ("test_ray_cluster.py", "test_slurm_cluster.py", "test_executors.py",
                        "test_ray_cluster_refusals.py", "test_resilience.py", "test_race.py")
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker more than the usable CPUs. The cluster files spend much of their
+    time waiting on daemons and subprocesses; the extra worker fills those waits (on 2 CPUs the
+    suite took 239 s with 3 workers, 266 s with 2)."""
+    return len(os.sched_getaffinity(0)) + 1
 
 
 def pytest_collection_modifyitems(config, items):

@@ -10,6 +10,7 @@ name the node that ran them, and a node that dies mid-cell costs a retry, not th
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,27 +26,59 @@ from ray_grids import grid, make_site, on_ray, photos, records, tlbench  # noqa:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    return make_site(tmp_path_factory.mktemp("cluster"))
+    made = make_site(tmp_path_factory.mktemp("cluster"))
+    return {**made, "package": installed_package(made["base"] / "site-packages")}
+
+
+EXTRA_PLUGIN = '''
+import tlbench
+
+
+class Untrained(tlbench.Strategy):
+    """Fits nothing: a plugin some nodes have and others lack."""
+
+    name = "untrained"
+
+    def fit(self, model, train, val, ctx):
+        return model
+
+
+@tlbench.hookimpl
+def register_strategies(register):
+    register(Untrained)
+'''
+
+
+def installed_package(folder: Path) -> Path:
+    """A plugin package as pip installs it (module, dist-info, entry point), on a PYTHONPATH only
+    the driver and the head node get."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tlbench_extra.py").write_text(EXTRA_PLUGIN)
+    info = folder / "tlbench_extra-1.0.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tlbench-extra\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[tlbench]\nextra = tlbench_extra\n")
+    return folder
 
 
 @pytest.fixture(scope="module")
 def cluster(site):
     with TwoNodeCluster(site["base"], hide=[site["driver_only"]],
                         worker_binds={site["photos"]: site["other_photos"]},
-                        head_env={"TLBENCH_CACHE_DIR": site["head_cache"]},
+                        head_env={"TLBENCH_CACHE_DIR": site["head_cache"], "PYTHONPATH": site["package"]},
                         worker_env={"TLBENCH_CACHE_DIR": site["worker_cache"]}) as running:
         yield running
 
 
-def test_two_nodes_run_the_grid_as_the_local_executor_and_records_name_their_node(cluster, site):
+def test_two_nodes_run_the_grid_as_the_local_executor_and_records_name_their_node(cluster, site, cli):
     path = grid(site, "same", ["linear_probe", "head_only"], seeds=(0, 1, 2))
     done = tlbench(cluster, *on_ray(cluster, site, path))
     assert done.returncode == 0, done.stderr
     assert "Ray: 2 node(s)" in done.stderr
     ray_records = records(site, "same")
-    local = tlbench(cluster, "run", "--grid", path, "--results", site["base"] / "local", "--plugins-dir",
-                    site["plugins"], "-q")
-    assert local.returncode == 0, local.stderr
+    code, _, err = cli("run", "--grid", path, "--results", site["base"] / "local", "--plugins-dir", site["plugins"],
+                       "-q")  # the local executor, in this process
+    assert code == 0, err
     local_records = sorted(iter_records(site["base"] / "local", "same"), key=lambda r: (r["strategy"], r["seed"]))
     assert [(r["run_id"], r["top1"], r["split_digest"]) for r in ray_records] == \
            [(r["run_id"], r["top1"], r["split_digest"]) for r in local_records]
@@ -91,6 +124,16 @@ def test_a_node_without_the_data_folder_says_so_by_name(cluster, site):
             f"dataset 'folder' as the grid sets it up, which the driver can ([dataset.folder]: Image folder "
             f"'{only_here}' does not exist") in done.stderr
     assert {r["node"]["id"] for r in records(site, "missing")} == {cluster.head_node_id}
+
+
+def test_a_node_without_a_plugin_the_driver_has_gets_none_of_its_cells(cluster, site):
+    path = grid(site, "plugin", ["untrained"], seeds=(0, 1, 2))
+    done = tlbench(cluster, *on_ray(cluster, site, path), env={"PYTHONPATH": str(site["package"])})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("lacks the strategy plugin 'untrained', which the driver has "
+                             "(tlbench-extra 1.0): install the driver's version on every node") == 1, done.stderr
+    ran = records(site, "plugin")
+    assert len(ran) == 3 and {r["node"]["id"] for r in ran} == {cluster.head_node_id}
 
 
 def test_a_node_without_a_checkpoint_runs_none_of_the_cells_that_name_it(cluster, site):
