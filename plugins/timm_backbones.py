@@ -20,12 +20,15 @@ Heavy imports (torch, timm) stay inside functions: ``tlbench ls`` must not pay f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
@@ -71,11 +74,16 @@ class TimmBackbone(tlbench.Backbone):
     Options = TimmOptions
 
     def claims(self, name: str) -> bool:
+        if name in _known_names():  # without importing timm (seconds): see _known_names
+            return True
         import timm
 
         # timm.is_model ignores the tag ("resnet50.bogus" passes), so check a tag separately.
         arch, _, tag = name.partition(".")
-        return timm.is_model(arch) and (not tag or timm.is_model_pretrained(name))
+        known = timm.is_model(arch) and (not tag or timm.is_model_pretrained(name))
+        if known:
+            _keep_names(timm)
+        return known
 
     def matching(self, pattern: str) -> dict:
         """timm's models that match (``timm.list_models(pattern)``), each with its hub weights."""
@@ -103,6 +111,68 @@ class TimmBackbone(tlbench.Backbone):
         network = load_network(name, pretrained=pretrained, options=self.options)
         network.model.reset_classifier(num_classes)
         return network
+
+
+# -- names, without importing timm ----------------------------------------------------------------
+
+
+def _names_file() -> Optional[str]:
+    """The index of this timm installation's model names in tlbench's cache folder, or None when
+    timm is not installed. Named by timm's version and the time its files were installed, so that
+    another timm (even one with the same version, from a checkout) gets an index of its own."""
+    spec = importlib.util.find_spec("timm")  # finds the package without importing it
+    if spec is None or not spec.origin:
+        return None
+    try:
+        version = importlib.metadata.version("timm")
+        installed = os.stat(spec.origin).st_mtime_ns
+    except (importlib.metadata.PackageNotFoundError, OSError):
+        return None
+    key = hashlib.sha256(f"{spec.origin}\0{version}\0{installed}".encode()).hexdigest()[:16]
+    return os.path.join(tlbench.cache_dir(), "timm-names", f"{version}-{key}.json")
+
+
+@functools.lru_cache(maxsize=None)
+def _known_names() -> frozenset:
+    """Names timm knows (architectures, and architecture.tag where it has pretrained weights),
+    read from the index an earlier process wrote (_keep_names): validating a grid's backbone names
+    then costs a file read, where importing timm costs seconds (it imports torch and
+    torchvision), which a Ray or Slurm driver never needs otherwise. Only a name found here is
+    taken on trust; any other is asked of timm itself, so a stale or damaged index can cost that
+    import, never accept a wrong name or refuse a right one."""
+    path = _names_file()
+    if path is None:
+        return frozenset()
+    try:
+        with open(path, encoding="utf-8") as f:
+            names = json.load(f)
+    except (OSError, ValueError):
+        return frozenset()
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return frozenset()
+    return frozenset(names)
+
+
+def _keep_names(timm) -> None:
+    """Write the index of timm's names for the next process, once, atomically (a half-written
+    index is never read); a cache folder that cannot take it changes nothing."""
+    path = _names_file()
+    if path is None or os.path.exists(path):
+        return
+    names = sorted(set(timm.list_models()) | set(timm.list_models(pretrained=True)))
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(names, f)
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
 
 
 def _weights_note(tags: list) -> str:

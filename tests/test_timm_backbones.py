@@ -7,6 +7,7 @@ checked by classifying two skimage photos; the hub path is checked to fail fast 
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,6 +179,29 @@ def test_a_misspelt_name_is_not_claimed_and_the_error_suggests_the_fix():
                                           ("test_vit", True), ("not_a_model", False)])
 def test_claims_timm_names_and_pretrained_tags(backbone_cls, name, claimed):
     assert backbone_cls().claims(name) is claimed
+
+
+def test_a_later_process_validates_names_without_importing_timm(private_cache_dir):
+    timm_backbones._known_names.cache_clear()
+    assert timm_backbones.TimmBackbone().claims("resnet50.a1_in1k")  # asks timm, keeps its names
+    code = ("import sys; from tlbench.plugins import load_registry; "
+            "load_registry().get('backbones', 'resnet50.a1_in1k'); print('timm' in sys.modules)")
+    later = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert later.stdout.strip() == "False", later.stderr
+    assert str(private_cache_dir) in timm_backbones._names_file()
+
+
+@pytest.mark.parametrize("index", ["{not json", '{"resnet50": 1}', "[1, 2]", ""])
+def test_a_damaged_name_index_neither_accepts_nor_refuses_a_name_wrongly(private_cache_dir, index):
+    path = Path(timm_backbones._names_file())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(index)
+    timm_backbones._known_names.cache_clear()
+    try:
+        claimed = {name: timm_backbones.TimmBackbone().claims(name) for name in ("test_vit", "not_a_model")}
+    finally:
+        timm_backbones._known_names.cache_clear()
+    assert claimed == {"test_vit": True, "not_a_model": False}
 
 
 @pytest.mark.parametrize("name", ["test_efficientnet", "test_vit"])

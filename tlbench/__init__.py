@@ -4,6 +4,7 @@ The public API for plugins is exactly ``__all__``; importing it does not import 
 """
 
 from tlbench.api import Backbone, Component, Dataset, FitContext, Images, Network, Score, Split, Strategy
+from tlbench.caches import cache_dir
 from tlbench.errors import ConfigError
 from tlbench.hookspecs import hookimpl
 from tlbench.network import unreachable
@@ -31,6 +32,7 @@ __all__ = [
     "Split",
     "Strategy",
     "__version__",
+    "cache_dir",
     "hookimpl",
     "option",
     "unreachable",

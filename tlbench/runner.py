@@ -23,6 +23,8 @@ import torch
 from tlbench import cell_record, sanity
 from tlbench.api import FitContext, Images
 from tlbench.batches import ImageSplit
+from tlbench.caches import CACHE_DIR_ENV
+from tlbench.caches import cache_dir as default_cache_dir
 from tlbench.cell_data import CellData, capped_settings, cell_splits, resampling
 from tlbench.cell_record import starts_pretrained
 from tlbench.decoding import Resample
@@ -37,9 +39,6 @@ from tlbench.predictions import encode as encode_predictions
 from tlbench.progress import Progress
 from tlbench.records import jsonable
 from tlbench.results import utc_now
-
-CACHE_DIR_ENV = "TLBENCH_CACHE_DIR"
-
 
 def check_cache_dir(cache_dir: str) -> None:
     """Feature caches are written after minutes of extraction: an unusable folder is said before
@@ -174,7 +173,7 @@ class Runner:
         self.registry = registry
         self.results_dir = Path(results_dir)
         self.progress = progress or Progress(enabled=False)
-        self.cache_dir = cache_dir or os.environ.get(CACHE_DIR_ENV) or str(Path.home() / ".cache" / "tlbench")
+        self.cache_dir = cache_dir or default_cache_dir()
         self.data = CellData(registry, self.cache_dir)
         self.device: Optional[str] = None  # set by an executor: this worker's device, not [settings]
         self._checks: dict = {}  # sanity checks already made: their warnings
