@@ -80,7 +80,7 @@ def test_the_model_does_not_wait_on_decoding(benchmark, photos, tmp_path):
 
     from tlbench.pixel_store import PixelStore, store_key
 
-    key = store_key("photos", {}, COUNT, SIZE, Resample())
+    key = store_key("photos", COUNT, SIZE, Resample())
     store = PixelStore(str(cache_dir), key, images.samples, SIZE, Resample())
 
     def measure():

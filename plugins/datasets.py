@@ -594,6 +594,7 @@ class ImageFolder(tlbench.Dataset):
             classes=classes,
             test_indices=list(range(train_count, len(paths))) if split else None,
             source=f"image folder {root}" + (" (train/test split)" if split else ""),
+            content=tlbench.files_digest(paths),
         )
 
 

@@ -431,6 +431,12 @@ def _lazy_images(splits, column: str) -> tlbench.ConcatenatedSamples:
     return tlbench.ConcatenatedSamples(parts, field=column)
 
 
+def _arrow_files(splits) -> list[str]:
+    """The Arrow files behind the splits (a save_to_disk folder's, or the hub cache's): what
+    changes when the data does under the same path and options."""
+    return [entry["filename"] for split in splits for entry in split.cache_files]
+
+
 class HuggingFaceDataset(tlbench.Dataset):
     """Hugging Face datasets from the hub or save_to_disk; image and label columns detected."""
 
@@ -459,6 +465,7 @@ class HuggingFaceDataset(tlbench.Dataset):
             classes=classes,
             test_indices=test_indices,
             source=self._source(options, order, skipped),
+            content=tlbench.files_digest(_arrow_files([splits[name] for name in order])),
         )
 
     @staticmethod

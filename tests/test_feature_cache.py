@@ -105,3 +105,41 @@ def test_probe_selection_never_touches_test_images(probe_cell, registry, tmp_pat
     path = cell_setup.ctx.info["l2_path"]
     assert cell_setup.ctx.info["l2"] == max(path, key=lambda step: step[1])[0]
     assert [step[0] for step in path] == sorted((step[0] for step in path), reverse=True)
+
+
+def test_images_replaced_in_place_are_a_miss_and_score_as_a_fresh_cache_would(write_grid, registry, tmp_path,
+                                                                              tiny_settings):
+    """Same file names, same count, other pixels: the cache is keyed by the files' content
+    (Images.content), so neither features nor a score of the old images are reused."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+
+    def photos(shade_of):
+        for c, name in enumerate(("ant", "bee")):
+            (folder / name).mkdir(parents=True, exist_ok=True)
+            for i in range(12):
+                pixels = np.full((8, 8, 3), shade_of(c, i), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / name / f"{i}.png")
+
+    grid = write_grid(f"""
+        name = "replaced"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["folder"]
+        {tiny_settings}
+        [dataset.folder]
+        path = "{folder}"
+    """)
+
+    def run(cache):
+        cell = load_grid(str(grid), registry).cells[0]
+        return Runner(registry, tmp_path / "results", cache_dir=str(cache)).run_cell(cell)
+
+    photos(lambda c, i: 40 + 150 * c + i)  # the classes differ in brightness
+    assert run(tmp_path / "cache")["strategy_info"]["feature_cache"] == "miss"
+    photos(lambda c, i: 120 + i % 2)  # the same files, rewritten: nothing tells the classes apart
+    again, fresh = run(tmp_path / "cache"), run(tmp_path / "fresh-cache")
+    assert again["strategy_info"]["feature_cache"] == "miss"
+    assert again["top1"] == fresh["top1"]

@@ -15,7 +15,7 @@ def numbered(count):
 
 
 def a_store(cache, samples, size=6):
-    key = store_key("numbered", {}, len(samples), size, Resample())
+    key = store_key("numbered", len(samples), size, Resample())
     return PixelStore(str(cache), key, samples, size, Resample())
 
 

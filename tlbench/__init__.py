@@ -4,7 +4,7 @@ The public API for plugins is exactly ``__all__``; importing it does not import 
 """
 
 from tlbench.api import Backbone, Component, Dataset, FitContext, Images, Network, Score, Split, Strategy
-from tlbench.caches import cache_dir
+from tlbench.caches import cache_dir, files_digest
 from tlbench.errors import ConfigError
 from tlbench.hookspecs import hookimpl
 from tlbench.network import unreachable
@@ -33,6 +33,7 @@ __all__ = [
     "Strategy",
     "__version__",
     "cache_dir",
+    "files_digest",
     "hookimpl",
     "option",
     "unreachable",

@@ -121,7 +121,8 @@ class Images:
 
     ``samples[i]`` is a PIL image or a uint8 numpy array (H×W grey or H×W×C); the core converts,
     resizes and normalises. ``test_indices`` marks an official test split to keep as is; without
-    it the core draws a stratified test split itself.
+    it the core draws a stratified test split itself. ``content`` identifies files that may
+    change in place (``tlbench.files_digest``).
     """
 
     samples: Sequence[Any]
@@ -129,6 +130,10 @@ class Images:
     classes: Sequence[str]
     test_indices: Optional[Sequence[int]] = None
     source: str = ""
+    #: identifies the samples' content where it can change under the same name and options
+    #: (files: ``tlbench.files_digest(paths)``); keys every cache of the dataset's pixels and
+    #: features. Empty: the dataset's name, options and labels identify it.
+    content: str = ""
 
 
 class Dataset(Component):

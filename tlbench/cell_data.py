@@ -115,6 +115,14 @@ def pixels_on(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
     return pixels.to(device) if pixels.numel() <= available_memory(device) // 4 else pixels
 
 
+def dataset_key(cell: Cell, images: Images) -> str:
+    """The cell's dataset in the keys of the caches of its pixels and features: its name and
+    options, and its content where the plugin says what it is (``Images.content``: files can
+    change in place, under the same names and count)."""
+    key = f"{cell.dataset}|{options_as_dict(cell.dataset_options)}"
+    return f"{key}|content {images.content}" if images.content else key
+
+
 class CellData:
     """The dataset and the decoded pixels the cells of this process share, one dataset at a time."""
 
@@ -145,7 +153,7 @@ class CellData:
                     resample: Resample, device: torch.device) -> CellImages:
         """The splits at ``size``, normalised for ``network``, their batches put on ``device``."""
         pixels = self._pixels_for(cell, images, size, resample)
-        data_key = f"{cell.dataset}|{options_as_dict(cell.dataset_options)}|{size}|{resample}"
+        data_key = f"{dataset_key(cell, images)}|{size}|{resample}"
         placed = set()
 
         def split(kind: type, indices: np.ndarray) -> ImageSplit:
@@ -169,7 +177,7 @@ class CellData:
             if fits_in_memory(count, size):
                 self._pixels[key] = DecodedPixels(images.samples, size, resample)
             elif PixelStore.room_for(self.cache_dir, count, size):
-                store = store_key(cell.dataset, options_as_dict(cell.dataset_options), count, size, resample)
+                store = store_key(dataset_key(cell, images), count, size, resample)
                 self._pixels[key] = PixelStore(self.cache_dir, store, images.samples, size, resample)
             else:
                 self._pixels[key] = None

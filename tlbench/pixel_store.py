@@ -24,9 +24,9 @@ FORMAT = 1
 CHUNK_ROWS = 512  # decoded at once: bounds the memory the decoding takes
 
 
-def store_key(dataset: str, options: dict, count: int, size: int, resample: Resample) -> dict:
-    return {"format": FORMAT, "dataset": dataset, "options": options, "count": count, "size": size,
-            "resample": repr(resample)}
+def store_key(dataset: str, count: int, size: int, resample: Resample) -> dict:
+    """``dataset``: its name, options and content (tlbench.cell_data.dataset_key)."""
+    return {"format": FORMAT, "dataset": dataset, "count": count, "size": size, "resample": repr(resample)}
 
 
 def _open_or_create(path: Path, nbytes: int) -> np.memmap:
