@@ -155,6 +155,13 @@ def time_limited(cluster, site):
         driver.communicate()
 
 
+def gone(cluster, job, timeout=60.0) -> None:
+    """Wait until Slurm's queue has no task of ``job`` left."""
+    deadline = time.monotonic() + timeout
+    while any(j["job"].split("_")[0] == job for j in cluster.squeue()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def test_a_grid_on_slurm_gives_the_local_executors_results_and_names_job_task_and_node(cluster, site, here,
                                                                                       time_limited):
     path = grid(site, "same", ["linear_probe", "held"], seeds=(0, 1))  # held: not held, trains nothing
@@ -208,27 +215,35 @@ def test_ctrl_c_cancels_the_array_exits_130_and_leaves_no_job_in_the_queue(clust
     assert {r["status"] for r in records(site, "stopped")} == {"interrupted"}  # pending for the next run
 
 
-def test_detach_returns_the_job_id_and_runs_shows_running_then_done_cells(cluster, site, here):
-    path = grid(site, "detached", ["held"], seeds=(0, 1))
+def test_detach_returns_the_job_id_and_runs_shows_queued_running_then_done_cells(cluster, site, here):
+    path = grid(site, "detached", ["held"], seeds=(0, 1, 2))
     hold = site["base"] / "hold-detached"
     hold.touch()
-    submitted = here(run_args(site, path, "--detach"), hold=hold)  # one task: its first cell held, then the other
+    # two tasks, one at a time: the first holds its first cell, then runs its second; the second
+    # task waits in Slurm's queue meanwhile
+    submitted = here(run_args(site, path, "--detach", "--slurm-array-parallelism", "1"), hold=hold)
     assert submitted.returncode == 0, submitted.stderr
     job = submitted.stdout.strip()
     assert job.isdigit(), submitted.stdout
     started(site, "detached")
     runs = ["runs", "--results", site["results"], "--grid-name", "detached"]
     listing = here(runs)
-    assert "1 running" in listing.stdout and f"Slurm job {job} on {cluster.node}" in listing.stdout, listing.stdout
+    assert "2 queued, 1 running" in listing.stdout, listing.stdout + listing.stderr
+    assert f"Slurm job {job} task 0 on {cluster.node}" in listing.stdout  # the claim's holder
+    assert f"Slurm task {job}_0 on {cluster.node} runs the cells before it" in listing.stdout
+    assert f"Slurm task {job}_1 pending (JobArrayTaskLimit)" in listing.stdout
+    # a task cancelled before it started: its cell is no longer queued, and has no record
+    subprocess.run(["scancel", f"{job}_1"], env=cluster.env(), check=True)
+    listing = here(runs)
+    assert "1 queued, 1 running" in listing.stdout and f"{job}_1" not in listing.stdout, listing.stdout
     hold.unlink()
-    deadline = time.monotonic() + 60
-    while any(j["job"].split("_")[0] == job for j in cluster.squeue()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert [r["status"] for r in records(site, "detached")] == ["ok", "ok"]
+    gone(cluster, job)
+    assert [(r["seed"], r["status"]) for r in records(site, "detached")] == [(0, "ok"), (1, "ok")]
     assert {r["slurm"]["job_id"] for r in records(site, "detached")} == {job}
     listing = here(runs)
-    assert "running" not in listing.stdout and listing.stdout.count(" ok ") >= 2, listing.stdout
-    again = here(run_args(site, path))  # after the array: nothing left, nothing submitted
+    assert listing.stdout.splitlines()[-1] == "2 record(s): 2 ok", listing.stdout
+    # after the array: nothing left of what it ran, nothing submitted
+    again = here(run_args(site, path, "--only", "seed=0,seed=1"))
     assert again.returncode == 0 and "Submitted" not in again.stderr, again.stderr
 
 
