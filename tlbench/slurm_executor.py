@@ -11,7 +11,7 @@ failed or lost tasks leave their unfinished cells pending for the next run. Outc
 not by submitit's pickled result: a task's finished cells count even when Slurm kills it later,
 and they are seen one by one, as they finish. With ``--detach`` the driver submits, leaves what
 it submitted for `tlbench runs` (tlbench.slurm_queue) and returns; the tasks then claim their
-cells and store the records themselves.
+cells and store the records themselves, a time limit's ``timeout`` included.
 """
 
 from __future__ import annotations
@@ -119,6 +119,11 @@ class SlurmExecutor:
         self.outbox.mkdir(parents=True, exist_ok=True)
         executor = self.submitit.SlurmExecutor(folder=str(self.folder / "%j"), max_num_timeout=0)
         executor.update_parameters(**self.options.submitit_parameters())
+        if detached:
+            # the batch shell outlives the task's process on SIGTERM: Slurm ends the job when its
+            # shell ends (killing what is left at once, under proctrack/cgroup), and a detached
+            # task needs its KillWait to ask why it ends and record a time limit (slurm_worker)
+            executor.update_parameters(setup=["trap '' TERM"])
         from tlbench.slurm_worker import run_task
 
         try:
@@ -142,7 +147,7 @@ class SlurmExecutor:
         """``--detach``: submit ``jobs`` as an array whose tasks store their own records; returns
         its job id and the run_ids of each of its tasks."""
         self._buffer = [(object(), replace(job, threads=self.options.cpus_per_task)) for job in jobs]
-        array = self._flush(detached)
+        array = self._flush({**detached, "time": self.options.time})
         return array, [run_ids for (job_id, _), run_ids in self._tasks.items() if job_id == array]
 
     # -- what came back --------------------------------------------------------------------------
