@@ -283,6 +283,35 @@ def test_runs_shows_cells_running_now(failed_grid, cli):
     assert row.split()[2] == "oom" and f"pid {os.getpid()}" in row
 
 
+def test_runs_shows_a_detached_arrays_cells_queued_and_a_corrupt_submission_file_is_one_warning(
+        failed_grid, cli, tmp_path, monkeypatch):
+    # what `tlbench run --executor slurm --detach` leaves (tests/test_slurm_cluster.py runs it on
+    # a real cluster), here where Slurm does not answer: the cells are shown as they were submitted
+    import shutil
+
+    shutil.copytree(Path(failed_grid[0]) / "failures", tmp_path / "failures")
+    by_strategy = {r["strategy"]: r for r in iter_records(tmp_path, "failures")}
+    cells = {r["run_id"]: {**{k: r[k] for k in ("backbone", "strategy", "dataset", "seed")}, "finished_at": at}
+             for r, at in ((by_strategy["oom"], by_strategy["oom"]["finished_at"]),  # to retry: no record since
+                           (by_strategy["explodes"], "2000-01-01T00:00:00+00:00"))}  # recorded since: done
+    slurm = tmp_path / "failures" / "slurm"
+    slurm.mkdir()
+    (slurm / "12.json").write_text(json.dumps({"job_id": "12", "submitted_at": "2030-01-01T00:00:00+00:00",
+                                                "outbox": str(slurm / "x"), "tasks": [list(cells)], "cells": cells}))
+    (slurm / "13.json").write_text('{"job_id": "13", "submitted_at": "x", "outbox": "x", "tasks": "x"}')
+    (slurm / "14.json").write_text('{"job_id": "14", "ta')
+    monkeypatch.setenv("PATH", str(tmp_path))  # no squeue here
+    code, out, err = cli("runs", "--results", tmp_path)
+    assert code == 0, err
+    rows = {line.split()[2]: line for line in out.splitlines()[2:-1]}
+    assert rows["oom"].split()[5] == "queued" and "Slurm job 12, as submitted (Slurm did not answer)" in rows["oom"]
+    assert rows["explodes"].split()[5] == "failed" and out.splitlines()[-1] == "4 record(s): 2 failed, 1 ok, 1 queued"
+    assert err.count("warning:") == 3 and "Traceback" not in err
+    assert "Slurm does not answer here (no squeue on this machine)" in err
+    assert f"{slurm / '13.json'} is ignored (tasks must be lists of run_ids)" in err
+    assert f"{slurm / '14.json'} is ignored (unreadable" in err
+
+
 def test_runs_does_not_import_torch(failed_grid):
     code = ("import sys\nfrom tlbench.cli import main\n"
             f"main(['runs', '--results', {str(failed_grid[0])!r}])\n"

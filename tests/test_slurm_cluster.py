@@ -4,8 +4,11 @@ real slurmctld, slurmd and munged, real sbatch/scontrol/scancel through submitit
 Cheap by design: one cluster for the module (it starts in under a second), tiny cells (16 px,
 no pretrained weights, 5 digits a class), two cells a task so that a task imports torch once.
 The time-limit test waits for slurmctld's own check of time limits (every 30 s, a constant of
-Slurm's), so its run starts in the background first and is looked at last."""
+Slurm's), so its runs (one with a driver, one detached) start in the background first and are
+looked at last."""
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -131,21 +134,29 @@ def records(site, name) -> list:
 
 @pytest.fixture(scope="module")
 def time_limited(cluster, site):
-    """A run whose one cell is held until its task's time limit: started now, looked at last.
-    Its limit is brought forward to now once the cell runs (`scontrol update ... EndTime`: a
-    limit under a minute cannot be asked of sbatch); slurmctld ends the task at its next check."""
-    path = grid(site, "limited", ["held"])
+    """Two runs, each of one cell held until its task's time limit: one waited for by its driver,
+    one detached. Started now, looked at last. Each limit is brought forward to now once its cell
+    runs (`scontrol update ... EndTime`: a limit under a minute cannot be asked of sbatch), both
+    before slurmctld's next check, which ends both tasks."""
     hold = site["base"] / "hold-limited"
     hold.touch()
-    driver = subprocess.Popen([*CLI, *run_args(site, path)], env=cluster.env({"TLBENCH_TEST_HOLD": str(hold)}),
+    env = cluster.env({"TLBENCH_TEST_HOLD": str(hold)})
+    driver = subprocess.Popen([*CLI, *run_args(site, grid(site, "limited", ["held"]))], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     said = {}
+    # submitted in this process (no start-up of Python and the plugins beside the driver's)
+    with pytest.MonkeyPatch.context() as here_env, contextlib.redirect_stdout(io.StringIO()) as out:
+        here_env.setenv("SLURM_CONF", str(cluster.conf))
+        here_env.setenv("TLBENCH_TEST_HOLD", str(hold))
+        from tlbench.cli import main
+
+        assert main([str(a) for a in run_args(site, grid(site, "limited-detached", ["held"]), "--detach", "-q")]) == 0
+    said["job"] = out.getvalue().strip()
 
     def shorten():
-        note = started(site, "limited")[0]
-        said["update"] = subprocess.run(
-            ["scontrol", "update", f"JobId={task_id(note)}", "EndTime=now"],
-            env=cluster.env(), capture_output=True, text=True)
+        said["update"] = [subprocess.run(["scontrol", "update", f"JobId={task_id(note)}", "EndTime=now"],
+                                         env=cluster.env(), capture_output=True, text=True)
+                          for note in (started(site, "limited")[0], started(site, "limited-detached")[0])]
 
     thread = threading.Thread(target=shorten, daemon=True)
     thread.start()
@@ -153,6 +164,13 @@ def time_limited(cluster, site):
     if driver.poll() is None:
         driver.kill()
         driver.communicate()
+
+
+def gone(cluster, job, timeout=60.0) -> None:
+    """Wait until Slurm's queue has no task of ``job`` left."""
+    deadline = time.monotonic() + timeout
+    while any(j["job"].split("_")[0] == job for j in cluster.squeue()) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def test_a_grid_on_slurm_gives_the_local_executors_results_and_names_job_task_and_node(cluster, site, here,
@@ -175,18 +193,25 @@ def test_a_grid_on_slurm_gives_the_local_executors_results_and_names_job_task_an
     assert {r["node"]["hostname"] for r in on_slurm} == {cluster.node}
 
 
-def test_scancel_of_a_running_task_leaves_its_cell_pending_and_a_rerun_completes_it(cluster, site, here):
+def test_scancel_of_a_running_task_leaves_its_cell_pending_with_or_without_a_driver(cluster, site, here):
     path = grid(site, "cancelled", ["held"])
     hold = site["base"] / "hold-cancelled"
     hold.touch()
     driver = subprocess.Popen([*CLI, *run_args(site, path)], env=cluster.env({"TLBENCH_TEST_HOLD": str(hold)}),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    note = started(site, "cancelled")[0]
-    subprocess.run(["scancel", task_id(note)], env=cluster.env(), check=True)
+    # a detached task sees the SIGTERM alone, and asks Slurm why it ends
+    detached = here(run_args(site, grid(site, "cancelled-detached", ["held"]), "--detach"), hold=hold)
+    assert detached.returncode == 0, detached.stderr
+    notes = [started(site, "cancelled")[0], started(site, "cancelled-detached")[0]]
+    subprocess.run(["scancel", *map(task_id, notes)], env=cluster.env(), check=True)
     _, err = driver.communicate(timeout=60)
     assert driver.returncode == 1, err
     assert "ended CANCELLED before the cell finished" in err
     assert records(site, "cancelled") == []  # pending: never recorded as a result
+    gone(cluster, notes[1]["job_id"])
+    assert records(site, "cancelled-detached") == []
+    [log] = (site["results"] / "cancelled-detached" / "slurm").glob("*/*/*/*.err")
+    assert "left pending: Slurm ends this task (JobState=COMPLETING Reason=None)" in log.read_text(), log.read_text()
     hold.unlink()
     rerun = here(run_args(site, path))
     assert rerun.returncode == 0, rerun.stderr
@@ -208,40 +233,53 @@ def test_ctrl_c_cancels_the_array_exits_130_and_leaves_no_job_in_the_queue(clust
     assert {r["status"] for r in records(site, "stopped")} == {"interrupted"}  # pending for the next run
 
 
-def test_detach_returns_the_job_id_and_runs_shows_running_then_done_cells(cluster, site, here):
-    path = grid(site, "detached", ["held"], seeds=(0, 1))
+def test_detach_returns_the_job_id_and_runs_shows_queued_running_then_done_cells(cluster, site, here):
+    path = grid(site, "detached", ["held"], seeds=(0, 1, 2))
     hold = site["base"] / "hold-detached"
     hold.touch()
-    submitted = here(run_args(site, path, "--detach"), hold=hold)  # one task: its first cell held, then the other
+    # two tasks, one at a time: the first holds its first cell, then runs its second; the second
+    # task waits in Slurm's queue meanwhile
+    submitted = here(run_args(site, path, "--detach", "--slurm-array-parallelism", "1"), hold=hold)
     assert submitted.returncode == 0, submitted.stderr
     job = submitted.stdout.strip()
     assert job.isdigit(), submitted.stdout
     started(site, "detached")
     runs = ["runs", "--results", site["results"], "--grid-name", "detached"]
     listing = here(runs)
-    assert "1 running" in listing.stdout and f"Slurm job {job} on {cluster.node}" in listing.stdout, listing.stdout
+    assert "2 queued, 1 running" in listing.stdout, listing.stdout + listing.stderr
+    assert f"Slurm job {job} task 0 on {cluster.node}" in listing.stdout  # the claim's holder
+    assert f"Slurm task {job}_0 on {cluster.node} runs the cells before it" in listing.stdout
+    assert f"Slurm task {job}_1 pending (JobArrayTaskLimit)" in listing.stdout
+    # a task cancelled before it started: its cell is no longer queued, and has no record
+    subprocess.run(["scancel", f"{job}_1"], env=cluster.env(), check=True)
+    listing = here(runs)
+    assert "1 queued, 1 running" in listing.stdout and f"{job}_1" not in listing.stdout, listing.stdout
     hold.unlink()
-    deadline = time.monotonic() + 60
-    while any(j["job"].split("_")[0] == job for j in cluster.squeue()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert [r["status"] for r in records(site, "detached")] == ["ok", "ok"]
+    gone(cluster, job)
+    assert [(r["seed"], r["status"]) for r in records(site, "detached")] == [(0, "ok"), (1, "ok")]
     assert {r["slurm"]["job_id"] for r in records(site, "detached")} == {job}
     listing = here(runs)
-    assert "running" not in listing.stdout and listing.stdout.count(" ok ") >= 2, listing.stdout
-    again = here(run_args(site, path))  # after the array: nothing left, nothing submitted
+    assert listing.stdout.splitlines()[-1] == "2 record(s): 2 ok", listing.stdout
+    # after the array: nothing left of what it ran, nothing submitted
+    again = here(run_args(site, path, "--only", "seed=0,seed=1"))
     assert again.returncode == 0 and "Submitted" not in again.stderr, again.stderr
 
 
-def test_a_task_past_its_time_limit_records_its_running_cell_as_timeout(cluster, site, time_limited):
+def test_a_task_past_its_time_limit_records_its_running_cell_as_timeout_with_or_without_a_driver(
+        cluster, site, here, time_limited):
     driver, thread, said = time_limited
     thread.join(timeout=60)
-    assert said["update"].returncode == 0, said["update"].stderr
+    assert [update.returncode for update in said["update"]] == [0, 0], [u.stderr for u in said["update"]]
     _, err = driver.communicate(timeout=90)
     assert driver.returncode == 1, err
-    [record] = records(site, "limited")
-    assert (record["status"], record["error_kind"]) == ("failed", "timeout"), record
-    assert "reached its time limit" in record["error"]
-    assert record["slurm"] == {"job_id": record["slurm"]["job_id"], "array_task_id": "", "node": cluster.node}
+    gone(cluster, said["job"])  # the detached task stored its record itself, under its claim
+    for name, job in (("limited", None), ("limited-detached", said["job"])):
+        [record] = records(site, name)
+        assert (record["status"], record["error_kind"]) == ("failed", "timeout"), record
+        assert "reached its time limit (--slurm-time 5) while running the cell" in record["error"]
+        assert record["slurm"] == {"job_id": job or record["slurm"]["job_id"], "array_task_id": "", "node": cluster.node}
+    listing = here(["runs", "--results", site["results"], "--grid-name", "limited-detached"])
+    assert listing.stdout.splitlines()[-1] == "1 record(s): 1 failed", listing.stdout
 
 
 def test_an_unknown_partition_is_one_line_naming_the_clusters_partitions(cluster, site, here):
@@ -261,9 +299,11 @@ def test_the_grids_executor_slurm_table_reaches_slurm(cluster, site, here):
 
 
 def test_a_failed_node_leaves_its_cell_pending_for_the_next_run(cluster, site, time_limited):
-    # after the time-limited run (this file's last but one test): a node marked down ends every
+    # after the time-limited runs (this file's last but one test): a node marked down ends every
     # job on it, and this cluster has one node
     time_limited[0].wait(timeout=90)
+    time_limited[1].join(timeout=60)
+    gone(cluster, time_limited[2]["job"])
     path = grid(site, "nodefail", ["held"])
     hold = site["base"] / "hold-nodefail"
     hold.touch()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from tlbench import __version__
-from tlbench.records import RUNNING, STATUSES
+from tlbench.records import QUEUED, RUNNING, STATUSES
 
 DEFAULT_GRID = object()  # `--grid` given without a file
 
@@ -156,7 +156,7 @@ def _add_runs(commands) -> None:
     runs.add_argument("--backbone", metavar="PATTERN", help="only these backbones")
     runs.add_argument("--strategy", metavar="PATTERN", help="only these strategies")
     runs.add_argument("--dataset", metavar="PATTERN", help="only these datasets")
-    runs.add_argument("--status", choices=(*STATUSES, RUNNING), help="only records with this status")
+    runs.add_argument("--status", choices=(*STATUSES, RUNNING, QUEUED), help="only records with this status")
 
 
 def _add_rank(commands) -> None:

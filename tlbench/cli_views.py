@@ -158,11 +158,16 @@ def print_records(results: str, grids: list[str], filters: dict) -> None:
 
 
 def _records_and_claims(results: str, grid: str) -> list[dict]:
-    """A grid's records, with the cells some process is running now shown as running instead."""
+    """A grid's records, with the cells some process is running now shown as running instead,
+    and those a detached Slurm array has yet to start as queued (tlbench.slurm_queue)."""
     from tlbench.results import active_claims, iter_records
+    from tlbench.slurm_queue import queued_rows
 
     running = {c["run_id"]: c for c in active_claims(results, grid)}
-    rows = [r for r in iter_records(results, grid) if r["run_id"] not in running]
+    records = {r["run_id"]: r for r in iter_records(results, grid)}
+    queued = queued_rows(results, grid, records, set(running))
+    waiting = {r["run_id"] for r in queued}
+    rows = [r for r in records.values() if r["run_id"] not in running and r["run_id"] not in waiting] + queued
     for claim in running.values():
         # a task of a detached Slurm array is named by Slurm's ids (tlbench.slurm_worker)
         who = f"Slurm {claim['slurm']}" if claim.get("slurm") else f"pid {claim.get('pid', '?')}"

@@ -14,6 +14,7 @@ from tlbench.error_kinds import ERROR_KINDS
 
 STATUSES = ("ok", "failed", "interrupted")  # a stored record's (docs/records.md#statuses)
 RUNNING = "running"  # a cell some live process holds the claim of: no record yet
+QUEUED = "queued"  # a cell of a detached Slurm array whose task waits in Slurm's queue: no record yet
 MISSING = "missing"  # a cell of the grid with no record at all (a leaderboard counts them)
 
 REQUIRED = {"run_id": str, "grid": str, "backbone": str, "strategy": str, "dataset": str,

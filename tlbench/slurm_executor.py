@@ -9,8 +9,9 @@ claims, and asks Slurm (``scontrol``, which needs no accounting database) how ea
 a task past its time limit has its running cell recorded ``timeout``; cancelled, preempted,
 failed or lost tasks leave their unfinished cells pending for the next run. Outcomes go by file,
 not by submitit's pickled result: a task's finished cells count even when Slurm kills it later,
-and they are seen one by one, as they finish. With ``--detach`` the driver submits and returns;
-the tasks then claim their cells and store the records themselves.
+and they are seen one by one, as they finish. With ``--detach`` the driver submits, leaves what
+it submitted for `tlbench runs` (tlbench.slurm_queue) and returns; the tasks then claim their
+cells and store the records themselves, a time limit's ``timeout`` included.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Optional
 from tlbench.cell_job import Outcome
 from tlbench.errors import ConfigError
 from tlbench.slurm_options import SlurmOptions
+from tlbench.slurm_queue import task_name
 
 INSTALL_HINT = 'pip install "tlbench[slurm]"'
 POLL_S = 1.0  # how often the driver asks Slurm about the tasks (scontrol is a call to slurmctld)
@@ -117,6 +119,11 @@ class SlurmExecutor:
         self.outbox.mkdir(parents=True, exist_ok=True)
         executor = self.submitit.SlurmExecutor(folder=str(self.folder / "%j"), max_num_timeout=0)
         executor.update_parameters(**self.options.submitit_parameters())
+        if detached:
+            # the batch shell outlives the task's process on SIGTERM: Slurm ends the job when its
+            # shell ends (killing what is left at once, under proctrack/cgroup), and a detached
+            # task needs its KillWait to ask why it ends and record a time limit (slurm_worker)
+            executor.update_parameters(setup=["trap '' TERM"])
         from tlbench.slurm_worker import run_task
 
         try:
@@ -136,10 +143,12 @@ class SlurmExecutor:
                  f"its tasks' logs are in {self.folder}")
         return array
 
-    def submit_detached(self, jobs: list, detached: dict) -> str:
-        """``--detach``: submit ``jobs`` as an array whose tasks store their own records."""
+    def submit_detached(self, jobs: list, detached: dict) -> tuple[str, list]:
+        """``--detach``: submit ``jobs`` as an array whose tasks store their own records; returns
+        its job id and the run_ids of each of its tasks."""
         self._buffer = [(object(), replace(job, threads=self.options.cpus_per_task)) for job in jobs]
-        return self._flush(detached)
+        array = self._flush({**detached, "time": self.options.time})
+        return array, [run_ids for (job_id, _), run_ids in self._tasks.items() if job_id == array]
 
     # -- what came back --------------------------------------------------------------------------
 
@@ -192,8 +201,7 @@ class SlurmExecutor:
         job_state, node = state
         plain = "_" not in self._job_names.get(key, "_")  # submitit submits one task as a plain job
         index = "" if plain else key[1]
-        task = (f"Slurm job {key[0]}" if plain else f"Slurm task {key[0]}_{key[1]}") \
-            + (f" on {node}" if node and node != "None" else "")
+        task = task_name(key[0], index, node)
         names = set(os.listdir(self.outbox))
         started = [r for r in run_ids if f"{r}.started" in names]
         log = self._logs.get(key, self.folder)
@@ -287,6 +295,7 @@ def submit_detached(args, registry, grid, runner, cells, make_executor) -> int:
     when given) and return; prints the array's job id on stdout, for scripts."""
     from tlbench.driver import needs_run
     from tlbench.results import active_claims, records_by_run_id, remove_leftovers
+    from tlbench.slurm_queue import write_submission
 
     remove_leftovers(args.results, grid.name)
     records = records_by_run_id(args.results, grid.name)
@@ -299,10 +308,18 @@ def submit_detached(args, registry, grid, runner, cells, make_executor) -> int:
         return 0
     executor, job_for = make_executor(args, registry, grid, runner)
     at_start = {cell.run_id: (records.get(cell.run_id) or {}).get("finished_at") for cell in todo}
-    array = executor.submit_detached([job_for(cell) for cell in todo], {
+    array, tasks = executor.submit_detached([job_for(cell) for cell in todo], {
         "results": str(Path(args.results).absolute()), "grid": grid.name, "grid_seeds": list(grid.seeds),
         "at_start": at_start, "seeds": {cell.run_id: cell.seed for cell in todo}})
+    about = {cell.run_id: {"backbone": cell.backbone, "strategy": cell.strategy, "dataset": cell.dataset,
+                           "seed": cell.seed, "sweep": dict(cell.sweep), "finished_at": at_start[cell.run_id]}
+             for cell in todo}
+    try:
+        write_submission(args.results, grid.name, array, tasks, about, executor.outbox)
+    except OSError as exc:  # the array runs all the same: only `tlbench runs` misses its queued cells
+        print(f"warning: cannot keep what Slurm job {array} runs ({exc}): `tlbench runs` will not show its "
+              "cells queued.", file=sys.stderr)
     print(array, flush=True)
-    log(f"`tlbench runs --results {args.results} --grid-name {grid.name}` shows what is pending, running and "
+    log(f"`tlbench runs --results {args.results} --grid-name {grid.name}` shows what is queued, running and "
         "done; `tlbench report` (or the same `tlbench run`) writes the leaderboard once the array has ended.")
     return 0
