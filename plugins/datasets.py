@@ -466,16 +466,20 @@ class AnimalShape(tlbench.Dataset):
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 FOLDER_LAYOUT = (
-    "PATH/CLASS_NAME/IMAGE (e.g. PATH/cats/001.jpg, one sub-folder per class), optionally as "
-    "PATH/train/CLASS_NAME/IMAGE and PATH/test/CLASS_NAME/IMAGE to keep an official test split"
+    "PATH/CLASS_NAME/IMAGE (e.g. PATH/cats/001.jpg, one sub-folder per class), or one such tree "
+    "per split: PATH/train/CLASS_NAME/IMAGE, optionally with PATH/test/... (kept as the official "
+    "test split) and PATH/val/... (joins the training pool)"
 )
+# split folders' names as datasets spell them (compared in lower case)
+SPLIT_FOLDERS = {"train": ("train", "training"), "val": ("val", "valid", "validation"),
+                 "test": ("test", "testing")}
 
 
 @dataclass(frozen=True)
 class FolderOptions:
     path: str = tlbench.option(
-        help="folder with one sub-folder of images per class; with PATH/train and PATH/test "
-        "sub-trees, PATH/test is kept as the test split"
+        help="folder with one sub-folder of images per class, or train/ (and val/, test/) trees of "
+        "them: test/ is kept as the test split, val/ joins the training pool"
     )
 
     def __post_init__(self):
@@ -546,29 +550,64 @@ def _scan_classes(folder: Path) -> dict[str, list[Path]]:
     return classes
 
 
-def _official_split(root: Path):
-    """(train, test) folders when root holds both as class trees, else None."""
-    train, test = root / "train", root / "test"
-    if train.is_dir() and test.is_dir() and _subfolders(train) and _subfolders(test):
-        return train, test
-    return None
+def _split_folders(root: Path) -> dict[str, Path]:
+    """{"train"/"val"/"test": folder} for the sub-folders of ``root`` named as splits that hold
+    class sub-folders (a split folder of loose images would be a class named "test")."""
+    found: dict[str, Path] = {}
+    for sub in _subfolders(root):
+        split = next((s for s, names in SPLIT_FOLDERS.items() if sub.name.lower() in names), None)
+        if split is None or not _subfolders(sub):
+            continue
+        if split in found:
+            raise _folder_error(root, f"has two {split} folders ({found[split].name}/, {sub.name}/): keep one")
+        found[split] = sub
+    return found
+
+
+def _split_layout(root: Path) -> Optional[tuple[list[Path], Optional[Path]]]:
+    """(the folders whose images make the training pool, the test folder or None) when ``root``
+    holds a class tree per split; None when ``root`` itself is the class tree. As for the `hf`
+    dataset's splits: test/ is kept as the official test split, and val/ joins the pool the core
+    draws its own train and val splits from (the same rule wherever a validation split is)."""
+    splits = _split_folders(root)
+    if not splits:
+        return None
+    others = [sub.name + "/" for sub in _subfolders(root) if sub not in splits.values()]
+    named = ", ".join(sub.name + "/" for sub in splits.values())
+    if others:
+        raise _folder_error(root, f"mixes split folders ({named}) with other folders ({', '.join(others)}): put "
+                                  "every class under the split folders, or set path to one class tree")
+    if "train" not in splits:
+        raise _folder_error(root, f"has {named} but no train/ folder to learn from")
+    return [splits[name] for name in ("train", "val") if name in splits], splits.get("test")
 
 
 def folder_trees(root: Path):
-    """([{class: image files}] for the train tree (and the test tree), the split or None),
-    checked for every mistake that would make the folder unusable."""
+    """([{class: image files}] of the training pool's trees, then the test tree if any; the test
+    folder or None), checked for every mistake that would make the folder unusable."""
     if not root.is_dir():
         raise _folder_error(root, "is not a folder" if root.exists() else "does not exist")
-    split = _official_split(root)
-    trees = [_scan_classes(folder) for folder in (split or (root,))]
+    layout = _split_layout(root)
+    pool, test = layout or ([root], None)
+    trees = [_scan_classes(folder) for folder in (*pool, *([test] if test else []))]
     classes = sorted({name for tree in trees for name in tree})
     if len(classes) < 2:
         raise _folder_error(root, f"has only one class ({classes[0]}); classification needs two")
-    if split and set(trees[1]) - set(trees[0]):
-        unseen = ", ".join(sorted(set(trees[1]) - set(trees[0])))
+    trained = {name for tree in trees[:len(pool)] for name in tree}
+    if test is not None and set(trees[-1]) - trained:
+        unseen = ", ".join(sorted(set(trees[-1]) - trained))
         raise _folder_error(root, f"has test classes with no training images ({unseen}): add them "
-                                  "to train/ or remove them from test/")
-    return trees, split
+                                  f"to train/ or remove them from {test.name}/")
+    return trees, layout
+
+
+def _layout_words(layout) -> str:
+    """The split folders as a record's source says them: " (train/ + val/ pool, test/ the test split)"."""
+    if layout is None:
+        return ""
+    pool, test = layout
+    pooled = " + ".join(folder.name + "/" for folder in pool)
+    return f" ({pooled} the training pool" + (f", {test.name}/ the test split)" if test else ")")
 
 
 class ImageFolder(tlbench.Dataset):
@@ -579,7 +618,7 @@ class ImageFolder(tlbench.Dataset):
 
     def load(self) -> tlbench.Images:
         root = Path(self.options.path).expanduser()
-        trees, split = folder_trees(root)
+        trees, layout = folder_trees(root)
         classes = sorted({name for tree in trees for name in tree})
         number = {name: i for i, name in enumerate(classes)}
         paths, labels = [], []
@@ -587,13 +626,14 @@ class ImageFolder(tlbench.Dataset):
             for name, files in tree.items():
                 paths += files
                 labels += [number[name]] * len(files)
-        train_count = sum(len(files) for files in trees[0].values())
+        test = layout[1] if layout else None
+        pool_count = len(paths) - (sum(len(files) for files in trees[-1].values()) if test else 0)
         return tlbench.Images(
             samples=ImageFiles(paths),
             labels=_labels_array(labels),
             classes=classes,
-            test_indices=list(range(train_count, len(paths))) if split else None,
-            source=f"image folder {root}" + (" (train/test split)" if split else ""),
+            test_indices=list(range(pool_count, len(paths))) if test else None,
+            source=f"image folder {root}" + _layout_words(layout),
             content=tlbench.files_digest(paths),
         )
 

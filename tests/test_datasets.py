@@ -168,6 +168,48 @@ def test_folder_train_and_test_subtrees_are_an_official_split(registry, tmp_path
     assert list(images.labels) == [0, 0, 0, 1, 1, 1, 0, 0, 1, 1]
 
 
+def split_trees(root, counts: dict):
+    """root/SPLIT/{a,b}/N.png with counts[SPLIT] images per class."""
+    for part, count in counts.items():
+        for cls in ("b", "a"):
+            for i in range(count):
+                save(root / part / cls / f"{i}.png", (6, 6), "RGB")
+    return root
+
+
+def test_folder_train_and_val_trees_are_one_training_pool_not_two_classes(registry, tmp_path):
+    images = load(registry, "folder", path=str(split_trees(tmp_path, {"train": 3, "Validation": 2})))
+    assert images.classes == ["a", "b"]  # never "train" and "val"
+    assert len(images.samples) == 10 and images.test_indices is None  # the core draws the test split
+    assert "train/ + Validation/ the training pool)" in images.source
+
+
+def test_folder_train_val_and_test_trees_keep_test_and_pool_train_with_val(registry, tmp_path):
+    images = load(registry, "folder", path=str(split_trees(tmp_path, {"train": 3, "val": 1, "test": 2})))
+    assert images.classes == ["a", "b"] and len(images.samples) == 12  # no image left out
+    assert list(images.test_indices) == [8, 9, 10, 11]
+    assert list(images.labels) == [0, 0, 0, 1, 1, 1, 0, 1, 0, 0, 1, 1]
+    assert "train/ + val/ the training pool, test/ the test split" in images.source
+
+
+@pytest.mark.parametrize("extra, problem", [
+    ({"cats": 1}, "mixes split folders (test/, train/) with other folders (cats/)"),
+    ({"train": 0}, "has test/ but no train/ folder"),
+    ({"training": 1}, "has two train folders (train/, training/)"),
+])
+def test_folder_split_layouts_that_are_ambiguous_are_refused(registry, tmp_path, extra, problem):
+    counts = {"train": 2, "test": 1, **extra}
+    if extra.get("train") == 0:
+        del counts["train"]
+    if "cats" in extra:
+        save(tmp_path / "cats" / "kitten" / "1.png", (6, 6), "RGB")
+        del counts["cats"]
+    split_trees(tmp_path, counts)
+    with pytest.raises(tlbench.ConfigError) as error:
+        load(registry, "folder", path=str(tmp_path))
+    assert problem in str(error.value)
+
+
 @pytest.mark.parametrize(
     "layout, problem",
     [
