@@ -431,6 +431,23 @@ def _lazy_images(splits, column: str) -> tlbench.ConcatenatedSamples:
     return tlbench.ConcatenatedSamples(parts, field=column)
 
 
+def _check_test_classes_are_trained(options, labels, test_indices: list, classes: list) -> None:
+    """A class the test split has and the training pool lacks cannot be learnt: every test image
+    of it would count as an error no strategy could avoid (the `folder` dataset refuses this too)."""
+    import numpy as np
+
+    held_out = np.zeros(len(labels), dtype=bool)
+    held_out[test_indices] = True
+    unseen = sorted(set(labels[held_out].tolist()) - set(labels[~held_out].tolist()))
+    if unseen:
+        names = ", ".join(str(classes[label]) for label in unseen)
+        raise tlbench.ConfigError(
+            f"{_dataset_name(options)}: test split {options.test_split!r} has classes with no training "
+            f"images ({names}). Fix: add them to the training splits, filter them out of the test "
+            'split and save_to_disk, or set test_split = "" so tlbench draws a stratified test split.'
+        )
+
+
 def _arrow_files(splits) -> list[str]:
     """The Arrow files behind the splits (a save_to_disk folder's, or the hub cache's): what
     changes when the data does under the same path and options."""
@@ -456,12 +473,14 @@ class HuggingFaceDataset(tlbench.Dataset):
         every_value = [value for name in order for value in values[name]]
         classes = _classes(feature, every_value)
         test_indices = None
+        labels = _encode(feature, every_value, classes)
         if options.test_split:  # it comes right after the train split (see _pool_order)
             start = len(values[options.train_split])
             test_indices = list(range(start, start + len(values[options.test_split])))
+            _check_test_classes_are_trained(options, labels, test_indices, classes)
         return tlbench.Images(
             samples=_lazy_images([splits[name] for name in order], image),
-            labels=_encode(feature, every_value, classes),
+            labels=labels,
             classes=classes,
             test_indices=test_indices,
             source=self._source(options, order, skipped),

@@ -190,6 +190,14 @@ def test_integer_labels_become_classes_in_numeric_order(hf, tmp_path):
     assert list(images.labels[:3]) == [1, 2, 0]
 
 
+def test_a_test_class_the_training_splits_lack_is_refused_naming_it(hf, tmp_path):
+    folder = save(tmp_path / "unseen", {"train": labelled(TRAIN_VALUES[:4], [0, 1, 0, 1]),
+                                        "test": labelled(TEST_VALUES[:3], [0, 1, 2])}, STANDARD_FEATURES)
+    with pytest.raises(tlbench.ConfigError, match=f"test split 'test' has classes with no training images "
+                                                  f"\\({CLASSES[2]}\\)"):
+        hf(path=str(folder))
+
+
 def test_without_a_test_split_the_core_draws_one(hf, tmp_path):
     folder = save(tmp_path / "train-only", {"train": labelled(TRAIN_VALUES, TRAIN_LABELS)},
                   STANDARD_FEATURES)
