@@ -46,6 +46,8 @@ RUNNABLE = BASE + "[settings]\npretrained = false\n"
     (BASE + "[settings]\ntrain_size = -5\n", "train_size must be 0 (all) or a positive number"),
     (BASE + "[settings]\nimage_size = 100000\n", "image_size must be 0 (native) or 2 to 4096 pixels"),
     (BASE.replace('"g"', '"abc\\n"'), "not a safe folder name"),
+    (BASE.replace('"g"', '"' + "g" * 101 + '"'), "use at most 100 letters, digits"),
+    (BASE + "[settings]\nsplit_seed = -1\n", "split_seed must be 0 to 4294967295, got -1"),
     (BASE + "[settings]\ntest_size = -1\n", "test_size must be 0 (all) or a positive number"),
     (BASE + "[settings]\ntrain_size = 1000\ntrain_per_class = 5\n", "set one of them"),
     (BASE + "[settings]\ntrain_size = 1\n", "train_size must leave at least one example"),
@@ -111,6 +113,13 @@ def test_results_dir_that_is_a_file(write_grid, cli, tmp_path):
     blocker.write_text("")
     code, out, err = cli("run", "--grid", write_grid(RUNNABLE), "--results", blocker)
     assert code == 2 and "not writable" in err
+
+
+def test_results_dir_behind_a_dangling_link_names_the_link(write_grid, cli, tmp_path):
+    (tmp_path / "results").symlink_to(tmp_path / "gone")
+    code, out, err = cli("run", "--grid", write_grid(RUNNABLE), "--results", tmp_path / "results")
+    assert code == 2
+    assert f"'{tmp_path / 'results'}' is a symbolic link to '{tmp_path / 'gone'}', which does not exist" in err
 
 
 def test_missing_plugins_dir(write_grid, cli, tmp_path):

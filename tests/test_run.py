@@ -183,6 +183,24 @@ def test_changed_grid_gets_new_records_and_leaderboard_shows_only_current(tiny_g
         assert cli("report", "--results", tmp_path)[0] == 0
 
 
+def test_candidates_without_validation_images_fail_the_cell_saying_why(write_grid, tiny_settings, cli, tmp_path):
+    grid = write_grid(f"""
+        name = "noval"
+        backbones = ["test_efficientnet"]
+        strategies = ["full_finetune"]
+        datasets = ["digits"]
+        {tiny_settings}
+        train_size = 2
+        [strategy.full_finetune]
+        lr = [0.001, 0.01]
+    """)
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path, "-q")
+    (record,) = iter_records(tmp_path, "noval")
+    assert code == 1 and record["status"] == "failed"
+    assert "validation split is empty (2 train, 0 val" in record["error"]
+    assert "2 candidates of [strategy.full_finetune]" in record["error"] and "torch.cat" not in record["error"]
+
+
 def test_list_of_values_is_selected_on_validation(write_grid, tiny_settings, cli, tmp_path):
     grid = write_grid(f"""
         name = "sweep"

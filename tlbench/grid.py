@@ -24,7 +24,8 @@ from tlbench.plugins import Registry
 from tlbench.settings import Settings
 from tlbench.slurm_options import executor_tables
 
-GRID_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+GRID_NAME_MAX = 100  # characters: a folder name, with room for what tlbench puts beside it
+GRID_NAME_PATTERN = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{GRID_NAME_MAX - 1}}}$")
 TOP_LEVEL_KEYS = ("name", "backbones", "strategies", "datasets", "seeds", "control", "settings", "budget",
                   "backbone", "strategy", "dataset", "score", "sinks", "sink", "executor")
 #: Settings a ``[budget.STRATEGY]`` table may change for one strategy's cells: how much it trains.
@@ -335,8 +336,9 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
         raise ConfigError(f"'name' in {source!r} must be a string, e.g. name = \"my-grid\"; got {name!r}.")
     if not GRID_NAME_PATTERN.fullmatch(name) or name in (".", ".."):
         raise ConfigError(
-            f"Grid name {name!r} in {source!r} is not a safe folder name: use letters, digits, "
-            "'.', '_' and '-' (no slashes), e.g. name = \"my-grid\"."
+            f"Grid name {name!r} in {source!r} is not a safe folder name: use at most {GRID_NAME_MAX} letters, "
+            "digits, '.', '_' and '-' (no slashes), starting with a letter or digit, e.g. name = \"my-grid\""
+            + (f"; it has {len(name)} characters." if len(name) > GRID_NAME_MAX else ".")
         )
     lists = {key: string_list(data, key, source) for key in LIST_KEYS}
     for key, singular in LIST_KEYS.items():

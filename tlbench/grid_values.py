@@ -10,9 +10,8 @@ from typing import Any
 
 from tlbench.errors import ConfigError, closest
 from tlbench.options import build_options
-from tlbench.settings import Settings
+from tlbench.settings import MAX_SEED, Settings
 
-MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes nothing larger
 
 
 def string_list(data: dict, key: str, source: str) -> list[str]:

@@ -63,10 +63,18 @@ def writable_folder(folder: Path) -> Path:
         probe.close()
     except OSError as exc:
         raise ConfigError(
-            f"Results folder {str(folder)!r} is not writable ({exc.strerror or exc}). "
+            f"Results folder {str(folder)!r} is not writable ({_why_not_writable(folder, exc)}). "
             "Choose another with --results DIR."
         ) from None
     return folder
+
+
+def _why_not_writable(folder: Path, exc: OSError) -> str:
+    """The OS's reason, or the dangling link on the way that makes mkdir say "File exists"."""
+    for part in (folder, *folder.parents):
+        if part.is_symlink() and not part.exists():
+            return f"{str(part)!r} is a symbolic link to {os.readlink(part)!r}, which does not exist"
+    return exc.strerror or str(exc)
 
 
 def umask() -> int:

@@ -205,6 +205,7 @@ class Runner:
         candidate is fitted and scored as it is."""
         if len(cell.strategy_candidates) == 1:
             return self._score(self._fit(cell, cell.strategy_options, record))
+        self._check_val_can_choose(cell)
         best, best_top1, candidates = None, -1.0, []
         for options in cell.strategy_candidates:
             fitted = self._fit(cell, options, record)
@@ -219,6 +220,17 @@ class Runner:
                       selected=selected)
         result["warnings"] = result["warnings"] + edge_picks([c["options"] for c in candidates], selected)
         return result
+
+    def _check_val_can_choose(self, cell: Cell) -> None:
+        """Candidates are compared on the validation split: without one there is nothing to
+        choose by (said before any candidate is fitted)."""
+        sizes = cell_splits(cell, self.data.load_images(cell)).sizes()
+        if not sizes["val"]:
+            raise ConfigError(
+                f"This cell's validation split is empty ({sizes['train']} train, 0 val, {sizes['test']} test "
+                f"images), so the {len(cell.strategy_candidates)} candidates of [strategy.{cell.strategy}] "
+                "cannot be compared. Raise train_size (or train_per_class) or val_fraction in [settings], "
+                "or give each option of the strategy one value.")
 
     def _fit(self, cell: Cell, options, record: dict) -> FittedCandidate:
         """A freshly built network for ``options``, fitted by the strategy, the fit timed."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from tlbench.options import option
 
 MAX_THREADS = 1024
+MAX_SEED = 2**32 - 1  # for seeds and split_seed: numpy's legacy seeding takes nothing larger
 MAX_IMAGE_SIZE = 4096  # one 4096² image is 200 MB as floats: larger is a typo, not a benchmark
 
 
@@ -49,6 +50,8 @@ class Settings:
                 raise ValueError(f"{name} must be between 0 and 1 (exclusive), got {getattr(self, name)}")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must leave some data for training")
+        if not 0 <= self.split_seed <= MAX_SEED:
+            raise ValueError(f"split_seed must be 0 to {MAX_SEED}, got {self.split_seed}")
         if not 0 <= self.threads <= MAX_THREADS:
             raise ValueError(f"threads must be 0 (this driver's share of the CPUs) or 1 to {MAX_THREADS}, got {self.threads}")
         if self.interpolation not in ("auto", "bilinear", "bicubic"):
