@@ -272,6 +272,15 @@ def test_runs_with_no_match_or_unknown_grid(failed_grid, cli):
     assert code == 2 and "Unknown grid 'failurs'" in err and "Did you mean: failures?" in err
 
 
+def test_runs_and_report_inside_a_grids_folder_read_that_grid(failed_grid, cli, monkeypatch):
+    listed = cli("runs", "--results", failed_grid[0])[1]
+    monkeypatch.chdir(failed_grid[0] / "failures")
+    code, out, err = cli("runs", "--results", ".")
+    assert code == 0 and out == listed, err
+    code, out, err = cli("report", "--results", ".")
+    assert code == 0 and "Leaderboard in " in out and "failures" in out, err
+
+
 def test_runs_shows_cells_running_now(failed_grid, cli):
     results = failed_grid[0]
     (record,) = [r for r in iter_records(results, "failures") if r["strategy"] == "oom"]

@@ -291,6 +291,7 @@ def cmd_runs(args) -> int:
     """`tlbench runs`: the records (one per cell) and the cells running now, as a table."""
     from tlbench.cli_views import print_records
 
+    grid_folder_as_results(args)
     filters = {key: getattr(args, key) for key in ("backbone", "strategy", "dataset", "status")}
     print_records(args.results, grids_to_read(args), filters)
     return 0

@@ -160,6 +160,8 @@ def _check_scratch(scratch, results: str) -> None:
 def grid_folder_as_results(args) -> None:
     """`--results results/my-grid` (a grid's own folder) means `--results results --grid-name my-grid`."""
     folder = Path(args.results)
+    if folder.name in ("", ".."):  # `--results .` run inside the grid's folder: it has a name
+        folder = folder.resolve()
     if (folder / "records").is_dir() and args.grid_name in (None, folder.name):
         args.results, args.grid_name = str(folder.parent), folder.name
 
