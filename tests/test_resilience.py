@@ -165,8 +165,11 @@ def test_ctrl_c_records_the_cell_as_interrupted_and_the_next_run_finishes_it(log
     assert fits(fit_log) == [0, 0, 1]
 
 
-def test_sigterm_stops_the_grid_like_ctrl_c(logged_grid, plugins, fit_log, tmp_path, cli, monkeypatch):
-    """As a batch scheduler stops a job; in this process, from a thread, once the fit runs."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_the_grid_like_ctrl_c(logged_grid, plugins, fit_log, tmp_path, cli, monkeypatch,
+                                                      signum):
+    """As a batch scheduler stops a job, or a closed terminal its run; in this process, from a
+    thread, once the fit runs."""
     grid, results = logged_grid(range(2)), tmp_path / "results"
     monkeypatch.setenv("TLBENCH_TEST_SLEEP", "60")
 
@@ -174,15 +177,15 @@ def test_sigterm_stops_the_grid_like_ctrl_c(logged_grid, plugins, fit_log, tmp_p
         deadline = time.monotonic() + 60
         while not fits(fit_log) and time.monotonic() < deadline:
             time.sleep(0.02)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
 
-    handler = signal.getsignal(signal.SIGTERM)
+    handler = signal.getsignal(signum)
     threading.Thread(target=terminate_when_fitting, daemon=True).start()
     code, out, err = cli("run", "--grid", grid, "--results", results, "--plugins-dir", plugins)
     assert code == 130 and "is recorded as interrupted" in err
     (record,) = iter_records(results, "g")
-    assert (record["status"], record["error"]) == ("interrupted", "interrupted (SIGTERM)")
-    assert signal.getsignal(signal.SIGTERM) == handler  # restored
+    assert (record["status"], record["error"]) == ("interrupted", f"interrupted ({signum.name})")
+    assert signal.getsignal(signum) == handler  # restored
 
 
 # -- failures stay in their cell ---------------------------------------------------------------
