@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tlbench import decoding, pixel_store
+from tlbench import pixel_store
 from tlbench.decoding import Resample, decode_all
 from tlbench.pixel_store import PixelStore, store_key
 
@@ -62,7 +62,7 @@ def test_a_cell_on_a_dataset_too_large_for_memory_reads_the_store(registry, writ
 
     cell = load_grid(str(write_grid(probe_cell_text)), registry).cells[0]
     in_memory = Runner(registry, tmp_path / "a").run_cell(cell)
-    monkeypatch.setattr(decoding, "MATERIALIZE_BYTES", 0)  # as if faces were too large to hold decoded
+    monkeypatch.setenv("TLBENCH_MATERIALIZE_MB", "0")  # as if faces were too large to hold decoded
     stored = Runner(registry, tmp_path / "b").run_cell(cell)
     assert (in_memory["pixels"], stored["pixels"]) == ("held on cpu", "stored decoded on disk")
     assert stored["status"] == "ok" and stored["top1"] == in_memory["top1"]
