@@ -17,6 +17,7 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -26,6 +27,7 @@ import pluggy
 from tlbench import hookspecs
 from tlbench.api import Backbone, Dataset, Score, Strategy
 from tlbench.errors import ConfigError, plugin_hint, unknown_name_error
+from tlbench.options import describe_options
 from tlbench.sink import Sink
 
 ENTRY_POINT_GROUP = "tlbench"
@@ -78,11 +80,7 @@ class Registry:
                 f"plugin {plugin!r} registered {component!r} as a {singular}; "
                 f"it must be a subclass of tlbench.{base.__name__}"
             )
-        if not component.name:
-            raise TypeError(f"plugin {plugin!r} registered {component.__name__} without a name")
-        if not dataclasses.is_dataclass(component.Options):  # else `tlbench ls -v` fails on it
-            raise TypeError(f"plugin {plugin!r} registered {component.__name__}, whose Options is not a dataclass: "
-                            "decorate it with @dataclass(frozen=True)")
+        _check_declarations(component, plugin)
         existing = self.entries[kind].get(component.name)
         added = Registration(component, plugin, self.origins.get(plugin, {}))
         if existing is not None:
@@ -134,6 +132,32 @@ class Registry:
                 summary = f"any name it resolves: {summary}"
             if pattern is None or fnmatch.fnmatchcase(name, pattern):
                 yield name, summary, reg
+
+
+def _check_declarations(component: type, plugin: str) -> None:
+    """The class attributes `tlbench ls` and grid files read, each of the type the core expects:
+    a TypeError naming the attribute and the fix otherwise (the plugin is reported as broken), so
+    that a mistake in one plugin never takes a listing down."""
+    what = f"plugin {plugin!r} registered {component.__name__}"
+    name = component.name
+    if not isinstance(name, str) or not name:
+        got = "without a name" if not name and isinstance(name, str) else f"with the name {name!r} ({type(name).__name__})"
+        raise TypeError(f"{what} {got}: give it a name, a non-empty string, as the grid files will spell it")
+    if not isinstance(component.description, str):
+        raise TypeError(f"{what} with the description {component.description!r}: it must be a string (or "
+                        "left out: the docstring's first line stands in)")
+    options = component.Options
+    if not (isinstance(options, type) and dataclasses.is_dataclass(options)):  # else `tlbench ls -v` fails on it
+        raise TypeError(f"{what}, whose Options is not a dataclass: decorate it with @dataclass(frozen=True)")
+    try:
+        describe_options(options)
+    except Exception as exc:  # an annotation that names nothing importable, say
+        raise TypeError(f"{what}, whose Options cannot be read ({type(exc).__name__}: {exc}): give each field a "
+                        "type the module can resolve and a tlbench.option()") from None
+    featured = getattr(component, "featured", {})
+    if not (isinstance(featured, Mapping) and all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in featured.items())):
+        raise TypeError(f"{what} with featured = {featured!r:.60}: it must map names to one-line descriptions")
 
 
 def _plugin_manager() -> pluggy.PluginManager:
