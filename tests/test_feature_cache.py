@@ -105,3 +105,23 @@ def test_probe_selection_never_touches_test_images(probe_cell, registry, tmp_pat
     path = cell_setup.ctx.info["l2_path"]
     assert cell_setup.ctx.info["l2"] == max(path, key=lambda step: step[1])[0]
     assert [step[0] for step in path] == sorted((step[0] for step in path), reverse=True)
+
+
+def test_a_full_disk_skips_the_cache_write_with_one_warning(probe_cell, registry, tmp_path, monkeypatch, capsys):
+    """The features were computed: a cache that cannot keep them (ENOSPC) costs the next cell an
+    extraction, said once, not this cell its result."""
+    import errno
+    import os
+
+    from tlbench.frozen import cache
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(cache.os, "fsync", no_space)
+    monkeypatch.setattr(cache, "_WARNED", set())
+    record = Runner(registry, tmp_path).run_cell(probe_cell())
+    assert record["status"] == "ok", record.get("error")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "feature cache" in line]
+    assert len(warnings) == 1 and "No space left on device" in warnings[0]
+    assert list((Path(os.environ["TLBENCH_CACHE_DIR"]) / "features").glob("*")) == []
