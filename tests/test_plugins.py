@@ -192,6 +192,26 @@ def test_a_declaration_of_the_wrong_type_is_a_broken_plugin_not_a_crashed_listin
     assert code == 0 and "Traceback" not in err and "linear_probe" in listed and "odd" not in listed
     assert "odd.py" in err and expected in err
 
+
+def test_a_family_that_fails_to_list_its_names_is_said_and_the_rest_listed(tmp_path, cli):
+    (tmp_path / "family.py").write_text(textwrap.dedent('''
+        import tlbench
+
+        class Family(tlbench.Backbone):
+            """Names from a hub it cannot reach."""
+            name = "zz*"
+
+            def matching(self, pattern):
+                raise RuntimeError("hub unreachable")
+
+        @tlbench.hookimpl
+        def register_backbones(register):
+            register(Family)
+    '''))
+    code, out, err = cli("ls", "backbones", "*lite0*", "--plugins-dir", tmp_path)
+    assert code == 0 and "Traceback" not in err and "efficientnet_lite0" in out
+    assert "Family.matching('*lite0*') failed: RuntimeError: hub unreachable" in err
+
 def test_plugins_registered_in_process_for_one_test():
     class Probe(tlbench.Strategy):
         """In-process plugin."""

@@ -122,16 +122,32 @@ class Registry:
     def listing(self, kind: str, pattern: Optional[str] = None) -> Iterable[tuple[str, str, Registration]]:
         """(name, description, registration) in the order `tlbench ls` prints them; with an
         fnmatch ``pattern`` (as timm's ``list_models`` takes), only the names that match it,
-        a family's among them (``Backbone.matching``)."""
+        a family's among them (``Backbone.matching``). A family whose ``matching`` fails (or
+        answers something other than a mapping) is listed by its own name alone, and the failure
+        joins ``broken``."""
         for name in self.names(kind):
             reg = self.entries[kind][name]
             summary = reg.component.summary()
             if reg.component.is_family():
-                served = reg.component.featured if pattern is None else reg.component().matching(pattern)
-                yield from ((n, text, reg) for n, text in served.items())
+                yield from ((n, text, reg) for n, text in self._served(reg, pattern).items())
                 summary = f"any name it resolves: {summary}"
             if pattern is None or fnmatch.fnmatchcase(name, pattern):
                 yield name, summary, reg
+
+
+    def _served(self, reg: Registration, pattern: Optional[str]) -> Mapping:
+        """{name: description} of the names the family ``reg`` lists for ``pattern``."""
+        if pattern is None:
+            return reg.component.featured
+        try:
+            served = reg.component().matching(pattern)
+            if not isinstance(served, Mapping):
+                raise TypeError(f"it returned {type(served).__name__}, not a mapping of names to descriptions")
+            return {str(n): str(text) for n, text in served.items()}
+        except Exception as exc:  # plugin code: its failure is said, the rest still listed
+            self.broken.append((reg.plugin, f"{reg.component.__name__}.matching({pattern!r}) failed: "
+                                            f"{type(exc).__name__}: {exc}"))
+            return {}
 
 
 def _check_declarations(component: type, plugin: str) -> None:
