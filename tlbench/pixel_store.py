@@ -13,6 +13,7 @@ first written), and linked into place, which never replaces one another process 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -37,11 +38,16 @@ def store_key(dataset: str, options: dict, count: int, size: int, resample: Resa
 
 def reserve(fd: int, nbytes: int) -> None:
     """Give the file ``fd`` ``nbytes`` of disk blocks now (zeros), so that writing through a map
-    of it can never meet a full disk; where the system cannot (no posix_fallocate), its size."""
+    of it can never meet a full disk; where the system or its file system cannot reserve (no
+    posix_fallocate, EINVAL, EOPNOTSUPP), only its size, as before."""
     if hasattr(os, "posix_fallocate") and nbytes:
-        os.posix_fallocate(fd, 0, nbytes)
-    else:
-        os.ftruncate(fd, nbytes)
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+    os.ftruncate(fd, nbytes)
 
 
 def _create(path: Path, nbytes: int) -> None:
