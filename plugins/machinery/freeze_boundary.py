@@ -216,6 +216,7 @@ def _file_tensor(file: Path, shape: tuple) -> torch.Tensor:
     directory at once (the mapping keeps its data until the tensor is freed), so a killed run
     leaves nothing behind; where the system refuses that, the caller's deletion after the fit
     removes it."""
+    import errno
     import os
 
     import numpy as np
@@ -224,9 +225,11 @@ def _file_tensor(file: Path, shape: tuple) -> torch.Tensor:
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         with open(file, "wb") as handle:
-            if hasattr(os, "posix_fallocate") and nbytes:
+            try:
                 os.posix_fallocate(handle.fileno(), 0, nbytes)
-            else:
+            except (AttributeError, OSError) as exc:  # a system or file system that cannot reserve: sized only
+                if isinstance(exc, OSError) and exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
                 handle.truncate(nbytes)
     except OSError as exc:
         file.unlink(missing_ok=True)
