@@ -3,6 +3,7 @@ folder, which every later cell, epoch and process reads instead of decoding agai
 
 import errno
 import os
+import time
 
 import numpy as np
 import pytest
@@ -83,6 +84,21 @@ def test_a_full_disk_when_the_store_is_made_is_an_error_not_a_crash(tmp_path, mo
         a_store(tmp_path, numbered(10))
     assert caught.value.errno == errno.ENOSPC
     assert list((tmp_path / "pixels").iterdir()) == []  # nothing half made, no temporary left
+
+
+def test_a_temporary_a_killed_process_left_is_removed_and_a_live_ones_kept(tmp_path):
+    """A process killed with -9 while it made the store leaves a temporary with the whole store's
+    space reserved; the next one to make that store removes it once it is an hour old."""
+    samples = numbered(10)
+    (tmp_path / "pixels").mkdir()
+    store = a_store(tmp_path, samples)
+    store.path.unlink()
+    stale, live = (tmp_path / "pixels" / f".{store.path.name}.{tag}.tmp" for tag in ("killed", "running"))
+    for tmp in (stale, live):
+        tmp.write_bytes(b"\0" * 64)
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    a_store(tmp_path, samples)
+    assert not stale.exists() and live.exists()
 
 @pytest.fixture
 def probe_cell_text():

@@ -13,12 +13,14 @@ first written), and linked into place, which never replaces one another process 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,7 @@ from tlbench.results import shared_mode
 
 FORMAT = 2  # 2: the done bytes at the end of the pixels' file, which is made whole
 CHUNK_ROWS = 512  # decoded at once: bounds the memory the decoding takes
+STALE_TEMPORARY_S = 3600.0
 
 
 def store_key(dataset: str, options: dict, count: int, size: int, resample: Resample) -> dict:
@@ -52,6 +55,7 @@ def reserve(fd: int, nbytes: int) -> None:
 
 def _create(path: Path, nbytes: int) -> None:
     """``path`` made at ``nbytes``, space reserved, unless another process made it first."""
+    _remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         try:
@@ -65,6 +69,16 @@ def _create(path: Path, nbytes: int) -> None:
             pass
     finally:
         os.unlink(tmp)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporaries of ``path`` that a process killed with -9 left, reserved space and all (a live
+    creator's are seconds old)."""
+    now = time.time()
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - tmp.stat().st_mtime > STALE_TEMPORARY_S:
+                tmp.unlink()
 
 
 def _open_or_create(path: Path, nbytes: int) -> np.memmap:
