@@ -187,6 +187,16 @@ def test_an_unwritable_cache_dir_is_said_before_any_cell_runs(write_grid, cli, t
     assert not list(results.glob("*/records/*.json"))
 
 
+
+@pytest.mark.parametrize("value", ["abc", "0.5", "", "-1"])
+def test_a_malformed_materialize_size_is_one_line_naming_the_variable(write_grid, cli, tmp_path, monkeypatch, value):
+    monkeypatch.setenv("TLBENCH_MATERIALIZE_MB", value)
+    results = tmp_path / "results"
+    code, out, err = cli("run", "--grid", write_grid(RUNNABLE), "--results", results)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"TLBENCH_MATERIALIZE_MB={value!r} is not a whole number of megabytes" in err and "0 or more" in err
+    assert not list(results.glob("*/records/*.json"))
+
 def _image(path, classes_to_count):
     from PIL import Image
 

@@ -143,3 +143,23 @@ def test_images_replaced_in_place_are_a_miss_and_score_as_a_fresh_cache_would(wr
     again, fresh = run(tmp_path / "cache"), run(tmp_path / "fresh-cache")
     assert again["strategy_info"]["feature_cache"] == "miss"
     assert again["top1"] == fresh["top1"]
+
+
+def test_a_full_disk_skips_the_cache_write_with_one_warning(probe_cell, registry, tmp_path, monkeypatch, capsys):
+    """The features were computed: a cache that cannot keep them (ENOSPC) costs the next cell an
+    extraction, said once, not this cell its result."""
+    import errno
+    import os
+
+    from tlbench.frozen import cache
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(cache.os, "fsync", no_space)
+    monkeypatch.setattr(cache, "_WARNED", set())
+    record = Runner(registry, tmp_path).run_cell(probe_cell())
+    assert record["status"] == "ok", record.get("error")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "feature cache" in line]
+    assert len(warnings) == 1 and "No space left on device" in warnings[0]
+    assert list((Path(os.environ["TLBENCH_CACHE_DIR"]) / "features").glob("*")) == []

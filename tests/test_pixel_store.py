@@ -1,11 +1,15 @@
 """A dataset too large to hold decoded in memory is decoded once into a file under the cache
 folder, which every later cell, epoch and process reads instead of decoding again."""
 
+import errno
+import os
+import time
+
 import numpy as np
 import pytest
 import torch
 
-from tlbench import decoding, pixel_store
+from tlbench import pixel_store
 from tlbench.decoding import Resample, decode_all
 from tlbench.pixel_store import PixelStore, store_key
 
@@ -42,6 +46,60 @@ def test_a_second_store_on_the_same_file_never_truncates_the_first(tmp_path):
     assert torch.equal(second.rows(np.arange(5))[torch.arange(5)], decode_all(samples, np.arange(5), 6, Resample()))
 
 
+
+def no_space(*args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_store_another_process_is_creating_is_never_seen_half_made(tmp_path, monkeypatch):
+    """Two processes create one store at once: the second, coming in while the first is sizing
+    its file, makes (or finds) the whole file, never a 0-byte one; both then share it."""
+    samples = numbered(10)
+    second = []
+    real = {name: getattr(os, name) for name in ("ftruncate", "posix_fallocate")}
+
+    def sizing(name):
+        def size(fd, *args):
+            if not second:  # the other process arrives while this one sizes its file
+                second.append(None)
+                second[0] = a_store(tmp_path, samples)
+            return real[name](fd, *args)
+        return size
+
+    for name in real:
+        monkeypatch.setattr(os, name, sizing(name))
+    first = a_store(tmp_path, samples)
+    first.rows(np.arange(4))
+    expected = decode_all(samples, np.arange(4), 6, Resample())
+    assert torch.equal(second[0].rows(np.arange(4))[torch.arange(4)], expected)
+    assert second[0].done[:4].all() and not second[0].done[4:].any()  # written by the first: one file
+
+
+def test_a_full_disk_when_the_store_is_made_is_an_error_not_a_crash(tmp_path, monkeypatch):
+    """The space is reserved before the file is mapped, so a full disk is an OSError while the
+    store is made (the cell then decodes without it) instead of SIGBUS at the first write."""
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    monkeypatch.setattr(os, "ftruncate", no_space)
+    with pytest.raises(OSError) as caught:
+        a_store(tmp_path, numbered(10))
+    assert caught.value.errno == errno.ENOSPC
+    assert list((tmp_path / "pixels").iterdir()) == []  # nothing half made, no temporary left
+
+
+def test_a_temporary_a_killed_process_left_is_removed_and_a_live_ones_kept(tmp_path):
+    """A process killed with -9 while it made the store leaves a temporary with the whole store's
+    space reserved; the next one to make that store removes it once it is an hour old."""
+    samples = numbered(10)
+    (tmp_path / "pixels").mkdir()
+    store = a_store(tmp_path, samples)
+    store.path.unlink()
+    stale, live = (tmp_path / "pixels" / f".{store.path.name}.{tag}.tmp" for tag in ("killed", "running"))
+    for tmp in (stale, live):
+        tmp.write_bytes(b"\0" * 64)
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    a_store(tmp_path, samples)
+    assert not stale.exists() and live.exists()
+
 @pytest.fixture
 def probe_cell_text():
     return """
@@ -62,12 +120,27 @@ def test_a_cell_on_a_dataset_too_large_for_memory_reads_the_store(registry, writ
 
     cell = load_grid(str(write_grid(probe_cell_text)), registry).cells[0]
     in_memory = Runner(registry, tmp_path / "a").run_cell(cell)
-    monkeypatch.setattr(decoding, "MATERIALIZE_BYTES", 0)  # as if faces were too large to hold decoded
+    monkeypatch.setenv("TLBENCH_MATERIALIZE_MB", "0")  # as if faces were too large to hold decoded
     stored = Runner(registry, tmp_path / "b").run_cell(cell)
     assert (in_memory["pixels"], stored["pixels"]) == ("held on cpu", "stored decoded on disk")
     assert stored["status"] == "ok" and stored["top1"] == in_memory["top1"]
     (store_file,) = (private_cache_dir / "pixels").glob("*.u8")
-    assert store_file.stat().st_size == 200 * 3 * 16 * 16  # faces: 200 images
+    assert store_file.stat().st_size == 200 * 3 * 16 * 16 + 200  # faces: 200 images, and a byte each: done
     monkeypatch.setattr(pixel_store.PixelStore, "room_for", staticmethod(lambda *a: False))
     streamed = Runner(registry, tmp_path / "c").run_cell(cell)  # no room on disk: per batch
     assert streamed["pixels"] == "decoded per batch" and streamed["top1"] == in_memory["top1"]
+
+
+def test_a_disk_that_fills_before_the_store_is_made_leaves_the_cell_decoding_per_batch(
+        registry, write_grid, tmp_path, monkeypatch, capsys, probe_cell_text):
+    from tlbench.grid import load_grid
+    from tlbench.runner import Runner
+
+    cell = load_grid(str(write_grid(probe_cell_text)), registry).cells[0]
+    monkeypatch.setenv("TLBENCH_MATERIALIZE_MB", "0")
+    monkeypatch.setattr(os, "posix_fallocate", no_space)  # room_for saw room; then the disk filled
+    monkeypatch.setattr(os, "ftruncate", no_space)
+    record = Runner(registry, tmp_path / "r").run_cell(cell)
+    assert record["status"] == "ok" and record["pixels"] == "decoded per batch"
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "decoded-pixel store" in line]
+    assert len(warnings) == 1 and "No space left on device" in warnings[0] and "TLBENCH_CACHE_DIR" in warnings[0]

@@ -170,6 +170,48 @@ def test_options_that_are_not_a_dataclass_are_reported_and_the_listing_still_wor
     assert "plain.py" in err and "Options is not a dataclass: decorate it with @dataclass(frozen=True)" in err
 
 
+
+@pytest.mark.parametrize("declaration, expected", [
+    ("name = 3", "with the name 3 (int): give it a name, a non-empty string"),
+    ("name = ['odd']", "with the name ['odd'] (list)"),
+    ("name = 'odd'\n    description = 5", "with the description 5: it must be a string"),
+    ("name = 'odd'\n    Options = tlbench.NoOptions()", "Options is not a dataclass"),
+    ("name = 'odd'\n    Options = dict", "Options is not a dataclass"),
+    ("name = 'odd'\n    @dataclasses.dataclass(frozen=True)\n    class Options:\n        lr: 'Nowhere' = 0.1",
+     "whose Options cannot be read (NameError"),
+])
+def test_a_declaration_of_the_wrong_type_is_a_broken_plugin_not_a_crashed_listing(tmp_path, cli, declaration,
+                                                                                  expected):
+    """`tlbench ls -v` reads every registered class's name, description and Options: one of the
+    wrong type is the plugin reported and skipped, and the rest listed."""
+    (tmp_path / "odd.py").write_text(
+        "import dataclasses\nimport tlbench\n\nclass Odd(tlbench.Strategy):\n    \"\"\"Odd.\"\"\"\n"
+        f"    {declaration}\n\n@tlbench.hookimpl\ndef register_strategies(register):\n    register(Odd)\n")
+    code, out, err = cli("ls", "strategies", "-v", "--plugins-dir", tmp_path)
+    listed = [line.split()[0] for line in out.splitlines() if not line.startswith(" ")]
+    assert code == 0 and "Traceback" not in err and "linear_probe" in listed and "odd" not in listed
+    assert "odd.py" in err and expected in err
+
+
+def test_a_family_that_fails_to_list_its_names_is_said_and_the_rest_listed(tmp_path, cli):
+    (tmp_path / "family.py").write_text(textwrap.dedent('''
+        import tlbench
+
+        class Family(tlbench.Backbone):
+            """Names from a hub it cannot reach."""
+            name = "zz*"
+
+            def matching(self, pattern):
+                raise RuntimeError("hub unreachable")
+
+        @tlbench.hookimpl
+        def register_backbones(register):
+            register(Family)
+    '''))
+    code, out, err = cli("ls", "backbones", "*lite0*", "--plugins-dir", tmp_path)
+    assert code == 0 and "Traceback" not in err and "efficientnet_lite0" in out
+    assert "Family.matching('*lite0*') failed: RuntimeError: hub unreachable" in err
+
 def test_plugins_registered_in_process_for_one_test():
     class Probe(tlbench.Strategy):
         """In-process plugin."""

@@ -453,3 +453,26 @@ def test_published_default_leaderboard_separates_the_strategies():
         pretrained = [r["top1"] for r in rows if r["strategy"] != board["control"]]
         assert max(pretrained) - min(pretrained) >= 0.02, dataset
         assert sum(top1 >= 0.99 for top1 in pretrained) <= 1, dataset
+
+
+# -- names that are not UTF-8 -------------------------------------------------------------------
+
+
+def test_a_file_name_that_is_not_utf8_is_stored_and_shown_as_a_visible_escape(tmp_path, cli):
+    """A broken image named b"bad\\xff.png" lands in its cell's error: the record holds it as the
+    escape \\xff, and one stored before (with the raw "\\udcff") is read the same way, so that
+    `report` and `runs` never fail on it."""
+    import os
+
+    from tlbench.results import record_path
+
+    name = os.fsdecode(b"/data/cats/bad\xff.png")  # as Python lists such a file: "bad\udcff.png"
+    failed = record("digits", "lite0", "lp_ft", 0, status="failed", error=f"ConfigError: Cannot read image {name}")
+    old = record("digits", "lite0", "scratch", 0, status="failed", error=f"Cannot read image {name}")
+    write_all(tmp_path, [failed, record("digits", "lite0", "linear_probe", 0, 0.9)])
+    path = record_path(tmp_path, GRID, old["run_id"])
+    path.write_text(json.dumps(old), encoding="utf-8")  # as stored before: "\udcff" in its JSON
+    assert "/data/cats/bad\\\\xff.png" in record_path(tmp_path, GRID, failed["run_id"]).read_text(encoding="utf-8")
+    report(cli, tmp_path)
+    code, out, err = cli("runs", "--results", tmp_path, "--status", "failed")
+    assert code == 0 and out.count("bad\\xff.png") == 2, err

@@ -8,7 +8,7 @@ import pytest
 
 from test_report import GRID, record, write_all
 from tlbench.cli import main
-from tlbench.report.plots import _log_ticks, _top1_range, strategy_colors
+from tlbench.report.plots import _log_ticks, _plot_critical_difference, _top1_range, strategy_colors
 
 
 def colors_in(png: bytes) -> set:
@@ -39,6 +39,18 @@ def test_a_strategy_has_the_same_colour_in_every_grid(registry, tmp_path):
     assert main(["report", "--results", str(tmp_path)]) == 0
     drawn = colors_in((tmp_path / GRID / "accuracy_vs_train_time.png").read_bytes())
     assert everyone["scratch"] in drawn
+
+
+def test_names_with_dollar_signs_are_drawn_as_text_not_typeset(tmp_path):
+    """Dataset and strategy names go to matplotlib as they are: a "$...$" pair in one is text,
+    not a formula that fails to parse and takes every plot, and the report, down."""
+    write_all(tmp_path, [record("a$x_$", "lite0", strategy, 0, top1) for strategy, top1 in (("s$^$", 0.5),
+                                                                                           ("t$\\frac$", 0.7))])
+    assert main(["report", "--results", str(tmp_path)]) == 0
+    assert (tmp_path / GRID / "accuracy_vs_train_time.png").read_bytes().startswith(b"\x89PNG")
+    diagram = {"rows": [{"backbone": "b$_$", "strategy": s, "mean_rank": r} for s, r in (("s$^$", 1.2), ("t", 1.8))],
+               "groups": [(0, 1)], "critical_difference": 1.0}
+    assert _plot_critical_difference(diagram).startswith(b"\x89PNG")
 
 
 @pytest.mark.parametrize("low, high", [(0.3, 0.5), (0.19, 0.21), (0.35, 0.45), (1.0, 3.0), (0.2, 40.0),

@@ -1,6 +1,7 @@
 """End to end through the CLI: records, leaderboard, resume, failures, exit codes."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,61 @@ def test_cpu_peak_memory_restarts_for_each_cell():
     high = peak_memory_mb(cpu)
     reset_peak_memory(cpu)
     assert peak_memory_mb(cpu) < high - 200
+
+
+# -- output streams that are closed, full or ASCII-only ------------------------------------------
+
+
+@pytest.fixture
+def two_seed_grid(write_grid, tiny_settings):
+    """One probe cell per seed on faces at 16 px: a leaderboard with a "±"."""
+    return write_grid(f"""
+        name = "streams"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["faces"]
+        seeds = [0, 1]
+        {tiny_settings.replace("image_size = 32", "image_size = 16")}
+    """)
+
+
+def test_an_ascii_stdout_and_a_full_stderr_change_nothing_but_the_text(two_seed_grid, tmp_path, monkeypatch):
+    """"±" on an ASCII-only stdout is written as \\xb1; stderr on a full disk loses the progress
+    lines, and the run stores its records and exits 0 as on a terminal."""
+    import io
+
+    from tlbench.cli import main
+
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    monkeypatch.setattr("sys.stdout", stdout)
+    monkeypatch.setattr("sys.stderr", open("/dev/full", "w", encoding="utf-8"))
+    assert main(["run", "--grid", str(two_seed_grid), "--results", str(tmp_path / "r")]) == 0
+    stdout.flush()
+    assert "\\xb1" in stdout.buffer.getvalue().decode("ascii")
+    assert len(list(iter_records(tmp_path / "r", "streams"))) == 2
+
+
+def test_a_full_stdout_is_said_on_stderr_and_the_exit_status_stays(two_seed_grid, tmp_path, monkeypatch, capsys):
+    from tlbench.cli import main
+
+    assert main(["run", "--grid", str(two_seed_grid), "--results", str(tmp_path / "r"), "-q"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdout", open("/dev/full", "w", encoding="utf-8"))
+    assert main(["runs", "--results", str(tmp_path / "r")]) == 0
+    assert "the output to stdout was lost (No space left on device)" in capsys.readouterr().err
+
+
+def test_closed_stdout_and_stderr_store_the_records_and_exit_0(two_seed_grid, tmp_path, monkeypatch):
+    """`tlbench run >&- 2>&-`: the interpreter has no sys.stdout or sys.stderr then (None); the
+    run stores its records and exits 0. And in a fresh interpreter, whose descriptors 1 and 2
+    are closed, `runs` too."""
+    import sys
+
+    from tlbench.cli import main
+
+    monkeypatch.setattr(sys, "stdout", None)
+    monkeypatch.setattr(sys, "stderr", None)
+    assert main(["run", "--grid", str(two_seed_grid), "--results", str(tmp_path / "r")]) == 0
+    assert len(list(iter_records(tmp_path / "r", "streams"))) == 2
+    command = f'exec "{sys.executable}" -m tlbench.cli runs --results "{tmp_path / "r"}" >&- 2>&-'
+    assert subprocess.run(["sh", "-c", command], timeout=120).returncode == 0

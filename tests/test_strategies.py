@@ -227,3 +227,21 @@ def test_an_unknown_norm_statistics_is_refused():
 
     with pytest.raises(ValueError, match="update, keep, recompute"):
         SupervisedOptions(norm_statistics="frozen")
+
+
+def test_a_disk_too_full_for_the_activations_file_trains_without_the_cache(small_cell, cell_tools, monkeypatch):
+    """The activations' file gets its disk space before it is mapped: a disk that filled since the
+    budget was checked is the full forward path with the reason, not a SIGBUS mid-fit."""
+    import errno
+    import os
+
+    def no_space(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    on_disk, _ = small_cell("partial_unfreeze", "[strategy.partial_unfreeze]\ncache_mb = 0\ndisk_cache_mb = 100\n")
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    monkeypatch.setattr(os, "ftruncate", no_space)
+    cell_tools.fit(on_disk)
+    assert on_disk.ctx.info["path"] == "full_forward"
+    assert "No space left on device" in on_disk.ctx.info["reason"]
+    assert list((Path(on_disk.ctx.cache_dir) / "activations").glob("*")) == []

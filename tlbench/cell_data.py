@@ -3,6 +3,7 @@ cell's settings, and decoded once into the place that has room for them."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,8 +178,21 @@ class CellData:
             if fits_in_memory(count, size):
                 self._pixels[key] = DecodedPixels(images.samples, size, resample)
             elif PixelStore.room_for(self.cache_dir, count, size):
-                store = store_key(dataset_key(cell, images), count, size, resample)
-                self._pixels[key] = PixelStore(self.cache_dir, store, images.samples, size, resample)
+                self._pixels[key] = _pixel_store(self.cache_dir, cell, images, size, resample)
             else:
                 self._pixels[key] = None
         return self._pixels[key]
+
+
+def _pixel_store(cache_dir: str, cell: Cell, images: Images, size: int, resample: Resample):
+    """The dataset's PixelStore, or None (each batch decoded as it is served) when its file
+    cannot be made: the disk filled since ``room_for`` looked, a folder it may not write. Said
+    once, on stderr: the cell still runs, only slower."""
+    key = store_key(dataset_key(cell, images), len(images.samples), size, resample)
+    try:
+        return PixelStore(cache_dir, key, images.samples, size, resample)
+    except OSError as exc:
+        print(f"warning: cannot make the decoded-pixel store of dataset {cell.dataset!r} under {cache_dir!r} "
+              f"({exc.strerror or exc}); its images are decoded batch by batch instead. Free space there "
+              "or set TLBENCH_CACHE_DIR to another disk.", file=sys.stderr)
+        return None

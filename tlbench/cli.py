@@ -298,6 +298,24 @@ def cmd_runs(args) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line's answer, as an exit status. Output streams that are closed, full or
+    cannot encode the text change neither what the command does nor its status
+    (tlbench.streams): a lost stdout is said on stderr, a lost stderr is silent."""
+    from tlbench.streams import lenient_streams
+
+    with lenient_streams() as (stdout, _):
+        code = _main(argv)
+        if stdout.lost is not None:
+            print(f"warning: the output to stdout was lost ({_why(stdout.lost)}); the command's own work is "
+                  "done.", file=sys.stderr)
+        return code
+
+
+def _why(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     from tlbench.cpus import quiet_threads
 
     quiet_threads()  # before any command imports torch

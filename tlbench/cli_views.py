@@ -29,7 +29,10 @@ def print_listing(registry, kind: str, verbose: bool, pattern=None) -> None:
     on stderr, with the closest names: a search that found nothing, not an error (exit 0)."""
     from tlbench.options import describe_options
 
+    said = len(registry.broken)
     rows = list(registry.listing(kind, pattern))
+    for plugin, why in registry.broken[said:]:  # a family that failed to list its names
+        print(f"warning: plugin {plugin!r}: {why}", file=sys.stderr)
     if not rows and pattern is not None:
         print(no_match(registry, kind, pattern), file=sys.stderr)
     width = max((len(name) for name, _, _ in rows), default=0)

@@ -8,17 +8,14 @@ once per process (DecodedPixels); larger ones once into a file (tlbench.pixel_st
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import torch
 
-# Datasets whose resized uint8 pixels fit in this many bytes are decoded once and held in
-# memory; larger ones are decoded once into a file (tlbench.pixel_store), or per batch by
-# DataLoader workers when the disk has no room for it.
-MATERIALIZE_BYTES = int(os.environ.get("TLBENCH_MATERIALIZE_MB", "2048")) * 2**20
+from tlbench.materialize import materialize_bytes
+
 THREADED_DECODE_S = 0.0005  # below this per image, decoding on threads is slower than on one
 
 
@@ -160,4 +157,7 @@ class DecodedPixels:
 
 
 def fits_in_memory(count: int, size: int) -> bool:
-    return count * 3 * size * size <= MATERIALIZE_BYTES
+    """Whether the resized uint8 pixels fit in TLBENCH_MATERIALIZE_MB (tlbench.materialize): such a
+    dataset is decoded once and held in memory; a larger one is decoded once into a file
+    (tlbench.pixel_store), or per batch by DataLoader workers when the disk has no room for it."""
+    return count * 3 * size * size <= materialize_bytes()

@@ -1,27 +1,37 @@
 """A dataset too large to hold decoded in memory, decoded once into a file instead.
 
 Each image is decoded and resized once, at one size, into ``CACHE/pixels/DIGEST.u8`` (N×3×S×S
-uint8, memory-mapped); ``DIGEST.done`` holds one byte a row, set once the row is written. Every
-later split, epoch, cell and process reads rows from the file (the page cache keeps the hot
-ones) instead of decoding JPEGs again. Two processes decoding the same row write the same bytes,
-so they need no lock; a row is marked done only after it is written.
+uint8, memory-mapped), followed by one byte a row, set once the row is written. Every later
+split, epoch, cell and process reads rows from the file (the page cache keeps the hot ones)
+instead of decoding JPEGs again. Two processes decoding the same row write the same bytes, so
+they need no lock; a row is marked done only after it is written.
+
+The file appears whole or not at all: it is made at its full size in a temporary file, its
+disk space reserved there (a full disk is an OSError then, not a SIGBUS when a mapped page is
+first written), and linked into place, which never replaces one another process made first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from tlbench.decoding import Resample, decode_all
+from tlbench.results import shared_mode
 
-FORMAT = 1
+FORMAT = 2  # 2: the done bytes at the end of the pixels' file, which is made whole
 CHUNK_ROWS = 512  # decoded at once: bounds the memory the decoding takes
+STALE_TEMPORARY_S = 3600.0
 
 
 def store_key(dataset: str, count: int, size: int, resample: Resample) -> dict:
@@ -29,25 +39,60 @@ def store_key(dataset: str, count: int, size: int, resample: Resample) -> dict:
     return {"format": FORMAT, "dataset": dataset, "count": count, "size": size, "resample": repr(resample)}
 
 
-def _open_or_create(path: Path, nbytes: int) -> np.memmap:
-    """The file as a writable map, created at its full size (sparse) if it does not exist yet;
-    exclusive creation, so that a second process never truncates the first one's rows."""
-    try:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
-    except FileExistsError:
-        pass
-    else:
+def reserve(fd: int, nbytes: int) -> None:
+    """Give the file ``fd`` ``nbytes`` of disk blocks now (zeros), so that writing through a map
+    of it can never meet a full disk; where the system or its file system cannot reserve (no
+    posix_fallocate, EINVAL, EOPNOTSUPP), only its size, as before."""
+    if hasattr(os, "posix_fallocate") and nbytes:
         try:
-            os.ftruncate(descriptor, nbytes)
+            os.posix_fallocate(fd, 0, nbytes)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+    os.ftruncate(fd, nbytes)
+
+
+def _create(path: Path, nbytes: int) -> None:
+    """``path`` made at ``nbytes``, space reserved, unless another process made it first."""
+    _remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        try:
+            shared_mode(fd)  # a shared cache: readable and writable as the umask allows
+            reserve(fd, nbytes)
         finally:
-            os.close(descriptor)
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # atomic, and never replaces a file another process made (and uses)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporaries of ``path`` that a process killed with -9 left, reserved space and all (a live
+    creator's are seconds old)."""
+    now = time.time()
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - tmp.stat().st_mtime > STALE_TEMPORARY_S:
+                tmp.unlink()
+
+
+def _open_or_create(path: Path, nbytes: int) -> np.memmap:
+    """The file as a writable map, made whole first if it does not exist yet."""
+    if not path.exists():
+        _create(path, nbytes)
     if path.stat().st_size != nbytes:
         raise OSError(f"{path} has {path.stat().st_size} bytes, expected {nbytes}")
     return np.memmap(path, dtype=np.uint8, mode="r+", shape=(nbytes,))
 
 
 class PixelStore:
-    """The decoded pixels of ``samples`` at ``size``, on disk under ``cache_dir``."""
+    """The decoded pixels of ``samples`` at ``size``, on disk under ``cache_dir``. An OSError
+    when the file cannot be made (no room on the disk, say): the caller decodes without it."""
 
     def __init__(self, cache_dir: str, key: dict, samples, size: int, resample: Resample):
         self.samples, self.size, self.resample = samples, size, resample
@@ -56,8 +101,10 @@ class PixelStore:
         folder.mkdir(parents=True, exist_ok=True)
         count, row = len(samples), 3 * size * size
         self.path = folder / f"{digest}.u8"
-        self.pixels = _open_or_create(self.path, count * row).reshape(count, 3, size, size)
-        self.done = _open_or_create(folder / f"{digest}.done", count)
+        mapped = _open_or_create(self.path, count * row + count)
+        self.pixels = mapped[:count * row].reshape(count, 3, size, size)
+        self.done = mapped[count * row:]
+        self._file = mapped
 
     @staticmethod
     def room_for(cache_dir: str, count: int, size: int) -> bool:
@@ -75,10 +122,10 @@ class PixelStore:
         for start in range(0, len(todo), CHUNK_ROWS):
             chunk = todo[start:start + CHUNK_ROWS]
             self.pixels[chunk] = decode_all(self.samples, chunk, self.size, self.resample).numpy()
-            self.pixels.flush()
+            self._file.flush()  # the rows on disk before they are marked done
             self.done[chunk] = 1
         if len(todo):
-            self.done.flush()
+            self._file.flush()
         return StoredRows(self, indices)
 
 

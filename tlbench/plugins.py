@@ -17,6 +17,7 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -26,6 +27,7 @@ import pluggy
 from tlbench import hookspecs
 from tlbench.api import Backbone, Dataset, Score, Strategy
 from tlbench.errors import ConfigError, plugin_hint, unknown_name_error
+from tlbench.options import describe_options
 from tlbench.sink import Sink
 
 ENTRY_POINT_GROUP = "tlbench"
@@ -78,11 +80,7 @@ class Registry:
                 f"plugin {plugin!r} registered {component!r} as a {singular}; "
                 f"it must be a subclass of tlbench.{base.__name__}"
             )
-        if not component.name:
-            raise TypeError(f"plugin {plugin!r} registered {component.__name__} without a name")
-        if not dataclasses.is_dataclass(component.Options):  # else `tlbench ls -v` fails on it
-            raise TypeError(f"plugin {plugin!r} registered {component.__name__}, whose Options is not a dataclass: "
-                            "decorate it with @dataclass(frozen=True)")
+        _check_declarations(component, plugin)
         existing = self.entries[kind].get(component.name)
         added = Registration(component, plugin, self.origins.get(plugin, {}))
         if existing is not None:
@@ -124,16 +122,58 @@ class Registry:
     def listing(self, kind: str, pattern: Optional[str] = None) -> Iterable[tuple[str, str, Registration]]:
         """(name, description, registration) in the order `tlbench ls` prints them; with an
         fnmatch ``pattern`` (as timm's ``list_models`` takes), only the names that match it,
-        a family's among them (``Backbone.matching``)."""
+        a family's among them (``Backbone.matching``). A family whose ``matching`` fails (or
+        answers something other than a mapping) is listed by its own name alone, and the failure
+        joins ``broken``."""
         for name in self.names(kind):
             reg = self.entries[kind][name]
             summary = reg.component.summary()
             if reg.component.is_family():
-                served = reg.component.featured if pattern is None else reg.component().matching(pattern)
-                yield from ((n, text, reg) for n, text in served.items())
+                yield from ((n, text, reg) for n, text in self._served(reg, pattern).items())
                 summary = f"any name it resolves: {summary}"
             if pattern is None or fnmatch.fnmatchcase(name, pattern):
                 yield name, summary, reg
+
+
+    def _served(self, reg: Registration, pattern: Optional[str]) -> Mapping:
+        """{name: description} of the names the family ``reg`` lists for ``pattern``."""
+        if pattern is None:
+            return reg.component.featured
+        try:
+            served = reg.component().matching(pattern)
+            if not isinstance(served, Mapping):
+                raise TypeError(f"it returned {type(served).__name__}, not a mapping of names to descriptions")
+            return {str(n): str(text) for n, text in served.items()}
+        except Exception as exc:  # plugin code: its failure is said, the rest still listed
+            self.broken.append((reg.plugin, f"{reg.component.__name__}.matching({pattern!r}) failed: "
+                                            f"{type(exc).__name__}: {exc}"))
+            return {}
+
+
+def _check_declarations(component: type, plugin: str) -> None:
+    """The class attributes `tlbench ls` and grid files read, each of the type the core expects:
+    a TypeError naming the attribute and the fix otherwise (the plugin is reported as broken), so
+    that a mistake in one plugin never takes a listing down."""
+    what = f"plugin {plugin!r} registered {component.__name__}"
+    name = component.name
+    if not isinstance(name, str) or not name:
+        got = "without a name" if not name and isinstance(name, str) else f"with the name {name!r} ({type(name).__name__})"
+        raise TypeError(f"{what} {got}: give it a name, a non-empty string, as the grid files will spell it")
+    if not isinstance(component.description, str):
+        raise TypeError(f"{what} with the description {component.description!r}: it must be a string (or "
+                        "left out: the docstring's first line stands in)")
+    options = component.Options
+    if not (isinstance(options, type) and dataclasses.is_dataclass(options)):  # else `tlbench ls -v` fails on it
+        raise TypeError(f"{what}, whose Options is not a dataclass: decorate it with @dataclass(frozen=True)")
+    try:
+        describe_options(options)
+    except Exception as exc:  # an annotation that names nothing importable, say
+        raise TypeError(f"{what}, whose Options cannot be read ({type(exc).__name__}: {exc}): give each field a "
+                        "type the module can resolve and a tlbench.option()") from None
+    featured = getattr(component, "featured", {})
+    if not (isinstance(featured, Mapping) and all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in featured.items())):
+        raise TypeError(f"{what} with featured = {featured!r:.60}: it must map names to one-line descriptions")
 
 
 def _plugin_manager() -> pluggy.PluginManager:

@@ -98,17 +98,41 @@ def problem(record, run_id: str) -> Optional[str]:
     return None
 
 
+def visible(text: str) -> str:
+    """``text`` as UTF-8 can hold it. A file name that is not UTF-8 reaches Python with a lone
+    surrogate for each such byte (``os.fsdecode(b"bad\\xff.png")`` is ``"bad\\udcff.png"``), which
+    no UTF-8 file or terminal takes: each becomes the visible escape ``\\xff`` (any other lone
+    surrogate: ``\\udXXX``); text without them comes back unchanged."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join(_escaped(char) for char in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte surrogateescape kept
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}" if 0xD800 <= code <= 0xDFFF else char
+
+
 def jsonable(value):
     """``value`` as JSON holds it, by one rule for every executor: non-finite floats become None
-    (JSON has no NaN), tuples lists, anything else JSON cannot hold its ``str()``."""
+    (JSON has no NaN), tuples lists, text ``visible`` (UTF-8 everywhere), anything else JSON
+    cannot hold its ``str()``."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (str, bool, int)):
+    if isinstance(value, str):
+        return visible(value)
+    if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {visible(str(k)): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy and torch scalars
         return jsonable(value.item())
-    return str(value)
+    return visible(str(value))

@@ -99,6 +99,8 @@ def shared_mode(fd: int) -> None:
 def _write_temporary(path: Path, content: str | bytes) -> str:
     """``content`` in a complete, synced temporary file beside ``path`` (never a part of it:
     on any failure the temporary is removed); the caller renames it into place."""
+    if isinstance(content, str):
+        content = records.visible(content)  # a name that is not UTF-8 (a file's, a folder's) as "\\xff"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         shared_mode(fd)
@@ -194,6 +196,7 @@ def check_record_file(path: Path) -> tuple[Optional[dict], Optional[str]]:
         ) from None
     except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         return None, f"unreadable: {exc}"
+    record = records.jsonable(record)  # one stored before names were made visible: "\\udcff" in its text
     why = records.problem(record, path.stem)
     return (None, why) if why else (record, None)
 

@@ -33,6 +33,7 @@ from tlbench.grid import Cell
 from tlbench.machine import (environment, held_memory_mb, peak_memory_mb, precision_for, release_memory,
                              reproducible_kernels, reset_peak_memory, resolve_device, synchronize, use_device,
                              warm_up)
+from tlbench.materialize import materialize_bytes
 from tlbench.options import end_of_list, options_as_dict
 from tlbench.plugins import Registry
 from tlbench.predictions import encode as encode_predictions
@@ -170,6 +171,7 @@ class Runner:
 
     def __init__(self, registry: Registry, results_dir: str | Path, progress: Optional[Progress] = None,
                  cache_dir: Optional[str] = None):
+        materialize_bytes()  # a malformed TLBENCH_MATERIALIZE_MB is said before any cell, not in each
         self.registry = registry
         self.results_dir = Path(results_dir)
         self.progress = progress or Progress(enabled=False)

@@ -100,13 +100,15 @@ def process_main(run: Callable[[CellJob], Outcome], job_path: str, result_path: 
     """Entry point of a cell's own process: ``run`` the job in ``job_path``, write the outcome
     to ``result_path`` (read by tlbench.executors.IsolatedCell)."""
     from tlbench.cpus import quiet_threads
+    from tlbench.streams import lenient_streams
 
     quiet_threads()  # before the cell imports torch (the driver's environment usually has it already)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stores the cell as interrupted
     exit_when_orphaned(os.getppid())
     job = CellJob(**json.loads(Path(job_path).read_text(encoding="utf-8")))
     try:
-        outcome = run(job)
+        with lenient_streams():  # the driver's stdout and stderr, inherited: full or closed as they may be
+            outcome = run(job)
     except KeyboardInterrupt:
         return 130
     write_atomic(Path(result_path), json.dumps(asdict(outcome)))

@@ -204,16 +204,38 @@ def cached_batches(model: nn.Module, split: BoundarySplit, train: tlbench.Split,
     return CachedActivations(model, split, activations, train.labels.to(ctx.device), size, ctx.shuffle_seed)
 
 
+class NoRoomOnDisk(Exception):
+    """The activations' file could not be given its disk space; nothing was computed yet."""
+
+
 def _file_tensor(file: Path, shape: tuple) -> torch.Tensor:
     """A float32 CPU tensor of ``shape`` whose storage is ``file``, mapped into memory.
 
-    The file leaves its directory at once (the mapping keeps its data until the tensor is
-    freed), so a killed run leaves nothing behind; where the system refuses that, the
-    caller's deletion after the fit removes it."""
+    Its disk blocks are reserved first: a disk that fills later would otherwise end the process
+    with SIGBUS the first time a mapped page is written, leaving no record. The file leaves its
+    directory at once (the mapping keeps its data until the tensor is freed), so a killed run
+    leaves nothing behind; where the system refuses that, the caller's deletion after the fit
+    removes it."""
+    import errno
+    import os
+
     import numpy as np
 
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tensor = torch.from_numpy(np.memmap(file, dtype=np.float32, mode="w+", shape=shape))
+    nbytes = 4 * int(np.prod(shape))
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with open(file, "wb") as handle:
+            try:
+                os.posix_fallocate(handle.fileno(), 0, nbytes)
+            except (AttributeError, OSError) as exc:  # a system or file system that cannot reserve: sized only
+                if isinstance(exc, OSError) and exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                handle.truncate(nbytes)
+    except OSError as exc:
+        file.unlink(missing_ok=True)
+        raise NoRoomOnDisk(f"no room for {nbytes / 2**20:.1f} MB of activations in {file.parent} "
+                           f"({exc.strerror or exc})") from exc
+    tensor = torch.from_numpy(np.memmap(file, dtype=np.float32, mode="r+", shape=shape))
     try:
         file.unlink()
     except OSError:

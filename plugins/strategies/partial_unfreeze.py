@@ -48,10 +48,7 @@ class PartialUnfreeze(tlbench.Strategy):
         recipe = self.options.recipe()
         train_mode = (lambda: freeze_boundary.eval_prefix_train_suffix(model, split)) if split else None
         storage, why_not = self._storage(split, len(train), ctx.cache_dir)
-        if storage is None:
-            training.fit_supervised(model, train, ctx, recipe, train_mode=train_mode)
-            ctx.log(path="full_forward", reason=why_not)
-        else:
+        if storage is not None:
             file = Path(ctx.cache_dir) / "activations" / f"{uuid.uuid4().hex}.f32" if storage == "disk" else None
             try:
                 cached = freeze_boundary.cached_batches(model, split, train, ctx, file)
@@ -59,10 +56,15 @@ class PartialUnfreeze(tlbench.Strategy):
                                         batches=cached.batches, train_mode=train_mode)
                 ctx.log(path="cached_activations", boundary=split.boundary, storage=storage,
                         activations_mb=round(cached.megabytes, 1))
+            except freeze_boundary.NoRoomOnDisk as exc:  # the disk filled since _storage looked
+                storage, why_not = None, str(exc)
             finally:
                 cached = None  # frees the activations (and unmaps a file) before val is scored
                 if file is not None:
                     file.unlink(missing_ok=True)
+        if storage is None:
+            training.fit_supervised(model, train, ctx, recipe, train_mode=train_mode)
+            ctx.log(path="full_forward", reason=why_not)
         ctx.log(val_top1=training.accuracy(model, val, ctx), stages=len(groups))
         return model
 

@@ -78,10 +78,17 @@ def _umask() -> int:
 
 def store(cache_dir: str, key: dict, features: torch.Tensor, labels: torch.Tensor, seconds: float = 0.0) -> None:
     """Write an entry whole or not at all, so a killed run never leaves half a file behind.
-    ``seconds``: what extracting them cost, so a later cell that reads them can say so."""
+    ``seconds``: what extracting them cost, so a later cell that reads them can say so.
+
+    A cache that cannot take it (a full disk, a folder made read-only) keeps nothing and says so
+    once per process and folder: the features were computed, and the cell goes on with them."""
     path = _path(cache_dir, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    except OSError as exc:
+        _warn_unwritable(cache_dir, exc)
+        return
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide a shared cache from its other users
         with os.fdopen(fd, "wb") as handle:
@@ -89,6 +96,19 @@ def store(cache_dir: str, key: dict, features: torch.Tensor, labels: torch.Tenso
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        _warn_unwritable(cache_dir, exc)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+_WARNED: set = set()  # cache folders said to be unwritable in this process
+
+
+def _warn_unwritable(cache_dir: str, exc: OSError) -> None:
+    if cache_dir not in _WARNED:
+        _WARNED.add(cache_dir)
+        print(f"warning: the feature cache under {cache_dir!r} cannot keep features ({exc.strerror or exc}); "
+              "cells compute them without it. Free space there or set TLBENCH_CACHE_DIR to another disk.",
+              file=sys.stderr)

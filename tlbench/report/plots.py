@@ -92,7 +92,8 @@ def _plot_critical_difference(cd: dict) -> bytes:
 
     with matplotlib.rc_context():
         matplotlib.rcdefaults()
-        matplotlib.rcParams.update({"font.size": 10, "svg.hashsalt": "tlbench", "path.simplify": False})
+        matplotlib.rcParams.update({"font.size": 10, "svg.hashsalt": "tlbench", "path.simplify": False,
+                                    "text.parse_math": False})  # names are plain text: see _figure
         fig = Figure(figsize=(WIDTH_IN, height), dpi=100)
         FigureCanvasAgg(fig)
         ax = fig.add_axes((0, 0, 1, 1))
@@ -170,8 +171,10 @@ def _figure(panels: int, strategies: list[str], backbones: list[str], legend_in:
     lines = math.ceil(panels / columns)
     with matplotlib.rc_context():
         matplotlib.rcdefaults()
+        # names are plain text: a "$" pair in a dataset or strategy name is no formula to typeset
+        # (mathtext raised on "$x_$", and every report of those records failed)
         matplotlib.rcParams.update({"font.size": 10, "axes.titlesize": 11, "svg.hashsalt": "tlbench",
-                                    "path.simplify": False})
+                                    "path.simplify": False, "text.parse_math": False})
         color = strategy_colors(strategies)
         marker = {b: MARKERS[i % len(MARKERS)] for i, b in enumerate(backbones)}
         fig = Figure(figsize=(WIDTH_IN, PANEL_HEIGHT_IN * lines + legend_in), dpi=100, layout="constrained")
