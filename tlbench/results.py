@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -173,8 +174,21 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def check_record_file(path: Path) -> tuple[Optional[dict], Optional[str]]:
-    """(record, None) for a sound record file, (None, why) for one that cannot be trusted."""
+@dataclass
+class RecordFile:
+    """One record file as read: a record to count (``record``), a corrupt one (``why``), or one
+    a newer tlbench wrote with values this version does not know (``newer``: its version;
+    never corrupt, never moved). ``misnamed``: a sound record under another cell's name."""
+
+    path: Path
+    record: Optional[dict] = None
+    why: Optional[str] = None
+    newer: Optional[str] = None
+    misnamed: Optional[str] = None
+
+
+def inspect_record_file(path: Path) -> RecordFile:
+    """What ``path`` holds (see RecordFile); FileNotFoundError when it is gone."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
     except FileNotFoundError:
@@ -185,24 +199,52 @@ def check_record_file(path: Path) -> tuple[Optional[dict], Optional[str]]:
             "is. Fix: ask its owner to make it readable (chmod a+r), or use another --results folder."
         ) from None
     except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-        return None, f"unreadable: {exc}"
-    why = records.problem(record, path.stem)
-    return (None, why) if why else (record, None)
+        return RecordFile(path, why=f"unreadable: {exc}")
+    why = records.shape_problem(record)
+    if why:
+        return RecordFile(path, why=why)
+    why = records.value_problem(record)
+    if why:
+        newer = records.newer_version(record)
+        return RecordFile(path, why=why, newer=newer) if newer else RecordFile(path, why=why)
+    return RecordFile(path, record=record, misnamed=records.name_problem(record, path.stem))
+
+
+def check_record_file(path: Path) -> tuple[Optional[dict], Optional[str]]:
+    """(record, None) for a sound record file, (None, why) for one that cannot be trusted as
+    the record of the cell its name gives (corrupt, misnamed, or a newer version's)."""
+    found = inspect_record_file(path)
+    if found.newer:
+        return None, f"written by tlbench {found.newer}, newer than this {_version()}: {found.why}"
+    why = found.why or found.misnamed
+    return (None, why) if why else (found.record, None)
+
+
+def _version() -> str:
+    from tlbench import __version__
+
+    return __version__
 
 
 def read_record(path: Path, claimed: bool = False) -> Optional[dict]:
-    """The record in ``path``, or None when there is none to trust.
+    """The record in ``path``, or None when there is none to trust (`tlbench run`'s reader).
 
-    A corrupt file is reported on stderr and moved to ``corrupt/`` so its cell runs again.
-    That needs the cell's claim (``claimed``: the caller holds it); without it, the claim is
-    taken here, and a cell claimed by a running process is left alone (it is being rewritten).
+    A corrupt or misnamed file is reported on stderr and moved to ``corrupt/`` so its cell runs
+    again. That needs the cell's claim (``claimed``: the caller holds it); without it, the claim
+    is taken here, and a cell claimed by a running process is left alone (it is being rewritten).
+    A newer version's record is never moved: it is reported and None is returned (the driver
+    leaves its cell alone: ``newer_record``).
     """
     try:
-        record, why = check_record_file(path)
+        found = inspect_record_file(path)
     except FileNotFoundError:
         return None
+    if found.newer:
+        _warn_newer(found)
+        return None
+    why = found.why or found.misnamed
     if why is None:
-        return record
+        return found.record
     if claimed:
         _set_aside(path, why)
         return None
@@ -215,6 +257,15 @@ def read_record(path: Path, claimed: bool = False) -> Optional[dict]:
         return None
     with cell_claim:
         return read_record(path, claimed=True)  # read again: it may have been replaced meanwhile
+
+
+def newer_record(path: Path) -> Optional[str]:
+    """The version of the newer tlbench whose record ``path`` holds, else None: `tlbench run`
+    leaves such a cell alone rather than replace what a newer version stored."""
+    try:
+        return inspect_record_file(path).newer
+    except (FileNotFoundError, ConfigError):
+        return None
 
 
 def _set_aside(path: Path, why: str) -> None:
@@ -235,19 +286,84 @@ def _warn(path: Path, why: str, what: str) -> None:
     print(f"warning: corrupt record {path} ({why}); {what}.", file=sys.stderr, flush=True)
 
 
-def iter_records(results_dir: str | Path, grid_name: str) -> Iterator[dict]:
-    """Every sound record of a grid; corrupt files are reported and set aside (see read_record)."""
+_SAID: set = set()  # (file, version) of newer records already reported by this process
+
+
+def _warn_newer(found: RecordFile) -> None:
+    """Once a process (a run reads its records again for its leaderboard)."""
+    if (found.path, found.newer) in _SAID:
+        return
+    _SAID.add((found.path, found.newer))
+    print(f"warning: record {found.path} was written by tlbench {found.newer}, newer than this "
+          f"{_version()} ({found.why}); it is skipped and left as it is. Read it with tlbench "
+          f"{found.newer} or later.", file=sys.stderr, flush=True)
+
+
+def iter_records(results_dir: str | Path, grid_name: str, set_aside: bool = False) -> Iterator[dict]:
+    """Every sound record of a grid, one per cell (``one_per_cell``).
+
+    Read-only: a corrupt file is reported and left where it is, and a newer version's record is
+    reported and skipped. With ``set_aside`` (`tlbench run`, which reruns their cells), corrupt
+    and misnamed files are moved to ``corrupt/`` as ``read_record`` does.
+    """
     folder = records_dir(results_dir, grid_name)
     if not folder.is_dir():
         return
+    found = []
     for path in sorted(folder.glob("*.json")):
-        record = read_record(path)
-        if record is not None:
-            yield record
+        if set_aside:
+            record = read_record(path)
+            if record is not None:
+                found.append(RecordFile(path, record=record))
+            continue
+        try:
+            item = inspect_record_file(path)
+        except FileNotFoundError:
+            continue
+        if item.newer:
+            _warn_newer(item)
+        elif item.why:
+            _warn(path, item.why, "left as it is and not counted (`tlbench run` of its grid sets it aside "
+                  "and runs its cell again)")
+        else:
+            found.append(item)
+    yield from one_per_cell(found)
 
 
-def records_by_run_id(results_dir: str | Path, grid_name: str) -> dict[str, dict]:
-    return {r["run_id"]: r for r in iter_records(results_dir, grid_name)}
+def one_per_cell(found: list[RecordFile]) -> list[dict]:
+    """The records of ``found``, each cell counted once.
+
+    A cell is what a record's content names (``records.cell_key``: its configuration and seed),
+    whatever the file is called. When several files name one cell (a copy under another name,
+    a record edited by hand), one counts: a file named after its own ``run_id`` before one that
+    is not, then the smallest ``run_id``, then the first file name. Each one left out is said
+    on stderr, with the file that counts instead.
+    """
+    by_cell: dict = {}
+    for item in found:
+        by_cell.setdefault(records.cell_key(item.record), []).append(item)
+    chosen = []
+    for items in by_cell.values():
+        items.sort(key=lambda item: (item.misnamed is not None, item.record["run_id"], item.path.name))
+        chosen.append(items[0].record)
+        for other in items[1:]:
+            print(f"warning: record {other.path} is of the same cell as {items[0].path} "
+                  f"({_label(other.record)}); only {items[0].path.name} is counted "
+                  "(docs/records.md#one-record-per-cell).", file=sys.stderr, flush=True)
+        if items[0].misnamed and len(items) == 1:
+            print(f"warning: record {items[0].path} is named after another cell ({items[0].misnamed}); it is "
+                  f"counted as the cell it records, {items[0].record['run_id']}. Rename it to "
+                  f"{items[0].record['run_id']}.json (`tlbench run` sets it aside and runs that cell).",
+                  file=sys.stderr, flush=True)
+    return sorted(chosen, key=lambda r: r["run_id"])
+
+
+def _label(record: dict) -> str:
+    return f"{record['backbone']} / {record['strategy']} / {record['dataset']} / seed {record['seed']}"
+
+
+def records_by_run_id(results_dir: str | Path, grid_name: str, set_aside: bool = False) -> dict[str, dict]:
+    return {r["run_id"]: r for r in iter_records(results_dir, grid_name, set_aside)}
 
 
 def grid_names(results_dir: str | Path) -> list[str]:

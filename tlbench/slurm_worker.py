@@ -87,7 +87,7 @@ def _outcome(job: CellJob) -> Outcome:
 def _claim(job: CellJob, here: dict, detached: dict):
     """The cell's claim, held by this task, or None when another process holds it or a record
     has been stored since the run was submitted (``tlbench runs`` shows the claim's node)."""
-    from tlbench.results import claim_cell, read_record, record_path
+    from tlbench.results import claim_cell, newer_record, read_record, record_path
 
     results = detached["results"]
     grid = detached["grid"]
@@ -97,6 +97,9 @@ def _claim(job: CellJob, here: dict, detached: dict):
              "node": here["node"]}
     claim = claim_cell(results, grid, job.run_id, about)
     if claim is None:
+        return None
+    if newer_record(record_path(results, grid, job.run_id)):  # never replaced by an older version
+        claim.release()
         return None
     current = read_record(record_path(results, grid, job.run_id), claimed=True)
     if current is not None and current["status"] != "interrupted" \
