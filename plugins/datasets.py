@@ -221,7 +221,7 @@ def _has_fashion_mnist(folder: str) -> bool:
 class FashionMnistOptions:
     root: str = tlbench.option(
         "", f"folder of the four idx files (.gz or not); '' = ${DATA_ENV}, then "
-        f"{DEBIAN_FASHION_MNIST}, then ~/.cache/tlbench/datasets"
+        f"{DEBIAN_FASHION_MNIST}, then ~/.cache/tlbench/datasets", path=True
     )
     download: bool = tlbench.option(True, "download with torchvision when no copy is found")
 
@@ -475,7 +475,7 @@ FOLDER_LAYOUT = (
 class FolderOptions:
     path: str = tlbench.option(
         help="folder with one sub-folder of images per class; with PATH/train and PATH/test "
-        "sub-trees, PATH/test is kept as the test split"
+        "sub-trees, PATH/test is kept as the test split", path=True
     )
 
     def __post_init__(self):
@@ -602,7 +602,7 @@ class ImageFolder(tlbench.Dataset):
 @dataclass(frozen=True)
 class DownloadOptions:
     root: str = tlbench.option(
-        "", f"folder of the dataset files; '' means ${DATA_ENV}, else ~/.cache/tlbench/datasets"
+        "", f"folder of the dataset files; '' means ${DATA_ENV}, else ~/.cache/tlbench/datasets", path=True
     )
     download: bool = tlbench.option(True, "download the files into root when they are missing")
 
