@@ -75,7 +75,7 @@ def snapshot_of(grid, earlier: list = ()) -> str:
 def write_snapshot(results_dir, grid) -> Path:
     """Keep the grid's snapshot next to its records (before any cell runs: an interrupted run
     leaves it too). Replaces the previous one: the grid file as last run is the current one."""
-    from tlbench.results import write_atomic
+    from tlbench.atomic_files import write_atomic
 
     path = snapshot_path(results_dir, grid.name)
     text = snapshot_of(grid, _earlier(read_snapshot(results_dir, grid.name), grid))

@@ -356,7 +356,7 @@ def to_json(ranking: Ranking) -> str:
 
 
 def write(ranking: Ranking, folder: Path) -> list[Path]:
-    from tlbench.results import write_atomic
+    from tlbench.atomic_files import write_atomic
 
     paths = []
     for name, text in zip(FILES, (to_markdown(ranking), to_csv(ranking), to_json(ranking))):

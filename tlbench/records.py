@@ -114,14 +114,18 @@ def name_problem(record: dict, run_id: str) -> Optional[str]:
     return None
 
 
+def this_version() -> str:
+    from tlbench import __version__
+
+    return __version__
+
+
 def newer_version(record: dict) -> Optional[str]:
     """The version of tlbench that wrote ``record`` (its ``environment.tlbench``) when it is newer
     than this one, else None: such a record may hold values this version does not know."""
-    from tlbench import __version__
-
     environment = record.get("environment")
     version = environment.get("tlbench") if isinstance(environment, dict) else None
-    if isinstance(version, str) and _version_key(version) > _version_key(__version__):
+    if isinstance(version, str) and _version_key(version) > _version_key(this_version()):
         return version
     return None
 

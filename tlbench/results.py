@@ -15,7 +15,6 @@ claim may read, replace or set aside that cell's record without racing anyone.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from tlbench import records
+from tlbench.atomic_files import write_atomic
 from tlbench.errors import ConfigError
 
 STALE_TEMP_S = 6 * 3600  # a temporary file this old was left by a killed writer
@@ -68,92 +68,6 @@ def writable_folder(folder: Path) -> Path:
             "Choose another with --results DIR."
         ) from None
     return folder
-
-
-def umask() -> int:
-    """The process's umask, read without changing it where Linux allows (os.umask sets it)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
-
-
-def shared_mode(fd: int) -> None:
-    """Give a file made by mkstemp (always 0600) the mode open() would: 0666 less the umask,
-    so that published leaderboards and shared results folders are readable by others."""
-    os.fchmod(fd, 0o666 & ~umask())
-
-
-def _write_temporary(path: Path, content: str | bytes) -> str:
-    """``content`` in a complete, synced temporary file beside ``path`` (never a part of it:
-    on any failure the temporary is removed); the caller renames it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        shared_mode(fd)
-        with (os.fdopen(fd, "wb") if isinstance(content, bytes) else os.fdopen(fd, "w", encoding="utf-8")) as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return tmp
-
-
-def write_atomic(path: Path, content: str | bytes) -> None:
-    """Write ``content`` to ``path`` so that readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _write_temporary(path, content)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_set(folder: Path, files: dict[str, str | bytes]) -> list[Path]:
-    """Write several files as one set: every file is written to a temporary first, and only when
-    all are complete are they renamed into place (milliseconds), so an interruption or a full
-    disk leaves the old set, never half of each, and no temporary behind. An unwritable folder
-    is a ConfigError."""
-    _remove_stale_temporaries(folder, files)
-    pending = []
-    try:
-        for name, content in files.items():
-            pending.append((_write_temporary(folder / name, content), folder / name))
-        for tmp, path in pending:
-            os.replace(tmp, path)
-    except OSError as exc:
-        raise ConfigError(f"Cannot write the leaderboard into {str(folder)!r} ({exc.strerror or exc}); "
-                          "the files there are unchanged. Fix the folder's permissions or free space, "
-                          "or copy the results to a writable folder.") from None
-    finally:
-        for tmp, _ in pending:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-    return [path for _, path in pending]
-
-
-def _remove_stale_temporaries(folder: Path, names, older_than_s: float = 60.0) -> None:
-    """Temporaries of this set left by a writer killed with -9 (a live writer's are seconds old)."""
-    now = time.time()
-    for name in names:
-        for tmp in folder.glob(f".{name}.*.tmp"):
-            with contextlib.suppress(OSError):
-                if now - tmp.stat().st_mtime > older_than_s:
-                    tmp.unlink()
 
 
 def write_record(results_dir: str | Path, record: dict) -> Path:
@@ -215,15 +129,9 @@ def check_record_file(path: Path) -> tuple[Optional[dict], Optional[str]]:
     the record of the cell its name gives (corrupt, misnamed, or a newer version's)."""
     found = inspect_record_file(path)
     if found.newer:
-        return None, f"written by tlbench {found.newer}, newer than this {_version()}: {found.why}"
+        return None, f"written by tlbench {found.newer}, newer than this {records.this_version()}: {found.why}"
     why = found.why or found.misnamed
     return (None, why) if why else (found.record, None)
-
-
-def _version() -> str:
-    from tlbench import __version__
-
-    return __version__
 
 
 def read_record(path: Path, claimed: bool = False) -> Optional[dict]:
@@ -295,7 +203,7 @@ def _warn_newer(found: RecordFile) -> None:
         return
     _SAID.add((found.path, found.newer))
     print(f"warning: record {found.path} was written by tlbench {found.newer}, newer than this "
-          f"{_version()} ({found.why}); it is skipped and left as it is. Read it with tlbench "
+          f"{records.this_version()} ({found.why}); it is skipped and left as it is. Read it with tlbench "
           f"{found.newer} or later.", file=sys.stderr, flush=True)
 
 
@@ -345,21 +253,17 @@ def one_per_cell(found: list[RecordFile]) -> list[dict]:
     chosen = []
     for items in by_cell.values():
         items.sort(key=lambda item: (item.misnamed is not None, item.record["run_id"], item.path.name))
-        chosen.append(items[0].record)
+        first, rec = items[0], items[0].record
+        chosen.append(rec)
         for other in items[1:]:
-            print(f"warning: record {other.path} is of the same cell as {items[0].path} "
-                  f"({_label(other.record)}); only {items[0].path.name} is counted "
+            print(f"warning: record {other.path} is of the same cell as {first.path} ({rec['backbone']} / "
+                  f"{rec['strategy']} / {rec['dataset']} / seed {rec['seed']}); only {first.path.name} is counted "
                   "(docs/records.md#one-record-per-cell).", file=sys.stderr, flush=True)
-        if items[0].misnamed and len(items) == 1:
-            print(f"warning: record {items[0].path} is named after another cell ({items[0].misnamed}); it is "
-                  f"counted as the cell it records, {items[0].record['run_id']}. Rename it to "
-                  f"{items[0].record['run_id']}.json (`tlbench run` sets it aside and runs that cell).",
-                  file=sys.stderr, flush=True)
+        if first.misnamed:
+            print(f"warning: record {first.path} is named after another cell ({first.misnamed}); it is counted as "
+                  f"the cell it records. Rename it to {rec['run_id']}.json (`tlbench run` sets it aside and runs "
+                  "the cell its name gives).", file=sys.stderr, flush=True)
     return sorted(chosen, key=lambda r: r["run_id"])
-
-
-def _label(record: dict) -> str:
-    return f"{record['backbone']} / {record['strategy']} / {record['dataset']} / seed {record['seed']}"
 
 
 def records_by_run_id(results_dir: str | Path, grid_name: str, set_aside: bool = False) -> dict[str, dict]:

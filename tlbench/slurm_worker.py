@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from tlbench.cell_job import CellJob, Outcome
-from tlbench.results import write_atomic
+from tlbench.atomic_files import write_atomic
 
 
 def slurm_ids() -> dict:
