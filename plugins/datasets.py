@@ -221,7 +221,7 @@ def _has_fashion_mnist(folder: str) -> bool:
 class FashionMnistOptions:
     root: str = tlbench.option(
         "", f"folder of the four idx files (.gz or not); '' = ${DATA_ENV}, then "
-        f"{DEBIAN_FASHION_MNIST}, then ~/.cache/tlbench/datasets"
+        f"{DEBIAN_FASHION_MNIST}, then ~/.cache/tlbench/datasets", path=True
     )
     download: bool = tlbench.option(True, "download with torchvision when no copy is found")
 
@@ -479,7 +479,7 @@ SPLIT_FOLDERS = {"train": ("train", "training"), "val": ("val", "valid", "valida
 class FolderOptions:
     path: str = tlbench.option(
         help="folder with one sub-folder of images per class, or train/ (and val/, test/) trees of "
-        "them: test/ is kept as the test split, val/ joins the training pool"
+        "them: test/ is kept as the test split, val/ joins the training pool", path=True
     )
 
     def __post_init__(self):
@@ -643,7 +643,7 @@ class ImageFolder(tlbench.Dataset):
 @dataclass(frozen=True)
 class DownloadOptions:
     root: str = tlbench.option(
-        "", f"folder of the dataset files; '' means ${DATA_ENV}, else ~/.cache/tlbench/datasets"
+        "", f"folder of the dataset files; '' means ${DATA_ENV}, else ~/.cache/tlbench/datasets", path=True
     )
     download: bool = tlbench.option(True, "download the files into root when they are missing")
 

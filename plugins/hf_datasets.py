@@ -32,7 +32,7 @@ LABEL_NAMES = ("label", "labels")  # label columns found by name when no column 
 class HuggingFaceOptions:
     path: str = tlbench.option(
         help="hub dataset name ('beans', 'user/name'), a folder written by save_to_disk, or a "
-        "local folder of data files"
+        "local folder of data files", path=True
     )
     config: str = tlbench.option(
         "", "configuration (subset) of a hub dataset, load_dataset's second argument; '' = none"
@@ -53,7 +53,7 @@ class HuggingFaceOptions:
         "", "hub revision (branch, tag or commit) to pin the data; '' = the latest"
     )
     cache_dir: str = tlbench.option(
-        "", "folder for hub downloads; '' = datasets' own (HF_DATASETS_CACHE)"
+        "", "folder for hub downloads; '' = datasets' own (HF_DATASETS_CACHE)", path=True
     )
 
     def __post_init__(self):

@@ -52,6 +52,7 @@ class TimmOptions:
     checkpoint: str = tlbench.option(
         "",
         "path to a local weights file (.pth/.pt/.safetensors) to load instead of bundled or hub weights",
+        path=True,
     )
     hub: bool = tlbench.option(
         True,

@@ -32,7 +32,7 @@ class WandbOptions:
     group: str = tlbench.option("", "the runs' group; '' = the grid's name")
     tags: list[str] = tlbench.option([], "tags on every run (a cell's run also gets its status)")
     mode: str = tlbench.option("", "online, offline or disabled; '' = WANDB_MODE, else online")
-    dir: str = tlbench.option("", "folder W&B writes its files in; '' = WANDB_DIR, else ./wandb")
+    dir: str = tlbench.option("", "folder W&B writes its files in; '' = WANDB_DIR, else ./wandb", path=True)
 
     def __post_init__(self):
         if self.mode not in MODES:

@@ -162,6 +162,12 @@ def test_new_settings_at_their_default_leave_existing_run_ids_alone(write_grid, 
     ("train_per_class = [5, 5]", "must list distinct values"),
     ("train_per_class = [5, -1]", "train_per_class must be 0 (all) or a positive number"),
     ("train_size = [1000, 500]\ntrain_per_class = 5", "set one of them"),
+    # 0 means "all" (or the native size): not a point on a curve's size axis
+    ("train_size = [0, 300, 1000]", "'train_size' in [settings] lists 0, which means all labelled examples, "
+                                    "not a size"),
+    ("train_per_class = [5, 0]", "e.g. train_per_class = [5]; for all training examples, run a grid with "
+                                 "train_per_class = 0 (one value, not a list)"),
+    ("image_size = [0, 64]", "lists 0, which means each backbone's own input size"),
 ])
 def test_bad_settings_lists_are_config_errors(write_grid, registry, table, expected):
     with pytest.raises(ConfigError, match=re.escape(expected)):

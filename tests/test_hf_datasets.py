@@ -407,3 +407,37 @@ def test_a_hub_that_does_not_answer_outside_offline_mode_fails_fast_naming_offli
     assert time.monotonic() - started < 5  # not the hub client's ~25 s of retries
     assert_one_line_error(code, err, "'someone/no-such-dataset' could not be loaded", "does not answer",
                           "HF_DATASETS_OFFLINE=1", "save_to_disk")
+
+
+# -- options that are not paths -------------------------------------------------------------------
+
+
+def test_a_split_name_beside_a_file_of_that_name_is_no_file(standard, write_grid, registry, tiny_settings, tmp_path,
+                                                            monkeypatch):
+    """Only options declared paths are files: "train" beside ./train changes no cell id, and
+    a cluster run does not refuse it as a relative path."""
+    from pathlib import Path
+
+    from tlbench.grid import build_grid, read_grid_file
+    from tlbench.node_check import DriverView
+    from tlbench.runner import Runner
+
+    monkeypatch.chdir(tmp_path)
+    source = write_grid(f"""
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["hf"]
+        [dataset.hf]
+        path = "{standard}"
+        {tiny_settings}
+    """)
+
+    def grid():
+        return build_grid(*read_grid_file(source), registry)
+
+    before = grid().cells[0].run_id
+    Path("train").write_text("not the split")  # train_split = "train", test_split = "test"
+    Path("test").mkdir()
+    after = grid()
+    assert after.cells[0].run_id == before and after.cells[0].files == {}
+    DriverView(registry, after, Runner(registry, tmp_path / "results"))  # no relative-path refusal

@@ -286,6 +286,16 @@ def test_options_naming_files_by_relative_paths_are_refused_for_a_cluster(write_
         DriverView(registry, grid, Runner(registry, tmp_path / "results"))
 
 
+def test_first_party_options_that_name_files_are_declared_paths(registry):
+    import dataclasses
+
+    declared = {(kind, name, f.name) for kind, name in [("datasets", "folder"), ("datasets", "hf"),
+                                                       ("datasets", "fashion_mnist"), ("backbones", "test_efficientnet")]
+                for f in dataclasses.fields(registry.get(kind, name).Options) if f.metadata.get("path")}
+    assert declared == {("datasets", "folder", "path"), ("datasets", "hf", "path"), ("datasets", "hf", "cache_dir"),
+                        ("datasets", "fashion_mnist", "root"), ("backbones", "test_efficientnet", "checkpoint")}
+
+
 @pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "[::1]")])
 def test_an_address_is_probed_before_ray_is_asked_to_join_it(family, host):
     try:

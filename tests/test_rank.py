@@ -157,8 +157,11 @@ def test_rank_before_any_run_builds_features_and_says_how_to_get_correlations(cl
     code, out, err = cli("rank", "--grid", tiny_grid(), "--results", tmp_path / "r", "--scores", "logme")
     assert code == 0, err
     assert "No measured top-1 for these pairs yet" in out
+    # tiny_settings has pretrained = false: the networks are labelled by what they are
+    assert "pretrained weights" not in out and "random weights, not pretrained ones" in out
+    assert "| faces | test_vit | random |" in out
     ranking = json.loads((tmp_path / "r" / "zoo" / "rank.json").read_text())
-    assert ranking["scores"] == ["logme"]
+    assert ranking["scores"] == ["logme"] and {p["weights"] for p in ranking["pairs"]} == {"random"}
     assert {p["info"]["feature_cache"] for p in ranking["pairs"]} == {"miss"}
     assert not (tmp_path / "r" / "zoo" / "records").exists()  # ranking adds no empty grid to report
 

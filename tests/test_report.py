@@ -245,6 +245,66 @@ def test_a_new_configuration_replaces_the_old_one_in_the_tables(tmp_path, cli):
     assert row["top1"] == "0.9" and row["seeds"] == "1"
 
 
+SLOW_CLOCK = "2026-01-30T10:00:00+00:00"  # a machine 30 days behind ran the later version
+RIGHT_CLOCK = "2026-03-01T10:00:00+00:00"
+
+
+def snapshot_run(results, *records):
+    """Write the grid snapshot `tlbench run` would for a grid of exactly these records' cells."""
+    from types import SimpleNamespace
+
+    from tlbench.grid_snapshot import write_snapshot
+
+    cells = [SimpleNamespace(**{k: r[k] for k in ("backbone", "strategy", "dataset", "seed", "run_id", "config_id")},
+                             sweep=()) for r in records]
+    write_snapshot(results, SimpleNamespace(name=GRID, controls=[], cells=cells))
+
+
+def test_the_order_of_runs_not_the_clocks_decides_a_rows_current_configuration(tmp_path, cli):
+    old = record("digits", "lite0", "linear_probe", 0, 0.5, lr=0.1, started=RIGHT_CLOCK)
+    new = record("digits", "lite0", "linear_probe", 0, 0.9, lr=0.01, started=SLOW_CLOCK)
+    other = record("faces", "lite1", "scratch", 0, 0.3)
+    write_all(tmp_path, [old, new, other])
+    snapshot_run(tmp_path, old)
+    snapshot_run(tmp_path, new)
+    (row,) = read_csv(report(cli, tmp_path) / "leaderboard.csv")[:1]
+    assert row["top1"] == "0.9"  # the snapshot lists the row
+    snapshot_run(tmp_path, other)  # the grid no longer lists it: the configuration run last still shows
+    code, out, err = cli("report", "--results", tmp_path)
+    rows = {r["dataset"]: r for r in read_csv(tmp_path / GRID / "leaderboard.csv")}
+    assert code == 0 and rows["digits"]["top1"] == "0.9" and rows["digits"]["seeds"] == "1"
+    assert "configurations" not in err
+
+
+def test_without_a_snapshot_the_clocks_choice_is_said(tmp_path, cli):
+    write_all(tmp_path, [record("digits", "lite0", "linear_probe", 0, 0.5, lr=0.1, started=RIGHT_CLOCK),
+                         record("digits", "lite0", "linear_probe", 0, 0.9, lr=0.01, started=SLOW_CLOCK)])
+    code, out, err = cli("report", "--results", tmp_path)
+    assert code == 0 and "has records of 2 configurations and no grid snapshot" in err and "clocks" in err
+
+
+def test_reproduce_reruns_the_configuration_the_snapshot_makes_current(tmp_path):
+    from tlbench.reproduce import current_ok, read_published
+
+    old = record("digits", "lite0", "linear_probe", 0, 0.5, lr=0.1, started=RIGHT_CLOCK)
+    new = record("digits", "lite0", "linear_probe", 0, 0.9, lr=0.01, started=SLOW_CLOCK)
+    write_all(tmp_path, [old, new])
+    snapshot_run(tmp_path, old)
+    snapshot_run(tmp_path, new)
+    published = read_published(tmp_path, GRID)
+    assert [r["run_id"] for r in current_ok(published.records, published.snapshot)] == [new["run_id"]]
+
+
+def test_seeds_added_later_are_told_by_the_seed_lists_not_the_clocks(tmp_path, cli):
+    first = [record("digits", "lite0", "linear_probe", seed, 0.8, started=RIGHT_CLOCK, grid_seeds=[0, 1, 2])
+             for seed in (0, 1, 2)]
+    added = record("digits", "lite0", "linear_probe", 3, 0.8, started=SLOW_CLOCK, grid_seeds=[0, 1, 2, 3])
+    write_all(tmp_path, [*first, added])
+    report(cli, tmp_path)
+    (row,) = json.loads((tmp_path / GRID / "leaderboard.json").read_text())["per_dataset"]
+    assert row["later_seeds"] == 1
+
+
 def test_report_is_byte_stable_for_the_same_records(tmp_path, cli):
     records = [record(d, b, s, seed, 0.5 + 0.1 * i + 0.01 * seed, train_s=1.0 + 7 * i, trainable_params=1000 * 10 ** i)
                for i, (d, b, s) in enumerate([("digits", "lite0", "linear_probe"), ("digits", "lite0", "scratch"),

@@ -104,3 +104,33 @@ def test_runs_has_a_column_for_the_curve_setting_in_numeric_order(shots_grid, cl
 def test_a_curves_overall_tex_has_a_block_per_value(shots_grid):
     blocks = (shots_grid / "leaderboard_overall.tex").read_text().split("\\midrule\n")
     assert [block.splitlines()[0].split(" & ")[0] for block in blocks[1:]] == ["5", "10"]
+
+
+def test_a_stored_0_meaning_all_is_not_drawn_at_the_axis_edge(tmp_path):
+    """Records of a grid older than the refusal of 0 in a curve: the plot leaves the point out
+    and says so, instead of drawing "all examples" left of the smallest size."""
+    from tlbench.report.plots import _plot_curves
+
+    curve = {"dataset": "digits", "setting": "train_size", "backbone": "lite0", "strategy": "linear_probe",
+             "points": [{"value": v, "top1": t, "top1_ci95": None, "seeds": 1} for v, t in ((0, 0.95), (100, 0.6))]}
+    drawn = []
+    import matplotlib.axes
+
+    real = matplotlib.axes.Axes.errorbar
+
+    def spy(self, x, y, *args, **kwargs):
+        drawn.append(list(x))
+        return real(self, x, y, *args, **kwargs)
+
+    texts = []
+    real_text = matplotlib.axes.Axes.text
+
+    def text_spy(self, x, y, s, *args, **kwargs):
+        texts.append(s)
+        return real_text(self, x, y, s, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(matplotlib.axes.Axes, "errorbar", spy)
+        mp.setattr(matplotlib.axes.Axes, "text", text_spy)
+        assert _plot_curves([curve]).startswith(b"\x89PNG")
+    assert drawn == [[100]] and any("train_size = 0 (all labelled examples) not drawn" in t for t in texts)

@@ -535,6 +535,74 @@ def test_nan_in_a_record_file_is_corrupt_and_never_ranked(tmp_path, cli):
     assert "NaN" not in board and json.loads(board)["strategies"] == ["t"]
 
 
+def folder_state(folder: Path) -> dict:
+    """{relative path: bytes} of every file under ``folder``: what a read-only command must keep."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("command", [("report",), ("runs",)])
+def test_read_only_commands_leave_a_corrupt_record_where_it_is(tmp_path, cli, command):
+    write_record(tmp_path, sound_record("abc"))
+    (records_dir(tmp_path, "g") / "def.json").write_text('{"run_id": "trunc')
+    before = folder_state(records_dir(tmp_path, "g"))
+    code, out, err = cli(*command, "--results", tmp_path)
+    assert code == 0 and err.count("warning: corrupt record") == 1 and "left as it is" in err
+    assert folder_state(records_dir(tmp_path, "g")) == before  # nothing moved, no claim file left
+
+
+@pytest.mark.parametrize("fields", [{"status": "queued"}, {"status": "failed", "error_kind": "preempted"}])
+@pytest.mark.parametrize("command", [("report",), ("runs",)])
+def test_a_newer_versions_record_is_skipped_with_one_warning_and_kept(tmp_path, cli, fields, command):
+    write_record(tmp_path, sound_record("abc"))
+    newer = sound_record("def", strategy="t", environment={"tlbench": "9.2.0"}, **fields)
+    (records_dir(tmp_path, "g") / "def.json").write_text(json.dumps(newer))
+    before = folder_state(records_dir(tmp_path, "g"))
+    code, out, err = cli(*command, "--results", tmp_path)
+    assert code == 0 and "Traceback" not in err and "corrupt" not in err
+    assert err.count("written by tlbench 9.2.0") == 1 and "left as it is" in err
+    assert folder_state(records_dir(tmp_path, "g")) == before
+    assert [r["run_id"] for r in iter_records(tmp_path, "g")] == ["abc"]
+
+
+def test_a_newer_versions_record_of_a_cell_is_not_rerun_nor_replaced(logged_grid, plugins, fit_log, tmp_path, cli):
+    grid, results = logged_grid([0]), tmp_path / "results"
+    argv = ("run", "--grid", grid, "--results", results, "--plugins-dir", plugins, "-q")
+    assert cli(*argv)[0] == 0
+    (path,) = record_files(results)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "status": "queued",
+                                "environment": {"tlbench": "9.2.0"}}))
+    before = path.read_bytes()
+    code, out, err = cli(*argv, "--force")
+    assert code == 0 and err.count("written by tlbench 9.2.0") == 1
+    assert path.read_bytes() == before and fits(fit_log) == [0]
+
+
+def test_an_older_or_same_versions_unknown_status_is_corrupt(tmp_path, capsys):
+    path = records_dir(tmp_path, "g") / "abc.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(sound_record(status="queued", environment={"tlbench": "0.1.0"})))
+    assert read_record(path) is None  # `tlbench run`'s reader sets it aside
+    assert "corrupt record" in capsys.readouterr().err and not path.exists()
+
+
+def test_each_cell_counts_once_however_many_files_record_it(tmp_path, cli):
+    cell = {"config_id": "c1", "seed": 0}
+    write_record(tmp_path, sound_record("abc", top1=0.5, **cell))
+    # the same cell under another name, and a record edited to another run_id: n stays 1
+    folder = records_dir(tmp_path, "g")
+    (folder / "copy.json").write_text(json.dumps(sound_record("abc", top1=0.9, **cell)))
+    write_record(tmp_path, sound_record("abd", top1=0.9, **cell))
+    # a lone record stored under another cell's name counts as the cell it records
+    (folder / "xyz.json").write_text(json.dumps(sound_record("other", strategy="t", top1=0.7, config_id="c2")))
+    code, out, err = cli("report", "--results", tmp_path)
+    assert code == 0, err
+    rows = {r["strategy"]: r for r in json.loads((tmp_path / "g" / "leaderboard.json").read_text())["per_dataset"]}
+    assert rows["s"]["seeds"] == 1 and rows["s"]["top1"] == 0.5 and rows["t"]["top1"] == 0.7
+    assert err.count("is of the same cell as") == 2 and str(folder / "abc.json") in err
+    assert "xyz.json is named after another cell" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["abc.json", "abd.json", "copy.json", "xyz.json"]
+
+
 def test_a_record_is_never_written_with_bare_nan(tmp_path):
     path = write_record(tmp_path, sound_record(strategy_info={"loss": float("nan"), "at": float("inf")}))
     text = path.read_text()

@@ -16,7 +16,20 @@ def test_chance_level_is_the_majority_class_within_two_standard_errors():
     assert sanity.at_chance(0.40, labels) and sanity.at_chance(0.49, labels)
     assert not sanity.at_chance(0.51, labels)
     assert "at chance level" in sanity.chance_warning(0.3, labels)
+    assert "cannot be told from chance level" in sanity.chance_warning(0.45, labels)
     assert sanity.chance_warning(0.9, labels) is None
+
+
+@pytest.mark.parametrize("labels, top1", [([0, 1], 1.0), ([0, 1, 1], 1.0), ([0, 1, 2], 1.0)])
+def test_a_test_split_too_small_to_tell_is_said_not_called_chance(labels, top1):
+    warning = sanity.chance_warning(top1, labels)
+    assert "at chance level" not in warning and "cannot be told from chance" in warning
+    assert f"on {len(labels)} test images" in warning and "use a larger test split" in warning
+
+
+def test_a_perfect_score_on_enough_images_is_above_chance():
+    assert sanity.chance_warning(1.0, [0, 1] * 3) is None  # 6 images: all right by chance has p = 1/64
+    assert not sanity.at_chance(1.0, [0, 1] * 3)
 
 
 def test_a_cell_at_chance_says_so_in_its_record_and_the_progress_output(write_grid, tiny_settings, cli,

@@ -55,7 +55,8 @@ def cmd_rank(args) -> int:
     check_components(grid.name, pairs, registry, rank.score_options(grid, registry, names), strategies=False)
 
     from tlbench.machine import check_device
-    from tlbench.results import grid_dir, iter_records, writable_folder
+    from tlbench.atomic_files import writable_folder
+    from tlbench.results import grid_dir, iter_records
     from tlbench.runner import Runner
 
     check_device(grid.settings.device)

@@ -144,7 +144,7 @@ def check_reproduce_flags(args) -> tuple[str, int, float]:
 
 def _check_scratch(scratch, results: str) -> None:
     """``--scratch``: writable, and outside the results folder (which is only read)."""
-    from tlbench.results import writable_folder
+    from tlbench.atomic_files import writable_folder
 
     if scratch is None:
         return

@@ -18,7 +18,7 @@ from typing import Optional
 from tlbench.cell_job import Outcome
 from tlbench.errors import RunStopped
 from tlbench.grid import Cell, Grid, cell_label
-from tlbench.results import claim_cell, claim_holder, read_record, record_path, records_by_run_id, \
+from tlbench.results import claim_cell, claim_holder, newer_record, read_record, record_path, records_by_run_id, \
     remove_leftovers, utc_now, write_record
 
 WAIT_S = 1.0  # how often the driver looks again at cells that another process is running
@@ -81,7 +81,7 @@ class GridDriver:
         self.sinks = sinks
         self.progress = runner.progress
         remove_leftovers(runner.results_dir, grid.name)
-        self.at_start = records_by_run_id(runner.results_dir, grid.name)
+        self.at_start = records_by_run_id(runner.results_dir, grid.name, set_aside=True)
         self.outcome = GridOutcome(grid=grid.name)
         self.todo: deque = deque()
         self.waiting: list = []  # cells another process holds
@@ -105,6 +105,8 @@ class GridDriver:
 
     def _sort_pending(self) -> None:
         for cell in self.cells:
+            if self._newer(cell):
+                continue
             previous = self.at_start.get(cell.run_id)
             if needs_run(previous, previous, **self.flags):
                 self.todo.append(cell)
@@ -141,6 +143,9 @@ class GridDriver:
             self.waiting.append(cell)
             return None
         # read again under the claim: another process may have finished it meanwhile
+        if self._newer(cell):
+            claim.release()
+            return None
         current = read_record(record_path(results_dir, cell.grid, cell.run_id), claimed=True)
         if not needs_run(current, self.at_start.get(cell.run_id), **self.flags):
             claim.release()
@@ -148,6 +153,13 @@ class GridDriver:
             self.outcome.skipped.append(current)
             return None
         return claim
+
+    def _newer(self, cell: Cell) -> bool:
+        """A newer tlbench stored this cell's record: it is neither rerun nor replaced (a run
+        never loses what is stored); reading the records at the start said so."""
+        if cell.run_id in self.at_start:
+            return False
+        return newer_record(record_path(self.runner.results_dir, cell.grid, cell.run_id)) is not None
 
     def _collect(self) -> None:
         for handle, result in (self.executor.finished() if self.in_flight else []):

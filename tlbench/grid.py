@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from tlbench.errors import ConfigError, closest, unknown_name_error
 from tlbench.grid_values import check_finite, controls_of, seeds_of, settings_variants, string_list
-from tlbench.options import build_candidates, build_options, options_as_dict
+from tlbench.options import build_candidates, build_options, options_as_dict, path_values
 from tlbench.plugins import Registry
 from tlbench.settings import Settings
 from tlbench.slurm_options import executor_tables
@@ -76,8 +76,7 @@ class Cell:
             "seed": self.seed,
             "settings": _settings_identity(self.settings),
         }
-        files = _named_files([identity["backbone_options"], identity["dataset_options"],
-                              *(options_as_dict(c) for c in self.strategy_candidates)])
+        files = _named_files([self.backbone_options, self.dataset_options, *self.strategy_candidates])
         if files:  # only then: the run_ids of cells without files stay as they always were
             identity["files"] = files
         return identity
@@ -144,15 +143,16 @@ def _settings_identity(settings: Settings) -> dict:
     return {k: v for k, v in values.items() if LATER_SETTINGS.get(k, object()) != v}
 
 
-def _named_files(option_dicts: list[dict]) -> dict:
-    """{path: sha256} for every string option that names an existing file."""
+def _named_files(option_sets: list) -> dict:
+    """{path: sha256} for every option declared a path (``tlbench.option(path=True)``) that
+    names an existing file. Other options are never files, whatever exists by their value's
+    name in the working folder (a split called "train" beside a folder ./train)."""
     files = {}
-    for options in option_dicts:
-        for value in options.values():
-            if isinstance(value, str) and value:
-                path = os.path.abspath(os.path.expanduser(value))
-                if os.path.isfile(path):
-                    files[path] = file_sha256(path)
+    for options in option_sets:
+        for value in path_values(options).values():
+            path = os.path.abspath(os.path.expanduser(value))
+            if os.path.isfile(path):
+                files[path] = file_sha256(path)
     return files
 
 

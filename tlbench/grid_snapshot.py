@@ -8,13 +8,18 @@ node) and which strategies the grid names as its controls. It is plain data (nam
 ids), so a report on another machine needs neither the grid file nor its plugins. Without a
 snapshot (a folder older than it, or records copied alone), the report infers the grid from
 the records, as before.
+
+The snapshot also keeps the order in which the grid's configurations stopped being current
+(``earlier``: configuration ids, oldest first), so the report can tell which configuration of a
+row the grid no longer lists came last. Only the order of `tlbench run`s on this folder decides
+it, never a timestamp a record carries (a machine's clock may be wrong).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -46,31 +51,48 @@ class GridSnapshot:
     grid: str
     controls: list
     cells: list  # PlannedCell
+    #: configuration ids earlier snapshots held and this one does not, in the order they were
+    #: replaced (oldest first): what a row the grid no longer lists last ran as
+    earlier: list = field(default_factory=list)
 
 
 def snapshot_path(results_dir, grid_name: str) -> Path:
     return Path(results_dir) / grid_name / FILE_NAME
 
 
-def snapshot_of(grid) -> str:
-    """The snapshot of a loaded grid, as the file holds it (byte-stable for the same grid)."""
+def snapshot_of(grid, earlier: list = ()) -> str:
+    """The snapshot of a loaded grid, as the file holds it (byte-stable for the same grid and
+    ``earlier``: the configurations no longer current, oldest first; left out when none)."""
     cells = [{"backbone": c.backbone, "strategy": c.strategy, "dataset": c.dataset, "seed": c.seed,
               "sweep": dict(c.sweep), "run_id": c.run_id, "config_id": c.config_id} for c in grid.cells]
     cells.sort(key=lambda c: (c["dataset"], c["backbone"], c["strategy"], c["seed"], c["run_id"]))
     document = {"format": FORMAT, "grid": grid.name, "controls": list(grid.controls), "cells": cells}
+    if earlier:
+        document["earlier"] = list(earlier)
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def write_snapshot(results_dir, grid) -> Path:
     """Keep the grid's snapshot next to its records (before any cell runs: an interrupted run
     leaves it too). Replaces the previous one: the grid file as last run is the current one."""
-    from tlbench.results import write_atomic
+    from tlbench.atomic_files import write_atomic
 
     path = snapshot_path(results_dir, grid.name)
-    text = snapshot_of(grid)
+    text = snapshot_of(grid, _earlier(read_snapshot(results_dir, grid.name), grid))
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         write_atomic(path, text)
     return path
+
+
+def _earlier(previous: Optional[GridSnapshot], grid) -> list:
+    """The previous snapshot's ``earlier``, then its configurations this grid no longer has
+    (the run now replacing it is later than every one of them); a configuration current again
+    leaves the list."""
+    if previous is None:
+        return []
+    now = {cell.config_id for cell in grid.cells}
+    replaced = sorted({cell.config_id for cell in previous.cells} - now)
+    return [c for c in previous.earlier if c not in now and c not in replaced] + replaced
 
 
 def read_snapshot(results_dir, grid_name: str) -> Optional[GridSnapshot]:
@@ -103,4 +125,7 @@ def _parse(document: dict, grid_name: str) -> GridSnapshot:
             raise ValueError(f"a cell is malformed: {c!r}")
         cells.append(PlannedCell(c["backbone"], c["strategy"], c["dataset"], c["seed"],
                                  tuple(sorted(c["sweep"].items())), c["run_id"], c["config_id"]))
-    return GridSnapshot(grid_name, list(controls), cells)
+    earlier = document.get("earlier", [])
+    if not (isinstance(earlier, list) and all(isinstance(c, str) for c in earlier)):
+        raise ValueError("'earlier' must be configuration ids")
+    return GridSnapshot(grid_name, list(controls), cells, earlier)

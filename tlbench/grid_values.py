@@ -67,6 +67,10 @@ def controls_of(data: dict, strategies: list[str], source: str) -> list[str]:
 # Settings a grid may list several values of: one cell per value, for curves such as accuracy
 # against shots (a strategy option's list instead selects one value on validation).
 SWEEPABLE_SETTINGS = ("train_per_class", "train_size", "image_size", "epochs")
+#: curve settings whose 0 is not a size but "all" (or "native"): what it stands for differs by
+#: dataset or backbone, so it has no place on a curve's axis (tlbench.report.plots)
+ZERO_MEANS = {"train_per_class": "all training examples", "train_size": "all labelled examples",
+              "image_size": "each backbone's own input size"}
 
 
 def settings_variants(data: dict, source: str) -> list[tuple[tuple, Settings]]:
@@ -78,6 +82,13 @@ def settings_variants(data: dict, source: str) -> list[tuple[tuple, Settings]]:
                               f"only {', '.join(SWEEPABLE_SETTINGS)} may list values (one cell per value).")
         if not values or len(set(map(repr, values))) != len(values):
             raise ConfigError(f"'{key}' in [settings] must list distinct values, got {values!r}.")
+        if key in ZERO_MEANS and any(type(v) is int and v == 0 for v in values):
+            sizes = [v for v in values if not (type(v) is int and v == 0)] or [100, 300, 1000]
+            raise ConfigError(
+                f"'{key}' in [settings] lists 0, which means {ZERO_MEANS[key]}, not a size: a curve draws its "
+                f"values on a size axis, where 0 has no place (the size it stands for differs from one dataset "
+                f"or backbone to another). List sizes only, e.g. {key} = {sizes!r}; for {ZERO_MEANS[key]}, "
+                f"run a grid with {key} = 0 (one value, not a list).")
     fixed = {k: v for k, v in data.items() if k not in swept}
     variants = []
     for combo in itertools.product(*swept.values()):

@@ -150,15 +150,13 @@ class DriverView:
 
 def _refuse_relative_files(cell) -> None:
     """A relative path names another file on a worker (its working folder is Ray's or Slurm's,
-    not the driver's): options that name files must be absolute on a cluster."""
-    from tlbench.options import options_as_dict
+    not the driver's): options declared as paths that name a file here must be absolute on a
+    cluster. Other options are not paths, whatever their value."""
+    from tlbench.options import path_values
 
-    named = [options_as_dict(cell.backbone_options), options_as_dict(cell.dataset_options),
-             *(options_as_dict(c) for c in cell.strategy_candidates)]
-    for options in named:
-        for key, value in options.items():
-            if isinstance(value, str) and value and not os.path.isabs(os.path.expanduser(value)) \
-                    and os.path.isfile(value):
+    for options in (cell.backbone_options, cell.dataset_options, *cell.strategy_candidates):
+        for key, value in path_values(options).items():
+            if not os.path.isabs(os.path.expanduser(value)) and os.path.isfile(value):
                 raise ConfigError(f"The option {key} = {value!r} ({cell.label}) is a relative path: on a "
                                   "cluster (Ray, Slurm) each node resolves it in its own working folder. Give the absolute "
                                   "path, the same on every node.")

@@ -16,14 +16,17 @@ from tlbench.errors import ConfigError, closest
 _MISSING = dataclasses.MISSING
 
 
-def option(default: Any = _MISSING, help: str = "", tunable: bool = True) -> Any:
+def option(default: Any = _MISSING, help: str = "", tunable: bool = True, path: bool = False) -> Any:
     """A dataclass field with a help text: ``epochs: int = option(3, "passes over the data")``.
 
     Leave ``default`` out for a required option. ``tunable=False`` marks a numeric option that
     changes how a fit runs but not what it learns (a memory budget, say): a grid may not give
-    it a list of values to select from on validation.
+    it a list of values to select from on validation. ``path=True`` marks a string option that
+    names a file or folder: only such options are files to tlbench (a file one names is hashed
+    into the cell id, and on a cluster a relative one is refused); any other string is a
+    string, even when a file of that name happens to exist.
     """
-    metadata = {"help": help, "tunable": tunable}
+    metadata = {"help": help, "tunable": tunable, "path": path}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -152,10 +155,18 @@ def describe_options(options_cls: type) -> list[tuple[str, str, str, str]]:
         else:
             default = "(required)"
         text = f.metadata.get("help", "")
+        if f.metadata.get("path", False):
+            text += " (a path)"
         if not f.metadata.get("tunable", True):
             text += " (one value: a list is refused)"
         rows.append((f.name, _type_name(hints[f.name]), default, text))
     return rows
+
+
+def path_values(options: Any) -> dict:
+    """{name: value} of the options declared ``path=True`` that are set (a non-empty string)."""
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)
+            if f.metadata.get("path", False) and isinstance(getattr(options, f.name), str) and getattr(options, f.name)}
 
 
 def options_as_dict(options: Any) -> dict:

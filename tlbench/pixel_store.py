@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from tlbench.decoding import Resample, decode_all
-from tlbench.results import shared_mode
+from tlbench.atomic_files import shared_mode
 
 FORMAT = 2  # 2: the done bytes at the end of the pixels' file, which is made whole
 CHUNK_ROWS = 512  # decoded at once: bounds the memory the decoding takes

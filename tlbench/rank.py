@@ -39,6 +39,9 @@ class PairScores:
     best_top1: Optional[float] = None  # best measured mean top-1 over the grid's strategies
     best_strategy: Optional[str] = None
     top1: dict = field(default_factory=dict)  # strategy -> mean top-1 over seeds
+    #: what the scored network started from: "pretrained" weights, or "random" ones (a grid
+    #: with ``pretrained = false``): the label every output gives it
+    weights: str = "pretrained"
 
     @property
     def total_s(self) -> float:
@@ -115,11 +118,14 @@ def pair_cells(grid, registry) -> list:
 def compute(grid, registry, names: list[str], runner, log=print) -> list[PairScores]:
     """Every score for every pair; a score that raises is recorded as failed, the rest go on."""
     options = score_options(grid, registry, names)
+    from tlbench.cell_record import starts_pretrained
+
     pairs = []
     cells = pair_cells(grid, registry)
     for i, cell in enumerate(cells, 1):
-        pair = PairScores(cell.dataset, cell.backbone)
-        log(f"[{i}/{len(cells)}] {cell.backbone} / {cell.dataset} ...")
+        weights = "pretrained" if starts_pretrained(cell, registry.get("strategies", cell.strategy)) else "random"
+        pair = PairScores(cell.dataset, cell.backbone, weights=weights)
+        log(f"[{i}/{len(cells)}] {cell.backbone} / {cell.dataset} ({weights} weights) ...")
         try:
             setup = runner.setup(cell)
         except Exception as exc:
@@ -241,13 +247,13 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def score_rows(ranking: Ranking) -> tuple[list[str], list[list[str]]]:
-    headers = ["dataset", "backbone", *ranking.scores, "features", "seconds", "best top1", "best strategy"]
+    headers = ["dataset", "backbone", "weights", *ranking.scores, "features", "seconds", "best top1", "best strategy"]
     rows = []
     for p in ranking.pairs:
         cache = p.info.get("feature_cache", "-")
         features_s = p.info.get("features_s")
         cache = f"{cache} ({features_s:.1f} s)" if features_s is not None else cache
-        rows.append([p.dataset, p.backbone, *(_num(p.scores.get(n)) if n not in p.errors else "failed"
+        rows.append([p.dataset, p.backbone, p.weights, *(_num(p.scores.get(n)) if n not in p.errors else "failed"
                                               for n in ranking.scores),
                      cache, f"{p.total_s:.1f}", _num(p.best_top1, 3), p.best_strategy or "-"])
     return headers, rows
@@ -258,7 +264,7 @@ def to_markdown(ranking: Ranking) -> str:
     parts = [
         f"# Transferability ranking: {ranking.grid}",
         "",
-        "Scores of each pretrained backbone on each dataset's training split, computed from its "
+        f"Scores of each backbone ({_weights_phrase(ranking)}) on each dataset's training split, computed from its "
         "frozen features before any fine-tuning (higher forecasts better transfer). `features`: "
         "whether they came from the feature cache, and the time it took to get them; `seconds`: "
         "everything, features included. `best top1`: the best mean test top-1 the grid's "
@@ -299,6 +305,17 @@ def to_markdown(ranking: Ranking) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _weights_phrase(ranking: Ranking) -> str:
+    """What the scored networks started from, in words: random weights are never called pretrained."""
+    kinds = {p.weights for p in ranking.pairs}
+    if kinds == {"random"}:
+        return ("random weights, not pretrained ones: the grid sets `pretrained = false`, so these scores "
+                "forecast how untrained networks transfer")
+    if kinds == {"pretrained"}:
+        return "pretrained weights"
+    return "the `weights` column says which started from pretrained weights and which from random ones"
+
+
 def to_csv(ranking: Ranking) -> str:
     import csv
     import io
@@ -306,11 +323,11 @@ def to_csv(ranking: Ranking) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["dataset", "backbone", *ranking.scores, *(f"{n}_s" for n in ranking.scores),
-                     "feature_cache", "features_s", "best_top1", "best_strategy"])
+                     "feature_cache", "features_s", "best_top1", "best_strategy", "weights"])
     for p in ranking.pairs:
         writer.writerow([p.dataset, p.backbone, *(_csv(p.scores.get(n)) for n in ranking.scores),
                          *(_csv(p.seconds.get(n)) for n in ranking.scores), p.info.get("feature_cache", ""),
-                         _csv(p.info.get("features_s")), _csv(p.best_top1), p.best_strategy or ""])
+                         _csv(p.info.get("features_s")), _csv(p.best_top1), p.best_strategy or "", p.weights])
     return out.getvalue()
 
 
@@ -328,7 +345,8 @@ def to_json(ranking: Ranking) -> str:
         "score_options": ranking.options,  # what each score ran with: the numbers depend on it
         "pairs": [{"dataset": p.dataset, "backbone": p.backbone, "scores": p.scores, "seconds": p.seconds,
                    "errors": p.errors, "info": {k: v for k, v in p.info.items() if k != "tracebacks"},
-                   "top1": p.top1, "best_top1": p.best_top1, "best_strategy": p.best_strategy}
+                   "top1": p.top1, "best_top1": p.best_top1, "best_strategy": p.best_strategy,
+                   "weights": p.weights}
                   for p in ranking.pairs],
         "kendall_tau_vs_best": {n: {k: tau(v) for k, v in ranking.tau_best[n].items()} for n in ranking.scores},
         "kendall_tau_vs_strategy": {n: {k: tau(v) for k, v in ranking.tau_strategy[n].items()}
@@ -338,7 +356,7 @@ def to_json(ranking: Ranking) -> str:
 
 
 def write(ranking: Ranking, folder: Path) -> list[Path]:
-    from tlbench.results import write_atomic
+    from tlbench.atomic_files import write_atomic
 
     paths = []
     for name, text in zip(FILES, (to_markdown(ranking), to_csv(ranking), to_json(ranking))):

@@ -6,6 +6,7 @@ No numpy or torch here: the command line reads the statuses before it imports an
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Optional
 
@@ -81,18 +82,27 @@ OPTIONAL = {
 
 def problem(record, run_id: str) -> Optional[str]:
     """Why ``record``, parsed from the file of ``run_id``, cannot be trusted; None when it can."""
+    return shape_problem(record) or value_problem(record) or name_problem(record, run_id)
+
+
+def shape_problem(record) -> Optional[str]:
+    """Why ``record`` is not a record at all (not an object, a field that names the cell missing)."""
     if not isinstance(record, dict):
         return "not a JSON object"
     for key, kind in REQUIRED.items():
         if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
             return f"missing or invalid {key!r}"
+    return None
+
+
+def value_problem(record: dict) -> Optional[str]:
+    """Why a value of a well-shaped record is not one this version knows: a wrong type, an
+    impossible number, an unknown status (a newer version may write values this one does not)."""
     for key, valid in OPTIONAL.items():
         if key in record and not valid(record[key]):
             return f"invalid {key!r}: {record[key]!r:.60}"
     if record["status"] not in STATUSES:
         return f"unknown status {record['status']!r}"
-    if record["run_id"] != run_id:  # a copied or renamed file must not stand in for another cell
-        return f"run_id {record['run_id']!r} does not match the file name"
     if record["status"] == "ok" and not isinstance(record.get("top1"), (int, float)):
         return "status ok without a top1 score"
     return None
@@ -117,6 +127,50 @@ def _escaped(char: str) -> str:
     if 0xDC80 <= code <= 0xDCFF:  # a byte surrogateescape kept
         return f"\\x{code - 0xDC00:02x}"
     return f"\\u{code:04x}" if 0xD800 <= code <= 0xDFFF else char
+
+def name_problem(record: dict, run_id: str) -> Optional[str]:
+    """A record stored under another cell's name: a copied or renamed file (see ``one_per_cell``)."""
+    if record["run_id"] != run_id:
+        return f"run_id {record['run_id']!r} does not match the file name"
+    return None
+
+
+def this_version() -> str:
+    from tlbench import __version__
+
+    return __version__
+
+
+def newer_version(record: dict) -> Optional[str]:
+    """The version of tlbench that wrote ``record`` (its ``environment.tlbench``) when it is newer
+    than this one, else None: such a record may hold values this version does not know."""
+    environment = record.get("environment")
+    version = environment.get("tlbench") if isinstance(environment, dict) else None
+    if isinstance(version, str) and _version_key(version) > _version_key(this_version()):
+        return version
+    return None
+
+
+def _version_key(version: str) -> tuple:
+    """``1.2.10`` -> (1, 2, 10): the leading release numbers (a suffix such as ``.dev3`` is ignored)."""
+    numbers = []
+    for part in version.split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        numbers.append(int(digits))
+        if len(digits) < len(part):
+            break
+    return tuple(numbers)
+
+
+def cell_key(record: dict) -> tuple:
+    """The cell a record measured, from its content: its configuration (``config_id``) and its
+    seed; a record without a ``config_id`` (older than it) is its own cell."""
+    config = record.get("config_id")
+    if not isinstance(config, str):
+        return (record["grid"], "run_id", record["run_id"])
+    return (record["grid"], config, record["seed"])
 
 
 def jsonable(value):

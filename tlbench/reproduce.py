@@ -21,7 +21,7 @@ from typing import Callable, Optional
 from tlbench.errors import ConfigError
 from tlbench.grid import Cell, Grid, cell_label, task_name
 from tlbench.rebuild import rebuild
-from tlbench.results import check_record_file, records_dir
+from tlbench.results import RecordFile, check_record_file, one_per_cell, records_dir
 
 DEFAULT_CELLS = 4
 # The project's stability target for a cell rerun with another thread count (float sums split
@@ -92,30 +92,37 @@ class Published:
     folder: Path
     records: list = field(default_factory=list)
     malformed: dict = field(default_factory=dict)  # run_id (the file's stem) -> (path, why)
+    snapshot: object = None  # the grid snapshot beside the records (tlbench.grid_snapshot), if any
 
 
 def read_published(results_dir: str | Path, grid: str) -> Published:
     """Every record of a grid, validated as every reader validates them, without moving or
     locking anything (a published folder may be read-only, and is never changed)."""
+    from tlbench.grid_snapshot import read_snapshot
+
     folder = records_dir(results_dir, grid)
-    published = Published(grid, folder)
+    published = Published(grid, folder, snapshot=read_snapshot(results_dir, grid))
+    sound = []
     for path in sorted(folder.glob("*.json")):
         try:
             record, why = check_record_file(path)
         except FileNotFoundError:
             continue
         if why is None:
-            published.records.append(record)
+            sound.append(RecordFile(path, record=record))
         else:
             published.malformed[path.stem] = (path, why)
+    published.records = one_per_cell(sound)  # each cell once, as the leaderboard counts it
     return published
 
 
-def current_ok(records: list[dict]) -> list[dict]:
-    """The ok records of the grid's current configuration: those its leaderboard shows."""
+def current_ok(records: list[dict], snapshot=None) -> list[dict]:
+    """The ok records of the grid's current configuration: those its leaderboard shows (the
+    grid ``snapshot`` deciding which configuration is current, as it does for the leaderboard)."""
     from tlbench.report.board import as_task, current_records
 
-    shown = {r["run_id"] for r in current_records(as_task(r) for r in records)}
+    planned, earlier = (snapshot.cells, snapshot.earlier) if snapshot is not None else (None, ())
+    shown = {r["run_id"] for r in current_records((as_task(r) for r in records), None, planned, earlier)}
     return [r for r in records if r["run_id"] in shown and r["status"] == "ok"]
 
 
@@ -160,7 +167,7 @@ def choose(published: Published, cells: int, run_ids: list[str]) -> list[dict]:
     """The records to rerun: the named ones (a full cell id, run_id, or a start only one has), else a
     sample of ``cells`` of the current configuration's ok records."""
     if not run_ids:
-        pool = current_ok(published.records)
+        pool = current_ok(published.records, published.snapshot)
         if not pool:
             failed = sum(r["status"] != "ok" for r in published.records)
             raise ConfigError(f"Grid {published.grid!r} in {str(published.folder)!r} has no ok record to "

@@ -15,7 +15,6 @@ claim may read, replace or set aside that cell's record without racing anyone.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -24,10 +23,12 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
 from tlbench import records
+from tlbench.atomic_files import writable_folder, write_atomic
 from tlbench.errors import ConfigError
 
 STALE_TEMP_S = 6 * 3600  # a temporary file this old was left by a killed writer
@@ -55,116 +56,6 @@ def ensure_writable(results_dir: str | Path, grid_name: str) -> Path:
     return writable_folder(records_dir(results_dir, grid_name))
 
 
-def writable_folder(folder: Path) -> Path:
-    """``folder``, created if needed, or a ConfigError saying why it cannot be written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-", delete=True)
-        probe.close()
-    except OSError as exc:
-        raise ConfigError(
-            f"Results folder {str(folder)!r} is not writable ({_why_not_writable(folder, exc)}). "
-            "Choose another with --results DIR."
-        ) from None
-    return folder
-
-
-def _why_not_writable(folder: Path, exc: OSError) -> str:
-    """The OS's reason, or the dangling link on the way that makes mkdir say "File exists"."""
-    for part in (folder, *folder.parents):
-        if part.is_symlink() and not part.exists():
-            return f"{str(part)!r} is a symbolic link to {os.readlink(part)!r}, which does not exist"
-    return exc.strerror or str(exc)
-
-
-def umask() -> int:
-    """The process's umask, read without changing it where Linux allows (os.umask sets it)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
-
-
-def shared_mode(fd: int) -> None:
-    """Give a file made by mkstemp (always 0600) the mode open() would: 0666 less the umask,
-    so that published leaderboards and shared results folders are readable by others."""
-    os.fchmod(fd, 0o666 & ~umask())
-
-
-def _write_temporary(path: Path, content: str | bytes) -> str:
-    """``content`` in a complete, synced temporary file beside ``path`` (never a part of it:
-    on any failure the temporary is removed); the caller renames it into place."""
-    if isinstance(content, str):
-        content = records.visible(content)  # a name that is not UTF-8 (a file's, a folder's) as "\\xff"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        shared_mode(fd)
-        with (os.fdopen(fd, "wb") if isinstance(content, bytes) else os.fdopen(fd, "w", encoding="utf-8")) as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return tmp
-
-
-def write_atomic(path: Path, content: str | bytes) -> None:
-    """Write ``content`` to ``path`` so that readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _write_temporary(path, content)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_set(folder: Path, files: dict[str, str | bytes]) -> list[Path]:
-    """Write several files as one set: every file is written to a temporary first, and only when
-    all are complete are they renamed into place (milliseconds), so an interruption or a full
-    disk leaves the old set, never half of each, and no temporary behind. An unwritable folder
-    is a ConfigError."""
-    _remove_stale_temporaries(folder, files)
-    pending = []
-    try:
-        for name, content in files.items():
-            pending.append((_write_temporary(folder / name, content), folder / name))
-        for tmp, path in pending:
-            os.replace(tmp, path)
-    except OSError as exc:
-        raise ConfigError(f"Cannot write the leaderboard into {str(folder)!r} ({exc.strerror or exc}); "
-                          "the files there are unchanged. Fix the folder's permissions or free space, "
-                          "or copy the results to a writable folder.") from None
-    finally:
-        for tmp, _ in pending:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-    return [path for _, path in pending]
-
-
-def _remove_stale_temporaries(folder: Path, names, older_than_s: float = 60.0) -> None:
-    """Temporaries of this set left by a writer killed with -9 (a live writer's are seconds old)."""
-    now = time.time()
-    for name in names:
-        for tmp in folder.glob(f".{name}.*.tmp"):
-            with contextlib.suppress(OSError):
-                if now - tmp.stat().st_mtime > older_than_s:
-                    tmp.unlink()
-
-
 def write_record(results_dir: str | Path, record: dict) -> Path:
     """Store a cell's record; the caller holds the cell's claim."""
     path = record_path(results_dir, record["grid"], record["run_id"])
@@ -183,8 +74,21 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def check_record_file(path: Path) -> tuple[Optional[dict], Optional[str]]:
-    """(record, None) for a sound record file, (None, why) for one that cannot be trusted."""
+@dataclass
+class RecordFile:
+    """One record file as read: a record to count (``record``), a corrupt one (``why``), or one
+    a newer tlbench wrote with values this version does not know (``newer``: its version;
+    never corrupt, never moved). ``misnamed``: a sound record under another cell's name."""
+
+    path: Path
+    record: Optional[dict] = None
+    why: Optional[str] = None
+    newer: Optional[str] = None
+    misnamed: Optional[str] = None
+
+
+def inspect_record_file(path: Path) -> RecordFile:
+    """What ``path`` holds (see RecordFile); FileNotFoundError when it is gone."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
     except FileNotFoundError:
@@ -195,25 +99,47 @@ def check_record_file(path: Path) -> tuple[Optional[dict], Optional[str]]:
             "is. Fix: ask its owner to make it readable (chmod a+r), or use another --results folder."
         ) from None
     except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-        return None, f"unreadable: {exc}"
+        return RecordFile(path, why=f"unreadable: {exc}")
     record = records.jsonable(record)  # one stored before names were made visible: "\\udcff" in its text
-    why = records.problem(record, path.stem)
-    return (None, why) if why else (record, None)
+    why = records.shape_problem(record)
+    if why:
+        return RecordFile(path, why=why)
+    why = records.value_problem(record)
+    if why:
+        newer = records.newer_version(record)
+        return RecordFile(path, why=why, newer=newer) if newer else RecordFile(path, why=why)
+    return RecordFile(path, record=record, misnamed=records.name_problem(record, path.stem))
+
+
+def check_record_file(path: Path) -> tuple[Optional[dict], Optional[str]]:
+    """(record, None) for a sound record file, (None, why) for one that cannot be trusted as
+    the record of the cell its name gives (corrupt, misnamed, or a newer version's)."""
+    found = inspect_record_file(path)
+    if found.newer:
+        return None, f"written by tlbench {found.newer}, newer than this {records.this_version()}: {found.why}"
+    why = found.why or found.misnamed
+    return (None, why) if why else (found.record, None)
 
 
 def read_record(path: Path, claimed: bool = False) -> Optional[dict]:
-    """The record in ``path``, or None when there is none to trust.
+    """The record in ``path``, or None when there is none to trust (`tlbench run`'s reader).
 
-    A corrupt file is reported on stderr and moved to ``corrupt/`` so its cell runs again.
-    That needs the cell's claim (``claimed``: the caller holds it); without it, the claim is
-    taken here, and a cell claimed by a running process is left alone (it is being rewritten).
+    A corrupt or misnamed file is reported on stderr and moved to ``corrupt/`` so its cell runs
+    again. That needs the cell's claim (``claimed``: the caller holds it); without it, the claim
+    is taken here, and a cell claimed by a running process is left alone (it is being rewritten).
+    A newer version's record is never moved: it is reported and None is returned (the driver
+    leaves its cell alone: ``newer_record``).
     """
     try:
-        record, why = check_record_file(path)
+        found = inspect_record_file(path)
     except FileNotFoundError:
         return None
+    if found.newer:
+        _warn_newer(found)
+        return None
+    why = found.why or found.misnamed
     if why is None:
-        return record
+        return found.record
     if claimed:
         _set_aside(path, why)
         return None
@@ -226,6 +152,15 @@ def read_record(path: Path, claimed: bool = False) -> Optional[dict]:
         return None
     with cell_claim:
         return read_record(path, claimed=True)  # read again: it may have been replaced meanwhile
+
+
+def newer_record(path: Path) -> Optional[str]:
+    """The version of the newer tlbench whose record ``path`` holds, else None: `tlbench run`
+    leaves such a cell alone rather than replace what a newer version stored."""
+    try:
+        return inspect_record_file(path).newer
+    except (FileNotFoundError, ConfigError):
+        return None
 
 
 def _set_aside(path: Path, why: str) -> None:
@@ -246,19 +181,80 @@ def _warn(path: Path, why: str, what: str) -> None:
     print(f"warning: corrupt record {path} ({why}); {what}.", file=sys.stderr, flush=True)
 
 
-def iter_records(results_dir: str | Path, grid_name: str) -> Iterator[dict]:
-    """Every sound record of a grid; corrupt files are reported and set aside (see read_record)."""
+_SAID: set = set()  # (file, version) of newer records already reported by this process
+
+
+def _warn_newer(found: RecordFile) -> None:
+    """Once a process (a run reads its records again for its leaderboard)."""
+    if (found.path, found.newer) in _SAID:
+        return
+    _SAID.add((found.path, found.newer))
+    print(f"warning: record {found.path} was written by tlbench {found.newer}, newer than this "
+          f"{records.this_version()} ({found.why}); it is skipped and left as it is. Read it with tlbench "
+          f"{found.newer} or later.", file=sys.stderr, flush=True)
+
+
+def iter_records(results_dir: str | Path, grid_name: str, set_aside: bool = False) -> Iterator[dict]:
+    """Every sound record of a grid, one per cell (``one_per_cell``).
+
+    Read-only: a corrupt file is reported and left where it is, and a newer version's record is
+    reported and skipped. With ``set_aside`` (`tlbench run`, which reruns their cells), corrupt
+    and misnamed files are moved to ``corrupt/`` as ``read_record`` does.
+    """
     folder = records_dir(results_dir, grid_name)
     if not folder.is_dir():
         return
+    found = []
     for path in sorted(folder.glob("*.json")):
-        record = read_record(path)
-        if record is not None:
-            yield record
+        if set_aside:
+            record = read_record(path)
+            if record is not None:
+                found.append(RecordFile(path, record=record))
+            continue
+        try:
+            item = inspect_record_file(path)
+        except FileNotFoundError:
+            continue
+        if item.newer:
+            _warn_newer(item)
+        elif item.why:
+            _warn(path, item.why, "left as it is and not counted (`tlbench run` of its grid sets it aside "
+                  "and runs its cell again)")
+        else:
+            found.append(item)
+    yield from one_per_cell(found)
 
 
-def records_by_run_id(results_dir: str | Path, grid_name: str) -> dict[str, dict]:
-    return {r["run_id"]: r for r in iter_records(results_dir, grid_name)}
+def one_per_cell(found: list[RecordFile]) -> list[dict]:
+    """The records of ``found``, each cell counted once.
+
+    A cell is what a record's content names (``records.cell_key``: its configuration and seed),
+    whatever the file is called. When several files name one cell (a copy under another name,
+    a record edited by hand), one counts: a file named after its own ``run_id`` before one that
+    is not, then the smallest ``run_id``, then the first file name. Each one left out is said
+    on stderr, with the file that counts instead.
+    """
+    by_cell: dict = {}
+    for item in found:
+        by_cell.setdefault(records.cell_key(item.record), []).append(item)
+    chosen = []
+    for items in by_cell.values():
+        items.sort(key=lambda item: (item.misnamed is not None, item.record["run_id"], item.path.name))
+        first, rec = items[0], items[0].record
+        chosen.append(rec)
+        for other in items[1:]:
+            print(f"warning: record {other.path} is of the same cell as {first.path} ({rec['backbone']} / "
+                  f"{rec['strategy']} / {rec['dataset']} / seed {rec['seed']}); only {first.path.name} is counted "
+                  "(docs/records.md#one-record-per-cell).", file=sys.stderr, flush=True)
+        if first.misnamed:
+            print(f"warning: record {first.path} is named after another cell ({first.misnamed}); it is counted as "
+                  f"the cell it records. Rename it to {rec['run_id']}.json (`tlbench run` sets it aside and runs "
+                  "the cell its name gives).", file=sys.stderr, flush=True)
+    return sorted(chosen, key=lambda r: r["run_id"])
+
+
+def records_by_run_id(results_dir: str | Path, grid_name: str, set_aside: bool = False) -> dict[str, dict]:
+    return {r["run_id"]: r for r in iter_records(results_dir, grid_name, set_aside)}
 
 
 def grid_names(results_dir: str | Path) -> list[str]:

@@ -7,7 +7,8 @@ Two ways a published number can be silently meaningless:
   nothing (a probe that standardises them still can). Checked before the fit, against the same
   images at the size the weights were trained at.
 - a model scores at chance: no better than always answering the test split's most common class,
-  within two binomial standard errors.
+  by the exact one-sided binomial test (a test split too small to tell any score from chance
+  is said as such).
 """
 
 from __future__ import annotations
@@ -72,15 +73,41 @@ def chance_top1(test_labels: Sequence[int]) -> float:
     return float(counts.max() / counts.sum())
 
 
-def at_chance(top1: float, test_labels: Sequence[int]) -> bool:
-    """Top-1 within two binomial standard errors of chance, or below it."""
+ALPHA = 0.025  # one-sided: about the two binomial standard errors of a large test split
+
+
+def above_chance_p(top1: float, test_labels: Sequence[int]) -> float:
+    """The probability that a model right on each test image with the chance rate alone scores
+    ``top1`` or more: the exact one-sided binomial test, right for two test images as for two
+    thousand (a normal band of two standard errors is not: on two images it spans past 1)."""
+    from scipy.special import bdtrc  # P(X > k) of a binomial; scipy.special alone imports fast
+
     chance, n = chance_top1(test_labels), len(test_labels)
-    return top1 <= chance + 2 * math.sqrt(chance * (1 - chance) / n)
+    right = int(round(top1 * n))
+    return 1.0 if right <= 0 else float(bdtrc(right - 1, n, chance))
+
+
+def at_chance(top1: float, test_labels: Sequence[int]) -> bool:
+    """Top-1 not above chance by the exact binomial test at ALPHA (or below chance)."""
+    return top1 <= chance_top1(test_labels) or above_chance_p(top1, test_labels) >= ALPHA
 
 
 def chance_warning(top1: float, test_labels: Sequence[int]) -> Optional[str]:
+    """What a chance-level score means: a cell at (or below) chance learned nothing measurable;
+    above it but within the test's reach of chance, the number cannot be told from chance; and
+    on a test split so small that even a perfect score could be chance, it is the split that is
+    too small, whatever the cell learned."""
     if not at_chance(top1, test_labels):
         return None
-    return (f"top-1 {top1:.3f} is at chance level (always answering the most common class scores "
-            f"{chance_top1(test_labels):.3f} on these {len(test_labels)} test images): this cell "
-            "learned nothing measurable")
+    chance, n = chance_top1(test_labels), len(test_labels)
+    if top1 <= chance:
+        return (f"top-1 {top1:.3f} is at chance level (always answering the most common class scores "
+                f"{chance:.3f} on these {n} test images): this cell learned nothing measurable")
+    perfect = chance ** n  # the probability of every image right at the chance rate
+    if perfect >= ALPHA:
+        return (f"top-1 {top1:.3f} on {n} test images cannot be told from chance ({chance:.3f}): with so few "
+                f"images even a perfect score comes from answering at chance with probability {perfect:.3f}; "
+                "use a larger test split (test_size, test_fraction, or a larger dataset)")
+    return (f"top-1 {top1:.3f} cannot be told from chance level ({chance:.3f}, always answering the most "
+            f"common class) on these {n} test images (one-sided binomial p = {above_chance_p(top1, test_labels):.3f}): "
+            "this cell learned nothing measurable")

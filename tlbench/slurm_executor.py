@@ -294,14 +294,15 @@ def submit_detached(args, registry, grid, runner, cells, make_executor) -> int:
     """`tlbench run --executor slurm --detach`: submit the pending cells (of ``cells``, a slice,
     when given) and return; prints the array's job id on stdout, for scripts."""
     from tlbench.driver import needs_run
-    from tlbench.results import active_claims, records_by_run_id, remove_leftovers
+    from tlbench.results import active_claims, newer_record, record_path, records_by_run_id, remove_leftovers
     from tlbench.slurm_queue import write_submission
 
     remove_leftovers(args.results, grid.name)
-    records = records_by_run_id(args.results, grid.name)
+    records = records_by_run_id(args.results, grid.name, set_aside=True)
     running = {claim["run_id"] for claim in active_claims(args.results, grid.name)}
     todo = [cell for cell in (grid.cells if cells is None else cells) if cell.run_id not in running
-            and needs_run(records.get(cell.run_id), records.get(cell.run_id), args.retry_failed, args.force)]
+            and needs_run(records.get(cell.run_id), records.get(cell.run_id), args.retry_failed, args.force)
+            and (cell.run_id in records or not newer_record(record_path(args.results, grid.name, cell.run_id)))]
     log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     if not todo:
         log(f"Nothing to submit: every cell of grid {grid.name!r} is done or running.")

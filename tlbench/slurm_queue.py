@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Optional
 
 from tlbench.records import QUEUED
-from tlbench.results import grid_dir, utc_now, write_atomic
+from tlbench.atomic_files import write_atomic
+from tlbench.results import grid_dir, utc_now
 
 ASK_S = 10.0  # how long `tlbench runs` waits for squeue
 # a task in one of these has started its process: a cell with a `.started` note there is no

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Optional
 
 from tlbench.cell_job import CellJob, Outcome
-from tlbench.results import utc_now, write_atomic
+from tlbench.atomic_files import write_atomic
+from tlbench.results import utc_now
 from tlbench.slurm_queue import task_name
 
 # how long a detached task asks slurmctld why it ends: Slurm's KillWait (30 s by default) is
@@ -102,7 +103,7 @@ def _outcome(job: CellJob) -> Outcome:
 def _claim(job: CellJob, here: dict, detached: dict):
     """The cell's claim, held by this task, or None when another process holds it or a record
     has been stored since the run was submitted (``tlbench runs`` shows the claim's node)."""
-    from tlbench.results import claim_cell, read_record, record_path
+    from tlbench.results import claim_cell, newer_record, read_record, record_path
 
     results = detached["results"]
     grid = detached["grid"]
@@ -112,6 +113,9 @@ def _claim(job: CellJob, here: dict, detached: dict):
              "node": here["node"]}
     claim = claim_cell(results, grid, job.run_id, about)
     if claim is None:
+        return None
+    if newer_record(record_path(results, grid, job.run_id)):  # never replaced by an older version
+        claim.release()
         return None
     current = read_record(record_path(results, grid, job.run_id), claimed=True)
     if current is not None and current["status"] != "interrupted" \

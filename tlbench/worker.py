@@ -19,7 +19,7 @@ from typing import Callable
 
 from tlbench.cell_job import CellJob, Outcome
 from tlbench.grid import Cell, build_grid
-from tlbench.results import write_atomic
+from tlbench.atomic_files import write_atomic
 
 _runners: dict = {}  # one Runner per worker process and configuration: datasets stay loaded
 

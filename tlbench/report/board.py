@@ -4,6 +4,7 @@ over a control, curves and the environment. Numbers only; formatting is in ``vie
 from __future__ import annotations
 
 import itertools
+import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -33,14 +34,14 @@ ENVIRONMENT_FIELDS = ("tlbench", "tlbench_git_commit", "tlbench_git_dirty", "tor
 
 
 def current_records(records: Iterable[dict], cells: Optional[list] = None,
-                    planned: Optional[list] = None) -> list[dict]:
+                    planned: Optional[list] = None, earlier: Iterable[str] = ()) -> list[dict]:
     """The records a leaderboard shows, sorted.
 
     With the grid's cells, exactly the records of those cells. Without them (``tlbench report``),
-    for each dataset/backbone/strategy the configuration the grid snapshot (``planned``) gives
-    it, else the configuration run most recently: records of an earlier version of the grid
-    stay on disk but are not averaged with the current ones, nor shown for a row a slice of the
-    new version has not run yet (its cells are missing until it does).
+    for each dataset/backbone/strategy one configuration (``current_configs``): records of an
+    earlier version of the grid stay on disk but are not averaged with the current ones, nor
+    shown for a row a slice of the new version has not run yet (its cells are missing until it
+    does).
     """
     records = list(records)
     if cells is not None:
@@ -49,13 +50,43 @@ def current_records(records: Iterable[dict], cells: Optional[list] = None,
         # seeds racing added belong to the grid's configuration though its seed list lacks them
         chosen = [r for r in records if r["run_id"] in wanted or (_raced(r) and r.get("config_id") in configs)]
     else:
-        current: dict = {}
-        for r in sorted(records, key=lambda r: (r.get("started_at") or "", r["run_id"])):
-            current[(r["dataset"], r["backbone"], r["strategy"])] = r.get("config_id")
-        current.update({(c.task, c.backbone, c.strategy): c.config_id for c in planned or ()})
+        current = current_configs(records, planned, earlier)
         chosen = [r for r in records
                   if r.get("config_id") == current[(r["dataset"], r["backbone"], r["strategy"])]]
     return sorted(chosen, key=lambda r: (r["dataset"], r["backbone"], r["strategy"], r["seed"], r["run_id"]))
+
+
+def current_configs(records: list[dict], planned: Optional[list] = None, earlier: Iterable[str] = ()) -> dict:
+    """{(dataset, backbone, strategy): the configuration id a leaderboard shows}.
+
+    The grid snapshot decides (``tlbench.grid_snapshot``): the configuration it gives a row
+    (``planned``), else, for a row it no longer lists, the one it replaced last (``earlier``,
+    oldest first). Only what the results folder keeps decides, never the timestamps in records,
+    which machines with wrong clocks wrote. A row with one configuration has it. Where nothing
+    decides (several configurations and no snapshot that knows them: records copied alone, a
+    folder older than snapshots), the one whose records started last is shown, with a warning
+    that the machines' clocks chose it.
+    """
+    current = {(c.task, c.backbone, c.strategy): c.config_id for c in planned or ()}
+    order = {config: i for i, config in enumerate(earlier)}
+    by_row: dict = {}
+    for r in records:
+        by_row.setdefault((r["dataset"], r["backbone"], r["strategy"]), []).append(r)
+    for row, rows in sorted(by_row.items()):
+        if row in current:
+            continue
+        configs = {r.get("config_id") for r in rows}
+        known = [c for c in configs if c in order]
+        if len(configs) == 1 or known:
+            current[row] = max(known, key=order.__getitem__) if known else configs.pop()
+            continue
+        latest = max(rows, key=lambda r: (r.get("started_at") or "", r["run_id"]))
+        current[row] = latest.get("config_id")
+        print(f"warning: {' / '.join(row)} has records of {len(configs)} configurations and no grid snapshot "
+              "(grid.json) says which is current; shown: the one whose records say they started last, by the "
+              "clocks of the machines that ran them. Run the grid (`tlbench run --grid FILE`) to make the grid "
+              "file's configuration the current one.", file=sys.stderr, flush=True)
+    return current
 
 
 def expected_cells(records: list[dict], cells: Optional[list] = None) -> set:
@@ -134,7 +165,8 @@ def build_leaderboard(results_dir, grid_name: str, cells: Optional[list] = None,
 
     snapshot = read_snapshot(results_dir, grid_name) if cells is None else None
     planned = snapshot.cells if snapshot is not None else None
-    records = current_records((as_task(r) for r in iter_records(results_dir, grid_name)), cells, planned)
+    records = current_records((as_task(r) for r in iter_records(results_dir, grid_name)), cells, planned,
+                              snapshot.earlier if snapshot is not None else ())
     controls, control_from = _as_list(control), "chosen"
     if snapshot is not None and not controls:
         controls, control_from = snapshot.controls, "grid"
@@ -289,11 +321,14 @@ def _fit_seconds(record: dict) -> Optional[float]:
 
 def _seed_origins(ok: list[dict]) -> dict:
     """How many of a row's seeds racing added (the rule in their records, fixed before looking),
-    and how many joined the grid after its first run (its records list other ``grid_seeds`` than
-    the first record's: seeds added after reading a leaderboard are optional stopping)."""
+    and how many joined the grid after its first run: seeds outside the first run's ``grid_seeds``
+    (seeds added after reading a leaderboard are optional stopping). The first run's list is the
+    shortest one the row's records hold (seeds are added to a list; the first of equally long
+    lists in sorted order), not the one of the record with the earliest timestamp: timestamps
+    come from machines' clocks, which can be wrong."""
     raced = [r for r in ok if _raced(r)]
     planned = [r for r in ok if isinstance(r.get("grid_seeds"), list) and r not in raced]
-    first = min(planned, key=lambda r: r.get("started_at") or "")["grid_seeds"] if planned else None
+    first = min((r["grid_seeds"] for r in planned), key=lambda seeds: (len(seeds), sorted(seeds))) if planned else None
     later = [r for r in planned if first is not None and r["seed"] not in first]
     return {"raced_seeds": len(raced), "later_seeds": len(later)}
 

@@ -21,7 +21,7 @@ def write_leaderboard(board: Leaderboard, folder: Path) -> list[Path]:
     (leaderboard.md first, then the page)."""
     from tlbench.report.html import to_html
     from tlbench.report.plots import render_plots
-    from tlbench.results import write_set
+    from tlbench.atomic_files import write_set
 
     plots = render_plots(board) if board.per_dataset else {}
     files = {"leaderboard.md": to_markdown(board, plots), "leaderboard.html": to_html(board, plots)}

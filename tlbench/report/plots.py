@@ -13,6 +13,7 @@ import hashlib
 import io
 import math
 
+from tlbench.grid_values import ZERO_MEANS
 from tlbench.report.stats import pareto_front
 
 WIDTH_IN = 10.0  # at 100 dpi, 1,000 px: sharp when a README shows it ~880 px wide
@@ -134,8 +135,10 @@ def _plot_curves(curves: list[dict]) -> bytes:
     backbones = sorted({c["backbone"] for c in curves})
     with _figure(len(panels), sorted({c["strategy"] for c in curves}), backbones, 0.6) as (fig, axes, color, marker):
         for ax, (dataset, setting) in zip(axes, panels):
+            left_out = set()
             for curve in (c for c in curves if (c["dataset"], c["setting"]) == (dataset, setting)):
-                points = [p for p in curve["points"] if p["top1"] is not None]
+                points = [p for p in curve["points"] if p["top1"] is not None and not _stands_for_all(setting, p["value"])]
+                left_out |= {p["value"] for p in curve["points"] if _stands_for_all(setting, p["value"])}
                 label = curve["strategy"] if len(backbones) == 1 else f"{curve['strategy']} / {curve['backbone']}"
                 ax.errorbar([p["value"] for p in points], [p["top1"] for p in points],
                             yerr=[p["top1_ci95"] or 0.0 for p in points], color=color[curve["strategy"]],
@@ -143,19 +146,27 @@ def _plot_curves(curves: list[dict]) -> bytes:
             ax.set_xscale("log")
             # ticks at the grid's values, not at powers of ten ("3×10⁰"): the values are what ran
             drawn = [p for c in curves if (c["dataset"], c["setting"]) == (dataset, setting)
-                     for p in c["points"] if p["top1"] is not None]
+                     for p in c["points"] if p["top1"] is not None and not _stands_for_all(setting, p["value"])]
             values = sorted({float(p["value"]) for p in drawn if float(p["value"]) > 0}) or [1.0]  # log: no 0
+            if left_out:  # records of a grid older than the refusal (tlbench.grid_values.ZERO_MEANS)
+                ax.text(0.02, 0.02, f"{setting} = 0 ({ZERO_MEANS[setting]}) not drawn: not a size",
+                        transform=ax.transAxes, fontsize=8, color="0.4")
             ax.set_xlim(values[0] / 1.25, values[-1] * 1.25)
             ax.xaxis.set_major_locator(FixedLocator(_apart(values, 1.2)))
             ax.xaxis.set_minor_locator(NullLocator())
             ax.xaxis.set_major_formatter(FuncFormatter(_short_number))
-            ax.set_ylim(*_top1_range(drawn))
+            ax.set_ylim(*_top1_range(drawn or [{"top1": 0.5}]))
             ax.set_title(dataset)
             ax.set_xlabel(setting)
             ax.set_ylabel("top-1")
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=8, frameon=False)
     return fig.png
+
+
+def _stands_for_all(setting: str, value) -> bool:
+    """A curve value that is not a point of its axis: 0 for a setting where 0 means "all"."""
+    return setting in ZERO_MEANS and type(value) is int and value == 0
 
 
 @contextlib.contextmanager
