@@ -50,3 +50,46 @@ def test_hostile_names_reach_the_ranking_markdown_as_text():
     assert not re.search(r"^#+ (heading|more|&lt;img)", md, re.M)
     table = [line for line in md.splitlines() if line.startswith("|")]
     assert len({len(re.split(r"(?<!\\)\|", line)) for line in table}) == 1, table
+
+
+# -- the terminal ------------------------------------------------------------------------------
+
+RETITLE, CLEAR = "\x1b]0;owned\x07", "\x1b[2J"
+
+
+def test_escape_sequences_in_records_and_file_names_are_printed_visibly(tmp_path, cli):
+    results = tmp_path / f"r{CLEAR}"
+    write_all(results, [record(f"digits{RETITLE}", "lite0", "probe", 0, status="failed",
+                               error=f"OSError: cannot read img{CLEAR}.png\r"),
+                        record(f"digits{RETITLE}", "lite0", "probe", 1, 0.9, warnings=[f"at chance{CLEAR}"])])
+    printed = ""
+    for command in (("runs", "--results", results), ("report", "--results", results),
+                    ("runs", "--results", results, "--backbone", f"none{CLEAR}")):
+        code, out, err = cli(*command)
+        printed += out + err
+    assert "\x1b" not in printed and "\r" not in printed and "\x07" not in printed
+    assert "\\x1b]0;owned\\x07" in printed and f"r\\x1b[2J" in printed
+
+
+def test_progress_lines_show_escape_sequences_visibly():
+    import io
+
+    from tlbench.progress import Progress
+
+    stream = io.StringIO()
+    progress = Progress(stream=stream)
+    progress.grid_start(total=1, already_done=0)
+    progress.cell_start(f"lite0 / probe / digits{RETITLE}")
+    progress.cell_done(f"lite0 / probe / digits{RETITLE}",
+                       {"status": "failed", "error": f"boom{CLEAR}", "warnings": [f"w{CLEAR}"]})
+    assert "\x1b" not in stream.getvalue() and "\\x1b[2J" in stream.getvalue()
+
+
+def test_the_summarys_own_bold_still_reaches_a_terminal():
+    import io
+
+    from tlbench.literal_text import PrintableStream
+
+    stream = io.StringIO()
+    print(f"\x1b[1mbest\x1b[0m {CLEAR}", file=PrintableStream(stream))
+    assert stream.getvalue() == "\x1b[1mbest\x1b[0m \\x1b[2J\n"

@@ -297,6 +297,18 @@ def cmd_runs(args) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from tlbench.literal_text import PrintableStream
+
+    streams = sys.stdout, sys.stderr
+    # everything printed, whatever printed it, as text: a name or an error cannot drive the terminal
+    sys.stdout, sys.stderr = (s if isinstance(s, PrintableStream) else PrintableStream(s) for s in streams)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     from tlbench.cpus import quiet_threads
 
     quiet_threads()  # before any command imports torch
