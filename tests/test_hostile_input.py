@@ -93,3 +93,43 @@ def test_the_summarys_own_bold_still_reaches_a_terminal():
     stream = io.StringIO()
     print(f"\x1b[1mbest\x1b[0m {CLEAR}", file=PrintableStream(stream))
     assert stream.getvalue() == "\x1b[1mbest\x1b[0m \\x1b[2J\n"
+
+
+# -- what a results folder holds -----------------------------------------------------------------
+
+
+def test_fifos_devices_and_huge_files_named_as_records_are_unreadable_never_a_hang(tmp_path, cli):
+    import os
+    import signal
+
+    write_all(tmp_path, [record("digits", "lite0", "probe", 0, 0.9)])
+    folder = tmp_path / GRID / "records"
+    os.mkfifo(folder / "fifo.json")
+    os.mkfifo(folder / "other.lock")  # a claim's name: `runs` reads who holds it
+    os.mkfifo(tmp_path / GRID / "grid.json")  # the grid snapshot's
+    (folder / "zero.json").symlink_to("/dev/zero")
+    with open(folder / "huge.json", "wb") as handle:
+        handle.truncate(17 * 2**20)  # sparse: larger than any record, and nothing to write
+
+    class Hung(Exception):  # not an OSError (TimeoutError is one): nothing may take it for a bad file
+        pass
+
+    def hung(*_):
+        raise Hung("hung reading a records folder")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        code, out, err = cli("runs", "--results", tmp_path)
+        assert code == 0 and "1 record(s): 1 ok" in out, err
+        warnings = err.splitlines()
+        assert len(warnings) == 3 and all(w.startswith("warning: corrupt record") for w in warnings), err
+        assert "(unreadable: a FIFO, not a regular file)" in err
+        assert "(unreadable: a character device, not a regular file)" in err
+        assert "(unreadable: over 16,777,216 bytes" in err
+        code, out, err = cli("report", "--results", tmp_path)
+        assert code == 0 and "Traceback" not in err, err
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert sorted(p.name.split(".json")[0] for p in (folder / "corrupt").iterdir()) == ["fifo", "huge", "zero"]

@@ -29,6 +29,7 @@ from typing import Iterator, Optional
 
 from tlbench import records
 from tlbench.errors import ConfigError
+from tlbench.regular_files import read_regular_text
 
 STALE_TEMP_S = 6 * 3600  # a temporary file this old was left by a killed writer
 
@@ -176,7 +177,8 @@ def _reject_constant(name: str):
 def check_record_file(path: Path) -> tuple[Optional[dict], Optional[str]]:
     """(record, None) for a sound record file, (None, why) for one that cannot be trusted."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
+        # a FIFO, a device or a huge file under a record's name is unreadable, never a hang
+        record = json.loads(read_regular_text(path), parse_constant=_reject_constant)
     except FileNotFoundError:
         raise
     except PermissionError as exc:
@@ -351,7 +353,7 @@ def claim_cell(results_dir: str | Path, grid_name: str, run_id: str,
 
 def _holder(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_regular_text(path, limit=2**16))
     except (OSError, ValueError):
         return {}  # written right after locking: a reader may see it empty
 
@@ -366,7 +368,7 @@ def active_claims(results_dir: str | Path, grid_name: str) -> list[dict]:
     active = []
     for path in sorted(records_dir(results_dir, grid_name).glob("*.lock")):
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO named *.lock must not block
         except OSError:
             continue
         try:
