@@ -3,6 +3,8 @@
 
 import re
 
+import numpy as np
+import pytest
 from test_report import GRID, record, write_all
 
 SCRIPT = "<script>alert(1)</script>"
@@ -133,3 +135,72 @@ def test_fifos_devices_and_huge_files_named_as_records_are_unreadable_never_a_ha
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     assert sorted(p.name.split(".json")[0] for p in (folder / "corrupt").iterdir()) == ["fifo", "huge", "zero"]
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+def whole_then_crop(image, size, method):
+    """How every image was resized before thin ones were cropped first: whole, then the centre."""
+    width, height = image.size
+    scale = size / min(width, height)
+    resized = (max(size, round(width * scale)), max(size, round(height * scale)))
+    left, top = (resized[0] - size) // 2, (resized[1] - size) // 2
+    return np.array(image.resize(resized, method).crop((left, top, left + size, top + size)))
+
+
+@pytest.fixture
+def bounded_resize(monkeypatch):
+    """PIL resizes that would make an image larger than 64 outputs of 32 px fail (instead of
+    taking the memory they ask for)."""
+    from PIL import Image
+
+    real = Image.Image.resize
+
+    def resize(self, size, *args, **kwargs):
+        assert size[0] * size[1] <= 64 * 32 * 32, f"resized whole to {size}"  # decoding.WHOLE_RESIZE_AREA
+        return real(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", resize)
+
+
+def test_a_thin_image_is_cropped_before_it_is_resized(tmp_path, bounded_resize):
+    from PIL import Image
+
+    from tlbench.decoding import to_rgb_uint8
+    from tlbench_plugins.datasets import ImageFiles
+
+    Image.new("L", (2, 500_000), 200).save(tmp_path / "thin.png")  # 2 KB; 32 × 8,000,000 resized whole
+    Image.new("RGB", (500_000, 3), (9, 99, 199)).save(tmp_path / "wide.png")
+    assert (to_rgb_uint8(ImageFiles([tmp_path / "thin.png"])[0], 32) == 200).all()
+    assert (to_rgb_uint8(ImageFiles([tmp_path / "wide.png"])[0], 32) == (9, 99, 199)).all()
+
+
+def test_ordinary_images_resize_as_before_and_thin_ones_within_a_level():
+    from PIL import Image
+
+    from tlbench.decoding import Resample, to_rgb_uint8
+
+    rng = np.random.default_rng(0)
+    for width, height, size in ((500, 375, 64), (37, 300, 16), (8, 8, 32), (2000, 40, 32), (9, 1000, 16)):
+        noise = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        # noise for ordinary images; thin ones smooth, as a photo is (noise differs by more)
+        smooth = np.add.outer(np.arange(height), np.arange(width)) * 200 // (height + width)
+        thin = max(width, height) > 64 * min(width, height)
+        image = Image.fromarray(np.repeat(smooth[..., None], 3, 2).astype(np.uint8) if thin else noise)
+        for name, method in (("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC)):
+            ours = to_rgb_uint8(image, size, Resample(name, name)).astype(int)
+            before = whole_then_crop(image, size, method).astype(int)
+            assert np.abs(ours - before).max() <= (1 if thin else 0), (width, height, name)
+
+
+def test_a_decompression_bomb_names_its_file(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import tlbench
+    from tlbench_plugins.datasets import ImageFiles
+
+    Image.new("L", (100, 100)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10,000 pixels: over twice the limit
+    with pytest.raises(tlbench.ConfigError, match=r"Cannot read image .*bomb\.png: .*decompression bomb"):
+        ImageFiles([tmp_path / "bomb.png"])[0]
