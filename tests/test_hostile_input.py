@@ -63,7 +63,8 @@ def test_escape_sequences_in_records_and_file_names_are_printed_visibly(tmp_path
     results = tmp_path / f"r{CLEAR}"
     write_all(results, [record(f"digits{RETITLE}", "lite0", "probe", 0, status="failed",
                                error=f"OSError: cannot read img{CLEAR}.png\r"),
-                        record(f"digits{RETITLE}", "lite0", "probe", 1, 0.9, warnings=[f"at chance{CLEAR}"])])
+                        record(f"digits{RETITLE}", "lite0", "probe", 1, 0.9, warnings=[f"at chance{CLEAR}"]),
+                        record("digits", "lite0\nfake  row", "probe", 0, 0.5)])
     printed = ""
     for command in (("runs", "--results", results), ("report", "--results", results),
                     ("runs", "--results", results, "--backbone", f"none{CLEAR}")):
@@ -71,6 +72,11 @@ def test_escape_sequences_in_records_and_file_names_are_printed_visibly(tmp_path
         printed += out + err
     assert "\x1b" not in printed and "\r" not in printed and "\x07" not in printed
     assert "\\x1b]0;owned\\x07" in printed and f"r\\x1b[2J" in printed
+    assert not any(line.lstrip().startswith("fake") for line in printed.splitlines())  # no line of its own
+    from tlbench.report import build_leaderboard, terminal_summary
+
+    summary = terminal_summary(build_leaderboard(results, GRID))
+    assert "\x1b" not in summary and not any(line.lstrip("| ").startswith("fake") for line in summary.splitlines())
 
 
 def test_progress_lines_show_escape_sequences_visibly():

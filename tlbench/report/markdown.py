@@ -128,12 +128,12 @@ def terminal_summary(board: Leaderboard, color: bool = False) -> str:
     rows = []
     for row in board.per_dataset:
         top1 = fmt_ci(row["top1"], row["top1_ci95"])
-        cells = [row["dataset"], row["backbone"], row["strategy"], top1 + (" *" if row["best"] else ""),
-                 str(row["seeds"]), fmt_seconds(row["train_s"]), row["status"]]
+        cells = [one_line(row["dataset"]), one_line(row["backbone"]), one_line(row["strategy"]),
+                 top1 + (" *" if row["best"] else ""), str(row["seeds"]), fmt_seconds(row["train_s"]), row["status"]]
         rows.append([f"{bold}{c}{reset}" for c in cells] if row["best"] else cells)
     table = tabulate(rows, headers=["dataset", "backbone", "strategy", "top-1", "seeds", "train s", "status"],
                      tablefmt="github", disable_numparse=True)
-    warnings = [f"WARNING {row['dataset']} / {row['backbone']} / {row['strategy']}, {w}"
+    warnings = [one_line(f"WARNING {row['dataset']} / {row['backbone']} / {row['strategy']}, {w}")
                 for row in board.per_dataset for w in row["warnings"]]
     return (table + "\n* best top-1 on its dataset, or tied with it (not separated at 95% by these records)\n"
             + "".join(w + "\n" for w in warnings))
