@@ -210,3 +210,25 @@ def test_a_decompression_bomb_names_its_file(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10,000 pixels: over twice the limit
     with pytest.raises(tlbench.ConfigError, match=r"Cannot read image .*bomb\.png: .*decompression bomb"):
         ImageFiles([tmp_path / "bomb.png"])[0]
+
+
+def test_a_fifo_under_a_claims_name_stops_the_run_with_one_line(write_grid, tiny_settings, registry, tmp_path, cli):
+    import os
+
+    from tlbench.grid import load_grid
+
+    grid = write_grid(f"""
+        name = "g"
+        backbones = ["test_efficientnet"]
+        strategies = ["linear_probe"]
+        datasets = ["digits"]
+        {tiny_settings}
+    """)
+    (cell,) = load_grid(str(grid), registry).cells
+    folder = tmp_path / "r" / "g" / "records"
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / f"{cell.run_id}.lock")
+    code, out, err = cli("run", "--grid", grid, "--results", tmp_path / "r", "-q")
+    assert code == 1 and "Traceback" not in err, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: Cannot claim") and f"{cell.run_id}.lock is not a regular file" in line

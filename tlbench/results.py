@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -29,7 +30,7 @@ from typing import Iterator, Optional
 
 from tlbench import records
 from tlbench.errors import ConfigError
-from tlbench.regular_files import read_regular_text
+from tlbench.regular_files import NotARecordFile, read_regular_text
 
 STALE_TEMP_S = 6 * 3600  # a temporary file this old was left by a killed writer
 
@@ -315,7 +316,10 @@ class Claim:
 def _claim(folder: Path, run_id: str, about: Optional[dict] = None) -> Optional[Claim]:
     path = folder / f"{run_id}.lock"
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device left under a claim's name
+            os.close(fd)
+            raise NotARecordFile(f"{path} is not a regular file, so no claim can be kept there: remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
