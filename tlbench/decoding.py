@@ -100,7 +100,7 @@ def to_rgb_uint8(sample, size: int, resample: Resample = Resample()) -> np.ndarr
     resized = (max(size, round(width * scale)), max(size, round(height * scale)))
     method = Image.BICUBIC if resample.method(scale) == "bicubic" else Image.BILINEAR
     left, top = (resized[0] - size) // 2, (resized[1] - size) // 2
-    if resized[0] * resized[1] > WHOLE_RESIZE_AREA * size * size:
+    if resized != image.size and resized[0] * resized[1] > WHOLE_RESIZE_AREA * size * size:
         # the crop's part of the image only (PIL's box, in the image's own pixels): the memory is
         # the output's; PIL's filter windows differ a little from resizing whole, so a pixel can
         # differ by a few levels, and only images that could not be resized whole come here
