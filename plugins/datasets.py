@@ -510,7 +510,7 @@ class ImageFiles:
                 return image
             with image:  # cameras store rotation in EXIF; the transposed copy is loaded
                 return ImageOps.exif_transpose(image)
-        except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
+        except (OSError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError is an OSError
             message = f"Cannot read image {path}: {exc}. Remove or replace it."
             raise tlbench.ConfigError(message) from exc
 

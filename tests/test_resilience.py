@@ -614,14 +614,16 @@ def test_a_record_this_user_cannot_read_is_not_corrupt(tmp_path, cli, monkeypatc
     """Root reads every file, so the permission error is simulated where the record is read."""
     write_record(tmp_path, sound_record("abc"))
     path = records_dir(tmp_path, "g") / "abc.json"
-    real = Path.read_text
+    import tlbench.results
 
-    def read_text(self, *args, **kwargs):
-        if self == path:
+    real = tlbench.results.read_regular_text
+
+    def read_text(file, *args, **kwargs):
+        if file == path:
             raise PermissionError(13, "Permission denied")
-        return real(self, *args, **kwargs)
+        return real(file, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_text", read_text)
+    monkeypatch.setattr(tlbench.results, "read_regular_text", read_text)
     code, out, err = cli("report", "--results", tmp_path)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "not readable by this user" in err and "chmod a+r" in err

@@ -301,11 +301,19 @@ def cmd_runs(args) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The command line's answer, as an exit status. Output streams that are closed, full or
     cannot encode the text change neither what the command does nor its status
-    (tlbench.streams): a lost stdout is said on stderr, a lost stderr is silent."""
+    (tlbench.streams): a lost stdout is said on stderr, a lost stderr is silent. Everything
+    printed, whatever printed it, goes out as text (tlbench.literal_text): a name or an error
+    cannot drive the terminal."""
+    from tlbench.literal_text import PrintableStream
     from tlbench.streams import lenient_streams
 
     with lenient_streams() as (stdout, _):
-        code = _main(argv)
+        streams = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = (s if isinstance(s, PrintableStream) else PrintableStream(s) for s in streams)
+        try:
+            code = _main(argv)
+        finally:
+            sys.stdout, sys.stderr = streams
         if stdout.lost is not None:
             print(f"warning: the output to stdout was lost ({_why(stdout.lost)}); the command's own work is "
                   "done.", file=sys.stderr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
+from tlbench.literal_text import one_line
 from tlbench.records import RUNNING
 
 HINTS = {  # what to try, by the error_kind of failed cells
@@ -208,10 +209,11 @@ def _table_row(record: dict) -> list:
         value = record.get(key)
         return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
 
-    error = (record.get("error") or "").replace("\n", " ")
-    return [record["grid"], record["backbone"], record["strategy"], record["dataset"], record["seed"],
-            record["status"], number("top1", 3), number("train_s", 1), record["run_id"][:8], _node(record),
-            error if len(error) <= 60 else error[:57] + "..."]
+    error = one_line(record.get("error") or "")
+    row = [record["grid"], record["backbone"], record["strategy"], record["dataset"], record["seed"],
+           record["status"], number("top1", 3), number("train_s", 1), record["run_id"][:8], _node(record),
+           error if len(error) <= 60 else error[:57] + "..."]
+    return [one_line(c) if isinstance(c, str) else c for c in row]  # a name's line break: no row of its own
 
 
 def _node(record: dict) -> str:

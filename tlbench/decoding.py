@@ -17,6 +17,10 @@ import torch
 from tlbench.materialize import materialize_bytes
 
 THREADED_DECODE_S = 0.0005  # below this per image, decoding on threads is slower than on one
+# an image is resized whole, then centre-cropped, while that costs at most this many times the
+# output's pixels (any photo, a 64:1 strip); a thinner one (2 × 2,000,000 px to 32 px would be
+# 32 × 32,000,000 resized whole, gigabytes) has only its crop's part resized
+WHOLE_RESIZE_AREA = 64
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ def to_rgb_uint8(sample, size: int, resample: Resample = Resample()) -> np.ndarr
         try:
             _draft(sample, size)
             image = _rgb(sample)  # decodes a lazily opened file: name it if that fails
-        except OSError as exc:
+        except (OSError, Image.DecompressionBombError) as exc:
             raise OSError(f"cannot decode image {getattr(sample, 'filename', '') or '(in memory)'}: {exc}. "
                           "Remove or replace it.") from exc
     else:
@@ -92,10 +96,17 @@ def to_rgb_uint8(sample, size: int, resample: Resample = Resample()) -> np.ndarr
     scale = size / min(width, height)
     resized = (max(size, round(width * scale)), max(size, round(height * scale)))
     method = Image.BICUBIC if resample.method(scale) == "bicubic" else Image.BILINEAR
-    if resized != image.size:
-        image = image.resize(resized, method)
     left, top = (resized[0] - size) // 2, (resized[1] - size) // 2
-    image = image.crop((left, top, left + size, top + size))
+    if resized != image.size and resized[0] * resized[1] > WHOLE_RESIZE_AREA * size * size:
+        # the crop's part of the image only (PIL's box, in the image's own pixels): the memory is
+        # the output's; PIL's filter windows differ a little from resizing whole, so a pixel can
+        # differ by a few levels, and only images that could not be resized whole come here
+        x, y = width / resized[0], height / resized[1]
+        image = image.resize((size, size), method, box=(left * x, top * y, (left + size) * x, (top + size) * y))
+    else:
+        if resized != image.size:
+            image = image.resize(resized, method)
+        image = image.crop((left, top, left + size, top + size))
     return np.array(image, dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
 
 

@@ -137,7 +137,12 @@ class GridDriver:
         results_dir = self.runner.results_dir
         about = {"grid": cell.grid, "backbone": cell.backbone, "strategy": cell.strategy,
                  "dataset": cell.dataset, "seed": cell.seed}
-        claim = claim_cell(results_dir, cell.grid, cell.run_id, about)
+        try:
+            claim = claim_cell(results_dir, cell.grid, cell.run_id, about)
+        except OSError as exc:  # a read-only folder, a FIFO under the claim's name
+            raise RunStopped(f"Cannot claim {cell.label} in {results_dir} ({exc.strerror or exc}); the run "
+                             "stopped, and the records stored before are intact. Fix the folder, then run "
+                             "the same command again.") from None
         if claim is None:
             self.progress.cell_elsewhere(cell.label, claim_holder(results_dir, cell.grid, cell.run_id))
             self.waiting.append(cell)

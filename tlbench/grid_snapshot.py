@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from tlbench.grid import task_name
+from tlbench.regular_files import read_regular_text
 
 FILE_NAME = "grid.json"
 FORMAT = 1
@@ -79,7 +80,11 @@ def write_snapshot(results_dir, grid) -> Path:
 
     path = snapshot_path(results_dir, grid.name)
     text = snapshot_of(grid, _earlier(read_snapshot(results_dir, grid.name), grid))
-    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+    try:
+        same = read_regular_text(path) == text
+    except (OSError, ValueError):  # none yet, or no snapshot (a FIFO, a device): replaced
+        same = False
+    if not same:
         write_atomic(path, text)
     return path
 
@@ -100,7 +105,7 @@ def read_snapshot(results_dir, grid_name: str) -> Optional[GridSnapshot]:
     stderr and ignored (the leaderboard then infers the grid from its records)."""
     path = snapshot_path(results_dir, grid_name)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(read_regular_text(path))  # a FIFO or a device: unreadable, never a hang
         return _parse(document, grid_name)
     except FileNotFoundError:
         return None

@@ -1,13 +1,16 @@
 """Progress on stderr: a bar for the grid (with ETA) and one for the steps of the running cell.
 
 Bars are drawn only on a terminal; a line per finished cell is printed either way, so logs of
-batch jobs show progress too.
+batch jobs show progress too. What a line or a bar shows is ``printable`` (a name or an error
+cannot drive the terminal); the bars draw on the terminal itself.
 """
 
 from __future__ import annotations
 
 import sys
 from typing import Iterable, Optional
+
+from tlbench.literal_text import printable, terminal_stream
 
 
 class Progress:
@@ -25,7 +28,7 @@ class Progress:
     def _tqdm(self, **kwargs):
         from tqdm.auto import tqdm
 
-        return tqdm(file=self.stream, dynamic_ncols=True, **kwargs)
+        return tqdm(file=terminal_stream(self.stream), dynamic_ncols=True, **kwargs)
 
     def grid_start(self, total: int, already_done: int) -> None:
         self._total, self._done, self._started = total, already_done, already_done
@@ -48,14 +51,14 @@ class Progress:
     def cell_start(self, label: str) -> None:
         number = self._number(label)
         if self._grid_bar is not None:
-            self._grid_bar.set_postfix_str(label, refresh=True)
+            self._grid_bar.set_postfix_str(printable(label), refresh=True)
         elif self.enabled:
             self._print(f"[{number}/{self._total}] {label} ...")
 
     def steps(self, iterable: Iterable, total: Optional[int] = None, desc: str = "") -> Iterable:
         if not self.bars:
             return iterable
-        return self._tqdm(iterable=iterable, total=total, desc=desc, leave=False, position=1)
+        return self._tqdm(iterable=iterable, total=total, desc=printable(desc), leave=False, position=1)
 
     def cell_done(self, label: str, record: dict) -> None:
         self._done += 1
@@ -114,7 +117,8 @@ class Progress:
             self._grid_bar = None
 
     def _print(self, line: str) -> None:
+        line = printable(line)
         if self._grid_bar is not None:
-            self._grid_bar.write(line, file=self.stream)
+            self._grid_bar.write(line, file=terminal_stream(self.stream))
         else:
             print(line, file=self.stream, flush=True)

@@ -241,9 +241,12 @@ def _tau(entry: tuple) -> str:
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    from tlbench.report.markdown import markdown_text
+
+    def line(cells):  # names and errors as text (tlbench.report.markdown.literal_board)
+        return "| " + " | ".join(markdown_text(c).replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(headers), "|" + "|".join("---" for _ in headers) + "|", *map(line, rows)])
 
 
 def score_rows(ranking: Ranking) -> tuple[list[str], list[list[str]]]:
@@ -260,9 +263,11 @@ def score_rows(ranking: Ranking) -> tuple[list[str], list[list[str]]]:
 
 
 def to_markdown(ranking: Ranking) -> str:
+    from tlbench.report.markdown import markdown_text as text
+
     headers, rows = score_rows(ranking)
     parts = [
-        f"# Transferability ranking: {ranking.grid}",
+        f"# Transferability ranking: {text(ranking.grid)}",
         "",
         f"Scores of each backbone ({_weights_phrase(ranking)}) on each dataset's training split, computed from its "
         "frozen features before any fine-tuning (higher forecasts better transfer). `features`: "
@@ -272,7 +277,7 @@ def to_markdown(ranking: Ranking) -> str:
         "",
         _table(headers, rows),
     ]
-    with_options = [f"`{name}` " + ", ".join(f"{key} = {value!r}" for key, value in options.items())
+    with_options = [f"`{text(name)}` " + ", ".join(text(f"{key} = {value!r}") for key, value in options.items())
                     for name, options in ranking.options.items() if options]
     if with_options:
         parts += ["", "Options (`[score.NAME]` in the grid, else the defaults): " + "; ".join(with_options) + "."]
@@ -301,7 +306,7 @@ def to_markdown(ranking: Ranking) -> str:
                       "and rank again to see how well each score forecasts it."]
     if ranking.failed:
         parts += ["", "## Failed", ""]
-        parts += [f"- {p.backbone} / {p.dataset} / {name}: {p.errors[name]}" for p, name in ranking.failed]
+        parts += [text(f"- {p.backbone} / {p.dataset} / {name}: {p.errors[name]}") for p, name in ranking.failed]
     return "\n".join(parts) + "\n"
 
 

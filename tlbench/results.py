@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -30,6 +31,7 @@ from typing import Iterator, Optional
 from tlbench import records
 from tlbench.atomic_files import writable_folder, write_atomic
 from tlbench.errors import ConfigError
+from tlbench.regular_files import NotARecordFile, read_regular_text
 
 STALE_TEMP_S = 6 * 3600  # a temporary file this old was left by a killed writer
 
@@ -90,7 +92,8 @@ class RecordFile:
 def inspect_record_file(path: Path) -> RecordFile:
     """What ``path`` holds (see RecordFile); FileNotFoundError when it is gone."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
+        # a FIFO, a device or a huge file under a record's name is unreadable, never a hang
+        record = json.loads(read_regular_text(path), parse_constant=_reject_constant)
     except FileNotFoundError:
         raise
     except PermissionError as exc:
@@ -320,7 +323,10 @@ class Claim:
 def _claim(folder: Path, run_id: str, about: Optional[dict] = None) -> Optional[Claim]:
     path = folder / f"{run_id}.lock"
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device left under a claim's name
+            os.close(fd)
+            raise NotARecordFile(f"{path} is not a regular file, so no claim can be kept there: remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -358,7 +364,7 @@ def claim_cell(results_dir: str | Path, grid_name: str, run_id: str,
 
 def _holder(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_regular_text(path, limit=2**16))
     except (OSError, ValueError):
         return {}  # written right after locking: a reader may see it empty
 
@@ -373,7 +379,7 @@ def active_claims(results_dir: str | Path, grid_name: str) -> list[dict]:
     active = []
     for path in sorted(records_dir(results_dir, grid_name).glob("*.lock")):
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO named *.lock must not block
         except OSError:
             continue
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from tlbench.literal_text import one_line
 from tlbench.report.board import Leaderboard
 from tlbench.report.controls import per_control
 from tlbench.report.views import (View, curve_views, dataset_view, environment_view, gain_view, overall_view,
@@ -24,8 +25,9 @@ _NUMBER = r"[+-]?\d[\d,]*(?:\.\d+)?"
 
 
 def escape(text: str) -> str:
-    """Text as LaTeX typesets it literally (underscores in names, % in headers, & and # anywhere)."""
-    return "".join(_TEXT.get(char, char) for char in text)
+    """Text as LaTeX typesets it literally (underscores in names, % in headers, & and # anywhere),
+    on one line (a blank line would end the tabular's paragraph)."""
+    return "".join(_TEXT.get(char, char) for char in one_line(text))
 
 
 def _math(text: str) -> str:
@@ -97,6 +99,7 @@ def latex_tables(board: Leaderboard) -> dict[str, str]:
         while name in files:  # two task names with one slug ("a b", "a-b"): both kept
             n += 1
             name = f"{PREFIX}{_slug(view.name)}-{n}{SUFFIX}"
-        files[name] = (f"% {view.name} table of grid {board.grid}, written by `tlbench report` "
+        # on one line: a line break in a name would end the comment and run the rest as LaTeX
+        files[name] = (f"% {one_line(view.name)} table of grid {one_line(board.grid)}, written by `tlbench report` "
                        "(needs \\usepackage{booktabs})\n" + text)
     return files

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from typing import Iterable, Optional
 
+from tlbench.literal_text import one_line
 from tlbench.report.board import Leaderboard
 from tlbench.report.controls import per_control
 from tlbench.report.plots import CD_PLOT, PLOT_TITLES
@@ -16,18 +18,49 @@ from tlbench.report.views import (CI_NOTE, CURVE_NOTE, CURVE_OVERALL_NOTE, OVERA
 
 # -- markdown ---------------------------------------------------------------------------------
 
+# what a renderer would read as HTML (a tag, an entity) or as a link or image; "|" is a table's
+_MARKUP = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "\\[", "]": "\\]"}
+
+
+def markdown_text(text) -> str:
+    """A name or a record's text as markdown shows it literally, on one line: HTML-significant
+    characters as entities, brackets escaped (no link or image), line breaks folded to a space
+    (no heading or table row of its own), other control characters visibly escaped."""
+    return "".join(_MARKUP.get(char, char) for char in one_line(str(text)))
+
+
+def _literal(value):
+    if isinstance(value, str):
+        return markdown_text(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_literal(v) for v in value)
+    if isinstance(value, dict):
+        return {_literal(k): _literal(v) for k, v in value.items()}
+    return value
+
+
+def literal_board(board: Leaderboard) -> Leaderboard:
+    """``board`` with every text in it (names, errors, warnings, the environment) as
+    ``markdown_text``: what records and plugins name reaches the markdown as text, never as
+    markup, while the markdown's own sentences keep theirs."""
+    return replace(board, **{f.name: _literal(getattr(board, f.name)) for f in fields(board)})
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
 
 def _markdown_table(view: View, bold_best: Optional[int] = None) -> str:
     from tabulate import tabulate
 
     rows = []
     for cells, style in zip(view.rows, view.styles):
-        cells = [c.replace("|", "\\|") for c in cells]
+        cells = [_cell(c) for c in cells]
         if bold_best is not None and style == "best":
             cells[bold_best] = f"**{cells[bold_best]}**"
         rows.append(cells)
     align = ["right" if n else "left" for n in view.numeric]
-    return tabulate(rows, headers=view.headers, tablefmt="github", disable_numparse=True,
+    return tabulate(rows, headers=[_cell(h) for h in view.headers], tablefmt="github", disable_numparse=True,
                     colalign=align) + "\n"
 
 
@@ -36,6 +69,7 @@ def _sentence(text: str) -> str:
 
 
 def to_markdown(board: Leaderboard, plots: Iterable[str] = ()) -> str:
+    board = literal_board(board)
     parts = [f"# {board.grid}\n", f"{describe(board)}.\n"]
     if not board.per_dataset:
         return "".join(p + "\n" for p in parts) + "No records yet.\n"
@@ -94,12 +128,12 @@ def terminal_summary(board: Leaderboard, color: bool = False) -> str:
     rows = []
     for row in board.per_dataset:
         top1 = fmt_ci(row["top1"], row["top1_ci95"])
-        cells = [row["dataset"], row["backbone"], row["strategy"], top1 + (" *" if row["best"] else ""),
-                 str(row["seeds"]), fmt_seconds(row["train_s"]), row["status"]]
+        cells = [one_line(row["dataset"]), one_line(row["backbone"]), one_line(row["strategy"]),
+                 top1 + (" *" if row["best"] else ""), str(row["seeds"]), fmt_seconds(row["train_s"]), row["status"]]
         rows.append([f"{bold}{c}{reset}" for c in cells] if row["best"] else cells)
     table = tabulate(rows, headers=["dataset", "backbone", "strategy", "top-1", "seeds", "train s", "status"],
                      tablefmt="github", disable_numparse=True)
-    warnings = [f"WARNING {row['dataset']} / {row['backbone']} / {row['strategy']}, {w}"
+    warnings = [one_line(f"WARNING {row['dataset']} / {row['backbone']} / {row['strategy']}, {w}")
                 for row in board.per_dataset for w in row["warnings"]]
     return (table + "\n* best top-1 on its dataset, or tied with it (not separated at 95% by these records)\n"
             + "".join(w + "\n" for w in warnings))
