@@ -31,10 +31,33 @@ def test_rows_are_decoded_once_and_read_back_as_decoded(tmp_path, monkeypatch):
     assert torch.equal(rows[torch.arange(4)], expected)
     assert torch.equal(rows[torch.tensor([2, 0])], expected[[2, 0]])
     assert store.done.sum() == 3  # 4, 7 and 29, each once
-    # another cell or process: the same file, nothing decoded again
-    monkeypatch.setattr(pixel_store, "decode_all", lambda *a: pytest.fail("decoded twice"))
+    # another cell or process: the same file, its rows read, not decoded again (opening it
+    # decodes a few done rows once, to check the file: see the damaged-store test)
     again = a_store(tmp_path, samples)
+    monkeypatch.setattr(pixel_store, "decode_all", lambda *a: pytest.fail("decoded twice"))
     assert torch.equal(again.rows(np.array([7, 29]))[torch.arange(2)], expected[[2, 0]])
+
+
+@pytest.mark.parametrize("damage", ["written over", "marks written over", "truncated"])
+def test_a_damaged_store_is_said_removed_and_decoded_again(tmp_path, capsys, damage):
+    samples = numbered(30)
+    store = a_store(tmp_path, samples)
+    store.rows(np.arange(30))
+    path, size = store.path, store.path.stat().st_size
+    del store
+    pixels_bytes = 30 * 3 * 6 * 6
+    with open(path, "r+b") as f:
+        if damage == "written over":  # other pixels, the same size, the row marks intact
+            f.write(np.random.default_rng(0).integers(0, 256, pixels_bytes, dtype=np.uint8).tobytes())
+        elif damage == "marks written over":
+            f.seek(pixels_bytes)
+            f.write(bytes(range(2, 32)))
+        else:
+            f.truncate(size // 2)
+    again = a_store(tmp_path, samples)
+    assert "is damaged" in capsys.readouterr().err
+    assert path.stat().st_size == size
+    assert torch.equal(again.rows(np.arange(30))[torch.arange(30)], decode_all(samples, np.arange(30), 6, Resample()))
 
 
 def test_a_second_store_on_the_same_file_never_truncates_the_first(tmp_path):

@@ -19,9 +19,11 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -32,6 +34,7 @@ from tlbench.atomic_files import shared_mode
 FORMAT = 2  # 2: the done bytes at the end of the pixels' file, which is made whole
 CHUNK_ROWS = 512  # decoded at once: bounds the memory the decoding takes
 STALE_TEMPORARY_S = 3600.0
+SPOT_CHECKS = 4  # done rows decoded again when a store is opened, to catch one written over
 
 
 def store_key(dataset: str, count: int, size: int, resample: Resample) -> dict:
@@ -82,12 +85,24 @@ def _remove_stale_temporaries(path: Path) -> None:
 
 
 def _open_or_create(path: Path, nbytes: int) -> np.memmap:
-    """The file as a writable map, made whole first if it does not exist yet."""
+    """The file as a writable map, made whole first if it does not exist yet; one of another
+    size (truncated, or written over) is replaced."""
+    if path.exists() and path.stat().st_size != nbytes:
+        _discard(path, f"it has {path.stat().st_size} bytes, not {nbytes}")
     if not path.exists():
         _create(path, nbytes)
     if path.stat().st_size != nbytes:
         raise OSError(f"{path} has {path.stat().st_size} bytes, expected {nbytes}")
     return np.memmap(path, dtype=np.uint8, mode="r+", shape=(nbytes,))
+
+
+def _discard(path: Path, why: str) -> None:
+    """Remove a damaged store, saying so; the caller makes it again. Its pixels are all derived
+    from the dataset (and may be gigabytes): nothing is lost that decoding does not give back."""
+    print(f"warning: the decoded-pixel store {path} is damaged ({why}); it is removed and decoded again.",
+          file=sys.stderr)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 class PixelStore:
@@ -99,12 +114,35 @@ class PixelStore:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
         folder = Path(cache_dir) / "pixels"
         folder.mkdir(parents=True, exist_ok=True)
-        count, row = len(samples), 3 * size * size
         self.path = folder / f"{digest}.u8"
-        mapped = _open_or_create(self.path, count * row + count)
-        self.pixels = mapped[:count * row].reshape(count, 3, size, size)
-        self.done = mapped[count * row:]
+        self._map()
+        why = self._damage()
+        if why:  # written over since (another program, a bad disk): made again, not trusted
+            del self.pixels, self.done, self._file
+            _discard(self.path, why)
+            self._map()
+
+    def _map(self) -> None:
+        count, size = len(self.samples), self.size
+        mapped = _open_or_create(self.path, count * 3 * size * size + count)
+        self.pixels = mapped[:count * 3 * size * size].reshape(count, 3, size, size)
+        self.done = mapped[count * 3 * size * size:]
         self._file = mapped
+
+    def _damage(self) -> Optional[str]:
+        """Why the rows already in the file cannot be trusted, or None: a done byte that is
+        neither 0 nor 1, or one of a few done rows, spread over the file, that is not what
+        decoding its image gives now (decoding is deterministic: the same bytes every time)."""
+        if self.done.max(initial=0) > 1:
+            return "its row marks are not 0 or 1"
+        done = np.flatnonzero(self.done)
+        if not len(done):
+            return None
+        picks = done[np.linspace(0, len(done) - 1, num=min(SPOT_CHECKS, len(done))).astype(np.int64)]
+        fresh = decode_all(self.samples, picks, self.size, self.resample).numpy()
+        if not np.array_equal(fresh, self.pixels[picks]):
+            return f"rows of it differ from their images decoded now ({len(picks)} checked)"
+        return None
 
     @staticmethod
     def room_for(cache_dir: str, count: int, size: int) -> bool:
