@@ -70,3 +70,19 @@ def test_the_top1_axis_fits_the_points_not_zero_to_one():
     low, high = _top1_range(rows)
     assert 0.60 <= low < 0.65 and 0.80 < high <= 0.85
     assert _top1_range([{"top1": 0.99, "top1_ci95": 0.05}])[1] <= 1.02
+
+
+def test_many_datasets_draw_a_page_of_panels_not_one_per_dataset(tmp_path):
+    """600 datasets made a PNG 68,090 px tall and a report of minutes: past 12 panels the plot
+    shows the first 12 and says so; the tables keep every dataset."""
+    from PIL import Image
+
+    from tlbench.report.plots import MAX_PANELS
+
+    datasets = [f"task{i:02d}" for i in range(MAX_PANELS + 5)]
+    write_all(tmp_path, [record(d, "lite0", s, 0, 0.5 + 0.01 * i, train_s=1.0 + i)
+                         for i, d in enumerate(datasets) for s in ("probe", "tune")])
+    assert main(["report", "--results", str(tmp_path)]) == 0
+    width, height = Image.open(tmp_path / GRID / "accuracy_vs_train_time.png").size
+    assert height <= 1500 and width == 1000  # 4 lines of 3 panels and the legend
+    assert all(f"### {d}\n" in (tmp_path / GRID / "leaderboard.md").read_text() for d in datasets)

@@ -19,6 +19,7 @@ from tlbench.report.stats import pareto_front
 WIDTH_IN = 10.0  # at 100 dpi, 1,000 px: sharp when a README shows it ~880 px wide
 PANEL_HEIGHT_IN = 3.4
 MAX_COLUMNS = 3
+MAX_PANELS = 12  # a figure of more is taller than a page: 600 datasets made one 68,090 px tall
 MARKERS = "osD^vP*Xh<>p"
 # A strategy's colour comes from its name, so it is the same in every grid's plots: its hash picks
 # one of tab10's colours (without grey, which marks backbones in legends). The salt was fixed once
@@ -171,15 +172,17 @@ def _stands_for_all(setting: str, value) -> bool:
 
 @contextlib.contextmanager
 def _figure(panels: int, strategies: list[str], backbones: list[str], legend_in: float):
-    """A figure of ``panels`` panels (at most MAX_COLUMNS a line), a colour per strategy and a
-    marker per backbone, drawn with matplotlib's defaults whatever the user's matplotlibrc says;
-    on leaving, ``fig.png`` holds the PNG bytes (no Software or date metadata: stable bytes)."""
+    """A figure of ``panels`` panels (at most MAX_COLUMNS a line; past MAX_PANELS, the first
+    MAX_PANELS, as its title says), a colour per strategy and a marker per backbone, drawn with
+    matplotlib's defaults whatever the user's matplotlibrc says; on leaving, ``fig.png`` holds
+    the PNG bytes (no Software or date metadata: stable bytes)."""
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    columns = min(MAX_COLUMNS, panels)
-    lines = math.ceil(panels / columns)
+    shown = min(panels, MAX_PANELS)
+    columns = min(MAX_COLUMNS, shown)
+    lines = math.ceil(shown / columns)
     with matplotlib.rc_context():
         matplotlib.rcdefaults()
         # names are plain text: a "$" pair in a dataset or strategy name is no formula to typeset
@@ -191,9 +194,11 @@ def _figure(panels: int, strategies: list[str], backbones: list[str], legend_in:
         fig = Figure(figsize=(WIDTH_IN, PANEL_HEIGHT_IN * lines + legend_in), dpi=100, layout="constrained")
         FigureCanvasAgg(fig)
         axes = fig.subplots(lines, columns, squeeze=False)
-        for ax in axes.flat[panels:]:
+        for ax in axes.flat[shown:]:
             ax.set_visible(False)
-        yield fig, list(axes.flat[:panels]), color, marker
+        yield fig, list(axes.flat[:shown]), color, marker
+        if shown < panels:
+            fig.suptitle(f"The first {shown} of {panels} panels; the leaderboard's tables hold every one")
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", metadata={"Software": None})
         fig.png = buffer.getvalue()
