@@ -198,6 +198,17 @@ def test_a_test_class_the_training_splits_lack_is_refused_naming_it(hf, tmp_path
         hf(path=str(folder))
 
 
+def test_an_image_too_large_to_decode_is_named_by_its_sample_and_row(hf, tmp_path, monkeypatch):
+    from PIL import Image
+
+    folder = save(tmp_path / "bomb", {"train": labelled(TRAIN_VALUES[:4], [0, 1, 0, 1])},
+                  STANDARD_FEATURES)
+    images = hf(path=str(folder), test_split="")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # 5x6 images: over twice the limit, a "bomb"
+    with pytest.raises(OSError, match=r"cannot read sample 3 \(row 3 of part 0\): .*decompression bomb"):
+        images.samples[3]
+
+
 def test_without_a_test_split_the_core_draws_one(hf, tmp_path):
     folder = save(tmp_path / "train-only", {"train": labelled(TRAIN_VALUES, TRAIN_LABELS)},
                   STANDARD_FEATURES)

@@ -41,5 +41,18 @@ class ConcatenatedSamples(Sequence):
         if not 0 <= index < len(self):
             raise IndexError(index)
         part = bisect.bisect_right(self.starts, index) - 1
-        item = self.parts[part][index - self.starts[part]]
+        row = index - self.starts[part]
+        try:
+            item = self.parts[part][row]
+        except Exception as exc:
+            if not _unreadable_image(exc):
+                raise
+            # a part that decodes as it is read (a Hugging Face split) names no file: say which
+            raise OSError(f"cannot read sample {index} (row {row} of part {part}): {exc}") from exc
         return item if self.field is None else item[self.field]
+
+
+def _unreadable_image(exc: Exception) -> bool:
+    """An image that cannot be decoded: a broken file, or one larger than PIL allows (a
+    decompression bomb)."""
+    return isinstance(exc, OSError) or type(exc).__name__ == "DecompressionBombError"
