@@ -264,7 +264,7 @@ class Runner:
         synchronize(device)
         eval_s = time.perf_counter() - start
         trainable, total = count_parameters(chosen.model)  # after a forward pass: lazy modules are sized
-        served = cell_setup.train.served + cell_setup.val.served
+        served = cell_setup.train.served  # a fit's validation passes are not training throughput
         warnings = cell_setup.facts["warnings"] + list(filter(None, [
             sanity.chance_warning(metrics["top1"], cell_setup.test.labels.numpy())]))
         return {
