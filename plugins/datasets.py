@@ -602,7 +602,7 @@ def folder_trees(root: Path):
 
 
 def _layout_words(layout) -> str:
-    """The split folders as a record's source says them: " (train/ + val/ pool, test/ the test split)"."""
+    """The split folders as a record's source says them: " (train/ + val/ the training pool, test/ the test split)"."""
     if layout is None:
         return ""
     pool, test = layout

@@ -201,7 +201,7 @@ def _check_hub_answers(options) -> None:
     """Outside offline mode, one connection to the hub before load_dataset_builder, which
     retries an unreachable hub for about 25 s before it says so."""
     from huggingface_hub import constants
-    
+
     why = None if _offline_mode() else tlbench.unreachable(constants.ENDPOINT)
     if why is not None:
         raise tlbench.ConfigError(

@@ -64,7 +64,6 @@ def resampling(setting: str, weights_interpolation: str) -> Resample:
     return Resample(shrink=setting, enlarge=setting)
 
 
-
 def check_images(name: str, images: Images) -> None:
     """What ``Dataset.load`` promises (api.md: ``tlbench.Images``), said in its words before a
     mistake surfaces deep in torch (a label past the classes: "Class values must be smaller ...")."""
@@ -77,6 +76,7 @@ def check_images(name: str, images: Images) -> None:
         raise ValueError(f"dataset {name!r} returned labels from {labels.min()} to {labels.max()}; they must be "
                          f"integers 0 to {len(images.classes) - 1}, one per class name (classes lists "
                          f"{len(images.classes)})")
+
 
 class CountingSplit(ImageSplit):
     """An ImageSplit that counts the images it serves, so throughput is measured by the core."""

@@ -21,7 +21,6 @@ import os
 import socket
 import stat
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from dataclasses import dataclass

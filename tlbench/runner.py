@@ -9,7 +9,6 @@ best on validation -> ``_score`` it on test.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import tempfile
 import time

@@ -13,7 +13,6 @@ Two ways a published number can be silently meaningless:
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import numpy as np
