@@ -196,20 +196,28 @@ def small_cell(setup_cell):
     return make
 
 
+ONE_CELL = """
+backbones = ["test_efficientnet"]
+strategies = ["linear_probe"]
+datasets = ["digits"]
+[settings]
+image_size = 16
+train_size = 40
+test_size = 20
+pretrained = false
+"""
+
+
+@pytest.fixture(scope="session")
+def one_cell_text():
+    """A grid's text but its name (and what comes before [settings]) for one cell that takes
+    about a second: a tiny random network's linear probe on 60 digits at 16 px."""
+    return ONE_CELL
+
+
 @pytest.fixture
 def one_cell_grid(write_grid, registry):
-    """A validated grid of one cell that takes about a second: a tiny random network's linear
-    probe on 60 digits at 16 px."""
+    """``one_cell_text`` as a validated grid named "one"."""
     from tlbench.grid import load_grid
 
-    return load_grid(str(write_grid("""
-        name = "one"
-        backbones = ["test_efficientnet"]
-        strategies = ["linear_probe"]
-        datasets = ["digits"]
-        [settings]
-        image_size = 16
-        train_size = 40
-        test_size = 20
-        pretrained = false
-    """)), registry)
+    return load_grid(str(write_grid('name = "one"\n' + ONE_CELL)), registry)

@@ -14,18 +14,6 @@ import pytest
 from tlbench.cli import main
 from tlbench.grid import load_grid
 
-TINY = """
-backbones = ["test_efficientnet"]
-strategies = ["linear_probe"]
-datasets = ["digits"]
-[settings]
-image_size = 16
-train_size = 40
-test_size = 20
-pretrained = false
-"""
-
-
 def records_of(results: Path, grid: str) -> dict:
     """The stored records of a grid, by run_id."""
     found = (json.loads(p.read_text()) for p in (results / grid / "records").glob("*.json"))
@@ -36,7 +24,7 @@ def records_of(results: Path, grid: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory, test_plugins_dir):
+def tracked(tmp_path_factory, test_plugins_dir, one_cell_text):
     """A 4-cell grid (4 seeds) run once with both trackers on, and the test-only ``raising`` sink
     failing at the first record: (its folder, its records, what the run said on stderr)."""
     pytest.importorskip("wandb", reason="the test extra installs it")
@@ -46,7 +34,7 @@ def tracked(tmp_path_factory, test_plugins_dir):
 name = "tracked"
 seeds = [0, 1, 2, 3]
 sinks = ["wandb", "mlflow"]
-{TINY}
+{one_cell_text}
 [sink.wandb]
 mode = "offline"
 dir = "{folder}"
@@ -188,9 +176,9 @@ def test_tlbench_report_tells_sinks_and_a_failure_there_changes_nothing(cli, tra
 
 @pytest.mark.parametrize("sink, module", [("wandb", "wandb"), ("mlflow", "mlflow")])
 def test_a_sink_whose_library_is_missing_stops_the_grid_before_any_cell(cli, write_grid, tmp_path, monkeypatch,
-                                                                        sink, module):
+                                                                        one_cell_text, sink, module):
     monkeypatch.setitem(sys.modules, module, None)  # None in sys.modules: the import fails
-    grid = write_grid(f'name = "untracked"\nsinks = ["{sink}"]\n{TINY}')
+    grid = write_grid(f'name = "untracked"\nsinks = ["{sink}"]\n{one_cell_text}')
     code, out, err = cli("run", "--grid", grid, "--results", tmp_path / "results")
     assert code == 2 and "Traceback" not in err
     assert f"sink '{sink}': the Python package '{module}' is not installed" in err
@@ -198,18 +186,20 @@ def test_a_sink_whose_library_is_missing_stops_the_grid_before_any_cell(cli, wri
     assert not (tmp_path / "results" / "untracked" / "records").exists()
 
 
-def test_sink_options_are_checked_like_every_plugins_and_change_no_cell_id(cli, write_grid, registry, tmp_path):
-    misspelt = write_grid(f'name = "g"\nsinks = ["wandb"]\n{TINY}\n[sink.wandb]\nprojekt = "x"\n')
+def test_sink_options_are_checked_like_every_plugins_and_change_no_cell_id(cli, write_grid, registry, tmp_path,
+                                                                          one_cell_text):
+    misspelt = write_grid(f'name = "g"\nsinks = ["wandb"]\n{one_cell_text}\n[sink.wandb]\nprojekt = "x"\n')
     code, _, err = cli("run", "--grid", misspelt, "--results", tmp_path)
     assert code == 2 and "Unknown option 'projekt' in [sink.wandb]. Did you mean 'project'?" in err
-    unknown = write_grid(f'name = "g"\nsinks = ["wandbb"]\n{TINY}')
+    unknown = write_grid(f'name = "g"\nsinks = ["wandbb"]\n{one_cell_text}')
     code, _, err = cli("run", "--grid", unknown, "--results", tmp_path)
     assert code == 2 and "Unknown sink 'wandbb'" in err and "Did you mean: wandb?" in err
-    code, _, err = cli("run", "--grid", write_grid(f'name = "g"\n{TINY}'), "--results", tmp_path, "--sink", "mlfow")
+    plain_grid = write_grid(f'name = "g"\n{one_cell_text}')
+    code, _, err = cli("run", "--grid", plain_grid, "--results", tmp_path, "--sink", "mlfow")
     assert code == 2 and "Did you mean: mlflow?" in err
-    plain = load_grid(write_grid(f'name = "g"\n{TINY}'), registry)
-    tracked = load_grid(write_grid(f'name = "g"\nsinks = ["mlflow"]\n{TINY}\n[sink.mlflow]\nexperiment = "e"\n'),
-                        registry)
+    plain = load_grid(plain_grid, registry)
+    tracked_text = f'name = "g"\nsinks = ["mlflow"]\n{one_cell_text}\n[sink.mlflow]\nexperiment = "e"\n'
+    tracked = load_grid(write_grid(tracked_text), registry)
     assert [c.run_id for c in tracked.cells] == [c.run_id for c in plain.cells]
     assert tracked.sinks["on"] == ["mlflow"] and tracked.sinks["options"]["mlflow"].experiment == "e"
 
@@ -219,7 +209,8 @@ def test_ls_sinks_lists_the_first_party_trackers(cli):
     assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["mlflow", "wandb"]
 
 
-def test_a_worker_builds_its_cell_without_the_drivers_sink_plugins(write_grid, registry, test_plugins_dir):
+def test_a_worker_builds_its_cell_without_the_drivers_sink_plugins(write_grid, registry, test_plugins_dir,
+                                                                   one_cell_text):
     """Only the driver tells sinks: a subprocess or a Ray node rebuilds its cell from the grid
     without the sink's plugin, and gets the driver's cell id."""
     from tlbench.cell_job import job_maker
@@ -227,6 +218,7 @@ def test_a_worker_builds_its_cell_without_the_drivers_sink_plugins(write_grid, r
     from tlbench.worker import cell_of
 
     assert "raising" not in registry.names("sinks")
-    driver = load_grid(write_grid(f'name = "g"\nsinks = ["raising"]\n{TINY}'), load_registry(str(test_plugins_dir)))
+    driver = load_grid(write_grid(f'name = "g"\nsinks = ["raising"]\n{one_cell_text}'),
+                       load_registry(str(test_plugins_dir)))
     (cell,) = driver.cells
     assert cell_of(job_maker(driver, None, None)(cell), registry).run_id == cell.run_id
