@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 import tlbench
-from tlbench import hookspecs
+from tlbench import hookspecs, variants
 from tlbench.cli_parser import build_parser
 from tlbench.error_kinds import ERROR_KINDS
 from tlbench.grid import TOP_LEVEL_KEYS
@@ -346,7 +346,8 @@ def known_spellings(parsers: dict) -> set[str]:
     core_source = "\n".join(path.read_text(encoding="utf-8") for path in (ROOT / "tlbench").rglob("*.py"))
     return ({"tlbench", *parsers} | {flag for parser in parsers.values() for flag in flags(parser)}
             | set(REQUIRED) | set(OPTIONAL) | published_record_fields() | FIELDS_OF_SOME_RECORDS
-            | set(TOP_LEVEL_KEYS) | {name for name, _, _, _ in describe_options(tlbench.Settings)}
+            | set(TOP_LEVEL_KEYS) | {variants.PLUGIN_KEY, variants.ABLATE_KEY}
+            | {name for name, _, _, _ in describe_options(tlbench.Settings)}
             | {name for name, value in vars(hookspecs).items() if hasattr(value, "tlbench_spec")}
             | set(re.findall(r"\bTLBENCH_[A-Z_]+\b", core_source)))
 

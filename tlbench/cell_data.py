@@ -120,7 +120,7 @@ def dataset_key(cell: Cell, images: Images) -> str:
     """The cell's dataset in the keys of the caches of its pixels and features: its name and
     options, and its content where the plugin says what it is (``Images.content``: files can
     change in place, under the same names and count)."""
-    key = f"{cell.dataset}|{options_as_dict(cell.dataset_options)}"
+    key = f"{cell.plugin('dataset')}|{options_as_dict(cell.dataset_options)}"
     return f"{key}|content {images.content}" if images.content else key
 
 
@@ -134,11 +134,11 @@ class CellData:
         self._pixels: dict = {}
 
     def load_images(self, cell: Cell) -> Images:
-        key = (cell.dataset, repr(cell.dataset_options))
+        key = (cell.plugin("dataset"), repr(cell.dataset_options))
         if key not in self._images:
             self._images.clear()  # keep one dataset in memory at a time
             self._pixels.clear()
-            dataset = self.registry.get("datasets", cell.dataset)(cell.dataset_options)
+            dataset = self.registry.get("datasets", cell.plugin("dataset"))(cell.dataset_options)
             images = dataset.load()
             check_images(cell.dataset, images)
             self._images[key] = images
@@ -172,7 +172,7 @@ class CellData:
         (DecodedPixels), else a file under the cache folder that every cell and process shares
         (PixelStore), else nothing (each batch decoded as it is served)."""
         count = len(images.samples)
-        key = (cell.dataset, repr(cell.dataset_options), size, resample)
+        key = (cell.plugin("dataset"), repr(cell.dataset_options), size, resample)
         if key not in self._pixels:
             self._pixels.clear()
             if fits_in_memory(count, size):

@@ -32,6 +32,9 @@ class CellJob:
     #: what the driver has, for a Ray node to compare with before the cell runs (tlbench.node_check);
     #: set by the Ray executor only, read by tlbench.ray_worker only
     expected: Optional[dict] = None
+    #: (axis, name) where the grid file lists the cell's row under another name (an ablation's
+    #: rows: ``lora[rank=4]`` is listed as ``lora``), for the worker to find the row's part
+    listed_as: tuple = ()
 
 
 @dataclass
@@ -63,6 +66,6 @@ def job_maker(grid: Grid, plugins_dir: Optional[str], cache_dir: Optional[str],
 
     def job_for(cell: Cell) -> CellJob:
         return CellJob(grid.data, grid.source, cell.run_id, cell.backbone, cell.strategy, cell.dataset,
-                       plugins_dir, cache_dir, threads, progress)
+                       plugins_dir, cache_dir, threads, progress, listed_as=cell.listed_as)
 
     return job_for

@@ -25,9 +25,9 @@ def provenance(cell: Cell, registry: Registry) -> dict:
     declaration together), and which plugin made each of its parts: a record made by
     another version of a plugin says so (it keeps its run_id; see docs/records.md)."""
     try:
-        parts = {"backbone": registry.registration("backbones", cell.backbone),
-                 "strategy": registry.registration("strategies", cell.strategy),
-                 "dataset": registry.registration("datasets", cell.dataset)}
+        parts = {"backbone": registry.registration("backbones", cell.plugin("backbone")),
+                 "strategy": registry.registration("strategies", cell.plugin("strategy")),
+                 "dataset": registry.registration("datasets", cell.plugin("dataset"))}
     except ConfigError:  # a worker without the plugin: its failure says so
         return {}
     return {"pretrained": starts_pretrained(cell, parts["strategy"].component),
@@ -49,6 +49,8 @@ def base(cell: Cell, registry: Registry) -> dict:
         "options": options_as_dict(cell.strategy_options),
         "backbone_options": options_as_dict(cell.backbone_options),
         "dataset_options": options_as_dict(cell.dataset_options),
+        # a variant's plugin beside its name (tlbench.variants); absent when every name is a plugin's
+        **({"variant_of": dict(cell.variant_of)} if cell.variant_of else {}),
         **provenance(cell, registry),
         "status": RUNNING,
         "error": None,

@@ -23,6 +23,7 @@ from tlbench.options import build_candidates, build_options, options_as_dict, pa
 from tlbench.plugins import Registry
 from tlbench.settings import Settings
 from tlbench.slurm_options import executor_tables
+from tlbench.variants import axis_rows
 
 GRID_NAME_MAX = 100  # characters: a folder name, with room for what tlbench puts beside it
 GRID_NAME_PATTERN = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{GRID_NAME_MAX - 1}}}$")
@@ -31,7 +32,6 @@ TOP_LEVEL_KEYS = ("name", "backbones", "strategies", "datasets", "seeds", "contr
 #: Settings a ``[budget.STRATEGY]`` table may change for one strategy's cells: how much it trains.
 BUDGET_SETTINGS = ("epochs", "batch_size")
 LIST_KEYS = {"backbones": "backbone", "strategies": "strategy", "datasets": "dataset"}
-PLURAL = {"backbone": "backbones", "strategy": "strategies", "dataset": "datasets"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,18 @@ class Cell:
     #: set on a seed added by racing (tlbench.race): its round, cap and rule, for the record; not
     #: part of the identity (the cell is the one a grid listing that seed would have)
     race: tuple = ()
+    #: (axis, plugin) for each axis whose name is a variant of another plugin (tlbench.variants)
+    variant_of: tuple = ()
+    #: (axis, name) for each axis whose row an ablation made: the name the grid file lists
+    listed_as: tuple = ()
+
+    def plugin(self, axis: str) -> str:
+        """The registered plugin the cell runs on ``axis`` (backbone, strategy, dataset)."""
+        return dict(self.variant_of).get(axis) or getattr(self, axis)
+
+    def listed(self, axis: str) -> str:
+        """The name the grid file lists for the cell's row on ``axis``."""
+        return dict(self.listed_as).get(axis) or getattr(self, axis)
 
     @property
     def strategy_options(self) -> Any:
@@ -76,6 +88,8 @@ class Cell:
             "seed": self.seed,
             "settings": _settings_identity(self.settings),
         }
+        if self.variant_of:  # only then: grids without variants keep their run_ids
+            identity["variant_of"] = dict(self.variant_of)
         files = _named_files([self.backbone_options, self.dataset_options, *self.strategy_candidates])
         if files:  # only then: the run_ids of cells without files stay as they always were
             identity["files"] = files
@@ -241,28 +255,6 @@ def _check_keys(data: dict, source: str) -> None:
             )
 
 
-def _option_tables(data: dict, singular: str, names: list[str], registry: Registry, source: str) -> dict:
-    """Validated options for each named component, from ``[singular.NAME]`` tables."""
-    tables = data.get(singular, {})
-    if not isinstance(tables, dict):
-        raise ConfigError(f"{singular!r} in {source!r} must be a table of [{singular}.NAME] tables.")
-    for name, table in tables.items():
-        if name not in names:
-            raise ConfigError(
-                f"[{singular}.{name}] in {source!r} configures a {singular} the grid does not use; "
-                f"add it to {PLURAL[singular]!r} or remove the table. In use: {', '.join(names)}"
-            )
-        if not isinstance(table, dict):
-            raise ConfigError(f"[{singular}.{name}] in {source!r} must be a table of options.")
-    # only strategies take lists of values to select from; other lists are type errors
-    build = build_candidates if singular == "strategy" else build_options
-    resolved = {}
-    for name in names:
-        component = registry.get(PLURAL[singular], name)
-        resolved[name] = build(component.Options, tables.get(name, {}), f"[{singular}.{name}]")
-    return resolved
-
-
 def _registered_tables(data: dict, singular: str, registry: Registry, source: str, listed=()) -> dict:
     """Validated options from ``[singular.NAME]`` tables of a kind no axis of the grid lists
     (scores: ``tlbench rank`` computes every one or those ``--scores`` names; sinks: a table may
@@ -341,18 +333,15 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
             + (f"; it has {len(name)} characters." if len(name) > GRID_NAME_MAX else ".")
         )
     lists = {key: string_list(data, key, source) for key in LIST_KEYS}
-    for key, singular in LIST_KEYS.items():
-        for item in lists[key]:
-            registry.get(key, item)  # raises with the closest names
+    # only strategies take lists of values to select from; other lists are type errors
+    rows = {singular: axis_rows(data, singular, lists[key], registry, source,
+                                build_candidates if singular == "strategy" else build_options)
+            for key, singular in LIST_KEYS.items()}
     settings_data = data.get("settings", {})
     if not isinstance(settings_data, dict):
         raise ConfigError(f"'settings' in {source!r} must be a table: [settings].")
     variants = settings_variants(settings_data, source)
     settings = variants[0][1]
-    options = {
-        singular: _option_tables(data, singular, lists[key], registry, source)
-        for key, singular in LIST_KEYS.items()
-    }
     seeds = seeds_of(data, source)
     budgets = _budgets(data, lists["strategies"], source)
     swept = {key for sweep, _ in variants for key, _ in sweep}
@@ -360,20 +349,24 @@ def build_grid(data: dict, source: str, registry: Registry) -> Grid:
         for key in swept & set(table):
             raise ConfigError(f"[budget.{strategy}] sets {key}, which [settings] lists as a curve in {source!r}: "
                               f"remove one of them (a budget would flatten that strategy's curve).")
-    grid = Grid(name, lists["backbones"], lists["strategies"], lists["datasets"], seeds, settings,
+    names = {singular: [row.name for row in axis] for singular, axis in rows.items()}
+    grid = Grid(name, names["backbone"], names["strategy"], names["dataset"], seeds, settings,
                 source=source, data=data, score_options=_registered_tables(data, "score", registry, source),
-                controls=controls_of(data, lists["strategies"], source), sinks=_sinks(data, registry, source),
+                controls=controls_of(data, names["strategy"], source), sinks=_sinks(data, registry, source),
                 executor=executor_tables(data, source))
     for dataset, (sweep, cell_settings), backbone, strategy, seed in itertools.product(
-        grid.datasets, variants, grid.backbones, grid.strategies, grid.seeds
+        rows["dataset"], variants, rows["backbone"], rows["strategy"], grid.seeds
     ):
+        parts = {"backbone": backbone, "strategy": strategy, "dataset": dataset}
         grid.cells.append(Cell(
-            grid=name, backbone=backbone, strategy=strategy, dataset=dataset, seed=seed,
-            settings=_with_budget(cell_settings, budgets.get(strategy)),
-            backbone_options=options["backbone"][backbone],
-            strategy_candidates=options["strategy"][strategy],
-            dataset_options=options["dataset"][dataset],
+            grid=name, backbone=backbone.name, strategy=strategy.name, dataset=dataset.name, seed=seed,
+            settings=_with_budget(cell_settings, budgets.get(strategy.listed)),
+            backbone_options=backbone.options,
+            strategy_candidates=strategy.options,
+            dataset_options=dataset.options,
             sweep=sweep,
+            variant_of=tuple((axis, row.plugin) for axis, row in parts.items() if row.plugin != row.name),
+            listed_as=tuple((axis, row.listed) for axis, row in parts.items() if row.listed != row.name),
         ))
     for cell in grid.cells:
         cell.run_id  # now: files named by options are hashed as the grid is read (see changed_files)

@@ -102,8 +102,8 @@ class DriverView:
     def __init__(self, registry, grid, runner):
         for cell in grid.cells:
             _refuse_relative_files(cell)
-        parts = {("backbones", c.backbone) for c in grid.cells} | {("strategies", c.strategy) for c in grid.cells} \
-            | {("datasets", c.dataset) for c in grid.cells}
+        parts = {(plural, c.plugin(axis)) for c in grid.cells
+                 for axis, plural in (("backbone", "backbones"), ("strategy", "strategies"), ("dataset", "datasets"))}
         self.plugins = {f"{kind}:{name}": comparable_origin(registry.registration(kind, name).origin)
                         for kind, name in sorted(parts)}
         self.grid, self.runner = grid, runner
@@ -180,12 +180,13 @@ def local_plugins_dir(driver_dir: Optional[str]) -> Optional[str]:
 
 
 def check_dataset_options(registry, grid_data: dict, dataset: str) -> None:
-    """The dataset's options hold here too (a path they name may be missing on this node)."""
+    """The dataset's options hold here too (a path they name may be missing on this node);
+    ``grid_data`` is the grid as far as the cell goes (tlbench.worker.grid_for)."""
     from tlbench.options import build_options
+    from tlbench.variants import axis_rows
 
-    tables = grid_data.get("dataset") if isinstance(grid_data.get("dataset"), dict) else {}
     try:
-        build_options(registry.get("datasets", dataset).Options, tables.get(dataset, {}), f"[dataset.{dataset}]")
+        axis_rows(grid_data, "dataset", grid_data["datasets"], registry, "the grid", build_options)
     except ConfigError as exc:
         raise NodeUnfit(data_scope(dataset), f"cannot use dataset {dataset!r} as the grid sets it up, which the "
                                              f"driver can ({exc})") from None

@@ -66,16 +66,16 @@ def _questions(cells, registry, scores: dict, strategies: bool) -> Iterator[tupl
     from tlbench.cell_record import starts_pretrained
 
     for cell in cells:
-        strategy = registry.get("strategies", cell.strategy)
+        strategy = registry.get("strategies", cell.plugin("strategy"))
         pretrained = starts_pretrained(cell, strategy)
-        backbone = registry.get("backbones", cell.backbone)
+        backbone = registry.get("backbones", cell.plugin("backbone"))
         yield ("backbone", cell.backbone, ("backbone", cell.backbone, _key(cell.backbone_options), pretrained),
-               lambda b=backbone, c=cell, p=pretrained: b(c.backbone_options).unavailable(c.backbone, pretrained=p))
+               lambda b=backbone, c=cell, p=pretrained: b(c.backbone_options).unavailable(c.plugin("backbone"), pretrained=p))
         if strategies:
             for options in cell.strategy_candidates:
                 yield ("strategy", cell.strategy, ("strategy", cell.strategy, _key(options)),
                        lambda s=strategy, o=options: s(o).unavailable())
-        dataset = registry.get("datasets", cell.dataset)
+        dataset = registry.get("datasets", cell.plugin("dataset"))
         yield ("dataset", cell.dataset, ("dataset", cell.dataset, _key(cell.dataset_options)),
                lambda d=dataset, o=cell.dataset_options: d(o).unavailable())
     for name, options in scores.items():

@@ -8,6 +8,7 @@ cannot drive the terminal); the bars draw on the terminal itself.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Iterable, Optional
 
 from tlbench.literal_text import printable, terminal_stream
@@ -24,6 +25,8 @@ class Progress:
         self._total = 0
         self._elsewhere: set = set()  # cells announced as running in another process
         self._numbers: dict = {}  # label -> the number its start line showed, for its result line
+        self._clock_start = time.monotonic()
+        self._run_here = 0  # cells this run finished itself: the rate the estimate of the rest uses
 
     def _tqdm(self, **kwargs):
         from tqdm.auto import tqdm
@@ -32,6 +35,7 @@ class Progress:
 
     def grid_start(self, total: int, already_done: int) -> None:
         self._total, self._done, self._started = total, already_done, already_done
+        self._clock_start, self._run_here = time.monotonic(), 0
         if not self.enabled:
             return
         if already_done:
@@ -62,6 +66,7 @@ class Progress:
 
     def cell_done(self, label: str, record: dict) -> None:
         self._done += 1
+        self._run_here += 1
         if self._grid_bar is not None:
             self._grid_bar.update(1)
         if not self.enabled:
@@ -76,9 +81,18 @@ class Progress:
                 from tlbench.node_check import describe_node
 
                 summary += f" [on {describe_node(record['node'])}]"
-        self._print(f"[{self._number(label)}/{self._total}] {label}: {summary}")
+        self._print(f"[{self._number(label)}/{self._total}] {label}: {summary}{self._time_line()}")
         for warning in record.get("warnings") or ():  # what makes the number mean less than it seems
             self._print(f"  WARNING: {warning}")
+
+    def _time_line(self) -> str:
+        """`` (elapsed 4m 10s, about 12m left)``: the time left at this run's rate so far (cells
+        per second, so parallel workers count), said from the first cell on."""
+        elapsed = time.monotonic() - self._clock_start
+        left = self._total - self._done
+        if left <= 0 or not self._run_here:
+            return f" (elapsed {duration(elapsed)})"
+        return f" (elapsed {duration(elapsed)}, about {duration(elapsed / self._run_here * left)} left)"
 
     def cell_elsewhere(self, label: str, holder: dict) -> None:
         """Another process holds the cell; said once per cell, however often it is looked at."""
@@ -122,3 +136,13 @@ class Progress:
             self._grid_bar.write(line, file=terminal_stream(self.stream))
         else:
             print(line, file=self.stream, flush=True)
+
+
+def duration(seconds: float) -> str:
+    """``7s``, ``4m 10s``, ``3h 05m``: a wait as a person reads it."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds // 60 % 60:02d}m"

@@ -22,6 +22,7 @@ from typing import Iterable, Optional
 
 from tlbench.errors import ConfigError
 from tlbench.options import build_options
+from tlbench.records import plugin_of
 
 FILES = ("rank.md", "rank.csv", "rank.json")
 
@@ -104,7 +105,7 @@ def pair_cells(grid, registry) -> list:
         key = (cell.dataset, cell.backbone)
         if cell.seed != grid.seeds[0] or key in chosen:
             continue
-        if registry.get("strategies", cell.strategy).pretrained:
+        if registry.get("strategies", cell.plugin("strategy")).pretrained:
             chosen[key] = cell
     if not chosen:
         raise ConfigError(f"Grid {grid.name!r} has no strategy that starts from pretrained weights; "
@@ -123,7 +124,7 @@ def compute(grid, registry, names: list[str], runner, log=print) -> list[PairSco
     pairs = []
     cells = pair_cells(grid, registry)
     for i, cell in enumerate(cells, 1):
-        weights = "pretrained" if starts_pretrained(cell, registry.get("strategies", cell.strategy)) else "random"
+        weights = "pretrained" if starts_pretrained(cell, registry.get("strategies", cell.plugin("strategy"))) else "random"
         pair = PairScores(cell.dataset, cell.backbone, weights=weights)
         log(f"[{i}/{len(cells)}] {cell.backbone} / {cell.dataset} ({weights} weights) ...")
         try:
@@ -160,7 +161,7 @@ def attach_measured(pairs: list[PairScores], records: Iterable[dict], grid, regi
     for r in records:
         if r.get("run_id") not in wanted or r.get("status") != "ok" or r.get("top1") is None:
             continue
-        if not registry.get("strategies", r["strategy"]).pretrained:
+        if not registry.get("strategies", plugin_of(r, "strategy")).pretrained:
             continue
         by_pair.setdefault((r["dataset"], r["backbone"]), {}).setdefault(r["strategy"], []).append(r["top1"])
     strategies = set()

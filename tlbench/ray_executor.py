@@ -184,7 +184,7 @@ class RayExecutor:
         from dataclasses import replace
 
         handle = object()
-        resources = self.resources_for(self.registry.get("strategies", cell.strategy))
+        resources = self.resources_for(self.registry.get("strategies", cell.plugin("strategy")))
         unfit_nodes = self._unfit_for(cell)
         if unfit_nodes and self._usable_nodes(resources) <= unfit_nodes:
             self._no_node_for(handle, cell, unfit_nodes)

@@ -10,6 +10,8 @@ import dataclasses
 from tlbench.errors import ConfigError
 from tlbench.grid import Cell, build_grid
 from tlbench.options import build_options, options_as_dict
+from tlbench.records import plugin_of
+from tlbench.variants import PLUGIN_KEY
 
 # What a record holds beside its names: a setting, the strategy's options (``options``), the
 # backbone's and the dataset's.
@@ -29,10 +31,16 @@ def grid_data(record: dict) -> dict:
         "backbones": [record["backbone"]], "strategies": [record["strategy"]],
         "datasets": [record["dataset"]], "seeds": [record["seed"]],
         "settings": settings,
-        "backbone": {record["backbone"]: record["backbone_options"]},
-        "strategy": {record["strategy"]: record["options"]},
-        "dataset": {record["dataset"]: record["dataset_options"]},
+        **{axis: {record[axis]: {**_variant(record, axis), **record[key]}}
+           for axis, key in (("backbone", "backbone_options"), ("strategy", "options"),
+                             ("dataset", "dataset_options"))},
     }
+
+
+def _variant(record: dict, axis: str) -> dict:
+    """``{"plugin": ...}`` for an axis whose name is a variant of another plugin, else nothing."""
+    plugin = plugin_of(record, axis)
+    return {PLUGIN_KEY: plugin} if plugin != record[axis] else {}
 
 
 def rebuild(record: dict, registry, source: str) -> Cell:
@@ -44,7 +52,7 @@ def rebuild(record: dict, registry, source: str) -> Cell:
         if not (isinstance(candidates, list)
                 and all(isinstance(c, dict) and isinstance(c.get("options"), dict) for c in candidates)):
             raise ConfigError("its 'candidates' are not a list of {'options': {...}}")
-        options_cls = registry.get("strategies", record["strategy"]).Options
+        options_cls = registry.get("strategies", plugin_of(record, "strategy")).Options
         cell = dataclasses.replace(cell, strategy_candidates=tuple(
             build_options(options_cls, c["options"], f"[strategy.{record['strategy']}] candidate {i + 1}")
             for i, c in enumerate(candidates)))

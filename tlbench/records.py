@@ -75,6 +75,8 @@ OPTIONAL = {
     "node": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
     "slurm": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
     "resources": lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
+    "variant_of": lambda v: isinstance(v, dict) and all(
+        axis in ("backbone", "strategy", "dataset") and isinstance(x, str) and x for axis, x in v.items()),
     "plugins": lambda v: isinstance(v, dict) and all(
         isinstance(part, dict) and all(_scalar(x) for x in part.values()) for part in v.values()),
 }
@@ -190,3 +192,9 @@ def jsonable(value):
     if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy and torch scalars
         return jsonable(value.item())
     return visible(str(value))
+
+
+def plugin_of(record: dict, axis: str) -> str:
+    """The registered plugin a (validated) record's cell ran on ``axis``: its name, or the plugin
+    its variant configures (``variant_of``, tlbench.variants)."""
+    return (record.get("variant_of") or {}).get(axis) or record[axis]

@@ -291,7 +291,7 @@ class Runner:
         device = self._device(cell)
         use_device(device)
         reproducible_kernels(cell.settings, device)
-        strategy_cls = self.registry.get("strategies", cell.strategy)
+        strategy_cls = self.registry.get("strategies", cell.plugin("strategy"))
         images = self.data.load_images(cell)
         splits = cell_splits(cell, images)
         pretrained = starts_pretrained(cell, strategy_cls)
@@ -329,8 +329,8 @@ class Runner:
 
     def _network(self, cell: Cell, num_classes: int, pretrained: bool):
         """The backbone's network for the cell, built afresh."""
-        backbone = self.registry.get("backbones", cell.backbone)(cell.backbone_options)
-        network = backbone.create(cell.backbone, num_classes=num_classes, pretrained=pretrained)
+        backbone = self.registry.get("backbones", cell.plugin("backbone"))(cell.backbone_options)
+        network = backbone.create(cell.plugin("backbone"), num_classes=num_classes, pretrained=pretrained)
         changed = cell.changed_files()  # after the load: what was loaded is what the run_id names
         if changed:
             raise RuntimeError(f"{', '.join(changed)} changed since the grid was read, so this cell's "

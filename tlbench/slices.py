@@ -9,11 +9,14 @@ and value is checked against the grid before anything runs.
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from tlbench.errors import ConfigError, closest
 
 NAMED_AXES = ("backbone", "strategy", "dataset", "seed")
+#: the commas between AXIS=VALUE pairs: not those inside an ablation row's name, lora[rank=4,alpha=8]
+PAIRS = re.compile(r",(?![^\[]*\])")
 
 
 def parse_only(texts: Optional[list[str]]) -> dict[str, list[str]]:
@@ -21,7 +24,7 @@ def parse_only(texts: Optional[list[str]]) -> dict[str, list[str]]:
     grid checks the names, see ``slice_cells``)."""
     wanted: dict[str, list[str]] = {}
     for text in texts or []:
-        for pair in text.split(","):
+        for pair in PAIRS.split(text):
             axis, equals, value = (part.strip() for part in pair.partition("="))
             if not equals or not axis or not value:
                 raise ConfigError(f"--only {text!r}: expected AXIS=VALUE pairs separated by commas, "

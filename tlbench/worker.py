@@ -59,13 +59,15 @@ def grid_for(job: CellJob) -> dict:
     """The grid as far as the job's cell goes (its run_id does not depend on the others): a
     worker need not hold every dataset or checkpoint of the grid to run one cell."""
     data = dict(job.grid_data)
+    listed = dict(job.listed_as)
     for plural, singular, name in (("backbones", "backbone", job.backbone), ("strategies", "strategy", job.strategy),
                                    ("datasets", "dataset", job.dataset)):
+        name = listed.get(singular, name)
         data[plural] = [name]
         if isinstance(job.grid_data.get(singular), dict):
             data[singular] = {key: table for key, table in job.grid_data[singular].items() if key == name}
     if isinstance(job.grid_data.get("budget"), dict):
-        data["budget"] = {key: table for key, table in job.grid_data["budget"].items() if key == job.strategy}
+        data["budget"] = {key: table for key, table in job.grid_data["budget"].items() if key == listed.get("strategy", job.strategy)}
     for key in ("sinks", "sink", "executor"):  # the driver's business: sinks, where cells run
         data.pop(key, None)
     return data
