@@ -242,7 +242,7 @@ def _pool_order(options, available) -> list[str]:
             unset = ' or test_split = "" to let tlbench draw one' if option == "test_split" else ""
             raise tlbench.ConfigError(
                 f"{_dataset_name(options)} has no split {split!r} (its splits: {names}). "
-                f"Fix: set {option} to one of them{unset} in [dataset.hf]."
+                f"Fix: set {option} to one of them{unset} in the dataset's table."
             )
     chosen = [split for _, split in wanted]
     return chosen + [split for split in available if split not in chosen]
@@ -271,7 +271,7 @@ def _label_kind(feature) -> str:
 def _column_error(options, split, features, problem: str, option: str) -> tlbench.ConfigError:
     return tlbench.ConfigError(
         f"{_dataset_name(options)}: {problem} in split {split!r} (columns: {_describe(features)}). "
-        f"Fix: set {option} to the right column in [dataset.hf]."
+        f"Fix: set {option} to the right column in the dataset's table."
     )
 
 
