@@ -6,13 +6,11 @@ Probes only: nothing here knows about cells, grids or plugins.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import importlib.metadata
 import os
 import platform
-import resource
 import socket
 import subprocess
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Optional
 import torch
 
 import tlbench
+from tlbench import rss_peak
 from tlbench.errors import ConfigError
 
 
@@ -237,13 +236,12 @@ def release_memory() -> None:
 
 def reset_peak_memory(device: torch.device) -> None:
     """Start measuring a new peak: on CUDA, of allocated memory; on the CPU, of the process's
-    resident memory (Linux: its high-water mark restarts from the current RSS; elsewhere it
-    cannot be reset, and the peak is the process's since it started)."""
+    resident memory (tlbench.rss_peak: the kernel's high-water mark is left alone, so outside
+    tools still see the process's peak; off Linux, the peak since the process started)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS (proc(5))
+    rss_peak.start()
 
 
 def held_memory_mb(device: torch.device) -> float:
@@ -258,8 +256,4 @@ def peak_memory_mb(device: torch.device, held_mb: float = 0.0) -> float:
     CPU (which counts what the process held before, e.g. the libraries and earlier cells' data)."""
     if device.type == "cuda":
         return max(0.0, torch.cuda.max_memory_allocated(device) / 2**20 - held_mb)
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return rss_peak.peak_mb()
