@@ -250,6 +250,10 @@ def test_detach_returns_the_job_id_and_runs_shows_queued_running_then_done_cells
     assert f"Slurm job {job} task 0 on {cluster.node}" in listing.stdout  # the claim's holder
     assert f"Slurm task {job}_0 on {cluster.node} runs the cells before it" in listing.stdout
     assert f"Slurm task {job}_1 pending (JobArrayTaskLimit)" in listing.stdout
+    # the same --detach again: every cell is running or queued, so nothing is submitted twice
+    again = here(run_args(site, path, "--detach"))
+    assert again.returncode == 0 and again.stdout == "", again.stdout + again.stderr
+    assert "2 cell(s) already wait in Slurm's queue" in again.stderr and "Nothing to submit" in again.stderr
     # a task cancelled before it started: its cell is no longer queued, and has no record
     subprocess.run(["scancel", f"{job}_1"], env=cluster.env(), check=True)
     listing = here(runs)

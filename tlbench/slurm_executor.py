@@ -295,7 +295,7 @@ def submit_detached(args, registry, grid, runner, cells, make_executor) -> int:
     when given) and return; prints the array's job id on stdout, for scripts."""
     from tlbench.driver import needs_run
     from tlbench.results import active_claims, newer_record, record_path, records_by_run_id, remove_leftovers
-    from tlbench.slurm_queue import write_submission
+    from tlbench.slurm_queue import queued_rows, write_submission
 
     remove_leftovers(args.results, grid.name)
     records = records_by_run_id(args.results, grid.name, set_aside=True)
@@ -304,8 +304,15 @@ def submit_detached(args, registry, grid, runner, cells, make_executor) -> int:
             and needs_run(records.get(cell.run_id), records.get(cell.run_id), args.retry_failed, args.force)
             and (cell.run_id in records or not newer_record(record_path(args.results, grid.name, cell.run_id)))]
     log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    if not args.force:  # an earlier --detach's array holds them: submitted again, they would run twice
+        queued = {row["run_id"]: row for row in queued_rows(args.results, grid.name, records, running)}
+        if any(cell.run_id in queued for cell in todo):
+            waiting = [cell for cell in todo if cell.run_id in queued]
+            log(f"{len(waiting)} cell(s) already wait in Slurm's queue ({queued[waiting[0].run_id]['error']}"
+                + (", ..." if len(waiting) > 1 else "") + "): not submitted again.")
+            todo = [cell for cell in todo if cell.run_id not in queued]
     if not todo:
-        log(f"Nothing to submit: every cell of grid {grid.name!r} is done or running.")
+        log(f"Nothing to submit: every cell of grid {grid.name!r} is done, running or queued.")
         return 0
     executor, job_for = make_executor(args, registry, grid, runner)
     at_start = {cell.run_id: (records.get(cell.run_id) or {}).get("finished_at") for cell in todo}
