@@ -246,7 +246,7 @@ class Runner:
         start = time.perf_counter()
         model = cell_setup.strategy.fit(cell_setup.model, cell_setup.train, cell_setup.val, cell_setup.ctx)
         synchronize(device)
-        train_s = time.perf_counter() - start
+        train_s = time.perf_counter() - start - cell_setup.train.decode_s - cell_setup.val.decode_s
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"{type(cell_setup.strategy).__name__}.fit() returned {type(model).__name__}; "
                             "a strategy's fit must return the model to score (a torch.nn.Module), "
@@ -261,7 +261,7 @@ class Runner:
         start = time.perf_counter()
         metrics = evaluate(chosen.model, cell_setup.test, ctx)
         synchronize(device)
-        eval_s = time.perf_counter() - start
+        eval_s = time.perf_counter() - start - cell_setup.test.decode_s
         trainable, total = count_parameters(chosen.model)  # after a forward pass: lazy modules are sized
         served = cell_setup.train.served  # a fit's validation passes are not training throughput
         warnings = cell_setup.facts["warnings"] + list(filter(None, [
