@@ -1,10 +1,10 @@
 """Batch serving: ImageSplit, the core's Split, serves one split's images as normalised batches.
 
 Pixels decoded beforehand (in memory or in the pixel store) are indexed a batch at a time;
-otherwise DataLoader workers decode each batch as it is served. A split may be given a function
-that decodes its pixels instead of the pixels: it is called when the first batch is asked for,
-so a split that is never served (its features come from a cache) decodes nothing. Strategies and scores see only
-``tlbench.Split``'s methods.
+otherwise DataLoader workers decode each batch as it is served. A split may be given, instead
+of its pixels, a function that decodes them: it is called when the first batch is asked for,
+so a split that is never served (its features come from a cache) decodes nothing. Strategies
+and scores see only ``tlbench.Split``'s methods.
 """
 
 from __future__ import annotations
