@@ -212,3 +212,28 @@ def test_where_pixels_go_and_the_disk_they_take_follow_the_cells_images(registry
     assert used == 40 and store_file.stat().st_size == full
     # each row's blocks: its bytes, and at most a 4 KB block more at each end; the marks' block
     assert used * row <= store_file.stat().st_blocks * 512 <= used * (row + 2 * 4096) + 4096 < full
+
+
+def test_cells_of_one_dataset_share_decoded_pixels_only_while_they_fit(registry, write_grid, tmp_path, monkeypatch):
+    """Cells that draw other images of a dataset (another seed's train_size sample) add theirs to
+    the pixels held in memory while all of them fit in TLBENCH_MATERIALIZE_MB; past that, the
+    next cell starts afresh instead of holding more than the limit."""
+    from tlbench.grid import load_grid
+    from tlbench.runner import Runner
+
+    monkeypatch.setenv("TLBENCH_MATERIALIZE_MB", "1")  # 151 faces at 48 px; a cell holds 70
+    text = SMALL_CELL_OF_FACES.replace("train_size = 30", "train_size = 60")
+    cells = load_grid(str(write_grid(text.replace('name = "part"', 'name = "part"\nseeds = [0, 1, 2, 3, 4, 5]'))),
+                      registry).cells
+    runner, held, seen = Runner(registry, tmp_path), [], set()
+    for cell in cells:
+        setup = runner.setup(cell)
+        for split in (setup.train, setup.val, setup.test):
+            list(split.batches(64))
+            seen |= set(split.indices.tolist())
+        (pixels,) = runner.data._pixels.values()
+        held.append((id(pixels), int(pixels.decoded.sum())))
+    assert len(seen) > 151  # the cells' images together would not fit
+    assert all(count * 3 * 48 * 48 <= 2**20 for _, count in held)
+    assert held[1][0] == held[0][0] and held[1][1] > held[0][1]  # the second cell's images joined the first's
+    assert len({identity for identity, _ in held}) > 1  # and a later cell started afresh
