@@ -88,7 +88,10 @@ class ImageSplit(Split):
         """The split's decoded pixels (decoding them now if they were deferred), or None."""
         if callable(self._pixels):
             start = time.perf_counter()
-            self._pixels = self._pixels()
+            # as plain tensors even when the first pass is scoring's, in inference mode: they
+            # are kept for later passes, and the threads that decode them are not in that mode
+            with torch.inference_mode(False):
+                self._pixels = self._pixels()
             self.decode_s = time.perf_counter() - start
         return self._pixels
 

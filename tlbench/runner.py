@@ -340,12 +340,13 @@ class Runner:
 
     def _collapse_warning(self, cell: Cell, network, images: Images, train: np.ndarray, size: int,
                           resample: Resample) -> Optional[str]:
-        """Measured once per backbone, weights, dataset and size in this process (the first
-        cell's training images stand for the dataset)."""
+        """Measured once per backbone, weights, dataset and size (the first cell's training
+        images stand for the dataset), and kept in the cache folder for later processes."""
         key = ("collapse", cell.backbone, network.weights, cell.dataset, repr(cell.dataset_options), size)
         if key not in self._checks:
-            ratio = sanity.feature_scale_ratio(network.model, images.samples, train, size,
-                                               network.input_size, network.mean, network.std, resample)
+            kept = [*key, repr(cell.backbone_options), images.content, network.input_size, repr(resample)]
+            ratio = sanity.kept_ratio(self.cache_dir, kept, lambda: sanity.feature_scale_ratio(
+                network.model, images.samples, train, size, network.input_size, network.mean, network.std, resample))
             self._checks[key] = sanity.collapse_warning(ratio, size, network.input_size)
         return self._checks[key]
 
