@@ -200,7 +200,8 @@ def loss_and_residual(objective: Objective, vector: torch.Tensor, logits: torch.
 def all_finite(values: torch.Tensor) -> bool:
     """Whether no entry of ``values`` is NaN or infinite, from their smallest and largest (NaN
     propagates to both), in one read: ``torch.isfinite(values).all()`` first writes a mask as
-    large as ``values``, which took as long as five of the solver's passes over them."""
+    large as ``values``, which took as long as several of the solver's passes over them
+    (benchmarks/README.md, benchmark 9)."""
     if not values.numel():
         return True
     low, high = torch.aminmax(values)
