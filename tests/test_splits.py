@@ -246,3 +246,16 @@ def test_a_split_first_served_while_scoring_keeps_plain_pixels(monkeypatch):
     again = torch.cat([x for x, _ in split.batches(16)])
     expected = decode_all(images.samples, np.arange(24), 4, Resample()).float() / 255
     assert torch.equal(scored, expected) and torch.equal(again, expected)
+
+
+def test_images_decoded_on_threads_in_inference_mode_come_back_whole(monkeypatch):
+    import torch
+
+    from tlbench import decoding
+    from tlbench.decoding import Resample, decode_all
+
+    monkeypatch.setattr(decoding, "THREADED_DECODE_S", 0.0)
+    images = _numbered_images(24)
+    with torch.inference_mode():
+        inside = decode_all(images.samples, np.arange(24), 4, Resample(), threads=2)
+    assert torch.equal(inside, decode_all(images.samples, np.arange(24), 4, Resample(), threads=1))

@@ -123,7 +123,8 @@ def decode_all(samples, indices, size: int, resample: Resample, threads: Optiona
 
     from tlbench.cpus import usable_cpus
 
-    out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
+    with torch.inference_mode(False):  # a plain tensor, which the threads (never in that mode) may write
+        out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
 
     def decode(rows: range) -> None:
         for row in rows:
