@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -163,3 +164,32 @@ def test_a_full_disk_skips_the_cache_write_with_one_warning(probe_cell, registry
     warnings = [line for line in capsys.readouterr().err.splitlines() if "feature cache" in line]
     assert len(warnings) == 1 and "No space left on device" in warnings[0]
     assert list((Path(os.environ["TLBENCH_CACHE_DIR"]) / "features").glob("*")) == []
+
+
+def test_a_warm_cache_probe_decodes_no_image_it_fits_on(probe_cell, registry, tmp_path, monkeypatch):
+    """A split decodes its images when a batch is asked for, not when the cell is set up: a
+    cold probe decodes each of the cell's images once; a warm one (a fresh process, as a
+    Runner's data is its own) reads train's and val's features from the cache and decodes
+    none of their images, only the test split's it is scored on. Its record is the cold one's."""
+    from tlbench import decoding
+    from tlbench.cell_data import cell_splits
+
+    decoded = []
+    real = decoding.decode_all
+    monkeypatch.setattr(decoding, "decode_all", lambda samples, rows, *args, **kwargs:
+                        decoded.extend(rows.tolist()) or real(samples, rows, *args, **kwargs))
+    cell = probe_cell()
+    cold = Runner(registry, tmp_path).run_cell(cell)
+    runner = Runner(registry, tmp_path)
+    splits = cell_splits(cell, runner.data.load_images(cell))
+    assert sorted(decoded) == sorted(np.concatenate([splits.train, splits.val, splits.test]).tolist())
+
+    decoded.clear()
+    fitted, _ = run_probe(registry, tmp_path, cell)
+    assert fitted.ctx.info["feature_cache"] == "hit" and decoded == []  # the whole fit: nothing
+    warm = runner.run_cell(cell)
+    assert warm["strategy_info"]["feature_cache"] == "hit"
+    assert sorted(decoded) == sorted(splits.test.tolist())  # scoring decodes the test split, once
+    timed = {"train_s", "eval_s", "run_s", "started_at", "finished_at", "peak_mem_mb", "train_samples_per_s",
+             "strategy_info"}
+    assert {k: v for k, v in warm.items() if k not in timed} == {k: v for k, v in cold.items() if k not in timed}

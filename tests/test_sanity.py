@@ -91,3 +91,25 @@ def test_a_cell_whose_features_collapse_says_so_before_it_is_read(write_grid, cl
     collapse = [w for w in record["warnings"] if "features collapse at 32 px" in w]
     assert len(collapse) == 1 and "of their size at its own 224 px" in collapse[0]
     assert f"WARNING: {collapse[0]}" in err
+
+
+def test_a_later_process_reads_the_collapse_check_instead_of_decoding_for_it(write_grid, registry, tmp_path,
+                                                                              monkeypatch):
+    """The ratio is kept in the cache folder: a fresh Runner (another process) setting the same
+    cell up warns the same, and decodes no image for it."""
+    from tlbench.grid import load_grid
+    from tlbench.runner import Runner
+
+    cell = load_grid(str(write_grid("""
+        name = "small"
+        backbones = ["efficientnet_lite0"]
+        strategies = ["linear_probe"]
+        datasets = ["faces"]
+        [settings]
+        image_size = 32
+    """)), registry).cells[0]
+    first = Runner(registry, tmp_path).setup(cell)
+    assert any("features collapse at 32 px" in w for w in first.facts["warnings"])
+    monkeypatch.setattr(sanity, "to_rgb_uint8", lambda *args: pytest.fail("decoded for the check again"))
+    again = Runner(registry, tmp_path).setup(cell)
+    assert again.facts["warnings"] == first.facts["warnings"]

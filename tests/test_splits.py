@@ -224,3 +224,38 @@ def test_split_sizes_the_data_cannot_give_are_recorded_and_said_once_per_grid(wr
     assert err.count(f"warning: test_size = 500 was capped to {test} (all its test split has) on faces, "
                      "in 2 cell(s)") == 1
     assert err.count("warning: train_per_class = 100 was capped to") == 1
+
+
+def test_a_split_first_served_while_scoring_keeps_plain_pixels(monkeypatch):
+    """Scoring serves the test split first, under torch.inference_mode: its pixels are decoded
+    then (on threads, which are not in that mode), kept as plain tensors, and serve later passes
+    outside it."""
+    import torch
+
+    from tlbench import decoding
+    from tlbench.batches import ImageSplit
+    from tlbench.decoding import DecodedPixels, Resample, decode_all
+
+    monkeypatch.setattr(decoding, "THREADED_DECODE_S", 0.0)  # threads whenever there are CPUs for them
+    images = _numbered_images(24)
+    held = DecodedPixels(images.samples, 4, Resample())
+    split = ImageSplit(images, np.arange(24), 4, (0.0,) * 3, (1.0,) * 3, pixels=lambda: held.rows(np.arange(24)))
+    with torch.inference_mode():
+        scored = torch.cat([x for x, _ in split.batches(16)])
+    assert not split.pixels.is_inference() and split.decode_s > 0
+    again = torch.cat([x for x, _ in split.batches(16)])
+    expected = decode_all(images.samples, np.arange(24), 4, Resample()).float() / 255
+    assert torch.equal(scored, expected) and torch.equal(again, expected)
+
+
+def test_images_decoded_on_threads_in_inference_mode_come_back_whole(monkeypatch):
+    import torch
+
+    from tlbench import decoding
+    from tlbench.decoding import Resample, decode_all
+
+    monkeypatch.setattr(decoding, "THREADED_DECODE_S", 0.0)
+    images = _numbered_images(24)
+    with torch.inference_mode():
+        inside = decode_all(images.samples, np.arange(24), 4, Resample(), threads=2)
+    assert torch.equal(inside, decode_all(images.samples, np.arange(24), 4, Resample(), threads=1))

@@ -1,14 +1,17 @@
 """Batch serving: ImageSplit, the core's Split, serves one split's images as normalised batches.
 
 Pixels decoded beforehand (in memory or in the pixel store) are indexed a batch at a time;
-otherwise DataLoader workers decode each batch as it is served. Strategies and scores see only
-``tlbench.Split``'s methods.
+otherwise DataLoader workers decode each batch as it is served. A split may be given, instead
+of its pixels, a function that decodes them: it is called when the first batch is asked for,
+so a split that is never served (its features come from a cache) decodes nothing. Strategies
+and scores see only ``tlbench.Split``'s methods.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Iterator, Optional
+import time
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -52,7 +55,8 @@ class ImageSplit(Split):
     """
 
     def __init__(self, images: Images, indices: np.ndarray, size: int, mean, std,
-                 resample: Resample = Resample(), pixels: Optional[torch.Tensor] = None, key: str = "",
+                 resample: Resample = Resample(),
+                 pixels: Union[torch.Tensor, Callable[[], Optional[torch.Tensor]], None] = None, key: str = "",
                  device="cpu"):
         self.indices = np.asarray(indices, dtype=np.int64)
         self.device = torch.device(device)  # where batches() puts them unless told otherwise
@@ -66,13 +70,34 @@ class ImageSplit(Split):
         self._on_device: dict = {}
         self._persistent = None  # ((batch size, pinned), DataLoader, its sampler) for large datasets
         self._streaming = 0  # passes of the persistent loader in progress
-        self.pixels = pixels  # N×3×S×S uint8 (on the CPU or the GPU), or None: decoded on the fly
+        # N×3×S×S uint8 (on the CPU or the GPU), None (decoded on the fly), or a function that
+        # returns either, called by the first pass
+        self._pixels = pixels
+        # what deferred decoding took, left out of the fit's and the scoring's times by the
+        # Runner: they time the strategy and the model, as when splits were decoded before
+        self.decode_s = 0.0
         # identifies exactly these images as the model sees them (dataset, indices, size,
         # normalisation): a key for caches of anything computed from them
         self.key = f"{key}|{hashlib.sha256(self.indices.tobytes()).hexdigest()[:16]}"
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    @property
+    def pixels(self) -> Optional[torch.Tensor]:
+        """The split's decoded pixels (decoding them now if they were deferred), or None."""
+        if callable(self._pixels):
+            start = time.perf_counter()
+            # as plain tensors even when the first pass is scoring's, in inference mode: they
+            # are kept for later passes, and the threads that decode them are not in that mode
+            with torch.inference_mode(False):
+                self._pixels = self._pixels()
+            self.decode_s = time.perf_counter() - start
+        return self._pixels
+
+    @pixels.setter
+    def pixels(self, pixels: Optional[torch.Tensor]) -> None:
+        self._pixels = pixels
 
     def normalize(self, pixels: torch.Tensor, device) -> torch.Tensor:
         mean, std, _ = self._constants(device)
@@ -92,12 +117,13 @@ class ImageSplit(Split):
         device = self.device if device is None else device
         order = (torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
                  if shuffle else torch.arange(len(self)))
-        if self.pixels is not None:
+        held = self.pixels
+        if held is not None:
             # the order where the pixels are, the labels where the batches go: once a pass
-            rows_here, labels = order.to(self.pixels.device), self._constants(device)[2]
+            rows_here, labels = order.to(held.device), self._constants(device)[2]
             rows_there = rows_here.to(labels.device)
             for start in range(0, len(self), batch_size):
-                pixels = self.pixels[rows_here[start:start + batch_size]]
+                pixels = held[rows_here[start:start + batch_size]]
                 yield self.normalize(pixels, device), labels[rows_there[start:start + batch_size]]
             return
         persistent = not self._streaming  # a pass inside another pass gets a loader of its own

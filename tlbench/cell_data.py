@@ -1,10 +1,12 @@
 """The images a cell fits and is scored on: its dataset, loaded once per process, split by the
-cell's settings, and decoded once into the place that has room for them."""
+cell's settings, and decoded once into the place that has room for the cell's images, when a
+split's first batch is asked for (a split whose features come from a cache decodes nothing)."""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -15,7 +17,7 @@ from tlbench.decoding import DecodedPixels, Resample, fits_in_memory
 from tlbench.grid import Cell
 from tlbench.machine import available_memory
 from tlbench.options import options_as_dict
-from tlbench.pixel_store import PixelStore, StoredRows, store_key
+from tlbench.pixel_store import PixelStore, store_key
 from tlbench.plugins import Registry
 from tlbench.splits import (SplitIndices, fixed_size_train_val, images_fingerprint, per_class_subsample,
                             stratified_sample, stratified_split)
@@ -99,21 +101,18 @@ class CellImages:
     pixels: str  # where their decoded pixels are, in the record's words
 
 
-def pixels_place(part) -> str:
-    """Where a split's decoded pixels are, in the record's words."""
-    if part is None:
-        return "decoded per batch"
-    if isinstance(part, StoredRows):
-        return "stored decoded on disk"
-    return f"held on {part.device.type}"
-
-
-def pixels_on(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """On CUDA, a split that takes at most a quarter of the memory available is held decoded
-    in GPU memory, so batches never wait on the host."""
-    if device.type != "cuda" or isinstance(pixels, StoredRows):
-        return pixels
-    return pixels.to(device) if pixels.numel() <= available_memory(device) // 4 else pixels
+def deferred_pixels(source: Union[DecodedPixels, PixelStore, None], indices: np.ndarray, size: int,
+                    device: torch.device) -> tuple[Optional[Callable], str]:
+    """(a function that decodes the split ``indices`` from ``source`` into where it is held,
+    the record's words for where). On CUDA, a split that takes at most a quarter of the memory
+    available is held decoded in GPU memory, so batches never wait on the host."""
+    if source is None:
+        return None, "decoded per batch"
+    if isinstance(source, PixelStore):
+        return (lambda: source.rows(indices)), "stored decoded on disk"
+    fits = device.type == "cuda" and len(indices) * 3 * size * size <= available_memory(device) // 4
+    where = device if fits else torch.device("cpu")
+    return (lambda: source.rows(indices).to(where)), f"held on {where.type}"
 
 
 def dataset_key(cell: Cell, images: Images) -> str:
@@ -152,45 +151,55 @@ class CellData:
 
     def cell_images(self, cell: Cell, images: Images, splits: SplitIndices, network, size: int,
                     resample: Resample, device: torch.device) -> CellImages:
-        """The splits at ``size``, normalised for ``network``, their batches put on ``device``."""
-        pixels = self._pixels_for(cell, images, size, resample)
+        """The splits at ``size``, normalised for ``network``, their batches put on ``device``.
+        Each decodes its images when its first batch is asked for, not here."""
+        used = np.unique(np.concatenate([splits.train, splits.val, splits.test]))
+        source = self._pixels_for(cell, images, used, size, resample)
         data_key = f"{dataset_key(cell, images)}|{size}|{resample}"
         placed = set()
 
         def split(kind: type, indices: np.ndarray) -> ImageSplit:
-            part = None if pixels is None else pixels_on(pixels.rows(indices), device)
-            placed.add(pixels_place(part))
-            return kind(images, indices, size, network.mean, network.std, resample, part,
+            pixels, place = deferred_pixels(source, indices, size, device)
+            placed.add(place)
+            return kind(images, indices, size, network.mean, network.std, resample, pixels,
                         key=f"{data_key}|{network.mean}|{network.std}", device=device)
 
         train, val, test = (split(CountingSplit, splits.train), split(CountingSplit, splits.val),
                             split(ImageSplit, splits.test))
         return CellImages(train, val, test, pixels=", ".join(sorted(placed)))
 
-    def _pixels_for(self, cell: Cell, images: Images, size: int, resample: Resample):
-        """Where the cell's decoded pixels come from: this process's memory when the dataset fits
-        (DecodedPixels), else a file under the cache folder that every cell and process shares
-        (PixelStore), else nothing (each batch decoded as it is served)."""
-        count = len(images.samples)
+    def _pixels_for(self, cell: Cell, images: Images, used: np.ndarray, size: int, resample: Resample):
+        """Where the decoded pixels of the cell's images (``used``) come from, chosen by their
+        count, not the dataset's: this process's memory when they fit (DecodedPixels, kept for
+        the next cells while what it holds with theirs fits too), else a file under the cache
+        folder that every cell and process shares (PixelStore, the disk blocks of ``used``
+        reserved now), else None (each batch decoded as it is served). Decodes nothing."""
         key = (cell.plugin("dataset"), repr(cell.dataset_options), size, resample)
-        if key not in self._pixels:
-            self._pixels.clear()
-            if fits_in_memory(count, size):
-                self._pixels[key] = DecodedPixels(images.samples, size, resample)
-            elif PixelStore.room_for(self.cache_dir, count, size):
-                self._pixels[key] = _pixel_store(self.cache_dir, cell, images, size, resample)
-            else:
-                self._pixels[key] = None
-        return self._pixels[key]
+        held = self._pixels.get(key)
+        if fits_in_memory(len(used), size):
+            if not (isinstance(held, DecodedPixels) and fits_in_memory(held.holding_with(used), size)):
+                held = DecodedPixels(images.samples, size, resample)
+        elif PixelStore.room_for(self.cache_dir, len(used), size):
+            held = _pixel_store(self.cache_dir, cell, images, size, resample, used,
+                                held if isinstance(held, PixelStore) else None)
+        else:
+            held = None
+        self._pixels = {key: held}  # one dataset and size at a time
+        return held
 
 
-def _pixel_store(cache_dir: str, cell: Cell, images: Images, size: int, resample: Resample):
-    """The dataset's PixelStore, or None (each batch decoded as it is served) when its file
-    cannot be made: the disk filled since ``room_for`` looked, a folder it may not write. Said
+def _pixel_store(cache_dir: str, cell: Cell, images: Images, size: int, resample: Resample,
+                 used: np.ndarray, store: Optional[PixelStore]) -> Optional[PixelStore]:
+    """The dataset's PixelStore (``store`` if one is open), the disk blocks of the rows ``used``
+    reserved, or None (each batch decoded as it is served) when its file cannot be made or has
+    no room for them: the disk filled since ``room_for`` looked, a folder it may not write. Said
     once, on stderr: the cell still runs, only slower."""
     key = store_key(dataset_key(cell, images), len(images.samples), size, resample)
     try:
-        return PixelStore(cache_dir, key, images.samples, size, resample)
+        if store is None:
+            store = PixelStore(cache_dir, key, images.samples, size, resample)
+        store.reserve(used)
+        return store
     except OSError as exc:
         print(f"warning: cannot make the decoded-pixel store of dataset {cell.dataset!r} under {cache_dir!r} "
               f"({exc.strerror or exc}); its images are decoded batch by batch instead. Free space there "

@@ -1,8 +1,8 @@
 """Image decoding: any sample a dataset yields to H×W×3 uint8 pixels at one size, decoded once.
 
 PIL images of any mode and uint8 arrays are converted to RGB, resized (shorter side to the
-cell's size) and centre-cropped. Datasets whose decoded pixels fit in memory are decoded at most
-once per process (DecodedPixels); larger ones once into a file (tlbench.pixel_store).
+cell's size) and centre-cropped. A cell's images whose decoded pixels fit in memory are decoded
+at most once per process (DecodedPixels); more, once into a file (tlbench.pixel_store).
 """
 
 from __future__ import annotations
@@ -123,7 +123,8 @@ def decode_all(samples, indices, size: int, resample: Resample, threads: Optiona
 
     from tlbench.cpus import usable_cpus
 
-    out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
+    with torch.inference_mode(False):  # a plain tensor, which the threads (never in that mode) may write
+        out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
 
     def decode(rows: range) -> None:
         for row in rows:
@@ -166,9 +167,14 @@ class DecodedPixels:
             self.decoded[todo] = True
         return self.pixels[torch.from_numpy(indices)]
 
+    def holding_with(self, indices: np.ndarray) -> int:
+        """How many images it holds once ``indices`` are decoded too."""
+        return int(self.decoded.sum()) + int(np.count_nonzero(~self.decoded[indices]))
+
 
 def fits_in_memory(count: int, size: int) -> bool:
-    """Whether the resized uint8 pixels fit in TLBENCH_MATERIALIZE_MB (tlbench.materialize): such a
-    dataset is decoded once and held in memory; a larger one is decoded once into a file
-    (tlbench.pixel_store), or per batch by DataLoader workers when the disk has no room for it."""
+    """Whether ``count`` images' resized uint8 pixels fit in TLBENCH_MATERIALIZE_MB
+    (tlbench.materialize): a cell's images that fit are decoded once and held in memory; more
+    are decoded once into a file (tlbench.pixel_store), or per batch by DataLoader workers when
+    the disk has no room for them."""
     return count * 3 * size * size <= materialize_bytes()

@@ -246,7 +246,7 @@ class Runner:
         start = time.perf_counter()
         model = cell_setup.strategy.fit(cell_setup.model, cell_setup.train, cell_setup.val, cell_setup.ctx)
         synchronize(device)
-        train_s = time.perf_counter() - start
+        train_s = time.perf_counter() - start - cell_setup.train.decode_s - cell_setup.val.decode_s
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"{type(cell_setup.strategy).__name__}.fit() returned {type(model).__name__}; "
                             "a strategy's fit must return the model to score (a torch.nn.Module), "
@@ -261,7 +261,7 @@ class Runner:
         start = time.perf_counter()
         metrics = evaluate(chosen.model, cell_setup.test, ctx)
         synchronize(device)
-        eval_s = time.perf_counter() - start
+        eval_s = time.perf_counter() - start - cell_setup.test.decode_s
         trainable, total = count_parameters(chosen.model)  # after a forward pass: lazy modules are sized
         served = cell_setup.train.served  # a fit's validation passes are not training throughput
         warnings = cell_setup.facts["warnings"] + list(filter(None, [
@@ -340,12 +340,13 @@ class Runner:
 
     def _collapse_warning(self, cell: Cell, network, images: Images, train: np.ndarray, size: int,
                           resample: Resample) -> Optional[str]:
-        """Measured once per backbone, weights, dataset and size in this process (the first
-        cell's training images stand for the dataset)."""
+        """Measured once per backbone, weights, dataset and size (the first cell's training
+        images stand for the dataset), and kept in the cache folder for later processes."""
         key = ("collapse", cell.backbone, network.weights, cell.dataset, repr(cell.dataset_options), size)
         if key not in self._checks:
-            ratio = sanity.feature_scale_ratio(network.model, images.samples, train, size,
-                                               network.input_size, network.mean, network.std, resample)
+            kept = [*key, repr(cell.backbone_options), images.content, network.input_size, repr(resample)]
+            ratio = sanity.kept_ratio(self.cache_dir, kept, lambda: sanity.feature_scale_ratio(
+                network.model, images.samples, train, size, network.input_size, network.mean, network.std, resample))
             self._checks[key] = sanity.collapse_warning(ratio, size, network.input_size)
         return self._checks[key]
 

@@ -5,7 +5,8 @@ Two ways a published number can be silently meaningless:
 - the input size makes a pretrained backbone's features collapse: efficientnet_lite0's pooled
   features at 32 px are about 1/200 of their size at 224 px, so a head fed raw features learns
   nothing (a probe that standardises them still can). Checked before the fit, against the same
-  images at the size the weights were trained at.
+  images at the size the weights were trained at; the ratio is kept in the cache folder, so a
+  later process's cell reads it instead of decoding those images again.
 - a model scores at chance: no better than always answering the test split's most common class,
   by the exact one-sided binomial test (a test split too small to tell any score from chance
   is said as such).
@@ -13,7 +14,10 @@ Two ways a published number can be silently meaningless:
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -56,6 +60,29 @@ def feature_scale_ratio(model: torch.nn.Module, samples: Sequence, indices: Sequ
     finally:
         model.train(was_training)
     return scales[0] / scales[1] if scales[1] > 0 else None
+
+
+def kept_ratio(cache_dir: str, key: list, measure: Callable[[], Optional[float]]) -> Optional[float]:
+    """``measure()``, kept in ``cache_dir/checks`` under ``key`` (JSON values): a cell of a later
+    process with the same weights, images and size reads it instead of decoding images and
+    running the network, so a cell whose features come from the cache decodes nothing. An entry
+    that cannot be read is measured again; one that cannot be written is not kept."""
+    from tlbench.atomic_files import write_atomic
+
+    path = Path(cache_dir) / "checks" / f"{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]}.json"
+    try:
+        entry = json.loads(path.read_text())
+        if entry["key"] == key and (entry["ratio"] is None or isinstance(entry["ratio"], float)):
+            return entry["ratio"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    ratio = measure()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps({"key": key, "ratio": ratio}))
+    except OSError:
+        pass  # a cache that cannot keep it: measured again next time
+    return ratio
 
 
 def collapse_warning(ratio: Optional[float], size: int, native_size: int) -> Optional[str]:

@@ -61,6 +61,9 @@ class Standardization:
         self.columns = varying(features)
         kept = features[:, self.columns]
         self.mean, self.scale = kept.mean(0), kept.std(0).clamp_min(1e-6)
+        # ``features`` as the solver sees them, from the copy the statistics were taken on:
+        # the same numbers as calling the view on them, a copy and two n x d tensors fewer
+        self.standardized = kept.sub_(self.mean).div_(self.scale)
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
         return (features[:, self.columns] - self.mean) / self.scale
@@ -94,7 +97,7 @@ def probe_path(train_x, train_y, val_x, val_y, num_classes: int, penalties, max_
     from tlbench_plugins.machinery import softmax_regression
 
     view = Standardization(train_x)
-    train_x, val_x = view(train_x), view(val_x)
+    train_x, val_x = view.standardized, view(val_x)
     weight = bias = None
     path = []
     for penalty in penalties:
@@ -116,6 +119,6 @@ def fit_probe(features, labels, num_classes: int, penalty: float, max_iter: int,
 
     view = Standardization(features)
     weight, bias = (start[0][:, view.columns], start[1]) if start is not None else (None, None)
-    weight, bias = softmax_regression.fit(view(features), labels, num_classes, l2=penalty,
+    weight, bias = softmax_regression.fit(view.standardized, labels, num_classes, l2=penalty,
                                           max_iter=max_iter, weight=weight, bias=bias)
     return view.on_raw_features(weight, bias)

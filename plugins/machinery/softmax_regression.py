@@ -197,6 +197,17 @@ def loss_and_residual(objective: Objective, vector: torch.Tensor, logits: torch.
     return loss, log_softmax.exp_().sub_(objective.onehot).div_(objective.count)
 
 
+def all_finite(values: torch.Tensor) -> bool:
+    """Whether no entry of ``values`` is NaN or infinite, from their smallest and largest (NaN
+    propagates to both), in one read: ``torch.isfinite(values).all()`` first writes a mask as
+    large as ``values``, which took as long as several of the solver's passes over them
+    (benchmarks/README.md, benchmark 9)."""
+    if not values.numel():
+        return True
+    low, high = torch.aminmax(values)
+    return bool(torch.isfinite(low) & torch.isfinite(high))
+
+
 def fit(features: torch.Tensor, labels: torch.Tensor, num_classes: int, *, l2: float,
         max_iter: int, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
         memory: int = 20, tolerance_grad: float = 1e-6,
@@ -207,7 +218,7 @@ def fit(features: torch.Tensor, labels: torch.Tensor, num_classes: int, *, l2: f
     Stops early, as torch.optim.LBFGS does, when the largest gradient entry is <=
     tolerance_grad, or when an iteration changes the loss or every parameter by less than
     tolerance_change."""
-    if not bool(torch.isfinite(features).all()):
+    if not all_finite(features):
         raise ValueError("features contain NaN or infinite values; the probe cannot be fitted")
     objective = Objective(features, labels, num_classes, l2)
     k, p = num_classes, features.shape[1]
