@@ -97,6 +97,17 @@ def test_a_body_with_one_weight_edited_after_the_features_were_cached_is_scored_
     assert edited["predictions"] != first["predictions"]  # the edit mattered, and was scored
 
 
+def test_a_body_that_gives_nan_fails_as_the_plain_pass_does(probe_grid, registry, tmp_path):
+    (cell,) = probe_grid()
+
+    def poison(model):
+        with torch.no_grad():
+            model.bn2.bias[0] = float("nan")
+
+    with pytest.raises(FloatingPointError, match="non-finite logits"):
+        fit_and_score(Runner(registry, tmp_path), cell, poison)
+
+
 @pytest.mark.parametrize("change, why", [
     (lambda m: setattr(m, "forward", lambda x: torch.zeros(len(x), 10)), "forward was replaced"),
     (lambda m: m.conv_stem.register_forward_hook(lambda mod, args, out: out * 0), "forward hooks"),
@@ -143,6 +154,36 @@ def test_a_knn_probe_is_scored_by_its_own_forward(probe_grid, registry, tmp_path
     assert result["scoring"]["path"] == "forward"
     assert "KnnClassifier" in result["scoring"]["why"]
     assert_same_metrics(result, plain)
+
+
+class NoPreLogits(torch.nn.Module):
+    """A network with timm's methods, but a forward_head without ``pre_logits``."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.fc = torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4, 10)
+
+    def forward_features(self, x):
+        return self.body(x)
+
+    def forward_head(self, x):
+        return self.fc(x.mean((2, 3)))
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self):
+        return self.fc
+
+
+def test_a_network_whose_features_cannot_be_taken_is_scored_by_its_own_forward(probe_grid, registry, tmp_path):
+    (cell,) = probe_grid()
+    cell_setup = Runner(registry, tmp_path).setup(cell)
+    model = NoPreLogits()
+    batches, facts = scoring.test_logits(model, cell_setup.test, cell_setup.ctx, NoPreLogits)
+    assert batches is None
+    assert facts["path"] == "forward" and "pre_logits" in facts["why"]
+    assert evaluate(model, cell_setup.test, cell_setup.ctx)["top1"] >= 0  # the plain pass scores it
 
 
 def test_half_precision_cells_are_scored_by_the_plain_pass(probe_grid, registry, tmp_path):

@@ -35,6 +35,15 @@ def test_logits(model: nn.Module, test, ctx, built: type) -> tuple[Optional[list
            else body.refusal(model, built))
     if why:
         return None, {"path": "forward", "why": why}
+    try:
+        return _through_features(model, test, ctx)
+    except Exception as exc:  # scoring must not fail where the plain pass would not; it says why
+        return None, {"path": "forward", "why": f"its pre-logit features failed: {type(exc).__name__}: {exc}"[:300]}
+
+
+def _through_features(model: nn.Module, test, ctx) -> tuple[Optional[list], dict]:
+    """``test_logits`` for a network ``body.refusal`` accepts: cached or extracted features,
+    the spot check, then the head per batch."""
     head_name = body.head_name(model)
     head = model.get_submodule(head_name)
     key, facts = _cache_key(model, head_name, test, ctx)
