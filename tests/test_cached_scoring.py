@@ -193,3 +193,56 @@ def test_half_precision_cells_are_scored_by_the_plain_pass(probe_grid, registry,
     batches, facts = scoring.test_logits(fitted.model, fitted.setup.test, fitted.setup.ctx, fitted.setup.built)
     assert batches is None
     assert facts == {"path": "forward", "why": "features are cached in fp32; this cell scores in bf16"}
+
+
+# -- the digest itself -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    return timm.create_model("test_efficientnet", num_classes=10).eval()
+
+
+def test_the_digest_ignores_the_head_and_the_memory_layout(tiny):
+    from tlbench.frozen import body
+
+    before = body.digest(tiny, "classifier")
+    with torch.no_grad():
+        tiny.classifier.weight.mul_(3.0)
+    assert body.digest(tiny.to(memory_format=torch.channels_last), "classifier") == before
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: setattr(m.bn1, "eps", 1e-3),  # an attribute, no tensor changed
+    lambda m: setattr(m.bn1, "act", torch.nn.GELU()),  # another activation: a module, no parameters
+    lambda m: m.bn1.running_var.add_(1e-6),  # a buffer
+    lambda m: m.conv_stem.weight.data.view(-1)[0].add_(1e-3),  # one weight
+])
+def test_the_digest_sees_every_change_to_the_body(tiny, change):
+    from tlbench.frozen import body
+
+    before = body.digest(tiny, "classifier")
+    with torch.no_grad():
+        change(tiny)
+    assert body.digest(tiny, "classifier") != before
+
+
+def test_a_head_the_body_also_reaches_is_hashed_with_the_body(tiny):
+    from tlbench.frozen import body
+
+    tiny.stem_alias = tiny.classifier
+    before = body.digest(tiny, "classifier")
+    with torch.no_grad():
+        tiny.classifier.weight.mul_(3.0)
+    assert body.digest(tiny, "classifier") != before
+
+
+def test_a_body_attribute_the_digest_cannot_pin_down_is_not_cached(probe_grid, registry, tmp_path):
+    (cell,) = probe_grid()
+    scale = [1.0]
+    result, plain, _ = fit_and_score(Runner(registry, tmp_path), cell,
+                                     lambda m: setattr(m.bn2, "note", lambda x: x * scale[0]))
+    assert result["scoring"]["cache"] == "off"
+    assert result["scoring"]["why_not_cached"] == "part of the body has no exact digest"
+    assert_same_metrics(result, plain)
