@@ -5,9 +5,11 @@ Run on demand:
 
     python -m pytest benchmarks/test_cached_scoring.py -s --benchmark-json=bench.json
 
-A 3-seed linear_probe grid (efficientnet_lite0, its bundled ImageNet weights, at 224 px) on a
-``folder`` dataset written from mnist5k: ``TRAIN_IMAGES`` under train/ and ``TEST_IMAGES`` under
-test/ (the official test split, the same for every seed). The seeds run one after the other in
+A 3-seed linear_probe grid (efficientnet_lite0, its bundled ImageNet weights, at 224 px, on the
+CPU: a GPU cell scores under bf16 autocast, where cached fp32 features would not give the plain
+pass's logits, so it takes the plain pass) on a ``folder`` dataset written from mnist5k:
+``TRAIN_IMAGES`` under train/ and ``TEST_IMAGES`` under test/ (the official test split, the same
+for every seed). The seeds run one after the other in
 one Runner, as ``tlbench run`` runs a grid; each seed's ``eval_s`` is the record's. The plain
 pass (``model(x)`` per batch, the scoring path before this change) is timed on the first and
 last seed's models and gives the predictions every seed must reproduce.
@@ -55,6 +57,7 @@ seeds = [0, 1, 2]
 [settings]
 image_size = {SIZE}
 batch_size = 64
+device = "cpu"
 [dataset.folder]
 path = "{digit_folder}"
 """, encoding="utf-8")

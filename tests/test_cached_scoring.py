@@ -20,6 +20,8 @@ def probe_grid(write_grid, registry, tiny_settings):
     """The cells of a tiny linear_probe grid (``seeds``, ``strategy``, extra TOML lines)."""
     def make(seeds=(0,), strategy="linear_probe", extra="", pretrained=False):
         settings = tiny_settings.replace("pretrained = false", f"pretrained = {str(pretrained).lower()}")
+        # the CPU scores in fp32, the features' precision (a GPU cell in bf16 takes the plain pass)
+        settings += 'device = "cpu"\n'
         path = write_grid(f"""
             name = "scored"
             backbones = ["test_efficientnet"]
@@ -180,7 +182,7 @@ def test_a_network_whose_features_cannot_be_taken_is_scored_by_its_own_forward(p
     (cell,) = probe_grid()
     cell_setup = Runner(registry, tmp_path).setup(cell)
     model = NoPreLogits()
-    batches, facts = scoring.test_logits(model, cell_setup.test, cell_setup.ctx, NoPreLogits)
+    batches, facts = scoring.scored_logits(model, cell_setup.test, cell_setup.ctx, NoPreLogits)
     assert batches is None
     assert facts["path"] == "forward" and "pre_logits" in facts["why"]
     assert evaluate(model, cell_setup.test, cell_setup.ctx)["top1"] >= 0  # the plain pass scores it
@@ -190,7 +192,7 @@ def test_half_precision_cells_are_scored_by_the_plain_pass(probe_grid, registry,
     (cell,) = probe_grid()
     fitted = Runner(registry, tmp_path)._fit(cell, cell.strategy_options, {})
     fitted.setup.ctx.precision = "bf16"
-    batches, facts = scoring.test_logits(fitted.model, fitted.setup.test, fitted.setup.ctx, fitted.setup.built)
+    batches, facts = scoring.scored_logits(fitted.model, fitted.setup.test, fitted.setup.ctx, fitted.setup.built)
     assert batches is None
     assert facts == {"path": "forward", "why": "features are cached in fp32; this cell scores in bf16"}
 

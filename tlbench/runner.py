@@ -269,7 +269,7 @@ class Runner:
         reset_peak_memory(device)  # the other candidates are gone: what is held now is this cell's
         start = time.perf_counter()
         # from the test split's cached features when the core proves the body is the cached one
-        logits, scoring = frozen_scoring.test_logits(chosen.model, cell_setup.test, ctx, cell_setup.built)
+        logits, scoring = frozen_scoring.scored_logits(chosen.model, cell_setup.test, ctx, cell_setup.built)
         metrics = evaluate(chosen.model, cell_setup.test, ctx, logits)
         synchronize(device)
         eval_s = time.perf_counter() - start

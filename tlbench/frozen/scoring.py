@@ -4,10 +4,11 @@ through the fast path (folded, two batches at a time) and kept for the next cell
 
 The runner scores whatever this returns exactly as it scores ``model(x)`` (runner.evaluate);
 None sends it to that plain forward pass. The decision is the core's alone (body.py): the
-network must be the class the backbone built, with its own forward and no hooks, and a cached
-entry is used only under the sha256 of the body's every parameter, buffer and attribute, taken
-now. A spot check then runs the network itself on the first test images and compares its logits
-with the head's over the features; any difference, and the plain pass scores it instead.
+network must be the class the backbone built, with none of its forwards replaced and no hooks,
+and a cached entry is used only under the sha256 of the body's every parameter, buffer and
+attribute, taken now. A spot check then runs the network itself on the first test images and
+compares its logits with the head's over the features; any difference, and the plain pass
+scores it instead.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ SPOT_IMAGES = 8  # images the network itself scores on every use, to check the h
 
 
 @torch.no_grad()
-def test_logits(model: nn.Module, test, ctx, built: type) -> tuple[Optional[list], dict]:
+def scored_logits(model: nn.Module, test, ctx, built: type) -> tuple[Optional[list], dict]:
     """([(logits, labels)] per batch of ``test`` on ``ctx.device``, or None for the plain pass;
     the record's ``scoring`` facts). ``built``: the class of the network the backbone built."""
     model.eval()
@@ -42,7 +43,7 @@ def test_logits(model: nn.Module, test, ctx, built: type) -> tuple[Optional[list
 
 
 def _through_features(model: nn.Module, test, ctx) -> tuple[Optional[list], dict]:
-    """``test_logits`` for a network ``body.refusal`` accepts: cached or extracted features,
+    """``scored_logits`` for a network ``body.refusal`` accepts: cached or extracted features,
     the spot check, then the head per batch."""
     head_name = body.head_name(model)
     head = model.get_submodule(head_name)
