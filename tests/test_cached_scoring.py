@@ -150,11 +150,13 @@ def test_a_fine_tuned_body_takes_the_fast_path_and_caches_nothing(probe_grid, re
     assert_same_metrics(result, plain)
 
 
-def test_a_knn_probe_is_scored_by_its_own_forward(probe_grid, registry, tmp_path):
-    (cell,) = probe_grid(strategy="knn_probe")
-    result, plain, _ = fit_and_score(Runner(registry, tmp_path), cell)
-    assert result["scoring"]["path"] == "forward"
-    assert "KnnClassifier" in result["scoring"]["why"]
+def test_a_knn_probe_reads_the_test_features_the_linear_probe_cached(probe_grid, registry, tmp_path):
+    (probe,) = probe_grid()
+    (knn,) = probe_grid(strategy="knn_probe")
+    first, _, _ = fit_and_score(Runner(registry, tmp_path), probe)
+    result, plain, _ = fit_and_score(Runner(registry, tmp_path), knn)
+    assert result["scoring"]["cache"] == "hit"  # the same body, another head
+    assert result["scoring"]["body_digest"] == first["scoring"]["body_digest"]
     assert_same_metrics(result, plain)
 
 
