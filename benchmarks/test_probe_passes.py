@@ -4,7 +4,7 @@ are against as they were, on the same features in one run.
 
     python -m pytest benchmarks/test_probe_passes.py -s
 
-See benchmarks/README.md (benchmark 9).
+See benchmarks/README.md (benchmark 10).
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def test_probe_fit_passes_now_and_before(benchmark, report, make_cell, runner_wi
     fits = heads["now"][0] + 1
     check = parts["check_before"] / parts["check_now"]
     standardisation = parts["standardisation_before"] / parts["standardisation_now"]
-    report("9 probe path + refit: its passes now vs before (finiteness check, standardisation)",
+    report("10 probe path + refit: its passes now vs before (finiteness check, standardisation)",
            per_fit_now_s=whole["now"] / fits, per_fit_before_s=whole["before"] / fits,
            whole_speedup=whole["before"] / whole["now"], fits=fits, features=list(train_x.shape),
            check_ms={k: round(v * 1e3, 2) for k, v in parts.items() if k.startswith("check")},

@@ -1,4 +1,4 @@
-"""Benchmark 9: a one-cell linear_probe grid as a whole `tlbench run` process against the
+"""Benchmark 11: a one-cell linear_probe grid as a whole `tlbench run` process against the
 classic loop as a whole program (classic_probe_loop.py): imports, data, fit and scoring all
 counted, as a user waits for them.
 
@@ -65,7 +65,7 @@ def test_one_cell_linear_probe_process_vs_classic_loop_program(benchmark, report
     tl_s = statistics.median(s for s, _ in runs["T"])
     classic_s = statistics.median(s for s, _ in runs["C"])
     ratio = classic_s / tl_s
-    report("9 one-cell linear_probe process vs classic loop program",
+    report("11 one-cell linear_probe process vs classic loop program",
            tlbench_s=[round(s, 1) for s, _ in runs["T"]], classic_s=[round(s, 1) for s, _ in runs["C"]],
            tlbench_top1=runs["T"][0][1], classic_top1=runs["C"][0][1], speedup=ratio, target_speedup=TARGET)
     assert ratio >= TARGET, f"tlbench run is only {ratio:.2f}x faster than the classic loop (target {TARGET}x)"

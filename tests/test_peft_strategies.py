@@ -134,7 +134,8 @@ def test_knn_probe_trains_nothing_and_shares_the_linear_probe_feature_cache(setu
     assert cell_setup.ctx.info["feature_cache"] == "hit"
     assert count_parameters(model)[0] == 0
     assert count_parameters(model)[1] == 101_766 - (256 * 10 + 10)  # the unused random head is gone
-    assert cell_tools.changed(model.backbone, {k: v for k, v in before.items() if not k.startswith("classifier.")}) == set()
+    assert type(model) is type(cell_setup.model)  # the head in the network's own classifier slot
+    assert cell_tools.changed(model, {k: v for k, v in before.items() if not k.startswith("classifier.")}) == set()
     assert cell_setup.ctx.info["memory"] == len(cell_setup.train)
     assert cell_setup.ctx.info["val_top1"] > 0.5
 
@@ -148,6 +149,31 @@ def test_knn_probe_votes_are_the_logits_the_core_scores(small_cell, cell_tools):
     assert logits.shape == (64, 10)
     # with k = 1 each training image is its own nearest neighbour: one vote, for its own class
     assert torch.equal(logits.argmax(1), y) and torch.equal((logits > 0).sum(1), torch.ones(64, dtype=torch.long))
+
+
+def test_a_knn_head_stays_outside_a_network_whose_classifier_gets_other_features():
+    from tlbench_plugins.machinery.knn import KnnHead, into_classifier_slot
+
+    class Doubled(torch.nn.Module):  # its classifier's output is scaled: not head(pre-logits)
+        def __init__(self):
+            super().__init__()
+            self.body, self.fc = torch.nn.Conv2d(3, 4, 3), torch.nn.Identity()
+
+        def forward_features(self, x):
+            return self.body(x)
+
+        def forward_head(self, x, pre_logits=False):
+            x = x.mean((2, 3))
+            return x if pre_logits else 2 * self.fc(x)
+
+        def get_classifier(self):
+            return self.fc
+
+    model = Doubled()
+    slot = model.fc
+    head = KnnHead(torch.randn(6, 4), torch.arange(6) % 3, num_classes=3, k=2, temperature=0.1)
+    assert not into_classifier_slot(model, head, torch.randn(2, 3, 8, 8))
+    assert model.fc is slot
 
 
 def test_weighted_votes_by_hand():

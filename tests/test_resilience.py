@@ -513,6 +513,7 @@ def sound_record(run_id="abc", **fields):
     ({"warnings": "one"}, "invalid 'warnings'"),
     ({"sweep": {"train_per_class": [1]}}, "invalid 'sweep'"),
     ({"error_kind": "gremlins"}, "invalid 'error_kind'"),
+    ({"scoring": {"path": ["features"]}}, "invalid 'scoring'"),
 ])
 def test_a_record_with_a_wrongly_typed_field_is_set_aside(tmp_path, capsys, fields, why):
     path = tmp_path / "records" / "abc.json"

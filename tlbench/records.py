@@ -67,6 +67,7 @@ OPTIONAL = {
     "strategy_info": lambda v: isinstance(v, dict), "split_sizes": lambda v: isinstance(v, dict),
     "pretrained": lambda v: isinstance(v, bool),
     "pixels": lambda v: isinstance(v, str),
+    "scoring": lambda v: isinstance(v, dict) and all(_scalar(x) for x in v.values()),
     "capped": lambda v: isinstance(v, dict) and all(_cap(c) for c in v.values()),
     "predictions": lambda v: predictions.is_valid(v),
     "grid_seeds": lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),

@@ -28,6 +28,7 @@ from tlbench.cell_data import CellData, capped_settings, cell_splits, resampling
 from tlbench.cell_record import starts_pretrained
 from tlbench.decoding import Resample
 from tlbench.errors import ConfigError
+from tlbench.frozen import scoring as frozen_scoring
 from tlbench.grid import Cell
 from tlbench.machine import (environment, held_memory_mb, peak_memory_mb, precision_for, release_memory,
                              reproducible_kernels, reset_peak_memory, resolve_device, synchronize, use_device,
@@ -90,14 +91,14 @@ class CellContext(FitContext):
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, test: ImageSplit, ctx: CellContext) -> dict:
+def evaluate(model: torch.nn.Module, test: ImageSplit, ctx: CellContext, batches: Optional[list] = None) -> dict:
+    """``model``'s metrics on ``test``. ``batches``: its (logits, labels) per batch, computed
+    elsewhere (tlbench.frozen.scoring: its head over its test features); else ``model(x)``."""
     model.eval()
     predictions, top5_hits, finite = [], [], []
     k = min(5, ctx.num_classes)
     # everything stays on the device until the end: one host synchronisation, not one a batch
-    for x, y in test.batches(ctx.settings.batch_size, device=ctx.device):
-        with ctx.autocast():
-            logits = model(x)
+    for logits, y in (batches if batches is not None else _forward(model, test, ctx)):
         logits = logits.float()
         if logits.ndim != 2 or logits.shape[1] != ctx.num_classes:
             raise ValueError(
@@ -122,6 +123,13 @@ def evaluate(model: torch.nn.Module, test: ImageSplit, ctx: CellContext) -> dict
         # per image, for paired tests over the test images (McNemar, bootstrap): tlbench.predictions
         "predictions": encode_predictions(predicted.numpy(), correct.numpy()),
     }
+
+
+def _forward(model: torch.nn.Module, test: ImageSplit, ctx: CellContext):
+    for x, y in test.batches(ctx.settings.batch_size, device=ctx.device):
+        with ctx.autocast():
+            logits = model(x)
+        yield logits, y  # outside autocast: the caller's float(), argmax and topk are not under it
 
 
 def edge_picks(candidates: list[dict], selected: int) -> list[str]:
@@ -153,6 +161,7 @@ class CellSetup:
     test: ImageSplit
     ctx: CellContext
     facts: dict  # what the record keeps about the set-up
+    built: type  # the network's class as the backbone built it (a strategy may not swap it)
 
 
 @dataclass
@@ -259,7 +268,9 @@ class Runner:
         ctx, device = cell_setup.ctx, cell_setup.ctx.device
         reset_peak_memory(device)  # the other candidates are gone: what is held now is this cell's
         start = time.perf_counter()
-        metrics = evaluate(chosen.model, cell_setup.test, ctx)
+        # from the test split's cached features when the core proves the body is the cached one
+        logits, scoring = frozen_scoring.scored_logits(chosen.model, cell_setup.test, ctx, cell_setup.built)
+        metrics = evaluate(chosen.model, cell_setup.test, ctx, logits)
         synchronize(device)
         eval_s = time.perf_counter() - start - cell_setup.test.decode_s
         trainable, total = count_parameters(chosen.model)  # after a forward pass: lazy modules are sized
@@ -272,6 +283,7 @@ class Runner:
             "options": options_as_dict(cell_setup.strategy.options),
             "train_s": chosen.train_s,
             "eval_s": eval_s,
+            "scoring": scoring,
             # none when the fit drew no images (features from a cache): a rate of 0 would rank it slowest
             "train_samples_per_s": served / chosen.train_s if chosen.train_s > 0 and served else None,
             # its own fit's peak, or scoring's if higher (on the CPU: the process's, see machine)
@@ -325,6 +337,7 @@ class Runner:
                 "environment": environment(device, ctx.precision),
                 "warnings": warnings,
             },
+            built=type(model),
         )
 
     def _network(self, cell: Cell, num_classes: int, pretrained: bool):

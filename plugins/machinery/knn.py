@@ -49,7 +49,8 @@ class KnnHead(nn.Module):
 
 
 class KnnClassifier(nn.Module):
-    """A frozen timm network's pre-logit features, then the kNN head."""
+    """A frozen timm network's pre-logit features, then the kNN head: for an architecture whose
+    classifier slot does not take the pre-logit features (``into_classifier_slot``)."""
 
     def __init__(self, backbone: nn.Module, head: KnnHead):
         super().__init__()
@@ -59,3 +60,29 @@ class KnnClassifier(nn.Module):
         features = self.backbone.forward_head(self.backbone.forward_features(as_channels_last(x)),
                                               pre_logits=True)
         return self.head(features)
+
+
+@torch.no_grad()
+def into_classifier_slot(model: nn.Module, head: KnnHead, x: torch.Tensor) -> bool:
+    """Put ``head`` where ``model.get_classifier()`` is, if the network then computes the head
+    over its pre-logit features (checked on the images ``x``): the returned network is then the
+    backbone's own class, which the core can score from the test split's cached features (the
+    linear probe's too: the same body). False, and ``model`` as it was, otherwise (an
+    architecture whose classifier gets other features than ``pre_logits``: KnnClassifier)."""
+    slot = model.get_classifier()
+    places = [name for name, m in model.named_modules(remove_duplicate=False) if m is slot]
+    if len(places) != 1 or not places[0]:
+        return False
+    parent, _, leaf = places[0].rpartition(".")
+    owner = model.get_submodule(parent)
+    setattr(owner, leaf, head)
+    model.eval()
+    features = model.forward_features(as_channels_last(x))
+    expected = head(model.forward_head(features, pre_logits=True))
+    got = model.forward_head(features)
+    if got.shape == expected.shape and torch.allclose(got, expected):
+        if hasattr(model, "num_classes"):  # timm's, 0 since reset_classifier(0): it classifies again
+            model.num_classes = head.num_classes
+        return True
+    setattr(owner, leaf, slot)
+    return False

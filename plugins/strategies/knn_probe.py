@@ -1,3 +1,4 @@
+import contextlib
 from dataclasses import dataclass
 
 import tlbench
@@ -37,7 +38,11 @@ class KnnProbe(tlbench.Strategy):
         head = knn.KnnHead(train_x, train.labels.to(ctx.device), ctx.num_classes, self.options.k,
                            self.options.temperature, self.options.center)
         model.reset_classifier(0)  # after the features: the cache key counts the parameters
-        classifier = knn.KnnClassifier(model, head).eval()
+        with contextlib.closing(train.batches(8, device=ctx.device)) as batches:
+            x, _ = next(batches)
+        # in the network's own classifier slot, so that the core can score it from cached test
+        # features; a wrapper where the architecture does not allow that
+        classifier = model.eval() if knn.into_classifier_slot(model, head, x) else knn.KnnClassifier(model, head).eval()
         ctx.log(val_top1=training.accuracy(classifier, val, ctx), feature_dim=train_x.shape[1],
                 memory=len(train_x))
         return classifier
