@@ -170,9 +170,11 @@ def test_a_warm_cache_probe_decodes_no_image_it_fits_on(probe_cell, registry, tm
     """A split decodes its images when a batch is asked for, not when the cell is set up: a
     cold probe decodes each of the cell's images once; a warm one (a fresh process, as a
     Runner's data is its own) reads train's and val's features from the cache and decodes
-    none of their images, only the test split's it is scored on. Its record is the cold one's."""
+    none of their images; scoring reads the test split's features from the cache and decodes
+    only the few images the network checks them on. Its record is the cold one's."""
     from tlbench import decoding
     from tlbench.cell_data import cell_splits
+    from tlbench.frozen.scoring import SPOT_IMAGES
 
     decoded = []
     real = decoding.decode_all
@@ -189,7 +191,10 @@ def test_a_warm_cache_probe_decodes_no_image_it_fits_on(probe_cell, registry, tm
     assert fitted.ctx.info["feature_cache"] == "hit" and decoded == []  # the whole fit: nothing
     warm = runner.run_cell(cell)
     assert warm["strategy_info"]["feature_cache"] == "hit"
-    assert sorted(decoded) == sorted(splits.test.tolist())  # scoring decodes the test split, once
+    assert warm["scoring"]["cache"] == "hit" and cold["scoring"]["cache"] == "miss"
+    # scoring reads the test features from the cache too; the network itself checks them on its
+    # first test images, the only ones decoded
+    assert decoded == splits.test[:SPOT_IMAGES].tolist()
     timed = {"train_s", "eval_s", "run_s", "started_at", "finished_at", "peak_mem_mb", "train_samples_per_s",
-             "strategy_info"}
+             "strategy_info", "scoring"}
     assert {k: v for k, v in warm.items() if k not in timed} == {k: v for k, v in cold.items() if k not in timed}

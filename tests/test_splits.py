@@ -242,7 +242,7 @@ def test_a_split_first_served_while_scoring_keeps_plain_pixels(monkeypatch):
     split = ImageSplit(images, np.arange(24), 4, (0.0,) * 3, (1.0,) * 3, pixels=lambda: held.rows(np.arange(24)))
     with torch.inference_mode():
         scored = torch.cat([x for x, _ in split.batches(16)])
-    assert not split.pixels.is_inference() and split.decode_s > 0
+    assert not split.pixels.pixels.is_inference() and split.decode_s > 0
     again = torch.cat([x for x, _ in split.batches(16)])
     expected = decode_all(images.samples, np.arange(24), 4, Resample()).float() / 255
     assert torch.equal(scored, expected) and torch.equal(again, expected)

@@ -9,6 +9,7 @@ and scores see only ``tlbench.Split``'s methods.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from typing import Callable, Iterator, Optional, Union
@@ -98,6 +99,22 @@ class ImageSplit(Split):
     @pixels.setter
     def pixels(self, pixels: Optional[torch.Tensor]) -> None:
         self._pixels = pixels
+
+    def first_images(self, n: int, device=None, batch_size: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split's first ``n`` images, normalised, and their labels; a split not decoded yet
+        decodes only these (a check on a few images, on a warm feature cache). Otherwise they are
+        the first of a pass at ``batch_size`` (that of the passes to come: a split decoded per
+        batch keeps its loader for them)."""
+        device = self.device if device is None else device
+        deferred = getattr(self._pixels, "first", None)
+        if deferred is None:
+            with contextlib.closing(self.batches(max(n, batch_size), device=device)) as batches:
+                x, y = next(batches, (self.normalize(torch.empty(0, 3, self.size, self.size), device),
+                                      self.labels[:0].to(device)))
+            return x[:n], y[:n]
+        with torch.inference_mode(False):  # kept by the source for the split's later decoding
+            pixels = deferred(n)
+        return self.normalize(pixels, device), self._constants(device)[2][:len(pixels)]
 
     def normalize(self, pixels: torch.Tensor, device) -> torch.Tensor:
         mean, std, _ = self._constants(device)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -102,17 +102,34 @@ class CellImages:
 
 
 def deferred_pixels(source: Union[DecodedPixels, PixelStore, None], indices: np.ndarray, size: int,
-                    device: torch.device) -> tuple[Optional[Callable], str]:
+                    device: torch.device) -> tuple[Optional["DeferredPixels"], str]:
     """(a function that decodes the split ``indices`` from ``source`` into where it is held,
     the record's words for where). On CUDA, a split that takes at most a quarter of the memory
     available is held decoded in GPU memory, so batches never wait on the host."""
     if source is None:
         return None, "decoded per batch"
     if isinstance(source, PixelStore):
-        return (lambda: source.rows(indices)), "stored decoded on disk"
+        return DeferredPixels(source, indices, None), "stored decoded on disk"
     fits = device.type == "cuda" and len(indices) * 3 * size * size <= available_memory(device) // 4
     where = device if fits else torch.device("cpu")
-    return (lambda: source.rows(indices).to(where)), f"held on {where.type}"
+    return DeferredPixels(source, indices, where), f"held on {where.type}"
+
+
+class DeferredPixels:
+    """A split's pixels, decoded from ``source`` when called (its first pass) and put on
+    ``where`` (None: left where the source keeps them); ``first(n)`` decodes only its first
+    ``n`` images (a check on a few images must not decode a whole split)."""
+
+    def __init__(self, source: Union[DecodedPixels, PixelStore], indices: np.ndarray, where: Optional[torch.device]):
+        self.source, self.indices, self.where = source, indices, where
+
+    def __call__(self):
+        rows = self.source.rows(self.indices)
+        return rows if self.where is None else rows.to(self.where)
+
+    def first(self, n: int) -> torch.Tensor:
+        rows = self.source.rows(self.indices[:n])
+        return rows[torch.arange(len(rows))]
 
 
 def dataset_key(cell: Cell, images: Images) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -158,18 +158,43 @@ class DecodedPixels:
         self.pixels = torch.empty((len(samples), 3, size, size), dtype=torch.uint8)
         self.decoded = np.zeros(len(samples), dtype=bool)
 
-    def rows(self, indices: np.ndarray) -> torch.Tensor:
-        """``pixels[indices]`` (a copy), decoding the rows not decoded yet."""
+    def rows(self, indices: np.ndarray) -> "HeldRows":
+        """The rows ``indices`` as a split holds them (no copy), decoding those not decoded yet."""
         indices = np.asarray(indices, dtype=np.int64)
         todo = np.unique(indices[~self.decoded[indices]])
         if len(todo):
             self.pixels[torch.from_numpy(todo)] = decode_all(self.samples, todo, self.size, self.resample)
             self.decoded[todo] = True
-        return self.pixels[torch.from_numpy(indices)]
+        return HeldRows(self.pixels, torch.from_numpy(indices))
 
     def holding_with(self, indices: np.ndarray) -> int:
         """How many images it holds once ``indices`` are decoded too."""
         return int(self.decoded.sum()) + int(np.count_nonzero(~self.decoded[indices]))
+
+
+class HeldRows:
+    """Some rows of a DecodedPixels, as a split holds its pixels: ``rows[positions]`` gathers
+    those positions' images. A view, not a copy: the splits of a cell hold their pixels once,
+    in the dataset's tensor, not a second time split by split."""
+
+    def __init__(self, pixels: torch.Tensor, rows: torch.Tensor):
+        self.pixels, self.rows = pixels, rows
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixels.device
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, positions) -> Union["HeldRows", torch.Tensor]:
+        if isinstance(positions, slice):
+            return HeldRows(self.pixels, self.rows[positions])
+        return self.pixels[self.rows[positions.to(self.rows.device)]]
+
+    def to(self, device) -> Union["HeldRows", torch.Tensor]:
+        """Itself on its own device; elsewhere (a GPU), the rows copied there as one tensor."""
+        return self if torch.device(device) == self.pixels.device else self.pixels[self.rows].to(device)
 
 
 def fits_in_memory(count: int, size: int) -> bool:

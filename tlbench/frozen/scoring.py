@@ -13,7 +13,6 @@ scores it instead.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from types import SimpleNamespace
 from typing import Optional
@@ -107,9 +106,7 @@ def _extract(model: nn.Module, test, ctx, facts: dict) -> tuple[torch.Tensor, fl
 def _spot_check(model: nn.Module, head: nn.Module, features: torch.Tensor, test, ctx) -> Optional[str]:
     """Why the head over ``features`` is not what ``model`` itself gives on the first test
     images; None when it is (within float rounding, and the same predictions)."""
-    with contextlib.closing(test.batches(ctx.settings.batch_size, device=ctx.device)) as batches:
-        x, _ = next(batches)
-    x = x[:SPOT_IMAGES]
+    x, _ = test.first_images(SPOT_IMAGES, ctx.device, ctx.settings.batch_size)  # decodes only these, if it can
     expected = model(x)
     got = head(features[:len(x)])
     if not isinstance(expected, torch.Tensor) or not isinstance(got, torch.Tensor) or got.shape != expected.shape:
