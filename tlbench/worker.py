@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -116,16 +117,22 @@ def exit_when_orphaned(starter: int) -> None:
     worker, or a Slurm task's batch shell) that started it, killed with SIGKILL; it stops
     instead, leaving the cell pending. (Its parent is the fork server, which outlives the
     starter while its processes run.)"""
-    import select
     import threading
 
+    threading.Thread(target=_exit_when_gone, args=(starter,), daemon=True, name="orphan-watch").start()
+
+
+def _exit_when_gone(pid: int) -> None:
+    """``os._exit(3)`` once process ``pid`` has ended."""
+    import select
+
     try:
-        starter_fd = os.pidfd_open(starter)  # readable once the starter has ended
+        if hasattr(os, "pidfd_open"):  # Linux: readable once the process has ended
+            select.select([os.pidfd_open(pid)], [], [])
+        else:  # elsewhere, asked every second
+            while True:
+                os.kill(pid, 0)
+                time.sleep(1.0)
     except ProcessLookupError:
-        os._exit(3)
-
-    def watch():
-        select.select([starter_fd], [], [])
-        os._exit(3)
-
-    threading.Thread(target=watch, daemon=True, name="orphan-watch").start()
+        pass
+    os._exit(3)
