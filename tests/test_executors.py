@@ -96,6 +96,21 @@ def test_subprocess_executor_gives_the_local_records(cli, grid_file, local_recor
     # resume: a second run finds every record and runs nothing
     code, out, err = cli("run", "--grid", grid, "--results", tmp_path, "--executor", "subprocess")
     assert code == 0 and "1 of 1 cells already have records" in err
+    # the processes are forked from a server started with the first cell (tlbench.cell_process):
+    # pinned (taskset) after that, the driver still hands its CPUs on, and the cell sizes its
+    # torch threads to them
+    from tlbench.cpus import usable_cpus
+
+    assert isolated["environment"]["threads"] == usable_cpus()
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, cpus[:1])
+    try:
+        code, out, err = cli("run", "--grid", grid_file("linear_probe"), "--results", tmp_path,
+                             "--executor", "subprocess", "-q")
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert code == 0, err
+    assert by_strategy(tmp_path)["linear_probe"]["environment"]["threads"] == 1
 
 
 def test_cell_timeout_kills_the_cell_and_the_grid_goes_on(cli, grid_file, test_plugins_dir, tmp_path):

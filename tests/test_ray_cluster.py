@@ -6,9 +6,16 @@ What a cluster user must be able to trust: the nodes run the grid as the local e
 loose plugins reach every node, a node with other data or without a plugin is left out of the
 cells it cannot run (never scoring them on other data, never failing a column of cells), records
 name the node that ran them, and a node that dies mid-cell costs a retry, not the run.
+
+The drivers run in this process (``here``), but for the last test's, which checks what reaches a
+driver's own stdout and stderr. The first run joins the cluster as `tlbench run` does (its own
+ray.init, which ships the plugin folder) and stays joined, as a driver's process does: the later
+runs are the same Ray job, so each node's worker, with torch, timm and the plugins already
+loaded, serves them all (a new job starts a new worker on each node: seconds a run).
 """
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -22,6 +29,7 @@ if os.geteuid() != 0:
 
 from ray_cluster import TwoNodeCluster  # noqa: E402  (tests/ is on sys.path)
 from ray_grids import grid, make_site, on_ray, photos, records, tlbench  # noqa: E402
+from tlbench.cli import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +78,30 @@ def cluster(site):
         yield running
 
 
-def test_two_nodes_run_the_grid_as_the_local_executor_and_records_name_their_node(cluster, site, cli):
+@pytest.fixture
+def here(cluster, monkeypatch, capsys):
+    """`tlbench ARGV` in this process, with the environment a driver subprocess gets
+    (ray_grids.tlbench), as a CompletedProcess."""
+
+    def run(*argv, path=None):
+        env = cluster.driver_env({"TLBENCH_CACHE_DIR": str(cluster.temp_dir / "driver_cache")})
+        for name in set(os.environ) - set(env):
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        if path is not None:  # a plugin package only this driver has (PYTHONPATH for a subprocess)
+            monkeypatch.syspath_prepend(str(path))
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, code, out.out, out.err)
+
+    return run
+
+
+def test_two_nodes_run_the_grid_as_the_local_executor_and_records_name_their_node(cluster, site, cli, here):
     path = grid(site, "same", ["linear_probe", "head_only"], seeds=(0, 1, 2))
-    done = tlbench(cluster, *on_ray(cluster, site, path))
+    done = here(*on_ray(cluster, site, path))
     assert done.returncode == 0, done.stderr
     assert "Ray: 2 node(s)" in done.stderr
     ray_records = records(site, "same")
@@ -94,15 +123,15 @@ def test_two_nodes_run_the_grid_as_the_local_executor_and_records_name_their_nod
     assert len({r["plugins"]["strategy"]["sha256"] for r in head_only}) == 1
     # each node cached features in its own cache folder, not the driver's
     assert any(site["worker_cache"].rglob("*")) and any(site["head_cache"].rglob("*"))
-    listing = tlbench(cluster, "runs", "--results", site["driver_only"] / "results", "--grid-name", "same")
+    listing = here("runs", "--results", site["driver_only"] / "results", "--grid-name", "same")
     for address in addresses.values():
         assert address in listing.stdout
 
 
-def test_a_node_with_other_data_runs_none_of_that_datasets_cells(cluster, site):
+def test_a_node_with_other_data_runs_none_of_that_datasets_cells(cluster, site, here):
     extra = f'[dataset.folder]\npath = "{site["photos"]}"\n'
     path = grid(site, "data", ["linear_probe"], datasets=["folder"], seeds=(0, 1, 2, 3), extra=extra)
-    done = tlbench(cluster, *on_ray(cluster, site, path))
+    done = here(*on_ray(cluster, site, path))
     assert done.returncode == 0, done.stderr
     assert "has another copy of dataset 'folder' (81 images in 3 classes there, 90 in 3 on the driver)" \
         in done.stderr
@@ -113,11 +142,11 @@ def test_a_node_with_other_data_runs_none_of_that_datasets_cells(cluster, site):
     assert {r["split_sizes"]["train"] + r["split_sizes"]["val"] + r["split_sizes"]["test"] for r in ran} == {90}
 
 
-def test_a_node_without_the_data_folder_says_so_by_name(cluster, site):
+def test_a_node_without_the_data_folder_says_so_by_name(cluster, site, here):
     only_here = photos(site["driver_only"] / "only_here", per_class=10)
     extra = f'[dataset.folder]\npath = "{only_here}"\n'
     path = grid(site, "missing", ["linear_probe"], datasets=["folder"], seeds=(0, 1, 2), extra=extra)
-    done = tlbench(cluster, *on_ray(cluster, site, path))
+    done = here(*on_ray(cluster, site, path))
     assert done.returncode == 0, done.stderr
     worker = next(n for n in cluster.nodes if n["node_id"] == cluster.worker_node_id)
     assert (f"Ray node vm ({worker['address']}:{worker['port']}, id {cluster.worker_node_id[:8]}) cannot use "
@@ -126,9 +155,9 @@ def test_a_node_without_the_data_folder_says_so_by_name(cluster, site):
     assert {r["node"]["id"] for r in records(site, "missing")} == {cluster.head_node_id}
 
 
-def test_a_node_without_a_plugin_the_driver_has_gets_none_of_its_cells(cluster, site):
+def test_a_node_without_a_plugin_the_driver_has_gets_none_of_its_cells(cluster, site, here):
     path = grid(site, "plugin", ["untrained"], seeds=(0, 1, 2))
-    done = tlbench(cluster, *on_ray(cluster, site, path), env={"PYTHONPATH": str(site["package"])})
+    done = here(*on_ray(cluster, site, path), path=site["package"])
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("lacks the strategy plugin 'untrained', which the driver has "
                              "(tlbench-extra 1.0): install the driver's version on every node") == 1, done.stderr
@@ -136,7 +165,7 @@ def test_a_node_without_a_plugin_the_driver_has_gets_none_of_its_cells(cluster, 
     assert len(ran) == 3 and {r["node"]["id"] for r in ran} == {cluster.head_node_id}
 
 
-def test_a_node_without_a_checkpoint_runs_none_of_the_cells_that_name_it(cluster, site):
+def test_a_node_without_a_checkpoint_runs_none_of_the_cells_that_name_it(cluster, site, here):
     import timm
     import torch
 
@@ -144,7 +173,7 @@ def test_a_node_without_a_checkpoint_runs_none_of_the_cells_that_name_it(cluster
     torch.save(timm.create_model("test_efficientnet", num_classes=3).state_dict(), checkpoint)
     extra = f'[backbone.test_efficientnet]\ncheckpoint = "{checkpoint}"\n'
     path = grid(site, "weights", ["linear_probe"], seeds=(0, 1, 2), extra=extra)
-    done = tlbench(cluster, *on_ray(cluster, site, path))
+    done = here(*on_ray(cluster, site, path))
     assert done.returncode == 0, done.stderr
     assert done.stderr.count(f"has no file {checkpoint}, which the grid's options name") == 1, done.stderr
     assert f"It gets no more cells that name {checkpoint} in this run" in done.stderr

@@ -2,10 +2,11 @@
 real slurmctld, slurmd and munged, real sbatch/scontrol/scancel through submitit.
 
 Cheap by design: one cluster for the module (it starts in under a second), tiny cells (16 px,
-no pretrained weights, 5 digits a class), two cells a task so that a task imports torch once.
-The time-limit test waits for slurmctld's own check of time limits (every 30 s, a constant of
-Slurm's), so its runs (one with a driver, one detached) start in the background first and are
-looked at last."""
+no pretrained weights, 5 digits a class), two cells a task so that a task imports torch once,
+and drivers in this process (``here``; what happens to the run meanwhile, a thread does) but
+for the one that runs beside the other tests. The time-limit test waits for slurmctld's own
+check of time limits (every 30 s, a constant of Slurm's), so its runs (one with a driver, one
+detached) start in the background first and are looked at last."""
 
 import contextlib
 import io
@@ -85,13 +86,6 @@ def run_args(site, path, *more) -> list:
             "--executor", "slurm", "--cells-per-task", "2", "--slurm-time", "5", *map(str, more)]
 
 
-def tlbench(cluster, argv, hold=None, timeout=120) -> subprocess.CompletedProcess:
-    """`tlbench ARGV` in a process of its own (one a test signals, or one that must run while
-    the test does something else)."""
-    env = cluster.env({"TLBENCH_TEST_HOLD": str(hold)} if hold else {})
-    return subprocess.run([*CLI, *argv], env=env, capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture
 def here(cluster, monkeypatch, capsys):
     """`tlbench ARGV` in this process, as (exit code, stdout, stderr): no start-up of Python,
@@ -126,6 +120,29 @@ def started(site, name, count=1, timeout=60.0) -> list:
 def task_id(note: dict) -> str:
     """``JOB_TASK`` of an array's task; a job of one task is submitted as a plain job."""
     return f"{note['job_id']}_{note['array_task_id']}" if note["array_task_id"] else note["job_id"]
+
+
+class Meanwhile(threading.Thread):
+    """``action()`` in a thread while this one runs a driver (``here``). Should it fail, the
+    ``hold`` file goes, so that the held cells finish and the driver returns; ``result()`` then
+    raises its error."""
+
+    def __init__(self, hold: Path, action):
+        super().__init__(daemon=True)
+        self.hold, self.action, self.error = hold, action, None
+        self.start()
+
+    def run(self):
+        try:
+            self.action()
+        except BaseException as exc:
+            self.error = exc
+            self.hold.unlink(missing_ok=True)
+
+    def result(self):
+        self.join(timeout=60)
+        if self.error is not None:
+            raise self.error
 
 
 def records(site, name) -> list:
@@ -197,16 +214,20 @@ def test_scancel_of_a_running_task_leaves_its_cell_pending_with_or_without_a_dri
     path = grid(site, "cancelled", ["held"])
     hold = site["base"] / "hold-cancelled"
     hold.touch()
-    driver = subprocess.Popen([*CLI, *run_args(site, path)], env=cluster.env({"TLBENCH_TEST_HOLD": str(hold)}),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # a detached task sees the SIGTERM alone, and asks Slurm why it ends
     detached = here(run_args(site, grid(site, "cancelled-detached", ["held"]), "--detach"), hold=hold)
     assert detached.returncode == 0, detached.stderr
-    notes = [started(site, "cancelled")[0], started(site, "cancelled-detached")[0]]
-    subprocess.run(["scancel", *map(task_id, notes)], env=cluster.env(), check=True)
-    _, err = driver.communicate(timeout=60)
-    assert driver.returncode == 1, err
-    assert "ended CANCELLED before the cell finished" in err
+    notes = []
+
+    def cancel():
+        notes.extend([started(site, "cancelled")[0], started(site, "cancelled-detached")[0]])
+        subprocess.run(["scancel", *map(task_id, notes)], env=cluster.env(), check=True)
+
+    scancel = Meanwhile(hold, cancel)
+    driver = here(run_args(site, path), hold=hold)
+    scancel.result()
+    assert driver.returncode == 1, driver.stderr
+    assert "ended CANCELLED before the cell finished" in driver.stderr
     assert records(site, "cancelled") == []  # pending: never recorded as a result
     gone(cluster, notes[1]["job_id"])
     assert records(site, "cancelled-detached") == []
@@ -218,17 +239,27 @@ def test_scancel_of_a_running_task_leaves_its_cell_pending_with_or_without_a_dri
     assert [r["status"] for r in records(site, "cancelled")] == ["ok"]
 
 
-def test_ctrl_c_cancels_the_array_exits_130_and_leaves_no_job_in_the_queue(cluster, site):
+def test_ctrl_c_cancels_the_array_exits_130_and_leaves_no_job_in_the_queue(cluster, site, here):
     path = grid(site, "stopped", ["held"], seeds=(0, 1))
     hold = site["base"] / "hold-stopped"
     hold.touch()
-    driver = subprocess.Popen([*CLI, *run_args(site, path)], env=cluster.env({"TLBENCH_TEST_HOLD": str(hold)}),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    job = started(site, "stopped")[0]["job_id"]
-    driver.send_signal(signal.SIGINT)
-    _, err = driver.communicate(timeout=60)
-    assert driver.returncode == 130, err
-    assert f"Cancelled Slurm job array {job}" in err
+    notes = []
+
+    def ctrl_c():  # at this process, as a terminal's Ctrl-C
+        notes.extend(started(site, "stopped"))
+        os.kill(os.getpid(), signal.SIGINT)
+
+    # Python's Ctrl-C, even where SIGINT is ignored (a test run in the background, nohup)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    pressed = Meanwhile(hold, ctrl_c)
+    try:
+        driver = here(run_args(site, path), hold=hold)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    pressed.result()
+    job = notes[0]["job_id"]
+    assert driver.returncode == 130, driver.stderr
+    assert f"Cancelled Slurm job array {job}" in driver.stderr
     assert [j for j in cluster.squeue() if j["job"].split("_")[0] == job] == []
     assert {r["status"] for r in records(site, "stopped")} == {"interrupted"}  # pending for the next run
 
@@ -302,7 +333,7 @@ def test_the_grids_executor_slurm_table_reaches_slurm(cluster, site, here):
     assert refused.returncode == 2 and "Unknown Slurm partition 'debgu'" in refused.stderr, refused.stderr
 
 
-def test_a_failed_node_leaves_its_cell_pending_for_the_next_run(cluster, site, time_limited):
+def test_a_failed_node_leaves_its_cell_pending_for_the_next_run(cluster, site, time_limited, here):
     # after the time-limited runs (this file's last but one test): a node marked down ends every
     # job on it, and this cluster has one node
     time_limited[0].wait(timeout=90)
@@ -311,20 +342,21 @@ def test_a_failed_node_leaves_its_cell_pending_for_the_next_run(cluster, site, t
     path = grid(site, "nodefail", ["held"])
     hold = site["base"] / "hold-nodefail"
     hold.touch()
-    # without requeueing: Slurm would requeue the task (JobRequeue), which then waits for a node
-    driver = subprocess.Popen([*CLI, *run_args(site, path, "--slurm-sbatch", "no-requeue")],
-                              env=cluster.env({"TLBENCH_TEST_HOLD": str(hold)}),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    started(site, "nodefail")
     down = ["scontrol", "update", f"NodeName={cluster.node}"]
-    subprocess.run([*down, "State=DOWN", "Reason=tlbench-test"], env=cluster.env(), check=True)
-    try:
-        _, err = driver.communicate(timeout=60)
+
+    def node_fails():
+        started(site, "nodefail")
+        subprocess.run([*down, "State=DOWN", "Reason=tlbench-test"], env=cluster.env(), check=True)
+
+    failure = Meanwhile(hold, node_fails)
+    try:  # without requeueing: Slurm would requeue the task (JobRequeue), which then waits for a node
+        driver = here(run_args(site, path, "--slurm-sbatch", "no-requeue"), hold=hold)
+        failure.result()
     finally:  # the node's slurmd still answers: ReturnToService=2 may have brought it back already
         subprocess.run([*down, "State=RESUME"], env=cluster.env(), capture_output=True)
         deadline = time.monotonic() + 30
         while cluster.node_state() != "idle" and time.monotonic() < deadline:
             time.sleep(0.2)
-    assert driver.returncode == 1, err
-    assert "ended NODE_FAIL before the cell finished" in err
+    assert driver.returncode == 1, driver.stderr
+    assert "ended NODE_FAIL before the cell finished" in driver.stderr
     assert records(site, "nodefail") == []

@@ -1,5 +1,5 @@
 """The executors that run cells on this machine: ``--executor local`` runs each cell in the
-driver's process, ``--executor subprocess`` each in a fresh process (``IsolatedCell``).
+driver's process, ``--executor subprocess`` each in a process of its own (``IsolatedCell``).
 
 An executor is what the driver's loop (tlbench.driver) hands cells to: it has ``slots`` (cells
 at once), ``submit(cell, job)``, ``finished()`` (the outcomes ready now), ``interrupt()`` and
@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from tlbench.cell_job import CellJob, Outcome
+from tlbench.cell_process import start
 from tlbench.grid import Cell
 from tlbench.results import active_claims
 
@@ -74,7 +73,7 @@ def threads_beside(results_dir: Path, grid: str) -> int:
 
 
 class SubprocessExecutor:
-    """Runs cells one at a time, each in a fresh process, with an optional hard time limit."""
+    """Runs cells one at a time, each in a process of its own, with an optional hard time limit."""
 
     slots = 1
 
@@ -104,15 +103,18 @@ class SubprocessExecutor:
         return outcomes
 
     def close(self) -> None:
-        pass
+        """The run stopped with cells in flight (their claims are released: they stay pending)."""
+        for isolated in self._running.values():
+            isolated.abandon()
+        self._running.clear()
 
 
 class IsolatedCell:
-    """One cell in a fresh Python process (``python -m ENTRY``, tlbench.worker unless a Ray node
-    runs it): all its memory is returned when it ends, and it can be killed at a deadline
-    without harming anything else."""
+    """One cell in a process of its own (tlbench.cell_process; ``entry`` runs the job there,
+    tlbench.worker's unless a Ray node runs it): all its memory is returned when it ends, and it
+    can be killed at a deadline without harming anything else."""
 
-    def __init__(self, job: CellJob, timeout_s: Optional[float] = None, entry: str = "tlbench.worker"):
+    def __init__(self, job: CellJob, timeout_s: Optional[float] = None, entry: str = "tlbench.worker:outcome_of"):
         self.timeout_s = timeout_s
         self._folder = tempfile.TemporaryDirectory(prefix="tlbench-cell-")
         folder = Path(self._folder.name)
@@ -120,15 +122,14 @@ class IsolatedCell:
         self._job_path.write_text(json.dumps(asdict(job)), encoding="utf-8")
         self.started = time.monotonic()
         # a session of its own: Ctrl-C in the terminal reaches the driver, which decides
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", entry, str(self._job_path), str(self._result_path)], start_new_session=True)
+        self.process = start(entry, str(self._job_path), str(self._result_path))
 
     def poll(self) -> Optional[Outcome]:
         """The outcome once the process has ended (or was killed at its deadline), else None."""
-        code = self.process.poll()
+        code = self.process.exitcode
         if code is None:
             if self.timeout_s is not None and time.monotonic() - self.started > self.timeout_s:
-                self._kill()
+                self.kill()
                 return self._done(Outcome(failure=(
                     "timeout", f"the cell ran longer than --cell-timeout {self.timeout_s:g} s and was killed")))
             return None
@@ -141,13 +142,12 @@ class IsolatedCell:
 
     def interrupt(self) -> Outcome:
         """Ask the cell to stop (it stores itself as interrupted), killing it after a grace period."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(GRACE_S)
-            except subprocess.TimeoutExpired:
-                self._kill()
-        outcome = self._read(self.process.returncode)
+        if self.process.exitcode is None:
+            os.kill(self.process.pid, signal.SIGINT)
+            self.process.join(GRACE_S)
+            if self.process.exitcode is None:
+                self.kill()
+        outcome = self._read(self.process.exitcode)
         if outcome.record is None:
             outcome = Outcome(failure=("interrupted", "interrupted (Ctrl-C)"))
         return self._done(outcome)
@@ -163,13 +163,23 @@ class IsolatedCell:
         return Outcome(failure=("crashed", f"the cell's process exited with status {code}; "
                                            "its error is printed above"))
 
-    def _kill(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)  # the cell and any DataLoader workers
-        except ProcessLookupError:
-            pass
-        self.process.wait()
+    def abandon(self) -> None:
+        """Kill the cell and keep no outcome: it stays pending."""
+        self.kill()
+        self._done(None)
+
+    def kill(self) -> None:
+        """SIGKILL to the cell and any DataLoader workers (to the cell alone when it has not made
+        its session yet), then wait for it."""
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(self.process.pid, signal.SIGKILL)
+                break
+            except ProcessLookupError:
+                pass
+        self.process.join()
 
     def _done(self, outcome: Outcome) -> Outcome:
+        self.process.close()
         self._folder.cleanup()
         return outcome

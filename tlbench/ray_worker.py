@@ -2,13 +2,13 @@
 (tlbench.node_check), run the cell as any worker does (tlbench.worker), and answer the driver
 (tlbench.ray_executor) with the record, the reason its node is unfit, or a failure.
 
-With ``--cell-timeout`` the cell runs in a process of its own (``python -m tlbench.ray_worker
-JOB RESULT``), so that it can be killed at its deadline; the checks then run in that process.
+With ``--cell-timeout`` the cell runs in a process of its own (tlbench.executors.IsolatedCell
+with ``outcome_on_node``), so that it can be killed at its deadline; the checks then run in that
+process.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Optional
 
 from tlbench.cell_job import CellJob, Outcome
@@ -16,7 +16,7 @@ from tlbench.errors import ConfigError
 from tlbench.executors import IsolatedCell
 from tlbench.node_check import (NODE_WIDE, NodeUnfit, check_available, check_data, check_dataset_options, check_files,
                                 check_plugins, local_plugins_dir, this_node)
-from tlbench.worker import NoSuchCell, cell_of, grid_for, process_main, run_cell, runner_for
+from tlbench.worker import NoSuchCell, cell_of, grid_for, run_cell, runner_for
 
 _usable_caches: set = set()  # cache folders this process found writable
 
@@ -29,7 +29,7 @@ def task(job: CellJob, timeout_s: Optional[float]) -> dict:
         if timeout_s is None:
             outcome = outcome_on_node(job)
         else:  # a hard deadline needs a process of its own
-            outcome = IsolatedCell(job, timeout_s, entry="tlbench.ray_worker").wait()
+            outcome = IsolatedCell(job, timeout_s, entry="tlbench.ray_worker:outcome_on_node").wait()
     except Exception as exc:  # raised before the cell could make its own record
         outcome = Outcome(failure=("exception", f"{type(exc).__name__}: {exc}"))
     if outcome.record is not None:
@@ -115,6 +115,3 @@ def _environment() -> Optional[dict]:
     except Exception:
         return None
 
-
-if __name__ == "__main__":
-    sys.exit(process_main(outcome_on_node, *sys.argv[1:3]))

@@ -1,8 +1,8 @@
 """A worker: runs one cell from its CellJob and returns the record, building only the part of
 the grid that holds the cell.
 
-It runs inside a Ray task (tlbench.ray_worker), or as the entry point of a process of its own
-(``python -m tlbench.worker JOB RESULT``, started by tlbench.executors.IsolatedCell).
+It runs inside a Ray task (tlbench.ray_worker), or in a process of its own (``process_main``,
+started by tlbench.executors.IsolatedCell through tlbench.cell_process).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -98,15 +97,13 @@ def outcome_of(job: CellJob) -> Outcome:
 # -- a process of its own --------------------------------------------------------------------------
 
 
-def process_main(run: Callable[[CellJob], Outcome], job_path: str, result_path: str) -> int:
+def process_main(run: Callable[[CellJob], Outcome], job_path: str, result_path: str, starter: int) -> int:
     """Entry point of a cell's own process: ``run`` the job in ``job_path``, write the outcome
-    to ``result_path`` (read by tlbench.executors.IsolatedCell)."""
-    from tlbench.cpus import quiet_threads
+    to ``result_path`` (read by tlbench.executors.IsolatedCell, in process ``starter``)."""
     from tlbench.streams import lenient_streams
 
-    quiet_threads()  # before the cell imports torch (the driver's environment usually has it already)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stores the cell as interrupted
-    exit_when_orphaned(os.getppid())
+    exit_when_orphaned(starter)
     job = CellJob(**json.loads(Path(job_path).read_text(encoding="utf-8")))
     try:
         with lenient_streams():  # the driver's stdout and stderr, inherited: full or closed as they may be
@@ -117,19 +114,27 @@ def process_main(run: Callable[[CellJob], Outcome], job_path: str, result_path: 
     return 0
 
 
-def exit_when_orphaned(parent: int) -> None:
-    """The cell's process has a session of its own, so it would outlive a driver (or Ray
-    worker, or a Slurm task's batch shell) killed with SIGKILL; it stops instead, leaving the
-    cell pending."""
+def exit_when_orphaned(starter: int) -> None:
+    """The cell's process has a session of its own, so it would outlive the driver (or Ray
+    worker, or a Slurm task's batch shell) that started it, killed with SIGKILL; it stops
+    instead, leaving the cell pending. (Its parent is the fork server, which outlives the
+    starter while its processes run.)"""
     import threading
 
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(3)
-
-    threading.Thread(target=watch, daemon=True, name="orphan-watch").start()
+    threading.Thread(target=_exit_when_gone, args=(starter,), daemon=True, name="orphan-watch").start()
 
 
-if __name__ == "__main__":
-    sys.exit(process_main(outcome_of, *sys.argv[1:3]))
+def _exit_when_gone(pid: int) -> None:
+    """``os._exit(3)`` once process ``pid`` has ended."""
+    import select
+
+    try:
+        if hasattr(os, "pidfd_open"):  # Linux: readable once the process has ended
+            select.select([os.pidfd_open(pid)], [], [])
+        else:  # elsewhere, asked every second
+            while True:
+                os.kill(pid, 0)
+                time.sleep(1.0)
+    except ProcessLookupError:
+        pass
+    os._exit(3)
