@@ -50,13 +50,24 @@ def pool_on(monkeypatch, registry, resources, **kwargs):
     return RayExecutor(registry, **options), fake
 
 
+def cell_of(registry, strategy: str, table: dict = None):
+    """A grid's one cell of ``strategy`` (a name the grid lists, with its [strategy.NAME] table)."""
+    from tlbench.grid import build_grid
+
+    data = {"name": "g", "backbones": ["test_efficientnet"], "strategies": [strategy], "datasets": ["digits"],
+            "strategy": {strategy: table} if table else {}}
+    (cell,) = build_grid(data, "g.toml", registry).cells
+    return cell
+
+
 def test_a_gpu_cell_gets_a_fresh_worker_its_own_device_and_a_share_on_record(monkeypatch, registry):
     pool, fake = pool_on(monkeypatch, registry, {"CPU": 8.0, "GPU": 2.0}, gpu_shares={"linear_probe": 0.25},
                          needs_gpu=True)  # [settings] device = "cuda:1", say
-    for strategy in ("linear_probe", "full_finetune"):
-        pool.submit(SimpleNamespace(strategy=strategy), a_job())
-    (probe_options, probe_job), (ft_options, ft_job) = fake.submitted
-    assert probe_options["num_gpus"] == 0.25 and ft_options["num_gpus"] == 1.0
+    for cell in (cell_of(registry, "linear_probe"), cell_of(registry, "full_finetune"),
+                 cell_of(registry, "probe_b", {"plugin": "linear_probe"})):  # a variant: its plugin's share
+        pool.submit(cell, a_job())
+    (probe_options, probe_job), (ft_options, ft_job), (variant_options, _) = fake.submitted
+    assert probe_options["num_gpus"] == variant_options["num_gpus"] == 0.25 and ft_options["num_gpus"] == 1.0
     assert probe_options["max_calls"] == ft_options["max_calls"] == 1  # no reused CUDA context
     assert probe_job.device == ft_job.device == "cuda"  # the worker's GPU, whatever cuda:N the grid says
     assert probe_job.resources == {"num_cpus": 1.0, "num_gpus": 0.25}
@@ -64,14 +75,14 @@ def test_a_gpu_cell_gets_a_fresh_worker_its_own_device_and_a_share_on_record(mon
 
 def test_with_device_auto_a_gpu_worker_chooses_its_device_itself(monkeypatch, registry):
     pool, fake = pool_on(monkeypatch, registry, {"CPU": 8.0, "GPU": 1.0})
-    pool.submit(SimpleNamespace(strategy="full_finetune"), a_job())
+    pool.submit(cell_of(registry, "full_finetune"), a_job())
     ((options, job),) = fake.submitted
     assert options["max_calls"] == 1 and job.device is None
 
 
 def test_cpu_cells_keep_reusable_workers_and_the_grids_device(monkeypatch, registry):
     pool, fake = pool_on(monkeypatch, registry, {"CPU": 4.0}, use_gpus=False)
-    pool.submit(SimpleNamespace(strategy="full_finetune"), a_job())
+    pool.submit(cell_of(registry, "full_finetune"), a_job())
     ((options, job),) = fake.submitted
     assert options["num_gpus"] == 0 and "max_calls" not in options
     assert job.device is None and job.threads == 1
