@@ -121,3 +121,25 @@ def test_non_finite_features_are_refused():
     features[3, 2] = float("nan")
     with pytest.raises(ValueError, match="NaN or infinite"):
         softmax_regression.fit(features, labels, 4, l2=1e-2, max_iter=10)
+
+
+def test_standardising_in_place_gives_the_copys_numbers_and_path_in_the_features_own_memory():
+    """Without a refit on val, linear_probe standardises the training features over their raw
+    ones: the same numbers, the same path and head, one n x d tensor instead of two."""
+    features, labels = problem(seed=3, samples=3000, dims=40)
+    features[:, [0, 7, 39]] = 2.5  # constant columns: left out, so the rows move in memory
+    val_x, val_y = problem(seed=4, samples=300, dims=40)
+    copied = linear_head.Standardization(features)
+    raw = features.clone()
+    in_place = linear_head.Standardization(raw, in_place=True)
+    assert torch.equal(in_place.standardized, copied.standardized) and in_place.standardized.shape == (3000, 37)
+    assert torch.equal(in_place.mean, copied.mean) and torch.equal(in_place.scale, copied.scale)
+    assert in_place.standardized.data_ptr() == raw.data_ptr()  # no second n x d tensor
+    path = linear_head.probe_path(features, labels, val_x, val_y, 4, [1.0, 0.1], max_iter=50)
+    same = linear_head.probe_path(in_place, labels, val_x, val_y, 4, [1.0, 0.1], max_iter=50)
+    assert [(p, a) for p, a, _ in path] == [(p, a) for p, a, _ in same]
+    for (_, _, (w1, b1)), (_, _, (w2, b2)) in zip(path, same):
+        assert torch.equal(w1, w2) and torch.equal(b1, b2)
+    head = linear_head.fit_probe(features, labels, 4, 0.1, 50, start=path[1][2])
+    assert all(torch.equal(a, b) for a, b in zip(head, linear_head.fit_probe(in_place, labels, 4, 0.1, 50,
+                                                                              start=same[1][2])))

@@ -30,18 +30,24 @@ def fit_linear_probe(model: nn.Module, train: tlbench.Split, val: tlbench.Split,
     # The frozen network runs once per image, and not at all when the cache has its features.
     train_x, val_x = ctx.frozen_features(model, [train, val], cache=options.cache)
     train_y, val_y = train.labels.to(ctx.device), val.labels.to(ctx.device)
-    path = probe_path(train_x, train_y, val_x, val_y, ctx.num_classes, options.penalties(), options.max_iter)
+    width = train_x.shape[1]
+    # without a refit the raw training features are not needed again: standardised in their own
+    # memory, they are the solver's one copy (the features of 60k images are 300 MB)
+    view = train_x if refit_on_val else Standardization(train_x, in_place=True)
+    if not refit_on_val:
+        del train_x
+    path = probe_path(view, train_y, val_x, val_y, ctx.num_classes, options.penalties(), options.max_iter)
     penalty, val_top1, state = max(path, key=lambda step: step[1])  # first (strongest) on ties
     if refit_on_val:  # selection is done, so val is just more data
-        train_x, train_y = torch.cat([train_x, val_x]), torch.cat([train_y, val_y])
-    weight, bias = fit_probe(train_x, train_y, ctx.num_classes, penalty, options.max_iter, start=state)
+        view, train_y = torch.cat([view, val_x]), torch.cat([train_y, val_y])
+    weight, bias = fit_probe(view, train_y, ctx.num_classes, penalty, options.max_iter, start=state)
     head = training.classifier(model)
     with torch.no_grad():
         head.weight.copy_(weight)
         head.bias.copy_(bias)
     training.unfreeze([head])
     ctx.log(l2=penalty, val_top1=val_top1, l2_path=[[p, acc] for p, acc, _ in path],
-            feature_dim=train_x.shape[1], refit_on_val=refit_on_val)
+            feature_dim=width, refit_on_val=refit_on_val)
     return val_top1
 
 
@@ -56,10 +62,12 @@ class Standardization:
     on every digits training image), and each one left out is a column fewer in every pass of
     the solver."""
 
-    def __init__(self, features: torch.Tensor):
+    def __init__(self, features: torch.Tensor, in_place: bool = False):
+        """``in_place``: the standardised features are made in ``features``' own memory, which
+        they overwrite (the same numbers as from a copy)."""
         self.width = features.shape[1]
         self.columns = varying(features)
-        kept = features[:, self.columns]
+        kept = kept_in_place(features, self.columns) if in_place else features[:, self.columns]
         self.mean, self.scale = kept.mean(0), kept.std(0).clamp_min(1e-6)
         # ``features`` as the solver sees them, from the copy the statistics were taken on:
         # the same numbers as calling the view on them, a copy and two n x d tensors fewer
@@ -80,6 +88,22 @@ class Standardization:
         return self.widened(raw), bias - raw @ self.mean
 
 
+def kept_in_place(features: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """``features[:, columns]`` written over ``features`` itself, its rows moved to the front a
+    chunk at a time: one n x d tensor where a copy would hold two. A row's new place never lies
+    past its old one, so no row is overwritten before it is read."""
+    n, d = features.shape
+    if not features.is_contiguous():
+        return features[:, columns]
+    if len(columns) == d:
+        return features
+    kept = features.view(-1)[: n * len(columns)].view(n, len(columns))
+    rows = max(1, 2**20 // d)  # a chunk of about 4 MB
+    for start in range(0, n, rows):
+        kept[start:start + rows] = features[start:start + rows][:, columns]
+    return kept
+
+
 def varying(features: torch.Tensor) -> torch.Tensor:
     """Indices of the features that are not constant over the rows of ``features``."""
     return (features != features[:1]).any(0).nonzero().squeeze(1)
@@ -88,6 +112,7 @@ def varying(features: torch.Tensor) -> torch.Tensor:
 def probe_path(train_x, train_y, val_x, val_y, num_classes: int, penalties, max_iter: int,
                patience: int = 2):
     """Fit the probe along ``penalties`` (strongest first, warm-started); score each on val.
+    ``train_x``: raw features, or their Standardization.
 
     Weaker penalties take the most iterations and rarely win once validation accuracy has
     turned down, so the path stops after ``patience`` steps without a new best. Returns the
@@ -96,7 +121,7 @@ def probe_path(train_x, train_y, val_x, val_y, num_classes: int, penalties, max_
     """
     from tlbench_plugins.machinery import softmax_regression
 
-    view = Standardization(train_x)
+    view = train_x if isinstance(train_x, Standardization) else Standardization(train_x)
     train_x, val_x = view.standardized, view(val_x)
     weight = bias = None
     path = []
@@ -113,11 +138,11 @@ def probe_path(train_x, train_y, val_x, val_y, num_classes: int, penalties, max_
 
 def fit_probe(features, labels, num_classes: int, penalty: float, max_iter: int,
               start: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight, bias) of the final probe on ``features``, warm-started from ``start`` (a path
-    state), rewritten to take raw features."""
+    """(weight, bias) of the final probe on ``features`` (raw, or their Standardization),
+    warm-started from ``start`` (a path state), rewritten to take raw features."""
     from tlbench_plugins.machinery import softmax_regression
 
-    view = Standardization(features)
+    view = features if isinstance(features, Standardization) else Standardization(features)
     weight, bias = (start[0][:, view.columns], start[1]) if start is not None else (None, None)
     weight, bias = softmax_regression.fit(view.standardized, labels, num_classes, l2=penalty,
                                           max_iter=max_iter, weight=weight, bias=bias)

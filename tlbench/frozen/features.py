@@ -9,7 +9,6 @@ transferability scores and any third-party strategy share one cache.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import time
 
 import torch
@@ -34,12 +33,16 @@ def pooled_features(extraction, splits: list, ctx) -> list:
 
     size = ctx.settings.batch_size
     images = (as_channels_last(x) for split in splits for x, _ in split.batches(size, device=ctx.device))
-    counts = [split.num_batches(size) for split in splits]
+    # each batch's rows: (split, first row), in the order the batches come
+    places = [(i, start) for i, split in enumerate(splits) for start in range(0, len(split), size)]
+    found = None  # one tensor per split, made at the first batch (its width) and filled in place:
+    # the batches are not kept to be concatenated, which would hold the features twice
     with contextlib.closing(extraction.outputs(images, features)) as batches:
-        outputs = list(ctx.progress(batches, total=sum(counts), desc="features"))
-    none = outputs[0][:0] if outputs else torch.empty(0, 0, device=ctx.device)  # for an empty split
-    ends = itertools.accumulate(counts)
-    return [torch.cat(outputs[end - count:end] or [none]) for count, end in zip(counts, ends)]
+        for (i, start), batch in zip(places, ctx.progress(batches, total=len(places), desc="features")):
+            if found is None:
+                found = [batch.new_empty((len(split), *batch.shape[1:])) for split in splits]
+            found[i][start:start + len(batch)] = batch
+    return found or [torch.empty(0, 0, device=ctx.device) for _ in splits]
 
 
 def frozen_features(model: nn.Module, splits: list, ctx,
