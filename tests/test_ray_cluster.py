@@ -155,9 +155,12 @@ def test_a_node_without_the_data_folder_says_so_by_name(cluster, site, here):
     assert {r["node"]["id"] for r in records(site, "missing")} == {cluster.head_node_id}
 
 
-def test_a_node_without_a_plugin_the_driver_has_gets_none_of_its_cells(cluster, site, here):
+def test_a_node_without_a_plugin_the_driver_has_gets_none_of_its_cells(cluster, site):
+    # a driver of its own (a new Ray job, so fresh workers): with this process's warm worker the
+    # head node could take all three tiny cells before the other node is offered one, and the
+    # node check this test is about would never run
     path = grid(site, "plugin", ["untrained"], seeds=(0, 1, 2))
-    done = here(*on_ray(cluster, site, path), path=site["package"])
+    done = tlbench(cluster, *on_ray(cluster, site, path), env={"PYTHONPATH": str(site["package"])})
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("lacks the strategy plugin 'untrained', which the driver has "
                              "(tlbench-extra 1.0): install the driver's version on every node") == 1, done.stderr
@@ -165,7 +168,8 @@ def test_a_node_without_a_plugin_the_driver_has_gets_none_of_its_cells(cluster, 
     assert len(ran) == 3 and {r["node"]["id"] for r in ran} == {cluster.head_node_id}
 
 
-def test_a_node_without_a_checkpoint_runs_none_of_the_cells_that_name_it(cluster, site, here):
+def test_a_node_without_a_checkpoint_runs_none_of_the_cells_that_name_it(cluster, site):
+    # a driver of its own, as above
     import timm
     import torch
 
@@ -173,7 +177,7 @@ def test_a_node_without_a_checkpoint_runs_none_of_the_cells_that_name_it(cluster
     torch.save(timm.create_model("test_efficientnet", num_classes=3).state_dict(), checkpoint)
     extra = f'[backbone.test_efficientnet]\ncheckpoint = "{checkpoint}"\n'
     path = grid(site, "weights", ["linear_probe"], seeds=(0, 1, 2), extra=extra)
-    done = here(*on_ray(cluster, site, path))
+    done = tlbench(cluster, *on_ray(cluster, site, path))
     assert done.returncode == 0, done.stderr
     assert done.stderr.count(f"has no file {checkpoint}, which the grid's options name") == 1, done.stderr
     assert f"It gets no more cells that name {checkpoint} in this run" in done.stderr
