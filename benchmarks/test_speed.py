@@ -389,6 +389,21 @@ def test_full_finetune_throughput(benchmark, report, make_cell, runner_with_cloc
     assert ratio >= 0.9, f"full_finetune runs at {ratio:.2f}x the bare loop's images/s (target 0.9x)"
 
 
+@pytest.mark.parametrize("batch", [16, 64])
+def test_full_finetune_vs_channels_last_loop(benchmark, report, make_cell, runner_with_clock, warm_cpu, batch):
+    """Benchmark 3b (issue #29 item 7): full_finetune's training steps against the plain loop at
+    its fastest on this CPU, the model and inputs in channels_last, at batch 16 and 64, the two
+    alternating step by step; target >= 1.0x on the median images/s of a step."""
+    measure = finetune_vs_bare(make_cell, runner_with_clock, backbone="efficientnet_lite0",
+                               dataset="digits", size=64, batch=batch, epochs=2, channels_last=True)
+    tl, bare, device = benchmark.pedantic(measure, rounds=1, iterations=1)
+    ratio = median_rate(tl) / median_rate(bare)
+    report(f"3b full_finetune vs channels_last loop, batch {batch}", device=str(device), timed_steps_each=len(tl),
+           tlbench_median_img_s=median_rate(tl), bare_median_img_s=median_rate(bare), ratio=ratio,
+           ratio_of_means=throughput(tl) / throughput(bare), target_ratio=1.0)
+    assert ratio >= 1.0, f"full_finetune runs at {ratio:.2f}x the channels_last loop's images/s at batch {batch}"
+
+
 # -- 4. partial_unfreeze: cached boundary activations vs the full forward -----------------------
 
 
