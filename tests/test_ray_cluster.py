@@ -128,10 +128,12 @@ def test_two_nodes_run_the_grid_as_the_local_executor_and_records_name_their_nod
         assert address in listing.stdout
 
 
-def test_a_node_with_other_data_runs_none_of_that_datasets_cells(cluster, site, here):
+def test_a_node_with_other_data_runs_none_of_that_datasets_cells(cluster, site):
+    # the node checks below need the other node to be offered a cell: drivers of their own (a
+    # new Ray job, fresh workers on both nodes), as in the plugin and checkpoint tests
     extra = f'[dataset.folder]\npath = "{site["photos"]}"\n'
     path = grid(site, "data", ["linear_probe"], datasets=["folder"], seeds=(0, 1, 2, 3), extra=extra)
-    done = here(*on_ray(cluster, site, path))
+    done = tlbench(cluster, *on_ray(cluster, site, path))
     assert done.returncode == 0, done.stderr
     assert "has another copy of dataset 'folder' (81 images in 3 classes there, 90 in 3 on the driver)" \
         in done.stderr
@@ -142,11 +144,11 @@ def test_a_node_with_other_data_runs_none_of_that_datasets_cells(cluster, site, 
     assert {r["split_sizes"]["train"] + r["split_sizes"]["val"] + r["split_sizes"]["test"] for r in ran} == {90}
 
 
-def test_a_node_without_the_data_folder_says_so_by_name(cluster, site, here):
+def test_a_node_without_the_data_folder_says_so_by_name(cluster, site):
     only_here = photos(site["driver_only"] / "only_here", per_class=10)
     extra = f'[dataset.folder]\npath = "{only_here}"\n'
     path = grid(site, "missing", ["linear_probe"], datasets=["folder"], seeds=(0, 1, 2), extra=extra)
-    done = here(*on_ray(cluster, site, path))
+    done = tlbench(cluster, *on_ray(cluster, site, path))
     assert done.returncode == 0, done.stderr
     worker = next(n for n in cluster.nodes if n["node_id"] == cluster.worker_node_id)
     assert (f"Ray node vm ({worker['address']}:{worker['port']}, id {cluster.worker_node_id[:8]}) cannot use "
