@@ -23,7 +23,7 @@ from tlbench.options import build_candidates, build_options, options_as_dict, pa
 from tlbench.plugins import Registry
 from tlbench.settings import Settings
 from tlbench.slurm_options import executor_tables
-from tlbench.variants import axis_rows
+from tlbench.variants import PLURAL, axis_rows
 
 GRID_NAME_MAX = 100  # characters: a folder name, with room for what tlbench puts beside it
 GRID_NAME_PATTERN = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{GRID_NAME_MAX - 1}}}$")
@@ -31,7 +31,7 @@ TOP_LEVEL_KEYS = ("name", "backbones", "strategies", "datasets", "seeds", "contr
                   "backbone", "strategy", "dataset", "score", "sinks", "sink", "executor")
 #: Settings a ``[budget.STRATEGY]`` table may change for one strategy's cells: how much it trains.
 BUDGET_SETTINGS = ("epochs", "batch_size")
-LIST_KEYS = {"backbones": "backbone", "strategies": "strategy", "datasets": "dataset"}
+LIST_KEYS = {plural: singular for singular, plural in PLURAL.items()}  # "backbones": "backbone", ...
 
 
 @dataclass(frozen=True)

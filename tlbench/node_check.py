@@ -19,6 +19,7 @@ import sys
 from typing import Optional
 
 from tlbench.errors import ConfigError
+from tlbench.variants import PLURAL
 
 # Scopes: what a node can be unfit for. Strings, so they travel back from a worker as they are.
 NODE_WIDE = "node"  # every cell of the grid
@@ -102,8 +103,7 @@ class DriverView:
     def __init__(self, registry, grid, runner):
         for cell in grid.cells:
             _refuse_relative_files(cell)
-        parts = {(plural, c.plugin(axis)) for c in grid.cells
-                 for axis, plural in (("backbone", "backbones"), ("strategy", "strategies"), ("dataset", "datasets"))}
+        parts = {(plural, c.plugin(axis)) for c in grid.cells for axis, plural in PLURAL.items()}
         self.plugins = {f"{kind}:{name}": comparable_origin(registry.registration(kind, name).origin)
                         for kind, name in sorted(parts)}
         self.grid, self.runner = grid, runner

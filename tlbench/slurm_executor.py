@@ -306,8 +306,8 @@ def submit_detached(args, registry, grid, runner, cells, make_executor) -> int:
     log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     if not args.force:  # an earlier --detach's array holds them: submitted again, they would run twice
         queued = {row["run_id"]: row for row in queued_rows(args.results, grid.name, records, running)}
-        if any(cell.run_id in queued for cell in todo):
-            waiting = [cell for cell in todo if cell.run_id in queued]
+        waiting = [cell for cell in todo if cell.run_id in queued]
+        if waiting:
             log(f"{len(waiting)} cell(s) already wait in Slurm's queue ({queued[waiting[0].run_id]['error']}"
                 + (", ..." if len(waiting) > 1 else "") + "): not submitted again.")
             todo = [cell for cell in todo if cell.run_id not in queued]

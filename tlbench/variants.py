@@ -48,15 +48,15 @@ def axis_rows(data: dict, singular: str, names: list[str], registry, source: str
     rows = []
     for name in names:
         table = dict(tables.get(name, {}))
-        plugin = _plugin_of(name, table.pop(PLUGIN_KEY, name), singular, registry, source, name in tables)
-        options_cls = registry.get(PLURAL[singular], plugin).Options
+        plugin, component = _plugin_of(name, table.pop(PLUGIN_KEY, name), singular, registry, source,
+                                       name in tables)
         where = f"[{singular}.{name}]"
         ablated = _ablated(table, where)
         fixed = {key: value for key, value in table.items() if key not in ablated}
         for values in itertools.product(*ablated.values()):
             chosen = dict(zip(ablated, values))
             rows.append(Row(ablation_name(name, chosen), plugin, name,
-                            build(options_cls, {**fixed, **chosen}, where)))
+                            build(component.Options, {**fixed, **chosen}, where)))
     _check_unique(rows, singular, source)
     return rows
 
@@ -77,21 +77,21 @@ def option_tables(data: dict, singular: str, names: list[str], source: str) -> d
     return tables
 
 
-def _plugin_of(name: str, plugin: Any, singular: str, registry, source: str, has_table: bool) -> str:
-    """The registered plugin a listed name runs: itself, or the one its table's ``plugin`` names."""
+def _plugin_of(name: str, plugin: Any, singular: str, registry, source: str, has_table: bool) -> tuple[str, type]:
+    """(the registered plugin a listed name runs: itself, or the one its table's ``plugin``
+    names; its registered class)."""
     where = f"[{singular}.{name}] of {source!r}"
     if not (isinstance(plugin, str) and plugin):
         raise ConfigError(f"'{PLUGIN_KEY}' in {where} must be the name of a {singular} plugin, e.g. "
                           f"{PLUGIN_KEY} = \"NAME\" (tlbench ls {PLURAL[singular]}); got {plugin!r}.")
     if plugin == name:
         try:
-            registry.get(PLURAL[singular], name)
+            return name, registry.get(PLURAL[singular], name)
         except ConfigError as exc:
             if not has_table:
                 raise
             raise ConfigError(f"{exc} [{singular}.{name}] configures it: to make {name!r} a variant of a "
                               f"plugin, name the plugin in that table, {PLUGIN_KEY} = \"PLUGIN\".") from None
-        return name
     if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"Variant name {name!r} in {source!r} is not a usable name: use at most 100 "
                           "letters, digits, '.', '_', '+' and '-', starting with a letter or digit.")
@@ -99,10 +99,9 @@ def _plugin_of(name: str, plugin: Any, singular: str, registry, source: str, has
         raise ConfigError(f"[{singular}.{name}] of {source!r} names plugin {plugin!r}, but {name!r} is itself "
                           f"a {singular} plugin, which the name would hide: give the variant another name.")
     try:
-        registry.get(PLURAL[singular], plugin)
+        return plugin, registry.get(PLURAL[singular], plugin)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {PLUGIN_KEY} = {plugin!r}: {exc}") from None
-    return plugin
 
 
 def _registered(registry, singular: str, name: str) -> bool:
