@@ -355,7 +355,9 @@ class Runner:
                           resample: Resample) -> Optional[str]:
         """Measured once per backbone, weights, dataset and size (the first cell's training
         images stand for the dataset), and kept in the cache folder for later processes."""
-        key = ("collapse", cell.backbone, network.weights, cell.dataset, repr(cell.dataset_options), size)
+        # by plugin, as the data caches are: variants with one plugin and options share the check
+        key = ("collapse", cell.plugin("backbone"), network.weights, cell.plugin("dataset"),
+               repr(cell.dataset_options), size)
         if key not in self._checks:
             kept = [*key, repr(cell.backbone_options), images.content, network.input_size, repr(resample)]
             ratio = sanity.kept_ratio(self.cache_dir, kept, lambda: sanity.feature_scale_ratio(
