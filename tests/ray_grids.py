@@ -35,12 +35,12 @@ def photos(folder: Path, per_class: int, seed: int = 0) -> Path:
 
 
 def make_site(base: Path) -> dict:
-    """The driver's machine under ``base``: its plugin folder (three test plugins) and photos
+    """The driver's machine under ``base``: its plugin folder (four test plugins) and photos
     (90 images), the second node's other photos (81 images), a cache folder for each node."""
     driver_only = base / "driver_only"
     plugins = driver_only / "my-plugins"
     plugins.mkdir(parents=True)
-    for name in ("head_only.py", "lost_processes.py", "broken_results.py"):
+    for name in ("head_only.py", "lost_processes.py", "broken_results.py", "logged.py"):
         (plugins / name).write_bytes((Path(__file__).parent / "plugins" / name).read_bytes())
     return {
         "base": base,

@@ -18,6 +18,7 @@ GRID = """
     train_size = 40
     test_size = 20
     pretrained = false
+    threads = 1
 """
 
 

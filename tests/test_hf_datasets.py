@@ -277,6 +277,7 @@ datasets = ["hf"]
 image_size = 32
 epochs = 1
 pretrained = false
+threads = 1
 
 [dataset.hf]
 {table}

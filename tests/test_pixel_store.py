@@ -140,6 +140,7 @@ def probe_cell_text():
         [settings]
         image_size = 16
         pretrained = false
+        threads = 1
     """
 
 
@@ -187,6 +188,7 @@ SMALL_CELL_OF_FACES = """
     train_size = 30
     test_size = 10
     pretrained = false
+    threads = 1
 """
 
 

@@ -31,6 +31,7 @@ def grid_text(strategies, seeds, dataset="faces"):
         epochs = 1
         batch_size = 32
         pretrained = false
+        threads = 1
     """
 
 

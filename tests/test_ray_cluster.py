@@ -11,7 +11,13 @@ The drivers run in this process (``here``), but for the last test's, which check
 driver's own stdout and stderr. The first run joins the cluster as `tlbench run` does (its own
 ray.init, which ships the plugin folder) and stays joined, as a driver's process does: the later
 runs are the same Ray job, so each node's worker, with torch, timm and the plugins already
-loaded, serves them all (a new job starts a new worker on each node: seconds a run).
+loaded, serves them all (a new job starts a new worker on each node: seconds a run, and most of
+a CPU).
+
+A node check runs only on a node that is offered a cell. Tiny cells end before the second
+node's lease comes back, and the head's worker would take them all; so the grids of the node
+checks run `logged` cells (tests/plugins/logged.py) that take SLEEP_S each on the head: while
+one runs there, the next goes to the other node, which then says why it cannot run it.
 """
 
 import os
@@ -69,12 +75,16 @@ def installed_package(folder: Path) -> Path:
     return folder
 
 
+SLEEP_S = 1.5  # a `logged` cell on the head: long beside the other node's lease (milliseconds warm)
+
+
 @pytest.fixture(scope="module")
 def cluster(site):
+    logged = {"TLBENCH_TEST_LOG": site["base"] / "fits.log", "TLBENCH_TEST_SLEEP": SLEEP_S}
     with TwoNodeCluster(site["base"], hide=[site["driver_only"]],
                         worker_binds={site["photos"]: site["other_photos"]},
-                        head_env={"TLBENCH_CACHE_DIR": site["head_cache"], "PYTHONPATH": site["package"]},
-                        worker_env={"TLBENCH_CACHE_DIR": site["worker_cache"]}) as running:
+                        head_env={"TLBENCH_CACHE_DIR": site["head_cache"], "PYTHONPATH": site["package"], **logged},
+                        worker_env={"TLBENCH_CACHE_DIR": site["worker_cache"], **logged}) as running:
         yield running
 
 
@@ -128,12 +138,10 @@ def test_two_nodes_run_the_grid_as_the_local_executor_and_records_name_their_nod
         assert address in listing.stdout
 
 
-def test_a_node_with_other_data_runs_none_of_that_datasets_cells(cluster, site):
-    # the node checks below need the other node to be offered a cell: drivers of their own (a
-    # new Ray job, fresh workers on both nodes), as in the plugin and checkpoint tests
+def test_a_node_with_other_data_runs_none_of_that_datasets_cells(cluster, site, here):
     extra = f'[dataset.folder]\npath = "{site["photos"]}"\n'
-    path = grid(site, "data", ["linear_probe"], datasets=["folder"], seeds=(0, 1, 2, 3), extra=extra)
-    done = tlbench(cluster, *on_ray(cluster, site, path))
+    path = grid(site, "data", ["logged"], datasets=["folder"], seeds=(0, 1, 2, 3), extra=extra)
+    done = here(*on_ray(cluster, site, path))
     assert done.returncode == 0, done.stderr
     assert "has another copy of dataset 'folder' (81 images in 3 classes there, 90 in 3 on the driver)" \
         in done.stderr
@@ -144,11 +152,11 @@ def test_a_node_with_other_data_runs_none_of_that_datasets_cells(cluster, site):
     assert {r["split_sizes"]["train"] + r["split_sizes"]["val"] + r["split_sizes"]["test"] for r in ran} == {90}
 
 
-def test_a_node_without_the_data_folder_says_so_by_name(cluster, site):
+def test_a_node_without_the_data_folder_says_so_by_name(cluster, site, here):
     only_here = photos(site["driver_only"] / "only_here", per_class=10)
     extra = f'[dataset.folder]\npath = "{only_here}"\n'
-    path = grid(site, "missing", ["linear_probe"], datasets=["folder"], seeds=(0, 1, 2), extra=extra)
-    done = tlbench(cluster, *on_ray(cluster, site, path))
+    path = grid(site, "missing", ["logged"], datasets=["folder"], seeds=(0, 1, 2), extra=extra)
+    done = here(*on_ray(cluster, site, path))
     assert done.returncode == 0, done.stderr
     worker = next(n for n in cluster.nodes if n["node_id"] == cluster.worker_node_id)
     assert (f"Ray node vm ({worker['address']}:{worker['port']}, id {cluster.worker_node_id[:8]}) cannot use "
@@ -157,29 +165,26 @@ def test_a_node_without_the_data_folder_says_so_by_name(cluster, site):
     assert {r["node"]["id"] for r in records(site, "missing")} == {cluster.head_node_id}
 
 
-def test_a_node_without_a_plugin_the_driver_has_gets_none_of_its_cells(cluster, site):
-    # a driver of its own (a new Ray job, so fresh workers): with this process's warm worker the
-    # head node could take all three tiny cells before the other node is offered one, and the
-    # node check this test is about would never run
-    path = grid(site, "plugin", ["untrained"], seeds=(0, 1, 2))
-    done = tlbench(cluster, *on_ray(cluster, site, path), env={"PYTHONPATH": str(site["package"])})
+def test_a_node_without_a_plugin_the_driver_has_gets_none_of_its_cells(cluster, site, here):
+    # a node checks every plugin of the grid whichever cell it is offered: a `logged` one here
+    path = grid(site, "plugin", ["untrained", "logged"], seeds=(0, 1))
+    done = here(*on_ray(cluster, site, path), path=site["package"])
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("lacks the strategy plugin 'untrained', which the driver has "
                              "(tlbench-extra 1.0): install the driver's version on every node") == 1, done.stderr
     ran = records(site, "plugin")
-    assert len(ran) == 3 and {r["node"]["id"] for r in ran} == {cluster.head_node_id}
+    assert len(ran) == 4 and {r["node"]["id"] for r in ran} == {cluster.head_node_id}
 
 
-def test_a_node_without_a_checkpoint_runs_none_of_the_cells_that_name_it(cluster, site):
-    # a driver of its own, as above
+def test_a_node_without_a_checkpoint_runs_none_of_the_cells_that_name_it(cluster, site, here):
     import timm
     import torch
 
     checkpoint = site["driver_only"] / "weights.pth"
     torch.save(timm.create_model("test_efficientnet", num_classes=3).state_dict(), checkpoint)
     extra = f'[backbone.test_efficientnet]\ncheckpoint = "{checkpoint}"\n'
-    path = grid(site, "weights", ["linear_probe"], seeds=(0, 1, 2), extra=extra)
-    done = tlbench(cluster, *on_ray(cluster, site, path))
+    path = grid(site, "weights", ["logged"], seeds=(0, 1, 2), extra=extra)
+    done = here(*on_ray(cluster, site, path))
     assert done.returncode == 0, done.stderr
     assert done.stderr.count(f"has no file {checkpoint}, which the grid's options name") == 1, done.stderr
     assert f"It gets no more cells that name {checkpoint} in this run" in done.stderr

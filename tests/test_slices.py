@@ -26,6 +26,7 @@ image_size = 16
 epochs = 1
 batch_size = 32
 pretrained = false
+threads = 1
 train_size = 100
 """
 

@@ -44,6 +44,7 @@ image_size = 16
 epochs = 1
 batch_size = 32
 pretrained = false
+threads = 1
 device = "cpu"
 train_per_class = 5
 """

@@ -208,6 +208,7 @@ def test_split_sizes_the_data_cannot_give_are_recorded_and_said_once_per_grid(wr
         [settings]
         image_size = 16
         pretrained = false
+        threads = 1
         test_size = 500
         train_per_class = 100
     """)

@@ -62,6 +62,7 @@ image_size = 16
 epochs = 1
 batch_size = 16
 pretrained = false
+threads = 1
 """
 
 
