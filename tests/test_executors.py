@@ -22,7 +22,8 @@ TIMEOUT_S = 2  # --cell-timeout for the `hangs` strategy, which never ends
 def grid_text(tiny_settings):
     """(strategies, seeds) -> the text of a grid of those cells on faces, on the CPU (the Ray
     instance below declares a GPU this machine may not have: a cell that asked for it would be
-    given CUDA)."""
+    given CUDA). Not pinned to one thread: these cells size their threads to their process's CPUs."""
+    settings = tiny_settings.replace("threads = 1\n", "")
 
     def text(strategies, seeds=(0,)):
         return f"""
@@ -31,7 +32,7 @@ def grid_text(tiny_settings):
             strategies = {json.dumps(list(strategies))}
             datasets = ["faces"]
             seeds = {list(seeds)}
-            {tiny_settings}
+            {settings}
             device = "cpu"
         """
 

@@ -3,10 +3,17 @@
 import numpy as np
 import pytest
 import torch
-from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from tlbench_plugins.machinery import linear_head
+
+
+def scikit_learns(**options):
+    """scikit-learn's LogisticRegression, imported by the tests that compare with it (it takes
+    seconds to import, which every test process would pay at collection)."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(**options)
 
 
 def problem(seed=0, samples=240, dims=12, classes=4):
@@ -26,7 +33,7 @@ def test_fit_matches_scikit_learn(l2):
     features, labels = problem()
     weight, bias = softmax_regression.fit(features, labels, 4, l2=l2, max_iter=500)
 
-    reference = LogisticRegression(C=1 / (l2 * len(labels)), tol=1e-10, max_iter=5000)
+    reference = scikit_learns(C=1 / (l2 * len(labels)), tol=1e-10, max_iter=5000)
     reference.fit(features.double().numpy(), labels.numpy())
     probabilities = torch.softmax(features @ weight.t() + bias, 1).double().numpy()
     np.testing.assert_allclose(probabilities, reference.predict_proba(features.double().numpy()), atol=2e-3)
@@ -60,7 +67,7 @@ def test_solver_reaches_scikit_learns_optimum_with_a_short_memory(memory):
     features, labels = problem(seed=2, samples=400, dims=30, classes=8)
     l2 = 1e-3
     weight, bias = softmax_regression.fit(features, labels, 8, l2=l2, max_iter=1000, memory=memory)
-    reference = LogisticRegression(C=1 / (l2 * len(labels)), tol=1e-10, max_iter=10000)
+    reference = scikit_learns(C=1 / (l2 * len(labels)), tol=1e-10, max_iter=10000)
     reference.fit(features.double().numpy(), labels.numpy())
     best = mean_loss(torch.tensor(reference.coef_), torch.tensor(reference.intercept_), features, labels, l2)
     assert mean_loss(weight, bias, features, labels, l2) <= best + 1e-5
