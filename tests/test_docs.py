@@ -7,7 +7,6 @@ run in test_docs_example.py; docs/api.md, the reference, has a section for every
 """
 
 import argparse
-import dataclasses
 import inspect
 import json
 import re

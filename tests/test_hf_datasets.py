@@ -2,7 +2,6 @@
 save_to_disk: offline, a few seconds."""
 
 import json
-import os
 import pickle
 import subprocess
 import sys

@@ -44,7 +44,7 @@ def test_hostile_names_reach_the_markdown_and_latex_as_text(tmp_path, cli):
 def test_hostile_names_reach_the_ranking_markdown_as_text():
     from tlbench.rank import PairScores, Ranking, to_markdown
 
-    pair = PairScores(f"faces{SCRIPT}", f"vit|\n# heading", scores={"logme": 0.5, "broken": None},
+    pair = PairScores(f"faces{SCRIPT}", "vit|\n# heading", scores={"logme": 0.5, "broken": None},
                       errors={"broken": f"RuntimeError: {IMAGE}\n\n## more"})
     md = to_markdown(Ranking(f"zoo\n{IMAGE}", ["logme", "broken"], [], [pair], {}, {},
                              options={"logme": {"note": SCRIPT}}))
@@ -71,7 +71,7 @@ def test_escape_sequences_in_records_and_file_names_are_printed_visibly(tmp_path
         code, out, err = cli(*command)
         printed += out + err
     assert "\x1b" not in printed and "\r" not in printed and "\x07" not in printed
-    assert "\\x1b]0;owned\\x07" in printed and f"r\\x1b[2J" in printed
+    assert "\\x1b]0;owned\\x07" in printed and "r\\x1b[2J" in printed
     assert not any(line.lstrip().startswith("fake") for line in printed.splitlines())  # no line of its own
     from tlbench.report import build_leaderboard, terminal_summary
 
