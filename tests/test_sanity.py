@@ -76,15 +76,18 @@ def test_pretrained_features_collapse_at_32_px_and_not_at_64(lite0):
     assert lite0.model.training  # the check leaves the model as it found it
 
 
+SMALL_LITE0_GRID = """
+    name = "small"
+    backbones = ["efficientnet_lite0"]
+    strategies = ["linear_probe"]
+    datasets = ["faces"]
+    [settings]
+    image_size = 32
+"""  # efficientnet_lite0 (224 px) at 32 px: its features collapse
+
+
 def test_a_cell_whose_features_collapse_says_so_before_it_is_read(write_grid, cli, tmp_path):
-    grid = write_grid("""
-        name = "small"
-        backbones = ["efficientnet_lite0"]
-        strategies = ["linear_probe"]
-        datasets = ["faces"]
-        [settings]
-        image_size = 32
-    """)
+    grid = write_grid(SMALL_LITE0_GRID)
     code, out, err = cli("run", "--grid", grid, "--results", tmp_path)
     assert code == 0, err
     (record,) = iter_records(tmp_path, "small")
@@ -100,14 +103,7 @@ def test_a_later_process_reads_the_collapse_check_instead_of_decoding_for_it(wri
     from tlbench.grid import load_grid
     from tlbench.runner import Runner
 
-    cell = load_grid(str(write_grid("""
-        name = "small"
-        backbones = ["efficientnet_lite0"]
-        strategies = ["linear_probe"]
-        datasets = ["faces"]
-        [settings]
-        image_size = 32
-    """)), registry).cells[0]
+    cell = load_grid(str(write_grid(SMALL_LITE0_GRID)), registry).cells[0]
     first = Runner(registry, tmp_path).setup(cell)
     assert any("features collapse at 32 px" in w for w in first.facts["warnings"])
     monkeypatch.setattr(sanity, "to_rgb_uint8", lambda *args: pytest.fail("decoded for the check again"))
